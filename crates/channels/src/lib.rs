@@ -1,1 +1,5 @@
-//! placeholder
+//! Wallet-side channels. Today: the deterministic in-process sandbox wallet.
+
+pub mod sandbox;
+
+pub use sandbox::SandboxWallet;

@@ -1,1 +1,18 @@
-//! placeholder
+//! The lifecycle service of tillgate and the ports it drives.
+//!
+//! Dialects turn wire requests into calls of [`service::Lifecycle`]; the service applies the
+//! domain rules through a [`store::Store`] (one atomic unit of work per state change) and asks a
+//! [`channel::Channel`] (the wallet side) to move the money.
+
+pub mod channel;
+pub mod ids;
+pub mod model;
+pub mod secret;
+pub mod service;
+pub mod store;
+
+pub use channel::{Channel, ChannelOp, ChannelReply};
+pub use model::*;
+pub use secret::{Secret, SecretBox, SecretError};
+pub use service::{Lifecycle, LifecycleConfig};
+pub use store::{MutateFn, Mutated, Rejection, Store, StoreError, Writes};

@@ -22,6 +22,11 @@ impl MerchantZone {
         self.0.name()
     }
 
+    /// The wall-clock time of an instant in this zone.
+    pub fn local_time(&self, at: DateTime<Utc>) -> chrono::NaiveDateTime {
+        self.0.from_utc_datetime(&at.naive_utc()).naive_local()
+    }
+
     /// The calendar day of an instant in this zone.
     pub fn day_of(&self, at: DateTime<Utc>) -> chrono::NaiveDate {
         self.0.from_utc_datetime(&at.naive_utc()).date_naive()

@@ -1,1 +1,14 @@
-//! placeholder
+//! The Pockyt/Yuansfer v3 merchant dialect.
+//!
+//! Only this crate knows Pockyt's wire field names. It turns a request (JSON or form) into
+//! parameters, verifies `verifySign`, parses the fields into domain values, calls the lifecycle
+//! service and renders the answer in Pockyt's envelope `{"result", "ret_code", "ret_msg"}`.
+
+mod api;
+pub mod envelope;
+pub mod params;
+mod render;
+pub mod sign;
+
+pub use api::router;
+pub use envelope::{PockytError, RetCode};

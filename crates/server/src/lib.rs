@@ -1,1 +1,176 @@
-//! placeholder
+//! The tillgate server: opens the store, wires the lifecycle service to the channel and the
+//! dialects, and serves HTTP until asked to stop.
+//!
+//! [`run`] is what `tillgate serve` calls and what tests call too: it binds (port 0 allowed),
+//! prints `listening on http://HOST:PORT`, and returns only after a graceful shutdown in which
+//! every acknowledged write is already durable.
+
+pub mod config;
+pub mod sandbox;
+
+use anyhow::{bail, Context};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::future::Future;
+use std::sync::Arc;
+use tillgate_channels::SandboxWallet;
+use tillgate_core::service::{Lifecycle, LifecycleConfig};
+use tillgate_core::{Secret, SecretBox, Store};
+use tillgate_domain::SystemClock;
+use tillgate_pockyt::{PockytError, RetCode};
+use tillgate_store_sqlite::SqliteStore;
+
+pub use config::{Config, Mode};
+
+/// Opens the store named by a database URL.
+pub async fn open_store(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if database_url.starts_with("sqlite:") {
+        let store = SqliteStore::open(database_url)
+            .await
+            .with_context(|| format!("cannot open database {database_url}"))?;
+        return Ok(Arc::new(store));
+    }
+    if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+        bail!("PostgreSQL is not supported by this build yet; use a sqlite:// URL");
+    }
+    bail!("database URL must start with sqlite:// or postgres://, not {database_url:?}")
+}
+
+/// The master key: from the configuration, or in sandbox mode from (or into) a key file beside
+/// the database. Production without a configured key refuses to start.
+pub fn master_key(config: &Config) -> anyhow::Result<SecretBox> {
+    if let Some(key) = &config.master_key {
+        return SecretBox::from_hex(key.expose()).context("master key is not valid");
+    }
+    if config.mode == Mode::Production {
+        bail!("production mode needs a master key: set TILLGATE_MASTER_KEY (64 hex characters)");
+    }
+    let path = config.sandbox_key_path();
+    let hex = match std::fs::read_to_string(&path) {
+        Ok(text) => Secret::new(text.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretBox::generate_key_hex();
+            write_private(&path, key.expose())
+                .with_context(|| format!("cannot write key file {}", path.display()))?;
+            tracing::info!(path = %path.display(), "generated the sandbox master key");
+            key
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read key file {}", path.display()))
+        }
+    };
+    SecretBox::from_hex(hex.expose())
+        .with_context(|| format!("key file {} is not valid", path.display()))
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+/// Builds the lifecycle service on a store.
+pub fn lifecycle(store: Arc<dyn Store>, secrets: SecretBox) -> Arc<Lifecycle> {
+    Arc::new(Lifecycle::new(
+        store,
+        Arc::new(SandboxWallet),
+        Arc::new(SystemClock),
+        secrets,
+        LifecycleConfig::default(),
+    ))
+}
+
+/// Every route of the gateway.
+pub fn app(lifecycle: Arc<Lifecycle>, config: &Config) -> Router {
+    let mut router = Router::new()
+        .merge(tillgate_pockyt::router(lifecycle.clone()))
+        .route("/healthz", get(|| async { "ok" }));
+    if config.mode == Mode::Sandbox {
+        router = router.merge(sandbox::routes(lifecycle));
+    }
+    router
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn(log_request))
+}
+
+async fn unknown_path(request: Request) -> Response {
+    PockytError::new(
+        RetCode::ApiVersionError,
+        format!("no API at {}", request.uri().path()),
+    )
+    .with_status(StatusCode::NOT_FOUND)
+    .into_response()
+}
+
+async fn wrong_method(method: Method) -> Response {
+    PockytError::new(
+        RetCode::ApiVersionError,
+        format!("method {method} is not allowed here; use POST"),
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
+    .into_response()
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains requests and closes the store.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let secrets = master_key(&config)?;
+    let store = open_store(&config.database_url).await?;
+    let service = lifecycle(store.clone(), secrets);
+    match config.mode {
+        Mode::Sandbox => sandbox::bootstrap(&service, config.default_timezone).await?,
+        Mode::Production => {
+            let n = store.sandbox_merchant_count().await?;
+            if n > 0 {
+                bail!(
+                    "production mode refuses to start: the database holds {n} sandbox merchant(s) \
+                     whose credentials are public; use a database without them"
+                );
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, mode = ?config.mode, "tillgate is ready");
+    axum::serve(listener, app(service, &config))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("draining the store");
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

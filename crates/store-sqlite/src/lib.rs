@@ -1,1 +1,252 @@
-//! placeholder
+//! The SQLite backend of the store: WAL, `synchronous=FULL`, and group commit.
+//!
+//! All writes go through one writer task that owns one connection. It takes every write that is
+//! waiting, runs each inside its own savepoint of one `BEGIN IMMEDIATE` transaction, commits
+//! once, and only then answers each caller. Many operations share one fsync, none is answered
+//! before its commit is durable, and because there is exactly one writer, the check-and-reserve
+//! of a refund can never interleave with another. Reads use a separate pool (WAL readers do not
+//! block the writer).
+
+mod migrate;
+mod rows;
+mod writer;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+use tillgate_core::store::{Inserted, MutateFn, Mutated, Store, StoreError};
+use tillgate_core::*;
+use tokio::sync::{mpsc, oneshot};
+
+pub use migrate::MIGRATIONS;
+pub use writer::MAX_BATCH;
+
+/// How many writes may wait for the writer before callers wait to enqueue (a bound, rule 9).
+const WRITE_QUEUE: usize = 4096;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    reads: SqlitePool,
+    writes: mpsc::Sender<writer::Job>,
+    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stats: std::sync::Arc<writer::Stats>,
+}
+
+pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict("unique key");
+        }
+    }
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite:path`),
+    /// applies pending migrations and starts the writer.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad sqlite url {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let mut conn = options.connect().await.map_err(unavailable)?;
+        migrate::apply(&mut conn).await?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options.clone().read_only(true))
+            .await
+            .map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let stats = std::sync::Arc::new(writer::Stats::default());
+        let handle = tokio::spawn(writer::run(conn, rx, stats.clone()));
+        Ok(SqliteStore {
+            reads,
+            writes: tx,
+            writer: tokio::sync::Mutex::new(Some(handle)),
+            stats,
+        })
+    }
+
+    /// Operations committed and commits made so far (operations per durable commit).
+    pub fn commit_stats(&self) -> (u64, u64) {
+        self.stats.snapshot()
+    }
+
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> writer::Job,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError> {
+        self.write(|tx| writer::Job::UpsertMerchant(m, tx)).await
+    }
+
+    async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM merchants WHERE merchant_no = ?")
+            .bind(merchant_no)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| rows::merchant(&r)).transpose()
+    }
+
+    async fn sandbox_merchant_count(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE sandbox = 1")
+            .fetch_one(&self.reads)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn add_store(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        token_sealed: &str,
+    ) -> Result<StoreAdded, StoreError> {
+        let (s, t) = (store_no.to_owned(), token_sealed.to_owned());
+        self.write(|tx| writer::Job::AddStore(merchant_id, s, t, tx))
+            .await
+    }
+
+    async fn store_row(
+        &self,
+        merchant_no: &str,
+        store_no: &str,
+    ) -> Result<Option<StoreRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
+             JOIN merchants m ON m.id = s.merchant_id \
+             WHERE m.merchant_no = ? AND s.store_no = ?",
+        )
+        .bind(merchant_no)
+        .bind(store_no)
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(unavailable)?;
+        row.map(|r| rows::store_row(&r)).transpose()
+    }
+
+    async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError> {
+        self.write(|tx| writer::Job::InsertPayment(Box::new(p), tx))
+            .await
+    }
+
+    async fn payment(
+        &self,
+        merchant_id: i64,
+        key: &PaymentKey,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let (sql, value) = match key {
+            PaymentKey::TransactionNo(n) => (
+                "SELECT * FROM payments WHERE transaction_no = ? AND merchant_id = ?",
+                n,
+            ),
+            PaymentKey::Reference(r) => (
+                "SELECT * FROM payments WHERE reference = ? AND merchant_id = ?",
+                r,
+            ),
+        };
+        let row = sqlx::query(sql)
+            .bind(value)
+            .bind(merchant_id)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| rows::payment(&r)).transpose()
+    }
+
+    async fn payment_by_transaction_no(
+        &self,
+        transaction_no: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM payments WHERE transaction_no = ?")
+            .bind(transaction_no)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| rows::payment(&r)).transpose()
+    }
+
+    async fn payment_by_id(&self, payment_id: i64) -> Result<Option<PaymentRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM payments WHERE id = ?")
+            .bind(payment_id)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| rows::payment(&r)).transpose()
+    }
+
+    async fn refunds_of(&self, payment_id: i64) -> Result<Vec<RefundRecord>, StoreError> {
+        let found = sqlx::query("SELECT * FROM refunds WHERE payment_id = ? ORDER BY id")
+            .bind(payment_id)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        found.iter().map(rows::refund).collect()
+    }
+
+    async fn refund_by_reference(
+        &self,
+        merchant_id: i64,
+        refund_reference: &str,
+    ) -> Result<Option<RefundRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM refunds WHERE merchant_id = ? AND refund_reference = ?")
+                .bind(merchant_id)
+                .bind(refund_reference)
+                .fetch_optional(&self.reads)
+                .await
+                .map_err(unavailable)?;
+        row.map(|r| rows::refund(&r)).transpose()
+    }
+
+    async fn cancels_of(&self, payment_id: i64) -> Result<Vec<CancelRecord>, StoreError> {
+        let found = sqlx::query("SELECT * FROM cancels WHERE payment_id = ? ORDER BY id")
+            .bind(payment_id)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        found.iter().map(rows::cancel).collect()
+    }
+
+    async fn events_of(&self, payment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
+        let found = sqlx::query("SELECT * FROM events WHERE payment_id = ? ORDER BY id")
+            .bind(payment_id)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        found.iter().map(rows::event).collect()
+    }
+
+    async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError> {
+        self.write(|tx| writer::Job::Mutate(payment_id, decide, tx))
+            .await
+    }
+
+    async fn close(&self) {
+        // The writer finishes every write queued before this one, then stops.
+        let _ = self.writes.send(writer::Job::Shutdown).await;
+        if let Some(handle) = self.writer.lock().await.take() {
+            let _ = handle.await;
+        }
+        self.reads.close().await;
+    }
+}

@@ -1,0 +1,761 @@
+//! The lifecycle service: add, pay, cancel, refund, query, and the wallet's late answers.
+//!
+//! Each use case that moves money follows the same shape, so that no money is ever in flight
+//! without a durable record of it:
+//! 1. one atomic mutation records the intent (payment submitted, refund reserved, cancel begun);
+//! 2. the channel is asked;
+//! 3. one atomic mutation records the answer. An unknown answer leaves the intent in place.
+
+use crate::channel::{Channel, ChannelOp, ChannelReply};
+use crate::ids::new_number;
+use crate::model::*;
+use crate::secret::{Secret, SecretBox, SecretError};
+use crate::store::*;
+use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tillgate_domain::{
+    BusinessDayRule, CancelKind, CancelRejected, CancelState, ChannelOutcome, Clock, Currency, Key,
+    MerchantZone, Money, Payment, PaymentState, RefundState,
+};
+
+/// Why a use case did not happen. Every variant leaves the stored state unchanged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("no such transaction for this merchant")]
+    NotFound,
+    #[error("this key was already used with other parameters")]
+    KeyReused,
+    #[error("a request with this key is still in progress; retry later")]
+    InProgress,
+    #[error("refused by the payment rules: {0:?}")]
+    Rejected(Rejection),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a merchant's credentials could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("unknown merchant or store")]
+    Unknown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored credential does not open: {0}")]
+    Sealed(#[from] SecretError),
+}
+
+/// A store's API credential, opened.
+#[derive(Debug)]
+pub struct StoreCredential {
+    pub merchant: MerchantRecord,
+    pub store_no: String,
+    pub token: Secret<String>,
+}
+
+/// Tunables of the service.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// How long an opened credential is kept in memory before it is read again.
+    pub credential_ttl: std::time::Duration,
+    /// How long an added transaction waits for payment when the request does not say.
+    pub default_timeout_minutes: i64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            credential_ttl: std::time::Duration::from_secs(60),
+            default_timeout_minutes: 120,
+        }
+    }
+}
+
+/// A request to add a transaction.
+#[derive(Debug, Clone)]
+pub struct AddRequest {
+    pub store_no: String,
+    pub reference: Key,
+    pub amount: Money,
+    pub settle_currency: Currency,
+    pub description: Option<String>,
+    pub notify_url: Option<String>,
+    pub timeout_minutes: Option<i64>,
+}
+
+/// A request to pay an added transaction.
+#[derive(Debug, Clone)]
+pub struct PayRequest {
+    pub barcode: Option<String>,
+    pub vendor: Option<String>,
+}
+
+/// A request to refund part or all of a payment.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub amount: Money,
+    /// The settlement currency the merchant expects, when its dialect sends one.
+    pub settle_currency: Option<Currency>,
+    pub refund_reference: Option<Key>,
+}
+
+/// The result of a use case that may be an idempotent replay.
+#[derive(Debug, Clone)]
+pub struct Outcome<T> {
+    pub value: T,
+    /// True when this answer repeats an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// A payment with its refunds, for queries and refund answers.
+#[derive(Debug, Clone)]
+pub struct PaymentWithRefunds {
+    pub payment: PaymentRecord,
+    pub refunds: Vec<RefundRecord>,
+}
+
+type CredentialCache = HashMap<(String, String), (Instant, Arc<StoreCredential>)>;
+
+/// The use cases of a transaction's life.
+pub struct Lifecycle {
+    store: Arc<dyn Store>,
+    channel: Arc<dyn Channel>,
+    clock: Arc<dyn Clock>,
+    secrets: SecretBox,
+    config: LifecycleConfig,
+    credentials: RwLock<CredentialCache>,
+}
+
+fn digest(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        // Length-prefix each part so that ("ab","c") and ("a","bc") differ.
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+fn store_context(merchant_no: &str, store_no: &str) -> String {
+    format!("store:{merchant_no}/{store_no}")
+}
+
+/// What a notification of this payment reports, frozen at the change.
+fn snapshot(p: &PaymentRecord) -> String {
+    format!(
+        "state={}&amount={}&refunded={}",
+        p.payment.state().as_str(),
+        p.payment.amount().minor(),
+        p.payment.refunded().minor()
+    )
+}
+
+fn notify(writes: &mut Writes, p: &PaymentRecord, topic: &str) {
+    if let Some(url) = &p.notify_url {
+        writes.outbox.push(OutboxWrite {
+            topic: topic.to_owned(),
+            target_url: url.clone(),
+            snapshot: snapshot(p),
+        });
+    }
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Arc<dyn Store>,
+        channel: Arc<dyn Channel>,
+        clock: Arc<dyn Clock>,
+        secrets: SecretBox,
+        config: LifecycleConfig,
+    ) -> Lifecycle {
+        Lifecycle {
+            store,
+            channel,
+            clock,
+            secrets,
+            config,
+            credentials: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    // ----- merchants and credentials -------------------------------------------------------
+
+    /// Creates a merchant, or returns the existing one with that number.
+    pub async fn create_merchant(
+        &self,
+        merchant_no: &str,
+        zone: MerchantZone,
+        sandbox: bool,
+    ) -> Result<MerchantRecord, StoreError> {
+        self.store
+            .upsert_merchant(NewMerchant {
+                merchant_no: merchant_no.to_owned(),
+                zone,
+                sandbox,
+                created_at: self.now(),
+            })
+            .await
+    }
+
+    /// Adds a store with its API token to a merchant; returns the token in force and whether
+    /// the store is new. An existing store keeps its token.
+    pub async fn add_store(
+        &self,
+        merchant: &MerchantRecord,
+        store_no: &str,
+        token: &Secret<String>,
+    ) -> Result<(Secret<String>, bool), CredentialError> {
+        let context = store_context(&merchant.merchant_no, store_no);
+        let sealed = self.secrets.seal(token.expose(), &context);
+        match self.store.add_store(merchant.id, store_no, &sealed).await? {
+            StoreAdded::Added => Ok((token.clone(), true)),
+            StoreAdded::Exists { token_sealed } => {
+                Ok((self.secrets.open(&token_sealed, &context)?, false))
+            }
+        }
+    }
+
+    /// The opened credential of a merchant's store, cached for a short while.
+    pub async fn store_credential(
+        &self,
+        merchant_no: &str,
+        store_no: &str,
+    ) -> Result<Arc<StoreCredential>, CredentialError> {
+        let key = (merchant_no.to_owned(), store_no.to_owned());
+        if let Some((at, cred)) = self
+            .credentials
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            if at.elapsed() < self.config.credential_ttl {
+                return Ok(cred.clone());
+            }
+        }
+        let row = self
+            .store
+            .store_row(merchant_no, store_no)
+            .await?
+            .ok_or(CredentialError::Unknown)?;
+        let token = self
+            .secrets
+            .open(&row.token_sealed, &store_context(merchant_no, store_no))?;
+        let cred = Arc::new(StoreCredential {
+            merchant: row.merchant,
+            store_no: row.store_no,
+            token,
+        });
+        let mut cache = self.credentials.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            // A bound on memory: credentials are cheap to read again.
+            cache.clear();
+        }
+        cache.insert(key, (Instant::now(), cred.clone()));
+        Ok(cred)
+    }
+
+    // ----- the transaction's life --------------------------------------------------------
+
+    async fn find(
+        &self,
+        merchant: &MerchantRecord,
+        key: &PaymentKey,
+    ) -> Result<PaymentRecord, LifecycleError> {
+        self.store
+            .payment(merchant.id, key)
+            .await?
+            .ok_or(LifecycleError::NotFound)
+    }
+
+    /// Adds a transaction. The merchant's reference is the idempotency key: the same reference
+    /// with the same parameters replays the first answer, with other parameters it is refused.
+    pub async fn add(
+        &self,
+        merchant: &MerchantRecord,
+        req: AddRequest,
+    ) -> Result<Outcome<PaymentRecord>, LifecycleError> {
+        let timeout = req
+            .timeout_minutes
+            .unwrap_or(self.config.default_timeout_minutes);
+        let fingerprint = digest(&[
+            &req.store_no,
+            &req.amount.minor().to_string(),
+            req.amount.currency().code(),
+            req.settle_currency.code(),
+            req.description.as_deref().unwrap_or(""),
+            req.notify_url.as_deref().unwrap_or(""),
+            &timeout.to_string(),
+        ]);
+        let now = self.now();
+        for _ in 0..3 {
+            let new = NewPayment {
+                transaction_no: new_number(now),
+                merchant_id: merchant.id,
+                merchant_no: merchant.merchant_no.clone(),
+                store_no: req.store_no.clone(),
+                reference: req.reference.as_str().to_owned(),
+                amount: req.amount,
+                settle_currency: req.settle_currency,
+                description: req.description.clone(),
+                notify_url: req.notify_url.clone(),
+                fingerprint: fingerprint.clone(),
+                created_at: now,
+                expires_at: now + Duration::minutes(timeout),
+            };
+            match self.store.insert_payment(new).await {
+                Ok(Inserted::Inserted(p)) => {
+                    return Ok(Outcome {
+                        value: p,
+                        replayed: false,
+                    })
+                }
+                Ok(Inserted::Existing(p)) if p.fingerprint == fingerprint => {
+                    return Ok(Outcome {
+                        value: p,
+                        replayed: true,
+                    })
+                }
+                Ok(Inserted::Existing(_)) => return Err(LifecycleError::KeyReused),
+                // A generated number clashed: draw another.
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict("transaction_no").into())
+    }
+
+    /// Submits a transaction to the wallet and records its answer. Paying again with the same
+    /// barcode replays the current state; another barcode on a submitted payment is refused.
+    pub async fn pay(
+        &self,
+        merchant: &MerchantRecord,
+        key: &PaymentKey,
+        req: PayRequest,
+    ) -> Result<Outcome<PaymentRecord>, LifecycleError> {
+        let found = self.find(merchant, key).await?;
+        let fingerprint = digest(&[
+            req.barcode.as_deref().unwrap_or(""),
+            req.vendor.as_deref().unwrap_or(""),
+        ]);
+        let now = self.now();
+        let fp = fingerprint.clone();
+        let vendor = req.vendor.clone();
+        let submitted = self
+            .store
+            .mutate(
+                found.id,
+                Box::new(move |p| {
+                    if p.payment.state() != PaymentState::Created
+                        && p.pay_fingerprint.as_deref() == Some(fp.as_str())
+                    {
+                        return Err(Rejection::Replay);
+                    }
+                    if p.payment.state() == PaymentState::Created && now > p.expires_at {
+                        p.payment.expire();
+                        return Ok(Writes::at(now).event("payment.expired", String::new()));
+                    }
+                    p.payment.submit().map_err(Rejection::Pay)?;
+                    p.pay_fingerprint = Some(fp);
+                    p.vendor = vendor;
+                    Ok(Writes::at(now).event("payment.submitted", String::new()))
+                }),
+            )
+            .await?;
+        let payment = match submitted {
+            Mutated::Done { payment, .. } => payment,
+            Mutated::Rejected(Rejection::Replay, p) => {
+                return Ok(Outcome {
+                    value: p,
+                    replayed: true,
+                })
+            }
+            Mutated::Rejected(r, _) => return Err(LifecycleError::Rejected(r)),
+        };
+        if payment.payment.state() == PaymentState::Closed {
+            return Err(LifecycleError::Rejected(Rejection::Pay(
+                tillgate_domain::PayRejected::Closed,
+            )));
+        }
+        let reply = self
+            .channel
+            .execute(ChannelOp::Pay {
+                transaction_no: payment.transaction_no.clone(),
+                amount: payment.payment.amount(),
+                barcode: req.barcode,
+                vendor: req.vendor,
+            })
+            .await;
+        let value = self.settle_payment(payment, reply).await?;
+        Ok(Outcome {
+            value,
+            replayed: false,
+        })
+    }
+
+    /// Records the wallet's answer to a submitted payment; an unknown answer changes nothing.
+    async fn settle_payment(
+        &self,
+        payment: PaymentRecord,
+        reply: ChannelReply,
+    ) -> Result<PaymentRecord, LifecycleError> {
+        if reply.outcome == ChannelOutcome::Unknown {
+            return Ok(payment);
+        }
+        let now = self.now();
+        let settled = self
+            .store
+            .mutate(
+                payment.id,
+                Box::new(move |p| {
+                    if !p.payment.settle_submission(reply.outcome, now) {
+                        return Err(Rejection::Replay);
+                    }
+                    let (kind, topic) = match reply.outcome {
+                        ChannelOutcome::Approved => ("payment.paid", "payment.paid"),
+                        _ => ("payment.declined", "payment.failed"),
+                    };
+                    let mut w =
+                        Writes::at(now).event(kind, reply.message.clone().unwrap_or_default());
+                    notify(&mut w, p, topic);
+                    Ok(w)
+                }),
+            )
+            .await?;
+        Ok(match settled {
+            Mutated::Done { payment, .. } => payment,
+            Mutated::Rejected(_, p) => p,
+        })
+    }
+
+    /// The wallet's late answer to a pending payment (the sandbox control endpoint plays it).
+    pub async fn wallet_settles_payment(
+        &self,
+        transaction_no: &str,
+        outcome: ChannelOutcome,
+    ) -> Result<PaymentRecord, LifecycleError> {
+        let payment = self
+            .store
+            .payment_by_transaction_no(transaction_no)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        if payment.payment.state() != PaymentState::Pending {
+            return Err(LifecycleError::Rejected(Rejection::Replay));
+        }
+        self.settle_payment(payment, ChannelReply::new(outcome))
+            .await
+    }
+
+    /// Cancels a transaction: closes it when unpaid, reverses it in full when paid within
+    /// `rule`'s business day. Cancelling a cancelled transaction replays the first cancel.
+    pub async fn cancel(
+        &self,
+        merchant: &MerchantRecord,
+        key: &PaymentKey,
+        rule: BusinessDayRule,
+    ) -> Result<Outcome<(PaymentRecord, CancelRecord)>, LifecycleError> {
+        let found = self.find(merchant, key).await?;
+        let now = self.now();
+        let cancel_no = new_number(now);
+        let begun = self
+            .store
+            .mutate(
+                found.id,
+                Box::new(move |p| {
+                    let kind = p
+                        .payment
+                        .begin_cancel(now, &rule)
+                        .map_err(Rejection::Cancel)?;
+                    let mut w = Writes::at(now).event("cancel.requested", kind.as_str().to_owned());
+                    w.cancel = Some(CancelWrite::Insert(NewCancel { cancel_no, kind }));
+                    Ok(w)
+                }),
+            )
+            .await?;
+        let (payment, cancel) = match begun {
+            Mutated::Done {
+                payment,
+                cancel: Some(cancel),
+                ..
+            } => (payment, cancel),
+            Mutated::Done { .. } => {
+                return Err(StoreError::Corrupt("cancel row not returned".into()).into())
+            }
+            Mutated::Rejected(Rejection::Cancel(CancelRejected::AlreadyCancelled), p) => {
+                let cancels = self.store.cancels_of(p.id).await?;
+                return match cancels
+                    .into_iter()
+                    .rev()
+                    .find(|c| c.state == CancelState::Succeeded)
+                {
+                    Some(c) => Ok(Outcome {
+                        value: (p, c),
+                        replayed: true,
+                    }),
+                    None => Err(LifecycleError::Rejected(Rejection::Cancel(
+                        CancelRejected::AlreadyCancelled,
+                    ))),
+                };
+            }
+            Mutated::Rejected(Rejection::Cancel(CancelRejected::InProgress), _) => {
+                return Err(LifecycleError::InProgress)
+            }
+            Mutated::Rejected(r, _) => return Err(LifecycleError::Rejected(r)),
+        };
+        let op = match cancel.kind {
+            CancelKind::Close => ChannelOp::Close {
+                transaction_no: payment.transaction_no.clone(),
+            },
+            CancelKind::Reverse => ChannelOp::Reverse {
+                transaction_no: payment.transaction_no.clone(),
+                amount: payment.payment.amount(),
+            },
+        };
+        let reply = self.channel.execute(op).await;
+        if reply.outcome == ChannelOutcome::Unknown {
+            return Ok(Outcome {
+                value: (payment, cancel),
+                replayed: false,
+            });
+        }
+        let now = self.now();
+        let cancel_id = cancel.id;
+        let settled = self
+            .store
+            .mutate(
+                payment.id,
+                Box::new(move |p| {
+                    if !p.payment.settle_cancel(reply.outcome) {
+                        return Err(Rejection::Replay);
+                    }
+                    let state = CancelState::after(reply.outcome);
+                    let kind = if state == CancelState::Succeeded {
+                        "cancel.succeeded"
+                    } else {
+                        "cancel.failed"
+                    };
+                    let mut w =
+                        Writes::at(now).event(kind, reply.message.clone().unwrap_or_default());
+                    w.cancel = Some(CancelWrite::SetState { cancel_id, state });
+                    let topic = if state == CancelState::Succeeded {
+                        "payment.cancelled"
+                    } else {
+                        "cancel.failed"
+                    };
+                    notify(&mut w, p, topic);
+                    Ok(w)
+                }),
+            )
+            .await?;
+        match settled {
+            Mutated::Done {
+                payment,
+                cancel: Some(cancel),
+                ..
+            } => Ok(Outcome {
+                value: (payment, cancel),
+                replayed: false,
+            }),
+            Mutated::Done { .. } => {
+                Err(StoreError::Corrupt("cancel row not returned".into()).into())
+            }
+            Mutated::Rejected(r, _) => Err(LifecycleError::Rejected(r)),
+        }
+    }
+
+    /// Refunds part or all of a paid transaction. The refundable amount is checked and
+    /// reserved in one atomic step, so concurrent refunds never exceed what was paid. The
+    /// merchant's refund reference, when given, is the idempotency key.
+    pub async fn refund(
+        &self,
+        merchant: &MerchantRecord,
+        key: &PaymentKey,
+        req: RefundRequest,
+    ) -> Result<Outcome<(PaymentRecord, RefundRecord)>, LifecycleError> {
+        let found = self.find(merchant, key).await?;
+        let mismatch = req.amount.currency() != found.payment.amount().currency()
+            || req
+                .settle_currency
+                .is_some_and(|c| c != found.settle_currency);
+        if mismatch {
+            return Err(LifecycleError::Rejected(Rejection::Refund(
+                tillgate_domain::RefundRejected::CurrencyMismatch,
+            )));
+        }
+        let fingerprint = digest(&[
+            &found.transaction_no,
+            &req.amount.minor().to_string(),
+            req.amount.currency().code(),
+        ]);
+        for _ in 0..2 {
+            if let Some(reference) = &req.refund_reference {
+                if let Some(existing) = self
+                    .store
+                    .refund_by_reference(merchant.id, reference.as_str())
+                    .await?
+                {
+                    return self.replay_refund(existing, &fingerprint).await;
+                }
+            }
+            let now = self.now();
+            let new = NewRefund {
+                refund_no: new_number(now),
+                refund_reference: req.refund_reference.as_ref().map(|k| k.as_str().to_owned()),
+                amount: req.amount,
+                fingerprint: fingerprint.clone(),
+            };
+            let reserved = self
+                .store
+                .mutate(
+                    found.id,
+                    Box::new(move |p| {
+                        p.payment
+                            .reserve_refund(new.amount)
+                            .map_err(Rejection::Refund)?;
+                        let mut w = Writes::at(now)
+                            .event("refund.requested", new.amount.minor().to_string());
+                        w.refund = Some(RefundWrite::Insert(new));
+                        Ok(w)
+                    }),
+                )
+                .await;
+            match reserved {
+                Ok(Mutated::Done {
+                    payment,
+                    refund: Some(refund),
+                    ..
+                }) => return self.execute_refund(payment, refund).await,
+                Ok(Mutated::Done { .. }) => {
+                    return Err(StoreError::Corrupt("refund row not returned".into()).into())
+                }
+                Ok(Mutated::Rejected(r, _)) => return Err(LifecycleError::Rejected(r)),
+                // A concurrent request with the same reference won the insert: answer as its
+                // replay. A clash of generated numbers simply tries again.
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LifecycleError::InProgress)
+    }
+
+    async fn replay_refund(
+        &self,
+        existing: RefundRecord,
+        fingerprint: &str,
+    ) -> Result<Outcome<(PaymentRecord, RefundRecord)>, LifecycleError> {
+        if existing.fingerprint != fingerprint {
+            return Err(LifecycleError::KeyReused);
+        }
+        if !existing.state.is_final() {
+            return Err(LifecycleError::InProgress);
+        }
+        let payment = self
+            .store
+            .payment_by_id(existing.payment_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("refund without its payment".into()))?;
+        Ok(Outcome {
+            value: (payment, existing),
+            replayed: true,
+        })
+    }
+
+    async fn execute_refund(
+        &self,
+        payment: PaymentRecord,
+        refund: RefundRecord,
+    ) -> Result<Outcome<(PaymentRecord, RefundRecord)>, LifecycleError> {
+        let reply = self
+            .channel
+            .execute(ChannelOp::Refund {
+                transaction_no: payment.transaction_no.clone(),
+                refund_no: refund.refund_no.clone(),
+                amount: refund.amount,
+            })
+            .await;
+        if reply.outcome == ChannelOutcome::Unknown {
+            return Ok(Outcome {
+                value: (payment, refund),
+                replayed: false,
+            });
+        }
+        let now = self.now();
+        let refund_id = refund.id;
+        let amount = refund.amount;
+        let settled = self
+            .store
+            .mutate(
+                payment.id,
+                Box::new(move |p| {
+                    if !p.payment.settle_refund(amount, reply.outcome) {
+                        return Err(Rejection::Replay);
+                    }
+                    let state = RefundState::after(reply.outcome);
+                    let (kind, topic) = if state == RefundState::Succeeded {
+                        ("refund.succeeded", "refund.succeeded")
+                    } else {
+                        ("refund.failed", "refund.failed")
+                    };
+                    let mut w = Writes::at(now).event(kind, amount.minor().to_string());
+                    w.refund = Some(RefundWrite::SetState { refund_id, state });
+                    notify(&mut w, p, topic);
+                    Ok(w)
+                }),
+            )
+            .await?;
+        match settled {
+            Mutated::Done {
+                payment,
+                refund: Some(refund),
+                ..
+            } => Ok(Outcome {
+                value: (payment, refund),
+                replayed: false,
+            }),
+            Mutated::Done { .. } => {
+                Err(StoreError::Corrupt("refund row not returned".into()).into())
+            }
+            Mutated::Rejected(r, _) => Err(LifecycleError::Rejected(r)),
+        }
+    }
+
+    /// A payment with its refunds.
+    pub async fn query(
+        &self,
+        merchant: &MerchantRecord,
+        key: &PaymentKey,
+    ) -> Result<PaymentWithRefunds, LifecycleError> {
+        let payment = self.find(merchant, key).await?;
+        let refunds = self.store.refunds_of(payment.id).await?;
+        Ok(PaymentWithRefunds { payment, refunds })
+    }
+
+    /// Restores a stored payment; used by store backends to check rows as they load them.
+    pub fn restore_payment(
+        amount: Money,
+        state: PaymentState,
+        refunded_minor: i64,
+        reserved_minor: i64,
+        cancel_in_flight: Option<CancelKind>,
+        paid_at: Option<DateTime<Utc>>,
+    ) -> Result<Payment, StoreError> {
+        Payment::restore(
+            amount,
+            state,
+            refunded_minor,
+            reserved_minor,
+            cancel_in_flight,
+            paid_at,
+        )
+        .ok_or_else(|| StoreError::Corrupt("payment totals break an invariant".into()))
+    }
+}

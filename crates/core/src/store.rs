@@ -1,0 +1,157 @@
+//! The store port: what the lifecycle service needs from a database.
+//!
+//! Every state change is one [`Store::mutate`] call: the backend loads the payment, runs the
+//! decision closure against it, and writes the payment, the refund or cancel row, the audit
+//! events and the outbox rows in one durable transaction, or nothing at all.
+
+use crate::model::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tillgate_domain::{CancelRejected, CancelState, PayRejected, RefundRejected, RefundState};
+
+/// Why the store could not do what was asked. None of these is the caller's fault.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or failed; the operation did not happen.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique key is taken (a generated number clashed, or a concurrent insert won).
+    #[error("unique key taken: {0}")]
+    Conflict(&'static str),
+    /// A stored row breaks an invariant; this is a bug or tampering, never input.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+}
+
+/// A domain rule said no; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Pay(PayRejected),
+    Refund(RefundRejected),
+    Cancel(CancelRejected),
+    /// Nothing to do: the payment already is where the request would take it (an idempotent
+    /// retry, or a late duplicate answer of the wallet).
+    Replay,
+}
+
+/// A change to a refund row made with the payment.
+#[derive(Debug, Clone)]
+pub enum RefundWrite {
+    Insert(NewRefund),
+    SetState { refund_id: i64, state: RefundState },
+}
+
+/// A change to a cancel row made with the payment.
+#[derive(Debug, Clone)]
+pub enum CancelWrite {
+    Insert(NewCancel),
+    SetState { cancel_id: i64, state: CancelState },
+}
+
+/// A notification to enqueue in the outbox with the state change.
+#[derive(Debug, Clone)]
+pub struct OutboxWrite {
+    pub topic: String,
+    pub target_url: String,
+    /// What the notification reports, frozen at the time of the change.
+    pub snapshot: String,
+}
+
+/// Everything a decision writes besides the payment itself.
+#[derive(Debug, Clone, Default)]
+pub struct Writes {
+    pub at: Option<DateTime<Utc>>,
+    pub refund: Option<RefundWrite>,
+    pub cancel: Option<CancelWrite>,
+    /// (kind, detail) lines of the audit timeline.
+    pub events: Vec<(String, String)>,
+    pub outbox: Vec<OutboxWrite>,
+}
+
+impl Writes {
+    pub fn at(at: DateTime<Utc>) -> Writes {
+        Writes {
+            at: Some(at),
+            ..Writes::default()
+        }
+    }
+
+    pub fn event(mut self, kind: &str, detail: String) -> Writes {
+        self.events.push((kind.to_owned(), detail));
+        self
+    }
+}
+
+/// The decision run inside the store's transaction against the current payment.
+pub type MutateFn = Box<dyn FnOnce(&mut PaymentRecord) -> Result<Writes, Rejection> + Send>;
+
+/// What a mutation did.
+#[derive(Debug, Clone)]
+pub enum Mutated {
+    Done {
+        payment: PaymentRecord,
+        refund: Option<RefundRecord>,
+        cancel: Option<CancelRecord>,
+    },
+    /// Nothing was written; the payment as it stands is returned.
+    Rejected(Rejection, PaymentRecord),
+}
+
+/// The answer of inserting a payment keyed by the merchant's reference.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    Inserted(PaymentRecord),
+    /// The merchant already has a payment with that reference.
+    Existing(PaymentRecord),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a merchant, or returns the existing one with that number.
+    async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError>;
+    async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError>;
+    /// The number of merchants created by sandbox mode.
+    async fn sandbox_merchant_count(&self) -> Result<i64, StoreError>;
+    async fn add_store(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        token_sealed: &str,
+    ) -> Result<StoreAdded, StoreError>;
+    async fn store_row(
+        &self,
+        merchant_no: &str,
+        store_no: &str,
+    ) -> Result<Option<StoreRow>, StoreError>;
+
+    /// Inserts a payment with its "created" event, unless the merchant's reference is taken.
+    async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError>;
+    async fn payment(
+        &self,
+        merchant_id: i64,
+        key: &PaymentKey,
+    ) -> Result<Option<PaymentRecord>, StoreError>;
+    /// A payment by transaction number, whoever its merchant is (operator and wallet side only).
+    async fn payment_by_transaction_no(
+        &self,
+        transaction_no: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError>;
+    async fn payment_by_id(&self, payment_id: i64) -> Result<Option<PaymentRecord>, StoreError>;
+    async fn refunds_of(&self, payment_id: i64) -> Result<Vec<RefundRecord>, StoreError>;
+    async fn refund_by_reference(
+        &self,
+        merchant_id: i64,
+        refund_reference: &str,
+    ) -> Result<Option<RefundRecord>, StoreError>;
+    async fn cancels_of(&self, payment_id: i64) -> Result<Vec<CancelRecord>, StoreError>;
+    async fn events_of(&self, payment_id: i64) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Runs `decide` against the payment and writes its result atomically.
+    async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError>;
+
+    /// Flushes and closes; acknowledged writes are already durable before this.
+    async fn close(&self);
+}

@@ -1,0 +1,258 @@
+//! The Pockyt v3 endpoints.
+
+use crate::envelope::{from_lifecycle, success, Op, PockytError, RetCode};
+use crate::params::{Params, ParamsError};
+use crate::{render, sign};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use std::sync::Arc;
+use tillgate_core::service::{
+    AddRequest, CredentialError, Lifecycle, PayRequest, RefundRequest, StoreCredential,
+};
+use tillgate_core::PaymentKey;
+use tillgate_domain::{BusinessDayRule, Currency, Key, Money};
+
+type App = State<Arc<Lifecycle>>;
+type Body = Result<Bytes, BytesRejection>;
+
+/// The Pockyt v3 routes, with the aliases the official SDKs use.
+pub fn router(app: Arc<Lifecycle>) -> Router {
+    Router::new()
+        .route("/app-instore/v3/add", post(add))
+        .route("/app-instore/v3/pay", post(pay))
+        .route("/app-instore/v3/prepay", post(pay))
+        .route("/app-data-search/v3/cancel", post(cancel))
+        .route("/app-data-search/v3/reverse", post(cancel))
+        .route("/app-instore/v3/reverse", post(cancel))
+        .route("/app-data-search/v3/refund", post(refund))
+        .route("/app-data-search/v3/tran-query", post(query))
+        .with_state(app)
+}
+
+/// A request whose signature was verified, with the store it speaks for.
+struct Signed {
+    params: Params,
+    credential: Arc<StoreCredential>,
+}
+
+/// Parses the body, finds the store's token and verifies `verifySign` before anything else.
+async fn authenticate(
+    app: &Lifecycle,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Signed, PockytError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            PockytError::new(
+                RetCode::ParameterValueError,
+                "request body is larger than 64 KiB",
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        } else {
+            PockytError::new(
+                RetCode::ParameterValueError,
+                "request body could not be read",
+            )
+        }
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let params = Params::parse(content_type, &body).map_err(|e| match e {
+        ParamsError::Empty => PockytError::new(RetCode::ParameterNull, e.to_string()),
+        _ => PockytError::new(RetCode::ParameterValueError, e.to_string()),
+    })?;
+    let merchant_no = params
+        .text("merchantNo")
+        .ok_or_else(|| PockytError::missing("merchantNo"))?;
+    let store_no = params
+        .text("storeNo")
+        .ok_or_else(|| PockytError::missing("storeNo"))?;
+    let signature = params
+        .text("verifySign")
+        .ok_or_else(|| PockytError::missing("verifySign"))?;
+    let credential = app
+        .store_credential(merchant_no, store_no)
+        .await
+        .map_err(|e| match e {
+            CredentialError::Unknown => {
+                PockytError::new(RetCode::NoRights, "unknown merchantNo or storeNo")
+            }
+            CredentialError::Store(e) => from_lifecycle(Op::Query, e.into()),
+            CredentialError::Sealed(e) => {
+                tracing::error!(error = %e, "a stored token does not open with the master key");
+                PockytError::new(RetCode::SystemError, "system error")
+                    .with_status(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        })?;
+    let token_md5 = sign::md5_hex(credential.token.expose().as_bytes());
+    if !sign::verify_with_token_md5(&params, &token_md5, signature) {
+        return Err(PockytError::new(
+            RetCode::NoRights,
+            "verifySign does not match the parameters and the store's token",
+        ));
+    }
+    Ok(Signed { params, credential })
+}
+
+fn payment_key(params: &Params) -> Result<PaymentKey, PockytError> {
+    match (params.text("transactionNo"), params.text("reference")) {
+        (Some(t), None) => Ok(PaymentKey::TransactionNo(t.to_owned())),
+        (None, Some(r)) => Ok(PaymentKey::Reference(r.to_owned())),
+        (None, None) => Err(PockytError::missing("transactionNo or reference")),
+        (Some(_), Some(_)) => Err(PockytError::new(
+            RetCode::ParameterValueError,
+            "send exactly one of transactionNo and reference, not both",
+        )),
+    }
+}
+
+fn currency(params: &Params, field: &str) -> Result<Currency, PockytError> {
+    let code = params
+        .text(field)
+        .ok_or_else(|| PockytError::missing(field))?;
+    Currency::from_code(&code.to_ascii_uppercase())
+        .ok_or_else(|| PockytError::invalid(field, "is not a supported ISO 4217 currency code"))
+}
+
+fn amount(params: &Params, field: &str, currency: Currency) -> Result<Money, PockytError> {
+    let text = params
+        .text(field)
+        .ok_or_else(|| PockytError::missing(field))?;
+    Money::parse_positive(text, currency).map_err(|e| PockytError::invalid(field, e))
+}
+
+fn key(params: &Params, field: &str) -> Result<Option<Key>, PockytError> {
+    params
+        .text(field)
+        .map(|k| Key::parse(k).map_err(|e| PockytError::invalid(field, e)))
+        .transpose()
+}
+
+fn optional_text(params: &Params, field: &str, max: usize) -> Result<Option<String>, PockytError> {
+    match params.text(field) {
+        Some(t) if t.chars().count() > max => Err(PockytError::invalid(
+            field,
+            format!("is longer than {max} characters"),
+        )),
+        Some(t) if t.chars().any(char::is_control) => {
+            Err(PockytError::invalid(field, "contains a control character"))
+        }
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+/// A notification URL: http or https, bounded in length.
+fn notify_url(params: &Params, field: &str) -> Result<Option<String>, PockytError> {
+    let url = optional_text(params, field, 512)?;
+    if let Some(u) = &url {
+        let lower = u.to_ascii_lowercase();
+        let host = lower
+            .strip_prefix("https://")
+            .or_else(|| lower.strip_prefix("http://"));
+        if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+            return Err(PockytError::invalid(field, "must be an http or https URL"));
+        }
+    }
+    Ok(url)
+}
+
+async fn add(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
+    let Signed { params, credential } = authenticate(&app, &headers, body).await?;
+    let cur = currency(&params, "currency")?;
+    let req = AddRequest {
+        amount: amount(&params, "amount", cur)?,
+        settle_currency: currency(&params, "settleCurrency")?,
+        reference: key(&params, "reference")?.ok_or_else(|| PockytError::missing("reference"))?,
+        store_no: credential.store_no.clone(),
+        description: optional_text(&params, "description", 256)?,
+        notify_url: notify_url(&params, "ipnUrl")?,
+        timeout_minutes: match params.text("timeout") {
+            None => None,
+            Some(t) => Some(
+                t.parse::<i64>()
+                    .ok()
+                    .filter(|m| (1..=43_200).contains(m))
+                    .ok_or_else(|| {
+                        PockytError::invalid("timeout", "must be whole minutes from 1 to 43200")
+                    })?,
+            ),
+        },
+    };
+    let zone = credential.merchant.zone;
+    let out = app
+        .add(&credential.merchant, req)
+        .await
+        .map_err(|e| from_lifecycle(Op::Add, e))?;
+    Ok(success(
+        render::transaction(&out.value, zone),
+        "add success",
+    ))
+}
+
+async fn pay(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
+    let Signed { params, credential } = authenticate(&app, &headers, body).await?;
+    let key = payment_key(&params)?;
+    let req = PayRequest {
+        barcode: Some(
+            optional_text(&params, "paymentBarcode", 128)?
+                .ok_or_else(|| PockytError::missing("paymentBarcode"))?,
+        ),
+        vendor: optional_text(&params, "vendor", 32)?,
+    };
+    let out = app
+        .pay(&credential.merchant, &key, req)
+        .await
+        .map_err(|e| from_lifecycle(Op::Pay, e))?;
+    Ok(success(
+        render::transaction(&out.value, credential.merchant.zone),
+        "prepay success",
+    ))
+}
+
+async fn cancel(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
+    let Signed { params, credential } = authenticate(&app, &headers, body).await?;
+    let key = payment_key(&params)?;
+    let rule = BusinessDayRule::calendar_day(credential.merchant.zone);
+    let out = app
+        .cancel(&credential.merchant, &key, rule)
+        .await
+        .map_err(|e| from_lifecycle(Op::Cancel, e))?;
+    let (payment, cancel) = &out.value;
+    Ok(success(render::cancel(payment, cancel), "cancel success"))
+}
+
+async fn refund(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
+    let Signed { params, credential } = authenticate(&app, &headers, body).await?;
+    let key = payment_key(&params)?;
+    let cur = currency(&params, "currency")?;
+    let req = RefundRequest {
+        amount: amount(&params, "refundAmount", cur)?,
+        settle_currency: Some(currency(&params, "settleCurrency")?),
+        refund_reference: self::key(&params, "refundReference")?,
+    };
+    let out = app
+        .refund(&credential.merchant, &key, req)
+        .await
+        .map_err(|e| from_lifecycle(Op::Refund, e))?;
+    let (payment, refund) = &out.value;
+    Ok(success(render::refund(payment, refund), "refund success "))
+}
+
+async fn query(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
+    let Signed { params, credential } = authenticate(&app, &headers, body).await?;
+    let key = payment_key(&params)?;
+    let found = app
+        .query(&credential.merchant, &key)
+        .await
+        .map_err(|e| from_lifecycle(Op::Query, e))?;
+    Ok(success(
+        render::query(&found.payment, &found.refunds, credential.merchant.zone),
+        "query success ",
+    ))
+}

@@ -1,0 +1,189 @@
+//! Pockyt's response envelope and its `ret_code` table, and the one place where every error
+//! of the gateway becomes a Pockyt answer.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value as Json};
+use tillgate_core::service::LifecycleError;
+use tillgate_core::{Rejection, StoreError};
+use tillgate_domain::{CancelRejected, PayRejected, RefundRejected};
+
+/// Pockyt's `ret_code` values (docs "notes" page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetCode {
+    SystemError,
+    ApiVersionError,
+    ParameterNull,
+    NoRelatedInformation,
+    ParametersDoNotMatch,
+    ParameterValueError,
+    NoRights,
+    TransactionStatusError,
+    SupplierSystemError,
+    Success,
+}
+
+impl RetCode {
+    /// The code as sent: always a string (the JavaScript SDK compares with `===`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetCode::SystemError => "000000",
+            RetCode::ApiVersionError => "000010",
+            RetCode::ParameterNull => "000020",
+            RetCode::NoRelatedInformation => "000021",
+            RetCode::ParametersDoNotMatch => "000022",
+            RetCode::ParameterValueError => "000023",
+            RetCode::NoRights => "000030",
+            RetCode::TransactionStatusError => "000040",
+            RetCode::SupplierSystemError => "000080",
+            RetCode::Success => "000100",
+        }
+    }
+}
+
+/// A Pockyt error answer: a code, a message for the developer, and the HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PockytError {
+    pub code: RetCode,
+    pub message: String,
+    pub status: StatusCode,
+}
+
+impl PockytError {
+    pub fn new(code: RetCode, message: impl Into<String>) -> PockytError {
+        PockytError {
+            code,
+            message: message.into(),
+            status: StatusCode::OK,
+        }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> PockytError {
+        self.status = status;
+        self
+    }
+
+    pub fn missing(field: &str) -> PockytError {
+        PockytError::new(RetCode::ParameterNull, format!("{field} is required"))
+    }
+
+    pub fn invalid(field: &str, why: impl std::fmt::Display) -> PockytError {
+        PockytError::new(RetCode::ParameterValueError, format!("{field} {why}"))
+    }
+}
+
+/// A successful answer.
+pub fn success(result: Json, message: &str) -> Response {
+    axum::Json(
+        json!({ "result": result, "ret_code": RetCode::Success.as_str(), "ret_msg": message }),
+    )
+    .into_response()
+}
+
+impl IntoResponse for PockytError {
+    fn into_response(self) -> Response {
+        let body = json!({ "ret_code": self.code.as_str(), "ret_msg": self.message });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Which request failed, so that messages name the right key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Pay,
+    Cancel,
+    Refund,
+    Query,
+}
+
+/// Every lifecycle error as a Pockyt answer. Causes of system errors are logged, never sent.
+pub fn from_lifecycle(op: Op, e: LifecycleError) -> PockytError {
+    use RetCode::*;
+    match e {
+        LifecycleError::NotFound => PockytError::new(
+            NoRelatedInformation,
+            "no transaction with that transactionNo or reference",
+        ),
+        LifecycleError::KeyReused => PockytError::new(
+            ParametersDoNotMatch,
+            match op {
+                Op::Refund => "refundReference was already used with different parameters",
+                _ => "reference was already used with different parameters",
+            },
+        ),
+        LifecycleError::InProgress => PockytError::new(
+            TransactionStatusError,
+            "a request with the same key is still in progress; retry later",
+        ),
+        LifecycleError::Rejected(r) => rejection(r),
+        LifecycleError::Store(e) => store(e),
+    }
+}
+
+fn rejection(r: Rejection) -> PockytError {
+    use RetCode::*;
+    let msg: String = match r {
+        Rejection::Pay(p) => match p {
+            PayRejected::AlreadySubmitted => {
+                "the transaction was already submitted with another paymentBarcode".into()
+            }
+            PayRejected::AlreadyPaid => "the transaction is already paid".into(),
+            PayRejected::Cancelled => "the transaction is cancelled".into(),
+            PayRejected::Closed => "the transaction is closed (expired)".into(),
+            PayRejected::Failed => "the transaction was declined; add a new one".into(),
+            PayRejected::CancelInProgress => "a cancel of the transaction is in progress".into(),
+        },
+        Rejection::Refund(r) => match r {
+            RefundRejected::CurrencyMismatch => {
+                return PockytError::new(
+                    ParametersDoNotMatch,
+                    "currency does not match the transaction's currency",
+                )
+            }
+            RefundRejected::NotPaid { .. } => "the transaction is not paid".into(),
+            RefundRejected::FullyRefunded => "the transaction is already refunded in full".into(),
+            RefundRejected::Cancelled => "the transaction is cancelled".into(),
+            RefundRejected::CancelInProgress => "a cancel of the transaction is in progress".into(),
+            RefundRejected::ExceedsRefundable { refundable } => format!(
+                "refundAmount exceeds the refundable amount of {}",
+                refundable.to_decimal_string()
+            ),
+        },
+        Rejection::Cancel(c) => match c {
+            CancelRejected::AlreadyCancelled => "the transaction is already cancelled".into(),
+            CancelRejected::Closed => "the transaction is closed (expired)".into(),
+            CancelRejected::Failed => "the transaction was declined; nothing to cancel".into(),
+            CancelRejected::AfterRefund => {
+                "the transaction has refunds; refund the rest instead of cancelling".into()
+            }
+            CancelRejected::RefundInProgress => "a refund of the transaction is in progress".into(),
+            CancelRejected::OutsideSameDayWindow => {
+                "a paid transaction can be cancelled only on the day it was paid; use refund".into()
+            }
+            CancelRejected::InProgress => {
+                return PockytError::new(
+                    TransactionStatusError,
+                    "a cancel of the transaction is in progress; retry later",
+                )
+            }
+        },
+        Rejection::Replay => "the transaction is not in a state for this request".into(),
+    };
+    PockytError::new(TransactionStatusError, msg)
+}
+
+fn store(e: StoreError) -> PockytError {
+    match e {
+        StoreError::Corrupt(cause) => {
+            tracing::error!(%cause, "stored data is inconsistent");
+            PockytError::new(RetCode::SystemError, "system error")
+                .with_status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        other => {
+            tracing::warn!(error = %other, "store unavailable");
+            PockytError::new(RetCode::SystemError, "system error; retry later")
+                .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Configuration: defaults, then a TOML file, then environment and command line.
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tillgate_core::Secret;
+use tillgate_domain::MerchantZone;
+
+/// Whether the gateway runs for development (public sample credentials) or for real money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Sandbox,
+    Production,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "sandbox" => Ok(Mode::Sandbox),
+            "production" => Ok(Mode::Production),
+            other => Err(format!("mode must be sandbox or production, not {other:?}")),
+        }
+    }
+}
+
+/// Everything `tillgate serve` needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// `sqlite://path` or `postgres://…`.
+    pub database_url: String,
+    pub mode: Mode,
+    /// 64 hex characters; sealing key of credentials at rest.
+    pub master_key: Option<Secret<String>>,
+    /// Time zone of merchants created without one.
+    pub default_timezone: MerchantZone,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://tillgate.db".into(),
+            mode: Mode::Sandbox,
+            master_key: None,
+            default_timezone: MerchantZone::utc(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The TOML file's shape; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    database_url: Option<String>,
+    mode: Option<Mode>,
+    master_key: Option<String>,
+    default_timezone: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+impl Config {
+    /// Defaults overridden by the TOML file at `path`.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let file: File = toml::from_str(&text)
+            .with_context(|| format!("config file {} is not valid", path.display()))?;
+        let mut c = Config::default();
+        if let Some(v) = file.listen {
+            c.listen = v;
+        }
+        if let Some(v) = file.database_url {
+            c.database_url = v;
+        }
+        if let Some(v) = file.mode {
+            c.mode = v;
+        }
+        if let Some(v) = file.master_key {
+            c.master_key = Some(Secret::new(v));
+        }
+        if let Some(v) = file.default_timezone {
+            c.default_timezone = parse_zone(&v)?;
+        }
+        if let Some(v) = file.max_body_bytes {
+            c.max_body_bytes = v;
+        }
+        Ok(c)
+    }
+
+    /// Where sandbox mode keeps its generated master key: beside the SQLite file.
+    pub fn sandbox_key_path(&self) -> PathBuf {
+        match sqlite_path(&self.database_url) {
+            Some(db) => PathBuf::from(format!("{db}.key")),
+            None => PathBuf::from("tillgate-sandbox.key"),
+        }
+    }
+}
+
+/// Parses an IANA time zone name.
+pub fn parse_zone(name: &str) -> anyhow::Result<MerchantZone> {
+    match MerchantZone::parse(name) {
+        Some(z) => Ok(z),
+        None => bail!("unknown time zone {name:?}; use an IANA name such as Europe/Amsterdam"),
+    }
+}
+
+/// The file path of a SQLite URL, if it is one.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    Some(rest.split('?').next().unwrap_or(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(sqlite_path("sqlite://tillgate.db"), Some("tillgate.db"));
+        assert_eq!(sqlite_path("sqlite:/tmp/x.db?mode=rwc"), Some("/tmp/x.db"));
+        assert_eq!(sqlite_path("postgres://localhost/db"), None);
+    }
+}

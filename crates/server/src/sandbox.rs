@@ -1,0 +1,142 @@
+//! Sandbox mode: the sample merchant of the seeds and public docs, sample transactions the
+//! seeds' own requests refer to, and the control endpoint through which a developer plays the
+//! wallet side.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use tillgate_core::service::{Lifecycle, LifecycleError};
+use tillgate_core::store::{Inserted, Rejection, Writes};
+use tillgate_core::{NewPayment, Secret};
+use tillgate_domain::{ChannelOutcome, Currency, MerchantZone, Money};
+
+/// The sandbox merchant of seed 000 and the public docs.
+pub const MERCHANT_NO: &str = "200043";
+/// (store, token): seed 000's JavaScript sample, and the docs' token that seed 002's curl uses.
+pub const STORES: [(&str, &str); 2] = [
+    ("303660", "359c05eb811c7c8576f4a8a277dc6f6b"),
+    ("300014", "5cbfb079f15b150122261c8537086d77a"),
+];
+/// Paid transactions the seeds refund: (store, transactionNo, reference, amount in cents).
+pub const FIXTURES: [(&str, &str, &str, i64); 2] = [
+    ("300014", "297553638301777927", "test20200101306", 1),
+    (
+        "303660",
+        "316129873376769782",
+        "seed-javascript-sample",
+        10_000,
+    ),
+];
+
+/// Creates the sandbox merchant on an empty database and prints its credentials.
+pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()> {
+    let store = app.store();
+    let fresh = store.merchant(MERCHANT_NO).await?.is_none();
+    let merchant = app.create_merchant(MERCHANT_NO, zone, true).await?;
+    for (store_no, token) in STORES {
+        app.add_store(&merchant, store_no, &Secret::new(token.to_owned()))
+            .await?;
+    }
+    if fresh {
+        let usd = Currency::from_code("USD").ok_or_else(|| anyhow::anyhow!("USD is unknown"))?;
+        for (store_no, transaction_no, reference, cents) in FIXTURES {
+            let amount = Money::from_minor(cents, usd)
+                .ok_or_else(|| anyhow::anyhow!("bad fixture amount"))?;
+            let now = app.now();
+            let inserted = store
+                .insert_payment(NewPayment {
+                    transaction_no: transaction_no.into(),
+                    merchant_id: merchant.id,
+                    merchant_no: MERCHANT_NO.into(),
+                    store_no: store_no.into(),
+                    reference: reference.into(),
+                    amount,
+                    settle_currency: usd,
+                    description: Some("sandbox sample transaction of the seeds".into()),
+                    notify_url: None,
+                    fingerprint: "sandbox-fixture".into(),
+                    created_at: now,
+                    expires_at: now,
+                })
+                .await?;
+            if let Inserted::Inserted(p) = inserted {
+                store
+                    .mutate(
+                        p.id,
+                        Box::new(move |p| {
+                            p.payment.submit().map_err(Rejection::Pay)?;
+                            p.payment.settle_submission(ChannelOutcome::Approved, now);
+                            Ok(Writes::at(now).event("sandbox.fixture", "paid".into()))
+                        }),
+                    )
+                    .await?;
+            }
+        }
+    }
+    println!(
+        "sandbox merchant {MERCHANT_NO} (time zone {}):",
+        merchant.zone.name()
+    );
+    for (store_no, token) in STORES {
+        println!("  pockyt: merchantNo={MERCHANT_NO} storeNo={store_no} token={token}");
+    }
+    for (_, transaction_no, _, cents) in FIXTURES {
+        println!("  paid sample transaction {transaction_no} ({cents} cents)");
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Settle {
+    outcome: String,
+}
+
+/// `POST /sandbox/v1/payments/{transactionNo}/settle` with `{"outcome":"paid"|"declined"}`:
+/// the wallet's late answer to a pending payment.
+pub fn routes(app: Arc<Lifecycle>) -> Router {
+    Router::new()
+        .route("/sandbox/v1/payments/{transaction_no}/settle", post(settle))
+        .with_state(app)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn settle(
+    State(app): State<Arc<Lifecycle>>,
+    Path(transaction_no): Path<String>,
+    body: Result<Json<Settle>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body must be JSON {\"outcome\": \"paid\" | \"declined\"}",
+        );
+    };
+    let outcome = match body.outcome.as_str() {
+        "paid" => ChannelOutcome::Approved,
+        "declined" => ChannelOutcome::Declined,
+        _ => return error(StatusCode::BAD_REQUEST, "outcome must be paid or declined"),
+    };
+    match app.wallet_settles_payment(&transaction_no, outcome).await {
+        Ok(p) => Json(json!({
+            "transactionNo": p.transaction_no,
+            "state": p.payment.state().as_str(),
+        }))
+        .into_response(),
+        Err(LifecycleError::NotFound) => error(StatusCode::NOT_FOUND, "no such transaction"),
+        Err(LifecycleError::Rejected(_)) => {
+            error(StatusCode::CONFLICT, "the transaction is not pending")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sandbox settle failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "system error; retry later")
+        }
+    }
+}

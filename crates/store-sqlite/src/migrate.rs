@@ -1,0 +1,57 @@
+//! Embedded migrations, applied in order at start, each in its own transaction.
+
+use crate::unavailable;
+use sqlx::{Connection, SqliteConnection};
+use tillgate_core::StoreError;
+
+/// (version, name, SQL). The PostgreSQL backend keeps the same versions and names.
+pub const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+pub async fn apply(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (\
+             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    for (version, name, sql) in MIGRATIONS {
+        let mut tx = conn.begin().await.map_err(unavailable)?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if done.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration {version} {name}: {e}")))?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(version)
+            .bind(name)
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        tracing::info!(version, name, "applied migration");
+    }
+    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if newest.unwrap_or(0) > known {
+        return Err(StoreError::Unavailable(format!(
+            "the database is at schema version {} but this tillgate knows only up to {known}; \
+             run a newer tillgate",
+            newest.unwrap_or(0)
+        )));
+    }
+    Ok(())
+}
