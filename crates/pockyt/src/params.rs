@@ -118,10 +118,13 @@ impl Params {
             .map(|i| &self.pairs[i].1)
     }
 
-    /// The text of a parameter; `None` when it is absent, null or empty.
+    /// The text of a parameter as sent (`true` for a JSON boolean); `None` when it is absent,
+    /// null or empty.
     pub fn text(&self, key: &str) -> Option<&str> {
         match self.get(key)? {
             Value::Text(s) | Value::Number(s) if !s.is_empty() => Some(s),
+            Value::Bool(true) => Some("true"),
+            Value::Bool(false) => Some("false"),
             _ => None,
         }
     }

@@ -1,0 +1,345 @@
+//! Test harness: each test gets its own `tillgate serve` process on port 0 with a fresh database,
+//! and talks to it over HTTP like a merchant's POS would.
+
+use md5::{Digest, Md5};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub const MERCHANT_NO: &str = "200043";
+pub const STORE_NO: &str = "303660";
+pub const TOKEN: &str = "359c05eb811c7c8576f4a8a277dc6f6b";
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tillgate-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running gateway process.
+pub struct TestApp {
+    pub base: String,
+    pub child: Child,
+    pub dir: std::sync::Arc<TempDir>,
+    pub database_url: String,
+    pub client: reqwest::Client,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_tillgate")
+}
+
+/// Starts `tillgate serve` on port 0 with a fresh SQLite database in sandbox mode.
+pub async fn spawn_app() -> TestApp {
+    let dir = std::sync::Arc::new(TempDir::new());
+    let url = format!("sqlite://{}", dir.0.join("tillgate.db").display());
+    spawn_on(dir, &url, &[]).await
+}
+
+/// Starts `tillgate serve` on an existing database directory with extra arguments.
+pub async fn spawn_on(dir: std::sync::Arc<TempDir>, database_url: &str, extra: &[&str]) -> TestApp {
+    let (child, base) = start(&dir, database_url, extra).expect("server did not start");
+    TestApp {
+        base,
+        child,
+        dir,
+        database_url: database_url.to_owned(),
+        client: reqwest::Client::new(),
+    }
+}
+
+/// Starts the server; on failure returns what it wrote to stderr.
+pub fn start(dir: &TempDir, database_url: &str, extra: &[&str]) -> Result<(Child, String), String> {
+    let mut child = Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            database_url,
+        ])
+        .args(extra)
+        .current_dir(&dir.0)
+        .env("RUST_LOG", "warn")
+        .env_remove("TILLGATE_MASTER_KEY")
+        .env_remove("TILLGATE_MODE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run tillgate");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(base) => Ok((child, base)),
+        Err(_) => {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+/// Pockyt's verifySign, written here independently of the gateway's implementation.
+pub fn verify_sign(params: &[(&str, &str)], token: &str) -> String {
+    let mut sorted: Vec<_> = params
+        .iter()
+        .filter(|(k, v)| *k != "verifySign" && !v.is_empty())
+        .collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut text: String = sorted.iter().map(|(k, v)| format!("{k}={v}&")).collect();
+    text.push_str(&hex::encode(Md5::digest(token.as_bytes())));
+    hex::encode(Md5::digest(text.as_bytes()))
+}
+
+/// A merchant's POS speaking Pockyt v3 with one store's credentials.
+#[derive(Clone)]
+pub struct Pos {
+    pub base: String,
+    pub merchant_no: String,
+    pub store_no: String,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    /// The sandbox merchant's POS for store 303660.
+    pub fn pos(&self) -> Pos {
+        self.pos_for(MERCHANT_NO, STORE_NO, TOKEN)
+    }
+
+    pub fn pos_for(&self, merchant_no: &str, store_no: &str, token: &str) -> Pos {
+        Pos {
+            base: self.base.clone(),
+            merchant_no: merchant_no.into(),
+            store_no: store_no.into(),
+            token: token.into(),
+            client: self.client.clone(),
+        }
+    }
+
+    /// Sends a raw body and returns the HTTP status and the JSON answer.
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+        (status, json)
+    }
+
+    /// The wallet's late answer through the sandbox control endpoint.
+    pub async fn settle(&self, transaction_no: &str, outcome: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "outcome": outcome })
+            .to_string()
+            .into_bytes();
+        self.raw(
+            reqwest::Method::POST,
+            &format!("/sandbox/v1/payments/{transaction_no}/settle"),
+            Some("application/json"),
+            body,
+        )
+        .await
+    }
+
+    /// Stops the server with SIGTERM and waits; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap().success()
+    }
+}
+
+impl Pos {
+    fn signed(&self, params: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut all: Vec<(&str, &str)> = vec![
+            ("merchantNo", &self.merchant_no),
+            ("storeNo", &self.store_no),
+        ];
+        all.extend_from_slice(params);
+        let sign = verify_sign(&all, &self.token);
+        let mut out: Vec<(String, String)> = all
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        out.push(("verifySign".into(), sign));
+        out
+    }
+
+    /// Signs `params` (plus merchantNo and storeNo) and POSTs them as JSON.
+    pub async fn call(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let body: serde_json::Map<String, Value> = self
+            .signed(params)
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        let resp = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "HTTP status of {path}");
+        resp.json().await.unwrap()
+    }
+
+    /// Signs `params` and POSTs them form-urlencoded, as the PHP and JavaScript SDKs do.
+    pub async fn call_form(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let resp = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded_pairs(&self.signed(params)))
+            .send()
+            .await
+            .unwrap();
+        resp.json().await.unwrap()
+    }
+
+    pub async fn add(&self, reference: &str, amount: &str) -> Value {
+        self.call(
+            "/app-instore/v3/add",
+            &[
+                ("amount", amount),
+                ("currency", "USD"),
+                ("settleCurrency", "USD"),
+                ("reference", reference),
+            ],
+        )
+        .await
+    }
+
+    pub async fn pay(&self, transaction_no: &str) -> Value {
+        self.call(
+            "/app-instore/v3/pay",
+            &[
+                ("transactionNo", transaction_no),
+                ("paymentBarcode", "281234567890123456"),
+                ("vendor", "alipay"),
+            ],
+        )
+        .await
+    }
+
+    /// Adds and pays a transaction; returns its transactionNo.
+    pub async fn paid(&self, reference: &str, amount: &str) -> String {
+        let added = self.add(reference, amount).await;
+        assert_eq!(added["ret_code"], "000100", "{added}");
+        let no = added["result"]["transactionNo"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let paid = self.pay(&no).await;
+        assert_eq!(paid["result"]["transactionStatus"], "success", "{paid}");
+        no
+    }
+
+    pub async fn refund(
+        &self,
+        transaction_no: &str,
+        amount: &str,
+        refund_reference: Option<&str>,
+    ) -> Value {
+        let mut p = vec![
+            ("transactionNo", transaction_no),
+            ("refundAmount", amount),
+            ("currency", "USD"),
+            ("settleCurrency", "USD"),
+        ];
+        if let Some(r) = refund_reference {
+            p.push(("refundReference", r));
+        }
+        self.call("/app-data-search/v3/refund", &p).await
+    }
+
+    pub async fn query(&self, transaction_no: &str) -> Value {
+        self.call(
+            "/app-data-search/v3/tran-query",
+            &[("transactionNo", transaction_no)],
+        )
+        .await
+    }
+
+    pub async fn cancel(&self, transaction_no: &str) -> Value {
+        self.call(
+            "/app-data-search/v3/cancel",
+            &[("transactionNo", transaction_no)],
+        )
+        .await
+    }
+}
+
+fn serde_urlencoded_pairs(pairs: &[(String, String)]) -> String {
+    fn enc(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".into(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A unique merchant reference for a test.
+pub fn reference(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

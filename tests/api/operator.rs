@@ -1,0 +1,180 @@
+//! The operator's side: merchant creation, isolation between merchants, restarts, modes.
+
+use crate::helpers::*;
+use std::process::Command;
+use std::sync::Arc;
+
+fn merchant_create(app: &TestApp, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(binary())
+        .args(["merchant", "create", "--database-url", &app.database_url])
+        .args(args)
+        .current_dir(&app.dir.0)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_created_merchant_works_at_once_and_never_sees_another_merchants_transactions() {
+    let app = spawn_app().await;
+    let created = merchant_create(&app, &["--merchant-no", "700001", "--store-no", "1"]);
+    assert_eq!(created["pockyt"]["created"], true);
+    let token = created["pockyt"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 32);
+    let b = app.pos_for("700001", "1", &token);
+
+    // Adding a second store to the same merchant, and asking again for the first.
+    let second = merchant_create(
+        &app,
+        &[
+            "--merchant-no",
+            "700001",
+            "--store-no",
+            "2",
+            "--token",
+            "0123456789abcdef0123",
+        ],
+    );
+    assert_eq!(second["pockyt"]["created"], true);
+    assert_eq!(second["pockyt"]["token"], "0123456789abcdef0123");
+    let again = merchant_create(&app, &["--merchant-no", "700001", "--store-no", "1"]);
+    assert_eq!(again["pockyt"]["created"], false);
+    assert_eq!(again["pockyt"]["token"], token.as_str());
+
+    let a = app.pos();
+    let a_no = a.paid(&reference("a"), "40").await;
+    let b_no = b.paid(&reference("b"), "40").await;
+    // Merchant B can neither read nor refund nor cancel A's transaction, and vice versa.
+    assert_eq!(b.query(&a_no).await["ret_code"], "000021");
+    assert_eq!(b.refund(&a_no, "1", None).await["ret_code"], "000021");
+    assert_eq!(b.cancel(&a_no).await["ret_code"], "000021");
+    assert_eq!(a.query(&b_no).await["ret_code"], "000021");
+    assert_eq!(a.query(&a_no).await["result"]["refundAmount"], "0.00");
+    // B's second store sees B's transactions: data belongs to the merchant.
+    let b2 = app.pos_for("700001", "2", "0123456789abcdef0123");
+    assert_eq!(b2.query(&b_no).await["ret_code"], "000100");
+}
+
+#[tokio::test]
+async fn tokens_are_sealed_at_rest() {
+    let app = spawn_app().await;
+    let db = std::fs::read(app.dir.0.join("tillgate.db")).unwrap();
+    let wal = std::fs::read(app.dir.0.join("tillgate.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "a token is stored in clear"
+        );
+    }
+    let key = app.dir.0.join("tillgate.db.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_and_a_restart_keeps_everything() {
+    let mut app = spawn_app().await;
+    let pos = app.pos();
+    let no = pos.paid(&reference("restart"), "12.00").await;
+    assert_eq!(
+        pos.refund(&no, "2", None).await["result"]["status"],
+        "success"
+    );
+    assert!(app.terminate(), "tillgate exits cleanly on SIGTERM");
+
+    let restarted = spawn_on(app.dir.clone(), &app.database_url.clone(), &[]).await;
+    let q = restarted.pos().query(&no).await;
+    assert_eq!(q["result"]["refundAmount"], "2.00", "{q}");
+    // The sandbox merchant is not created twice and its tokens still open.
+    assert_eq!(q["ret_code"], "000100");
+}
+
+#[tokio::test]
+async fn production_mode_refuses_sandbox_credentials_and_a_missing_master_key() {
+    let app = spawn_app().await;
+    let url = app.database_url.clone();
+    let _keep = app.dir.clone();
+    drop(app);
+    let dir = TempDir::new();
+    let err = start(&dir, &url, &["--mode", "production"]).expect_err("must refuse");
+    assert!(err.contains("master key"), "{err}");
+    let key = "00".repeat(32);
+    let err = start(&dir, &url, &["--mode", "production", "--master-key", &key])
+        .expect_err("must refuse");
+    assert!(err.contains("sandbox merchant"), "{err}");
+    // A fresh database in production mode starts, and serves no sandbox control endpoint.
+    let fresh = format!("sqlite://{}", dir.0.join("prod.db").display());
+    let (mut child, base) = start(
+        &dir,
+        &fresh,
+        &["--mode", "production", "--master-key", &key],
+    )
+    .unwrap();
+    let status = reqwest::Client::new()
+        .post(format!("{base}/sandbox/v1/payments/1/settle"))
+        .json(&serde_json::json!({"outcome": "paid"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 404);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn the_sandbox_cli_plays_the_wallet() {
+    let app = spawn_app().await;
+    let pos = app.pos();
+    let added = pos.add(&reference("cli"), "3.52").await;
+    let no = added["result"]["transactionNo"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(pos.pay(&no).await["result"]["transactionStatus"], "pending");
+    let out = Command::new(binary())
+        .args([
+            "sandbox",
+            "settle",
+            "--server",
+            &app.base,
+            "--transaction-no",
+            &no,
+            "--outcome",
+            "declined",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("failed"));
+    assert_eq!(
+        pos.query(&no).await["result"]["transactionStatus"],
+        "failed"
+    );
+}
+
+#[test]
+fn an_unreachable_database_is_a_clear_error() {
+    let dir = Arc::new(TempDir::new());
+    let err = start(&dir, "sqlite:///nonexistent-dir/x/y.db", &[]).expect_err("must fail");
+    assert!(
+        err.to_lowercase().contains("database") || err.contains("key file"),
+        "{err}"
+    );
+}
