@@ -100,6 +100,13 @@ pub enum Mutated {
     Rejected(Rejection, PaymentRecord),
 }
 
+/// How many write operations shared how many durable commits (group commit's effect).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub operations: u64,
+    pub commits: u64,
+}
+
 /// The answer of inserting a payment keyed by the merchant's reference.
 #[derive(Debug, Clone)]
 pub enum Inserted {
@@ -151,6 +158,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs `decide` against the payment and writes its result atomically.
     async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError>;
+
+    /// Write operations committed and durable commits made since start.
+    fn commit_stats(&self) -> CommitStats;
 
     /// Flushes and closes; acknowledged writes are already durable before this.
     async fn close(&self);

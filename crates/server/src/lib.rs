@@ -96,7 +96,8 @@ pub fn lifecycle(store: Arc<dyn Store>, secrets: SecretBox) -> Arc<Lifecycle> {
 pub fn app(lifecycle: Arc<Lifecycle>, config: &Config) -> Router {
     let mut router = Router::new()
         .merge(tillgate_pockyt::router(lifecycle.clone()))
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics).with_state(lifecycle.clone()));
     if config.mode == Mode::Sandbox {
         router = router.merge(sandbox::routes(lifecycle));
     }
@@ -105,6 +106,29 @@ pub fn app(lifecycle: Arc<Lifecycle>, config: &Config) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn(log_request))
+}
+
+/// Prometheus text format: the store's operations and durable commits.
+async fn metrics(
+    axum::extract::State(app): axum::extract::State<Arc<Lifecycle>>,
+) -> impl IntoResponse {
+    let stats = app.store().commit_stats();
+    let body = format!(
+        "# HELP tillgate_store_operations_total Write operations committed.\n\
+         # TYPE tillgate_store_operations_total counter\n\
+         tillgate_store_operations_total {}\n\
+         # HELP tillgate_store_commits_total Durable commits (one fsync each on SQLite).\n\
+         # TYPE tillgate_store_commits_total counter\n\
+         tillgate_store_commits_total {}\n",
+        stats.operations, stats.commits
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
 }
 
 async fn unknown_path(request: Request) -> Response {

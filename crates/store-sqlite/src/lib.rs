@@ -74,11 +74,6 @@ impl SqliteStore {
         })
     }
 
-    /// Operations committed and commits made so far (operations per durable commit).
-    pub fn commit_stats(&self) -> (u64, u64) {
-        self.stats.snapshot()
-    }
-
     async fn write<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> writer::Job,
@@ -239,6 +234,14 @@ impl Store for SqliteStore {
     async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError> {
         self.write(|tx| writer::Job::Mutate(payment_id, decide, tx))
             .await
+    }
+
+    fn commit_stats(&self) -> tillgate_core::store::CommitStats {
+        let (operations, commits) = self.stats.snapshot();
+        tillgate_core::store::CommitStats {
+            operations,
+            commits,
+        }
     }
 
     async fn close(&self) {
