@@ -43,6 +43,9 @@ struct Common {
     /// sandbox (default) or production.
     #[arg(long, env = "TILLGATE_MODE")]
     mode: Option<Mode>,
+    /// Size of this node's PostgreSQL connection pool (default 16).
+    #[arg(long, env = "TILLGATE_DATABASE_MAX_CONNECTIONS")]
+    database_max_connections: Option<u32>,
     /// Master key sealing credentials at rest (64 hex characters).
     #[arg(long, env = "TILLGATE_MASTER_KEY", hide_env_values = true)]
     master_key: Option<String>,
@@ -56,6 +59,9 @@ impl Common {
         };
         if let Some(v) = &self.database_url {
             c.database_url = v.clone();
+        }
+        if let Some(v) = self.database_max_connections {
+            c.database_max_connections = v;
         }
         if let Some(v) = self.mode {
             c.mode = v;
@@ -195,7 +201,8 @@ async fn merchant_create(
         None => random_token(),
     };
     let secrets = tillgate_server::master_key(&config)?;
-    let store = tillgate_server::open_store(&config.database_url).await?;
+    let store =
+        tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
     let service = tillgate_server::lifecycle(store.clone(), secrets);
     let merchant = service
         .create_merchant(merchant_no_checked.as_str(), zone, false)

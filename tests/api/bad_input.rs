@@ -18,9 +18,7 @@ type RawCase<'a> = (
     &'a str,
 );
 
-#[tokio::test]
-async fn every_malformed_request_gets_a_precise_code_and_changes_nothing() {
-    let app = spawn_app().await;
+async fn every_malformed_request_gets_a_precise_code_and_changes_nothing(app: TestApp) {
     let pos = app.pos();
     let no = pos.paid(&reference("victim"), "100.00").await;
     let bad_ref = reference("never-added");
@@ -245,3 +243,5 @@ async fn every_malformed_request_gets_a_precise_code_and_changes_nothing() {
         .await;
     assert_eq!(none["ret_code"], "000021", "{none}");
 }
+
+on_both_backends!(every_malformed_request_gets_a_precise_code_and_changes_nothing,);

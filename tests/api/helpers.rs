@@ -42,12 +42,124 @@ pub struct TestApp {
     pub dir: std::sync::Arc<TempDir>,
     pub database_url: String,
     pub client: reqwest::Client,
+    /// Drops the PostgreSQL test database after the process is gone.
+    pub database: Option<std::sync::Arc<PgDatabase>>,
+}
+
+/// Which store backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server for tests: `TILLGATE_TEST_POSTGRES_URL` (an admin URL such as
+/// postgres://postgres@127.0.0.1:5432/postgres). Without it PostgreSQL stories do not run,
+/// except in CI, where a missing URL is a failure.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("TILLGATE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI must set TILLGATE_TEST_POSTGRES_URL: PostgreSQL stories may not be skipped")
+        }
+        _ => None,
+    }
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[host_start..].find('/') {
+        Some(i) => &base[..host_start + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+/// A fresh PostgreSQL database, dropped (with its connections) when the guard goes.
+pub struct PgDatabase {
+    pub admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(admin_url: &str) -> PgDatabase {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "tillgate_test_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        admin(admin_url, &format!("CREATE DATABASE \"{name}\"")).await;
+        PgDatabase {
+            admin_url: admin_url.to_owned(),
+            url: with_database(admin_url, &name),
+            name,
+        }
+    }
+}
+
+/// Runs one statement on the admin connection.
+pub async fn admin(admin_url: &str, statement: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to TILLGATE_TEST_POSTGRES_URL: {e}"));
+    sqlx::Executor::execute(&mut conn, statement)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    let _ = conn.close().await;
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        // Drop runs inside the test's runtime; a thread with its own runtime may block.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(admin(&admin_url, &statement))
+        })
+        .join();
+    }
+}
+
+/// Starts `tillgate serve` on a fresh database of `backend`; `None` when PostgreSQL is not
+/// configured outside CI.
+pub async fn spawn_app_on(backend: Backend) -> Option<TestApp> {
+    match backend {
+        Backend::Sqlite => Some(spawn_app().await),
+        Backend::Postgres => {
+            let admin_url = postgres_admin_url()?;
+            let db = std::sync::Arc::new(PgDatabase::create(&admin_url).await);
+            let dir = std::sync::Arc::new(TempDir::new());
+            let mut app = spawn_on(dir, &db.url.clone(), &[]).await;
+            app.database = Some(db);
+            Some(app)
+        }
+    }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The database guard (if any) drops after this, once the process is gone.
     }
 }
 
@@ -71,6 +183,7 @@ pub async fn spawn_on(dir: std::sync::Arc<TempDir>, database_url: &str, extra: &
         dir,
         database_url: database_url.to_owned(),
         client: reqwest::Client::new(),
+        database: None,
     }
 }
 

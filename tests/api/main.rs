@@ -1,7 +1,35 @@
 //! The integration suite: one binary, each test with its own real server and database.
+//! Stories run on SQLite always and on PostgreSQL when `TILLGATE_TEST_POSTGRES_URL` is set
+//! (in CI it must be: a missing URL fails there instead of skipping).
+
+/// Runs each story (an `async fn(TestApp)`) once on SQLite and once on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($story:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    let app = crate::helpers::spawn_app_on(crate::helpers::Backend::Sqlite).await;
+                    super::$story(app.expect("SQLite always runs")).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    if let Some(app) = crate::helpers::spawn_app_on(crate::helpers::Backend::Postgres).await {
+                        super::$story(app).await
+                    }
+                }
+            )*
+        }
+    };
+}
 
 mod bad_input;
 mod helpers;
 mod operator;
 mod pockyt_story;
+mod postgres_nodes;
 mod tidy;

@@ -20,9 +20,9 @@ fn merchant_create(app: &TestApp, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[tokio::test]
-async fn a_created_merchant_works_at_once_and_never_sees_another_merchants_transactions() {
-    let app = spawn_app().await;
+async fn a_created_merchant_works_at_once_and_never_sees_another_merchants_transactions(
+    app: TestApp,
+) {
     let created = merchant_create(&app, &["--merchant-no", "700001", "--store-no", "1"]);
     assert_eq!(created["pockyt"]["created"], true);
     let token = created["pockyt"]["token"].as_str().unwrap().to_owned();
@@ -83,9 +83,7 @@ async fn tokens_are_sealed_at_rest() {
     }
 }
 
-#[tokio::test]
-async fn sigterm_shuts_down_gracefully_and_a_restart_keeps_everything() {
-    let mut app = spawn_app().await;
+async fn sigterm_shuts_down_gracefully_and_a_restart_keeps_everything(mut app: TestApp) {
     let pos = app.pos();
     let no = pos.paid(&reference("restart"), "12.00").await;
     assert_eq!(
@@ -134,9 +132,7 @@ async fn production_mode_refuses_sandbox_credentials_and_a_missing_master_key() 
     let _ = child.wait();
 }
 
-#[tokio::test]
-async fn the_sandbox_cli_plays_the_wallet() {
-    let app = spawn_app().await;
+async fn the_sandbox_cli_plays_the_wallet(app: TestApp) {
     let pos = app.pos();
     let added = pos.add(&reference("cli"), "3.52").await;
     let no = added["result"]["transactionNo"]
@@ -178,3 +174,9 @@ fn an_unreachable_database_is_a_clear_error() {
         "{err}"
     );
 }
+
+on_both_backends!(
+    a_created_merchant_works_at_once_and_never_sees_another_merchants_transactions,
+    sigterm_shuts_down_gracefully_and_a_restart_keeps_everything,
+    the_sandbox_cli_plays_the_wallet,
+);

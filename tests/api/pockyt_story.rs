@@ -3,9 +3,9 @@
 use crate::helpers::*;
 use serde_json::Value;
 
-#[tokio::test]
-async fn add_pay_two_partial_refunds_then_over_refund_is_rejected_and_query_shows_the_refunds() {
-    let app = spawn_app().await;
+async fn add_pay_two_partial_refunds_then_over_refund_is_rejected_and_query_shows_the_refunds(
+    app: TestApp,
+) {
     let pos = app.pos();
     let r = reference("story");
     let added = pos.add(&r, "100").await;
@@ -52,9 +52,7 @@ async fn add_pay_two_partial_refunds_then_over_refund_is_rejected_and_query_show
     assert_eq!(pos.query(&no).await["result"]["refundAmount"], "100.00");
 }
 
-#[tokio::test]
-async fn a_cancelled_transaction_cannot_be_paid() {
-    let app = spawn_app().await;
+async fn a_cancelled_transaction_cannot_be_paid(app: TestApp) {
     let pos = app.pos();
     let added = pos.add(&reference("cancel"), "13").await;
     let no = added["result"]["transactionNo"]
@@ -75,9 +73,7 @@ async fn a_cancelled_transaction_cannot_be_paid() {
     assert_eq!(pos.cancel(&no).await["result"]["status"], "success");
 }
 
-#[tokio::test]
-async fn cancel_of_a_paid_transaction_reverses_it_in_full_and_blocks_refunds() {
-    let app = spawn_app().await;
+async fn cancel_of_a_paid_transaction_reverses_it_in_full_and_blocks_refunds(app: TestApp) {
     let pos = app.pos();
     let no = pos.paid(&reference("rev"), "25.00").await;
     let c = pos.cancel(&no).await;
@@ -89,9 +85,7 @@ async fn cancel_of_a_paid_transaction_reverses_it_in_full_and_blocks_refunds() {
     assert_eq!(r["ret_code"], "000040", "{r}");
 }
 
-#[tokio::test]
-async fn a_refunded_transaction_cannot_be_cancelled() {
-    let app = spawn_app().await;
+async fn a_refunded_transaction_cannot_be_cancelled(app: TestApp) {
     let pos = app.pos();
     let no = pos.paid(&reference("rf-cancel"), "25.00").await;
     assert_eq!(
@@ -103,9 +97,7 @@ async fn a_refunded_transaction_cannot_be_cancelled() {
     assert!(c["ret_msg"].as_str().unwrap().contains("refund"), "{c}");
 }
 
-#[tokio::test]
-async fn an_idempotent_refund_retry_returns_the_same_refund() {
-    let app = spawn_app().await;
+async fn an_idempotent_refund_retry_returns_the_same_refund(app: TestApp) {
     let pos = app.pos();
     let no = pos.paid(&reference("idem"), "50").await;
     let key = reference("refund-key");
@@ -120,9 +112,7 @@ async fn an_idempotent_refund_retry_returns_the_same_refund() {
     assert_eq!(q["result"]["refunds"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn adding_with_a_used_reference_replays_or_is_refused() {
-    let app = spawn_app().await;
+async fn adding_with_a_used_reference_replays_or_is_refused(app: TestApp) {
     let pos = app.pos();
     let r = reference("add-idem");
     let first = pos.add(&r, "10").await;
@@ -135,9 +125,7 @@ async fn adding_with_a_used_reference_replays_or_is_refused() {
     assert_eq!(other["ret_code"], "000022", "{other}");
 }
 
-#[tokio::test]
-async fn paying_twice_with_the_same_barcode_replays_and_another_is_refused() {
-    let app = spawn_app().await;
+async fn paying_twice_with_the_same_barcode_replays_and_another_is_refused(app: TestApp) {
     let pos = app.pos();
     let no = pos.paid(&reference("pay-idem"), "10").await;
     let again = pos.pay(&no).await;
@@ -156,9 +144,7 @@ async fn paying_twice_with_the_same_barcode_replays_and_another_is_refused() {
     assert_eq!(other["ret_code"], "000040", "{other}");
 }
 
-#[tokio::test]
-async fn concurrent_partial_refunds_never_exceed_the_paid_amount() {
-    let app = spawn_app().await;
+async fn concurrent_partial_refunds_never_exceed_the_paid_amount(app: TestApp) {
     let pos = app.pos();
     // 100.00 paid; 64 concurrent refunds of 3.00: exactly 33 fit (99.00), 31 are refused.
     let no = pos.paid(&reference("race"), "100.00").await;
@@ -191,9 +177,7 @@ async fn concurrent_partial_refunds_never_exceed_the_paid_amount() {
     assert_eq!(q["result"]["refunds"].as_array().unwrap().len(), 33);
 }
 
-#[tokio::test]
-async fn form_urlencoded_requests_work_like_json() {
-    let app = spawn_app().await;
+async fn form_urlencoded_requests_work_like_json(app: TestApp) {
     let pos = app.pos();
     let r = reference("form");
     let added = pos
@@ -217,9 +201,7 @@ async fn form_urlencoded_requests_work_like_json() {
     assert_eq!(q["result"]["transactionStatus"], "init");
 }
 
-#[tokio::test]
-async fn the_sdk_path_aliases_reach_the_same_operations() {
-    let app = spawn_app().await;
+async fn the_sdk_path_aliases_reach_the_same_operations(app: TestApp) {
     let pos = app.pos();
     let r = reference("alias");
     let no = pos.add(&r, "5").await["result"]["transactionNo"]
@@ -251,9 +233,7 @@ async fn the_sdk_path_aliases_reach_the_same_operations() {
     assert_eq!(closed["result"]["transactionStatus"], "closed", "{closed}");
 }
 
-#[tokio::test]
-async fn the_sandbox_wallet_declines_51_leaves_52_pending_and_declines_refunds_of_61() {
-    let app = spawn_app().await;
+async fn the_sandbox_wallet_declines_51_leaves_52_pending_and_declines_refunds_of_61(app: TestApp) {
     let pos = app.pos();
     let declined = pos.add(&reference("d"), "10.51").await;
     let no = declined["result"]["transactionNo"]
@@ -288,9 +268,7 @@ async fn the_sandbox_wallet_declines_51_leaves_52_pending_and_declines_refunds_o
     assert_eq!(pos.query(&no).await["result"]["refundAmount"], "0.00");
 }
 
-#[tokio::test]
-async fn the_seed_refund_curl_and_javascript_sample_run_unchanged() {
-    let app = spawn_app().await;
+async fn the_seed_refund_curl_and_javascript_sample_run_unchanged(app: TestApp) {
     // Seed 002's curl, byte for byte, against the sandbox's sample transaction.
     let body = br#"{
 "merchantNo": "200043",
@@ -329,3 +307,18 @@ async fn the_seed_refund_curl_and_javascript_sample_run_unchanged() {
     assert_eq!(answer["ret_code"], "000100", "{answer}");
     assert_eq!(answer["result"]["refundAmount"], "10.00");
 }
+
+on_both_backends!(
+    add_pay_two_partial_refunds_then_over_refund_is_rejected_and_query_shows_the_refunds,
+    a_cancelled_transaction_cannot_be_paid,
+    cancel_of_a_paid_transaction_reverses_it_in_full_and_blocks_refunds,
+    a_refunded_transaction_cannot_be_cancelled,
+    an_idempotent_refund_retry_returns_the_same_refund,
+    adding_with_a_used_reference_replays_or_is_refused,
+    paying_twice_with_the_same_barcode_replays_and_another_is_refused,
+    concurrent_partial_refunds_never_exceed_the_paid_amount,
+    form_urlencoded_requests_work_like_json,
+    the_sdk_path_aliases_reach_the_same_operations,
+    the_sandbox_wallet_declines_51_leaves_52_pending_and_declines_refunds_of_61,
+    the_seed_refund_curl_and_javascript_sample_run_unchanged,
+);

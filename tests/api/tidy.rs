@@ -57,3 +57,46 @@ fn no_stub_stands_on_a_production_path() {
         .collect();
     assert!(offenders.is_empty(), "stubs in {offenders:?}");
 }
+
+#[test]
+fn the_backends_migrations_stay_in_step() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates");
+    let list = |backend: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root.join(backend).join("migrations"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let sqlite = list("store-sqlite");
+    assert!(!sqlite.is_empty());
+    assert_eq!(sqlite, list("store-postgres"));
+    let versions = |m: &[(i64, &str, &str)]| {
+        m.iter()
+            .map(|(v, n, _)| (*v, n.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        versions(tillgate_store_sqlite::MIGRATIONS),
+        versions(tillgate_store_postgres::MIGRATIONS)
+    );
+    // Every table and column of one backend exists in the other.
+    let columns = |sql: &str| -> Vec<String> {
+        sql.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with("--") && !l.is_empty())
+            .filter_map(|l| {
+                let word = l.split_whitespace().next()?;
+                let is_name = word.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+                (is_name && !["check", "unique", "where"].contains(&word)).then(|| word.to_owned())
+            })
+            .collect()
+    };
+    for ((_, _, a), (_, _, b)) in tillgate_store_sqlite::MIGRATIONS
+        .iter()
+        .zip(tillgate_store_postgres::MIGRATIONS)
+    {
+        assert_eq!(columns(a), columns(b));
+    }
+}

@@ -74,6 +74,8 @@ pub struct PaymentRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Bumped by every change; backends use it for compare-and-swap updates.
+    pub version: i64,
 }
 
 /// A payment to insert.

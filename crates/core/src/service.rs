@@ -365,8 +365,8 @@ impl Lifecycle {
                         return Ok(Writes::at(now).event("payment.expired", String::new()));
                     }
                     p.payment.submit().map_err(Rejection::Pay)?;
-                    p.pay_fingerprint = Some(fp);
-                    p.vendor = vendor;
+                    p.pay_fingerprint = Some(fp.clone());
+                    p.vendor = vendor.clone();
                     Ok(Writes::at(now).event("payment.submitted", String::new()))
                 }),
             )
@@ -476,7 +476,10 @@ impl Lifecycle {
                         .begin_cancel(now, &rule)
                         .map_err(Rejection::Cancel)?;
                     let mut w = Writes::at(now).event("cancel.requested", kind.as_str().to_owned());
-                    w.cancel = Some(CancelWrite::Insert(NewCancel { cancel_no, kind }));
+                    w.cancel = Some(CancelWrite::Insert(NewCancel {
+                        cancel_no: cancel_no.clone(),
+                        kind,
+                    }));
                     Ok(w)
                 }),
             )
@@ -623,7 +626,7 @@ impl Lifecycle {
                             .map_err(Rejection::Refund)?;
                         let mut w = Writes::at(now)
                             .event("refund.requested", new.amount.minor().to_string());
-                        w.refund = Some(RefundWrite::Insert(new));
+                        w.refund = Some(RefundWrite::Insert(new.clone()));
                         Ok(w)
                     }),
                 )

@@ -85,8 +85,10 @@ impl Writes {
     }
 }
 
-/// The decision run inside the store's transaction against the current payment.
-pub type MutateFn = Box<dyn FnOnce(&mut PaymentRecord) -> Result<Writes, Rejection> + Send>;
+/// The decision run inside the store's transaction against the current payment. A backend may
+/// run it more than once (on a fresh copy of the payment each time) when a concurrent change won
+/// a compare-and-swap; only the run whose writes commit counts.
+pub type MutateFn = Box<dyn FnMut(&mut PaymentRecord) -> Result<Writes, Rejection> + Send>;
 
 /// What a mutation did.
 #[derive(Debug, Clone)]

@@ -39,6 +39,8 @@ pub struct Config {
     pub default_timezone: MerchantZone,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Size of the PostgreSQL connection pool of this node.
+    pub database_max_connections: u32,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             master_key: None,
             default_timezone: MerchantZone::utc(),
             max_body_bytes: 64 * 1024,
+            database_max_connections: 16,
         }
     }
 }
@@ -64,6 +67,7 @@ struct File {
     master_key: Option<String>,
     default_timezone: Option<String>,
     max_body_bytes: Option<usize>,
+    database_max_connections: Option<u32>,
 }
 
 impl Config {
@@ -91,6 +95,9 @@ impl Config {
         }
         if let Some(v) = file.max_body_bytes {
             c.max_body_bytes = v;
+        }
+        if let Some(v) = file.database_max_connections {
+            c.database_max_connections = v;
         }
         Ok(c)
     }
@@ -122,6 +129,25 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_file_overrides_the_defaults_and_refuses_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("tillgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tillgate.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\ndatabase_max_connections = 4\ndefault_timezone = \"Europe/Amsterdam\"\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.database_max_connections, 4);
+        assert_eq!(c.default_timezone.name(), "Europe/Amsterdam");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        assert!(Config::from_file(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn sqlite_urls_name_their_file() {

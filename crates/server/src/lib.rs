@@ -26,8 +26,11 @@ use tillgate_store_sqlite::SqliteStore;
 
 pub use config::{Config, Mode};
 
-/// Opens the store named by a database URL.
-pub async fn open_store(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the store named by a database URL; `max_connections` sizes PostgreSQL's pool.
+pub async fn open_store(
+    database_url: &str,
+    max_connections: u32,
+) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("sqlite:") {
         let store = SqliteStore::open(database_url)
             .await
@@ -35,9 +38,26 @@ pub async fn open_store(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
         return Ok(Arc::new(store));
     }
     if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        bail!("PostgreSQL is not supported by this build yet; use a sqlite:// URL");
+        let store = tillgate_store_postgres::PgStore::open(database_url, max_connections)
+            .await
+            .with_context(|| format!("cannot open database {}", redact_url(database_url)))?;
+        return Ok(Arc::new(store));
     }
     bail!("database URL must start with sqlite:// or postgres://, not {database_url:?}")
+}
+
+/// A database URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// The master key: from the configuration, or in sandbox mode from (or into) a key file beside
@@ -54,10 +74,18 @@ pub fn master_key(config: &Config) -> anyhow::Result<SecretBox> {
         Ok(text) => Secret::new(text.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SecretBox::generate_key_hex();
-            write_private(&path, key.expose())
-                .with_context(|| format!("cannot write key file {}", path.display()))?;
-            tracing::info!(path = %path.display(), "generated the sandbox master key");
-            key
+            match write_private(&path, key.expose()) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "generated the sandbox master key");
+                    key
+                }
+                // Another node sharing this directory wrote it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => wait_for_key(&path)?,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot write key file {}", path.display()))
+                }
+            }
         }
         Err(e) => {
             return Err(e).with_context(|| format!("cannot read key file {}", path.display()))
@@ -65,6 +93,18 @@ pub fn master_key(config: &Config) -> anyhow::Result<SecretBox> {
     };
     SecretBox::from_hex(hex.expose())
         .with_context(|| format!("key file {} is not valid", path.display()))
+}
+
+/// Reads a key file another process is writing, waiting briefly for its content.
+fn wait_for_key(path: &std::path::Path) -> anyhow::Result<Secret<String>> {
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(path)?;
+        if text.trim().len() == 64 {
+            return Ok(Secret::new(text.trim().to_owned()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    bail!("key file {} stays incomplete", path.display())
 }
 
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
@@ -170,7 +210,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let secrets = master_key(&config)?;
-    let store = open_store(&config.database_url).await?;
+    let store = open_store(&config.database_url, config.database_max_connections).await?;
     let service = lifecycle(store.clone(), secrets);
     match config.mode {
         Mode::Sandbox => sandbox::bootstrap(&service, config.default_timezone).await?,

@@ -12,7 +12,7 @@ use serde_json::json;
 use std::sync::Arc;
 use tillgate_core::service::{Lifecycle, LifecycleError};
 use tillgate_core::store::{Inserted, Rejection, Writes};
-use tillgate_core::{NewPayment, Secret};
+use tillgate_core::{NewPayment, Secret, StoreError};
 use tillgate_domain::{ChannelOutcome, Currency, MerchantZone, Money};
 
 /// The sandbox merchant of seed 000 and the public docs.
@@ -48,7 +48,7 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
             let amount = Money::from_minor(cents, usd)
                 .ok_or_else(|| anyhow::anyhow!("bad fixture amount"))?;
             let now = app.now();
-            let inserted = store
+            let inserted = match store
                 .insert_payment(NewPayment {
                     transaction_no: transaction_no.into(),
                     merchant_id: merchant.id,
@@ -63,7 +63,13 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
                     created_at: now,
                     expires_at: now,
                 })
-                .await?;
+                .await
+            {
+                Ok(inserted) => inserted,
+                // Another node starting on the same database created it first.
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
             if let Inserted::Inserted(p) = inserted {
                 store
                     .mutate(

@@ -100,7 +100,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reads)
             .await
             .map_err(unavailable)?;
-        row.map(|r| rows::merchant(&r)).transpose()
+        row.map(|r| rows::merchant(&rows::Loaded(r))).transpose()
     }
 
     async fn sandbox_merchant_count(&self) -> Result<i64, StoreError> {
@@ -136,7 +136,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reads)
         .await
         .map_err(unavailable)?;
-        row.map(|r| rows::store_row(&r)).transpose()
+        row.map(|r| rows::store_row(&rows::Loaded(r))).transpose()
     }
 
     async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError> {
@@ -165,7 +165,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reads)
             .await
             .map_err(unavailable)?;
-        row.map(|r| rows::payment(&r)).transpose()
+        row.map(|r| rows::payment(&rows::Loaded(r))).transpose()
     }
 
     async fn payment_by_transaction_no(
@@ -177,7 +177,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reads)
             .await
             .map_err(unavailable)?;
-        row.map(|r| rows::payment(&r)).transpose()
+        row.map(|r| rows::payment(&rows::Loaded(r))).transpose()
     }
 
     async fn payment_by_id(&self, payment_id: i64) -> Result<Option<PaymentRecord>, StoreError> {
@@ -186,7 +186,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reads)
             .await
             .map_err(unavailable)?;
-        row.map(|r| rows::payment(&r)).transpose()
+        row.map(|r| rows::payment(&rows::Loaded(r))).transpose()
     }
 
     async fn refunds_of(&self, payment_id: i64) -> Result<Vec<RefundRecord>, StoreError> {
@@ -195,7 +195,10 @@ impl Store for SqliteStore {
             .fetch_all(&self.reads)
             .await
             .map_err(unavailable)?;
-        found.iter().map(rows::refund).collect()
+        found
+            .into_iter()
+            .map(|r| rows::refund(&rows::Loaded(r)))
+            .collect()
     }
 
     async fn refund_by_reference(
@@ -210,7 +213,7 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reads)
                 .await
                 .map_err(unavailable)?;
-        row.map(|r| rows::refund(&r)).transpose()
+        row.map(|r| rows::refund(&rows::Loaded(r))).transpose()
     }
 
     async fn cancels_of(&self, payment_id: i64) -> Result<Vec<CancelRecord>, StoreError> {
@@ -219,7 +222,10 @@ impl Store for SqliteStore {
             .fetch_all(&self.reads)
             .await
             .map_err(unavailable)?;
-        found.iter().map(rows::cancel).collect()
+        found
+            .into_iter()
+            .map(|r| rows::cancel(&rows::Loaded(r)))
+            .collect()
     }
 
     async fn events_of(&self, payment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
@@ -228,7 +234,10 @@ impl Store for SqliteStore {
             .fetch_all(&self.reads)
             .await
             .map_err(unavailable)?;
-        found.iter().map(rows::event).collect()
+        found
+            .into_iter()
+            .map(|r| rows::event(&rows::Loaded(r)))
+            .collect()
     }
 
     async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError> {

@@ -222,7 +222,7 @@ async fn upsert_merchant(
         .fetch_one(&mut *conn)
         .await
         .map_err(unavailable)?;
-    rows::merchant(&row)
+    rows::merchant(&rows::Loaded(row))
 }
 
 async fn add_store(
@@ -285,7 +285,7 @@ async fn insert_payment(
     .map_err(unavailable)?;
     match inserted {
         Some(row) => {
-            let rec = rows::payment(&row)?;
+            let rec = rows::payment(&rows::Loaded(row))?;
             insert_event(
                 conn,
                 rec.id,
@@ -303,7 +303,7 @@ async fn insert_payment(
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(unavailable)?;
-            Ok(Inserted::Existing(rows::payment(&row)?))
+            Ok(Inserted::Existing(rows::payment(&rows::Loaded(row))?))
         }
     }
 }
@@ -329,7 +329,7 @@ async fn insert_event(
 async fn mutate(
     conn: &mut SqliteConnection,
     payment_id: i64,
-    decide: MutateFn,
+    mut decide: MutateFn,
 ) -> Result<Mutated, StoreError> {
     let row = sqlx::query("SELECT * FROM payments WHERE id = ?")
         .bind(payment_id)
@@ -337,7 +337,7 @@ async fn mutate(
         .await
         .map_err(unavailable)?
         .ok_or(StoreError::NotFound)?;
-    let mut rec = rows::payment(&row)?;
+    let mut rec = rows::payment(&rows::Loaded(row))?;
     let before = rec.clone();
     let writes: Writes = match decide(&mut rec) {
         Ok(w) => w,
@@ -385,7 +385,7 @@ async fn mutate(
             .fetch_one(&mut *conn)
             .await
             .map_err(unavailable)?;
-            Some(rows::refund(&row)?)
+            Some(rows::refund(&rows::Loaded(row))?)
         }
         Some(RefundWrite::SetState { refund_id, state }) => {
             let row = sqlx::query(
@@ -399,7 +399,7 @@ async fn mutate(
             .fetch_one(&mut *conn)
             .await
             .map_err(unavailable)?;
-            Some(rows::refund(&row)?)
+            Some(rows::refund(&rows::Loaded(row))?)
         }
     };
     let cancel = match writes.cancel {
@@ -418,7 +418,7 @@ async fn mutate(
             .fetch_one(&mut *conn)
             .await
             .map_err(unavailable)?;
-            Some(rows::cancel(&row)?)
+            Some(rows::cancel(&rows::Loaded(row))?)
         }
         Some(CancelWrite::SetState { cancel_id, state }) => {
             let row = sqlx::query(
@@ -432,7 +432,7 @@ async fn mutate(
             .fetch_one(&mut *conn)
             .await
             .map_err(unavailable)?;
-            Some(rows::cancel(&row)?)
+            Some(rows::cancel(&rows::Loaded(row))?)
         }
     };
     for (kind, detail) in &writes.events {

@@ -1,0 +1,453 @@
+//! The PostgreSQL backend of the store, for several stateless gateway nodes on one database.
+//!
+//! A state change costs two round trips and no explicit transaction: the payment is read, the
+//! domain decides, and one statement writes the payment (compare-and-swap on its `version`), the
+//! refund or cancel row, the events and the outbox rows. A single statement is atomic, so the
+//! writes land together or not at all; a concurrent change makes the swap miss, and the decision
+//! runs again on the fresh row. Under heavy contention on one payment the backend falls back to
+//! a `SELECT … FOR UPDATE` transaction, so no request starves. `synchronous_commit` is on for
+//! every connection: an answer is sent only after its commit is durable.
+
+mod migrate;
+mod sql;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Executor, PgPool, Row};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tillgate_core::store::{
+    CancelWrite, CommitStats, Inserted, MutateFn, Mutated, RefundWrite, Store, StoreError, Writes,
+};
+use tillgate_core::*;
+use tillgate_store_sql::Columns;
+
+pub use migrate::MIGRATIONS;
+
+/// Optimistic attempts before a mutation takes the row lock instead.
+const OPTIMISTIC_ATTEMPTS: usize = 4;
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: PgPool,
+    operations: AtomicU64,
+}
+
+/// A loaded row seen through the shared column view.
+struct Loaded(PgRow);
+
+fn column<'r, T>(row: &'r PgRow, col: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(col)
+        .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+}
+
+impl Columns for Loaded {
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        column(&self.0, col)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        column(&self.0, col)
+    }
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        column(&self.0, col)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        column(&self.0, col)
+    }
+}
+
+/// Maps a driver error: unique violations are conflicts, serialization failures and deadlocks
+/// are retried by the caller, everything else means the database is unavailable.
+pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict("unique key");
+        }
+        if matches!(db.code().as_deref(), Some("40001") | Some("40P01")) {
+            return StoreError::Conflict("serialization");
+        }
+    }
+    StoreError::Unavailable(e.to_string())
+}
+
+/// What one write statement reports. Short-lived; not worth boxing.
+#[allow(clippy::large_enum_variant)]
+enum Written {
+    /// The version matched: everything is written.
+    Done(Option<RefundRecord>, Option<CancelRecord>),
+    /// Another change came first; decide again.
+    Raced,
+}
+
+impl PgStore {
+    /// Connects with a pool of at most `max_connections`, applies pending migrations under an
+    /// advisory lock (nodes starting together do not race), and checks the connection.
+    pub async fn open(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad postgres url: {e}")))?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .statement_cache_capacity(256);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(true)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Durability is not negotiable, whatever the server's default says.
+                    conn.execute("SET synchronous_commit = on").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        migrate::apply(&pool).await?;
+        Ok(PgStore {
+            pool,
+            operations: AtomicU64::new(0),
+        })
+    }
+
+    async fn load(&self, payment_id: i64) -> Result<PaymentRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM payments WHERE id = $1")
+            .bind(payment_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .ok_or(StoreError::NotFound)?;
+        tillgate_store_sql::payment(&Loaded(row))
+    }
+
+    /// Runs the decision against `rec` and, unless it refuses, writes it with one statement.
+    async fn decide_and_write<'e, E>(
+        executor: E,
+        mut rec: PaymentRecord,
+        decide: &mut MutateFn,
+    ) -> Result<Result<(Written, PaymentRecord), Mutated>, StoreError>
+    where
+        E: Executor<'e, Database = sqlx::Postgres>,
+    {
+        let before = rec.clone();
+        let writes = match decide(&mut rec) {
+            Ok(w) => w,
+            Err(rejection) => return Ok(Err(Mutated::Rejected(rejection, before))),
+        };
+        let at = writes.at.unwrap_or(rec.updated_at);
+        rec.updated_at = at;
+        let written = sql::write(
+            executor,
+            &rec,
+            before.version,
+            at.timestamp_millis(),
+            writes,
+        )
+        .await?;
+        if let Written::Done(..) = written {
+            rec.version = before.version + 1;
+        }
+        Ok(Ok((written, rec)))
+    }
+
+    async fn mutate_locked(
+        &self,
+        payment_id: i64,
+        decide: &mut MutateFn,
+    ) -> Result<Mutated, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let row = sqlx::query("SELECT * FROM payments WHERE id = $1 FOR UPDATE")
+            .bind(payment_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .ok_or(StoreError::NotFound)?;
+        let rec = tillgate_store_sql::payment(&Loaded(row))?;
+        match Self::decide_and_write(&mut *tx, rec, decide).await? {
+            Err(rejected) => Ok(rejected),
+            Ok((Written::Done(refund, cancel), payment)) => {
+                tx.commit().await.map_err(db_error)?;
+                Ok(Mutated::Done {
+                    payment,
+                    refund,
+                    cancel,
+                })
+            }
+            Ok((Written::Raced, _)) => Err(StoreError::Corrupt(
+                "a locked payment changed under its lock".into(),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO merchants (merchant_no, zone, sandbox, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (merchant_no) DO NOTHING",
+        )
+        .bind(&m.merchant_no)
+        .bind(m.zone.name())
+        .bind(i64::from(m.sandbox))
+        .bind(m.created_at.timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        self.merchant(&m.merchant_no)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("merchant vanished after insert".into()))
+    }
+
+    async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM merchants WHERE merchant_no = $1")
+            .bind(merchant_no)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::merchant(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn sandbox_merchant_count(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE sandbox = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn add_store(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        token_sealed: &str,
+    ) -> Result<StoreAdded, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO stores (merchant_id, store_no, token_sealed) VALUES ($1, $2, $3) \
+             ON CONFLICT (merchant_id, store_no) DO NOTHING",
+        )
+        .bind(merchant_id)
+        .bind(store_no)
+        .bind(token_sealed)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 1 {
+            return Ok(StoreAdded::Added);
+        }
+        let token_sealed: String = sqlx::query_scalar(
+            "SELECT token_sealed FROM stores WHERE merchant_id = $1 AND store_no = $2",
+        )
+        .bind(merchant_id)
+        .bind(store_no)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(StoreAdded::Exists { token_sealed })
+    }
+
+    async fn store_row(
+        &self,
+        merchant_no: &str,
+        store_no: &str,
+    ) -> Result<Option<StoreRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
+             JOIN merchants m ON m.id = s.merchant_id \
+             WHERE m.merchant_no = $1 AND s.store_no = $2",
+        )
+        .bind(merchant_no)
+        .bind(store_no)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::store_row(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError> {
+        let row = sqlx::query(sql::INSERT_PAYMENT)
+            .bind(&p.transaction_no)
+            .bind(p.merchant_id)
+            .bind(&p.merchant_no)
+            .bind(&p.store_no)
+            .bind(&p.reference)
+            .bind(p.amount.minor())
+            .bind(p.amount.currency().code())
+            .bind(p.settle_currency.code())
+            .bind(&p.description)
+            .bind(&p.notify_url)
+            .bind(&p.fingerprint)
+            .bind(p.created_at.timestamp_millis())
+            .bind(p.expires_at.timestamp_millis())
+            .bind(p.amount.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        match row {
+            Some(row) => {
+                self.operations.fetch_add(1, Ordering::Relaxed);
+                Ok(Inserted::Inserted(tillgate_store_sql::payment(&Loaded(
+                    row,
+                ))?))
+            }
+            None => {
+                let key = PaymentKey::Reference(p.reference.clone());
+                let existing = self.payment(p.merchant_id, &key).await?.ok_or_else(|| {
+                    StoreError::Corrupt("reference conflict without a payment".into())
+                })?;
+                Ok(Inserted::Existing(existing))
+            }
+        }
+    }
+
+    async fn payment(
+        &self,
+        merchant_id: i64,
+        key: &PaymentKey,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let (query, value) = match key {
+            PaymentKey::TransactionNo(n) => (
+                "SELECT * FROM payments WHERE transaction_no = $1 AND merchant_id = $2",
+                n,
+            ),
+            PaymentKey::Reference(r) => (
+                "SELECT * FROM payments WHERE reference = $1 AND merchant_id = $2",
+                r,
+            ),
+        };
+        let row = sqlx::query(query)
+            .bind(value)
+            .bind(merchant_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::payment(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn payment_by_transaction_no(
+        &self,
+        transaction_no: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM payments WHERE transaction_no = $1")
+            .bind(transaction_no)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::payment(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn payment_by_id(&self, payment_id: i64) -> Result<Option<PaymentRecord>, StoreError> {
+        match self.load(payment_id).await {
+            Ok(p) => Ok(Some(p)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn refunds_of(&self, payment_id: i64) -> Result<Vec<RefundRecord>, StoreError> {
+        let found = sqlx::query("SELECT * FROM refunds WHERE payment_id = $1 ORDER BY id")
+            .bind(payment_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::refund(&Loaded(r)))
+            .collect()
+    }
+
+    async fn refund_by_reference(
+        &self,
+        merchant_id: i64,
+        refund_reference: &str,
+    ) -> Result<Option<RefundRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM refunds WHERE merchant_id = $1 AND refund_reference = $2")
+                .bind(merchant_id)
+                .bind(refund_reference)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::refund(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn cancels_of(&self, payment_id: i64) -> Result<Vec<CancelRecord>, StoreError> {
+        let found = sqlx::query("SELECT * FROM cancels WHERE payment_id = $1 ORDER BY id")
+            .bind(payment_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::cancel(&Loaded(r)))
+            .collect()
+    }
+
+    async fn events_of(&self, payment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
+        let found = sqlx::query("SELECT * FROM events WHERE payment_id = $1 ORDER BY id")
+            .bind(payment_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::event(&Loaded(r)))
+            .collect()
+    }
+
+    async fn mutate(&self, payment_id: i64, mut decide: MutateFn) -> Result<Mutated, StoreError> {
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let rec = self.load(payment_id).await?;
+            match Self::decide_and_write(&self.pool, rec, &mut decide).await {
+                Ok(Err(rejected)) => return Ok(rejected),
+                Ok(Ok((Written::Done(refund, cancel), payment))) => {
+                    self.operations.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Mutated::Done {
+                        payment,
+                        refund,
+                        cancel,
+                    });
+                }
+                Ok(Ok((Written::Raced, _))) | Err(StoreError::Conflict("serialization")) => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let done = self.mutate_locked(payment_id, &mut decide).await?;
+        if let Mutated::Done { .. } = done {
+            self.operations.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(done)
+    }
+
+    fn commit_stats(&self) -> CommitStats {
+        // Every operation is its own durable commit on PostgreSQL.
+        let operations = self.operations.load(Ordering::Relaxed);
+        CommitStats {
+            operations,
+            commits: operations,
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Which refund or cancel row a write statement carries (at most one of them).
+fn shape(w: &Writes) -> Result<(Option<&RefundWrite>, Option<&CancelWrite>), StoreError> {
+    match (&w.refund, &w.cancel) {
+        (Some(_), Some(_)) => Err(StoreError::Corrupt(
+            "one change may write a refund or a cancel, not both".into(),
+        )),
+        (r, c) => Ok((r.as_ref(), c.as_ref())),
+    }
+}

@@ -1,0 +1,79 @@
+//! Embedded migrations, applied at start under a PostgreSQL advisory lock so that nodes
+//! starting together apply each migration exactly once.
+
+use crate::db_error;
+use sqlx::{Acquire, PgPool};
+use tillgate_core::StoreError;
+
+/// (version, name, SQL): the same versions and names as the SQLite backend (a test checks it).
+pub const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+/// The advisory lock key: "tillgate" in ASCII.
+const LOCK_KEY: i64 = 0x7469_6c6c_6761_7465;
+
+pub async fn apply(pool: &PgPool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await.map_err(db_error)?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let result = apply_locked(&mut conn).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error);
+    result.and(unlocked.map(drop))
+}
+
+async fn apply_locked(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (\
+             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    for (version, name, sql) in MIGRATIONS {
+        let mut tx = conn.begin().await.map_err(db_error)?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        if done.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration {version} {name}: {e}")))?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(version)
+        .bind(name)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        tracing::info!(version, name, "applied migration");
+    }
+    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if newest.unwrap_or(0) > known {
+        return Err(StoreError::Unavailable(format!(
+            "the database is at schema version {} but this tillgate knows only up to {known}; \
+             run a newer tillgate",
+            newest.unwrap_or(0)
+        )));
+    }
+    Ok(())
+}

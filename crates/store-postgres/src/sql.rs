@@ -1,0 +1,160 @@
+//! The write statements: each change of a payment is one statement of data-modifying CTEs,
+//! guarded by a compare-and-swap on the payment's version.
+
+use crate::{db_error, shape, Loaded, Written};
+use sqlx::Executor;
+use tillgate_core::store::{CancelWrite, RefundWrite, Writes};
+use tillgate_core::{PaymentRecord, StoreError};
+
+/// Inserts a payment and its "created" event unless the merchant's reference is taken.
+pub const INSERT_PAYMENT: &str = "\
+WITH p AS (
+    INSERT INTO payments (transaction_no, merchant_id, merchant_no, store_no, reference,
+        amount_minor, currency, settle_currency, state, description, notify_url, fingerprint,
+        created_at, updated_at, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $12, $13)
+    ON CONFLICT (merchant_id, reference) DO NOTHING
+    RETURNING *),
+e AS (
+    INSERT INTO events (payment_id, at, kind, detail)
+    SELECT id, $12, 'payment.created', $14 FROM p)
+SELECT * FROM p";
+
+/// The part every change shares: the swap of the payment row, its events and outbox rows.
+/// Parameters $1..$16; the refund or cancel part uses $17 onwards.
+macro_rules! base {
+    () => {
+        "WITH u AS (
+    UPDATE payments SET state = $3, refunded_minor = $4, reserved_minor = $5,
+        cancel_in_flight = $6, paid_at = $7, pay_fingerprint = $8, vendor = $9,
+        updated_at = $10, version = version + 1
+    WHERE id = $1 AND version = $2
+    RETURNING id),
+e AS (
+    INSERT INTO events (payment_id, at, kind, detail)
+    SELECT u.id, $10, x.k, x.d FROM u, unnest($12::text[], $13::text[]) AS x(k, d)),
+o AS (
+    INSERT INTO outbox (merchant_id, payment_id, topic, target_url, snapshot,
+        next_attempt_at, created_at)
+    SELECT $11, u.id, y.t, y.url, y.snap, $10, $10
+    FROM u, unnest($14::text[], $15::text[], $16::text[]) AS y(t, url, snap))"
+    };
+}
+
+const PAYMENT_ONLY: &str = concat!(base!(), "\nSELECT count(*) AS updated FROM u");
+
+const REFUND_INSERT: &str = concat!(
+    base!(),
+    ",
+r AS (
+    INSERT INTO refunds (refund_no, payment_id, merchant_id, refund_reference, amount_minor,
+        currency, state, fingerprint, created_at, updated_at)
+    SELECT $17, u.id, $11, $18, $19, $20, 1, $21, $10, $10 FROM u
+    RETURNING *)
+SELECT * FROM r"
+);
+
+const REFUND_STATE: &str = concat!(
+    base!(),
+    ",
+r AS (
+    UPDATE refunds SET state = $18, updated_at = $10
+    WHERE id = $17 AND payment_id = $1 AND EXISTS (SELECT 1 FROM u)
+    RETURNING *)
+SELECT * FROM r"
+);
+
+const CANCEL_INSERT: &str = concat!(
+    base!(),
+    ",
+c AS (
+    INSERT INTO cancels (cancel_no, payment_id, merchant_id, kind, state, created_at, updated_at)
+    SELECT $17, u.id, $11, $18, 1, $10, $10 FROM u
+    RETURNING *)
+SELECT * FROM c"
+);
+
+const CANCEL_STATE: &str = concat!(
+    base!(),
+    ",
+c AS (
+    UPDATE cancels SET state = $18, updated_at = $10
+    WHERE id = $17 AND payment_id = $1 AND EXISTS (SELECT 1 FROM u)
+    RETURNING *)
+SELECT * FROM c"
+);
+
+/// Writes `rec` (which was read at `version`) with everything the decision asked for.
+pub async fn write<'e, E>(
+    executor: E,
+    rec: &PaymentRecord,
+    version: i64,
+    at_ms: i64,
+    writes: Writes,
+) -> Result<Written, StoreError>
+where
+    E: Executor<'e, Database = sqlx::Postgres>,
+{
+    let (refund, cancel) = shape(&writes)?;
+    let text = match (refund, cancel) {
+        (None, None) => PAYMENT_ONLY,
+        (Some(RefundWrite::Insert(_)), _) => REFUND_INSERT,
+        (Some(RefundWrite::SetState { .. }), _) => REFUND_STATE,
+        (_, Some(CancelWrite::Insert(_))) => CANCEL_INSERT,
+        (_, Some(CancelWrite::SetState { .. })) => CANCEL_STATE,
+    };
+    let p = &rec.payment;
+    let (kinds, details): (Vec<String>, Vec<String>) = writes.events.iter().cloned().unzip();
+    let topics: Vec<String> = writes.outbox.iter().map(|o| o.topic.clone()).collect();
+    let urls: Vec<String> = writes.outbox.iter().map(|o| o.target_url.clone()).collect();
+    let snapshots: Vec<String> = writes.outbox.iter().map(|o| o.snapshot.clone()).collect();
+    let mut q = sqlx::query(text)
+        .bind(rec.id)
+        .bind(version)
+        .bind(p.state().as_str())
+        .bind(p.refunded().minor())
+        .bind(p.reserved().minor())
+        .bind(p.cancel_in_flight().map(|k| k.as_str()))
+        .bind(p.paid_at().map(|t| t.timestamp_millis()))
+        .bind(rec.pay_fingerprint.clone())
+        .bind(rec.vendor.clone())
+        .bind(at_ms)
+        .bind(rec.merchant_id)
+        .bind(kinds)
+        .bind(details)
+        .bind(topics)
+        .bind(urls)
+        .bind(snapshots);
+    q = match (refund, cancel) {
+        (Some(RefundWrite::Insert(n)), _) => q
+            .bind(n.refund_no.clone())
+            .bind(n.refund_reference.clone())
+            .bind(n.amount.minor())
+            .bind(n.amount.currency().code().to_owned())
+            .bind(n.fingerprint.clone()),
+        (Some(RefundWrite::SetState { refund_id, state }), _) => {
+            q.bind(*refund_id).bind(state.code())
+        }
+        (_, Some(CancelWrite::Insert(n))) => q.bind(n.cancel_no.clone()).bind(n.kind.as_str()),
+        (_, Some(CancelWrite::SetState { cancel_id, state })) => {
+            q.bind(*cancel_id).bind(state.code())
+        }
+        (None, None) => q,
+    };
+    let row = q.fetch_optional(executor).await.map_err(db_error)?;
+    let Some(row) = row else {
+        return Ok(Written::Raced);
+    };
+    let loaded = Loaded(row);
+    Ok(match (refund, cancel) {
+        (None, None) => {
+            if tillgate_store_sql::Columns::int(&loaded, "updated")? == 1 {
+                Written::Done(None, None)
+            } else {
+                Written::Raced
+            }
+        }
+        (Some(_), _) => Written::Done(Some(tillgate_store_sql::refund(&loaded)?), None),
+        (_, Some(_)) => Written::Done(None, Some(tillgate_store_sql::cancel(&loaded)?)),
+    })
+}

@@ -1,0 +1,127 @@
+//! What the SQL store backends share: turning rows into records (each checked against the
+//! domain's invariants as it loads) through a four-method [`Columns`] view of a row, so that the
+//! SQLite and PostgreSQL backends read the same columns the same way.
+
+use chrono::{DateTime, Utc};
+use tillgate_core::service::Lifecycle;
+use tillgate_core::*;
+use tillgate_domain::{
+    CancelKind, CancelState, Currency, MerchantZone, Money, PaymentState, RefundState,
+};
+
+/// Typed access to a row's columns by name; each backend implements it for its row type.
+pub trait Columns {
+    fn int(&self, col: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
+    fn text(&self, col: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+/// A stored timestamp (UTC milliseconds since the epoch).
+pub fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt("timestamp"))
+}
+
+fn currency(code: &str) -> Result<Currency, StoreError> {
+    Currency::from_code(code).ok_or_else(|| corrupt("currency"))
+}
+
+pub fn merchant(row: &impl Columns) -> Result<MerchantRecord, StoreError> {
+    Ok(MerchantRecord {
+        id: row.int("id")?,
+        merchant_no: row.text("merchant_no")?,
+        zone: MerchantZone::parse(&row.text("zone")?).ok_or_else(|| corrupt("zone"))?,
+        sandbox: row.int("sandbox")? != 0,
+        created_at: time(row.int("created_at")?)?,
+    })
+}
+
+pub fn store_row(row: &impl Columns) -> Result<StoreRow, StoreError> {
+    Ok(StoreRow {
+        merchant: merchant(row)?,
+        store_no: row.text("store_no")?,
+        token_sealed: row.text("token_sealed")?,
+    })
+}
+
+pub fn payment(row: &impl Columns) -> Result<PaymentRecord, StoreError> {
+    let cur = currency(&row.text("currency")?)?;
+    let amount =
+        Money::from_minor(row.int("amount_minor")?, cur).ok_or_else(|| corrupt("amount"))?;
+    let state = PaymentState::parse(&row.text("state")?).ok_or_else(|| corrupt("state"))?;
+    let cancel_in_flight = row
+        .opt_text("cancel_in_flight")?
+        .map(|k| CancelKind::parse(&k).ok_or_else(|| corrupt("cancel_in_flight")))
+        .transpose()?;
+    let paid_at = row.opt_int("paid_at")?.map(time).transpose()?;
+    let payment = Lifecycle::restore_payment(
+        amount,
+        state,
+        row.int("refunded_minor")?,
+        row.int("reserved_minor")?,
+        cancel_in_flight,
+        paid_at,
+    )?;
+    Ok(PaymentRecord {
+        id: row.int("id")?,
+        transaction_no: row.text("transaction_no")?,
+        merchant_id: row.int("merchant_id")?,
+        merchant_no: row.text("merchant_no")?,
+        store_no: row.text("store_no")?,
+        reference: row.text("reference")?,
+        settle_currency: currency(&row.text("settle_currency")?)?,
+        description: row.opt_text("description")?,
+        notify_url: row.opt_text("notify_url")?,
+        vendor: row.opt_text("vendor")?,
+        fingerprint: row.text("fingerprint")?,
+        pay_fingerprint: row.opt_text("pay_fingerprint")?,
+        payment,
+        created_at: time(row.int("created_at")?)?,
+        updated_at: time(row.int("updated_at")?)?,
+        expires_at: time(row.int("expires_at")?)?,
+        version: row.int("version")?,
+    })
+}
+
+pub fn refund(row: &impl Columns) -> Result<RefundRecord, StoreError> {
+    let cur = currency(&row.text("currency")?)?;
+    Ok(RefundRecord {
+        id: row.int("id")?,
+        refund_no: row.text("refund_no")?,
+        payment_id: row.int("payment_id")?,
+        merchant_id: row.int("merchant_id")?,
+        refund_reference: row.opt_text("refund_reference")?,
+        amount: Money::from_minor(row.int("amount_minor")?, cur)
+            .ok_or_else(|| corrupt("refund amount"))?,
+        state: RefundState::from_code(row.int("state")?).ok_or_else(|| corrupt("refund state"))?,
+        fingerprint: row.text("fingerprint")?,
+        created_at: time(row.int("created_at")?)?,
+        updated_at: time(row.int("updated_at")?)?,
+    })
+}
+
+pub fn cancel(row: &impl Columns) -> Result<CancelRecord, StoreError> {
+    Ok(CancelRecord {
+        id: row.int("id")?,
+        cancel_no: row.text("cancel_no")?,
+        payment_id: row.int("payment_id")?,
+        merchant_id: row.int("merchant_id")?,
+        kind: CancelKind::parse(&row.text("kind")?).ok_or_else(|| corrupt("cancel kind"))?,
+        state: CancelState::from_code(row.int("state")?).ok_or_else(|| corrupt("cancel state"))?,
+        created_at: time(row.int("created_at")?)?,
+        updated_at: time(row.int("updated_at")?)?,
+    })
+}
+
+pub fn event(row: &impl Columns) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        payment_id: row.int("payment_id")?,
+        at: time(row.int("at")?)?,
+        kind: row.text("kind")?,
+        detail: row.text("detail")?,
+    })
+}
