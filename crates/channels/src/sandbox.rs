@@ -8,7 +8,9 @@
 //! | pay | anything else | approved |
 //! | refund | 61 | declined |
 //! | refund | anything else | approved |
-//! | close, reverse | any | approved |
+//! | pay without a barcode (QR code shown to the customer) | any | unknown: pending until the customer's payment is played |
+//! | close, void, reverse | 53 | unknown: in progress until the wallet's answer is played |
+//! | close, void, reverse | anything else | approved |
 
 use async_trait::async_trait;
 use tillgate_core::{Channel, ChannelOp, ChannelReply};
@@ -27,6 +29,8 @@ impl SandboxWallet {
     /// The answer the sandbox gives to `op`, without side effects.
     pub fn decide(op: &ChannelOp) -> ChannelReply {
         match op {
+            // A QR code waits for the customer to scan and pay it.
+            ChannelOp::Pay { barcode: None, .. } => ChannelReply::new(ChannelOutcome::Unknown),
             ChannelOp::Pay { amount, .. } => match last_two_digits(amount.minor()) {
                 51 => ChannelReply {
                     outcome: ChannelOutcome::Declined,
@@ -46,6 +50,11 @@ impl SandboxWallet {
                     channel_ref: None,
                     message: Some("sandbox: refunds ending in 61 are declined".into()),
                 }
+            }
+            ChannelOp::Close { amount, .. } | ChannelOp::Reverse { amount, .. }
+                if last_two_digits(amount.minor()) == 53 =>
+            {
+                ChannelReply::new(ChannelOutcome::Unknown)
             }
             ChannelOp::Refund { .. } | ChannelOp::Close { .. } | ChannelOp::Reverse { .. } => {
                 ChannelReply::new(ChannelOutcome::Approved)
@@ -70,7 +79,7 @@ mod tests {
         ChannelOp::Pay {
             transaction_no: "1".into(),
             amount: Money::from_minor(minor, Currency::from_code("USD").unwrap()).unwrap(),
-            barcode: None,
+            barcode: Some("281234".into()),
             vendor: None,
         }
     }

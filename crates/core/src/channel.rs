@@ -14,7 +14,10 @@ pub enum ChannelOp {
         vendor: Option<String>,
     },
     /// Abandon a transaction that was never paid.
-    Close { transaction_no: String },
+    Close {
+        transaction_no: String,
+        amount: Money,
+    },
     /// Return the full amount of a transaction paid today.
     Reverse {
         transaction_no: String,

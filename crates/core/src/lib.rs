@@ -7,6 +7,7 @@
 pub mod channel;
 pub mod ids;
 pub mod model;
+pub mod notify;
 pub mod secret;
 pub mod service;
 pub mod store;

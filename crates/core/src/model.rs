@@ -15,6 +15,8 @@ pub struct MerchantRecord {
     /// while one exists.
     pub sandbox: bool,
     pub created_at: DateTime<Utc>,
+    /// The merchant's own notification schedule ("0,30,60"), overriding the gateway's.
+    pub notify_schedule: Option<String>,
 }
 
 /// A Pockyt store credential as stored: the token is sealed.
@@ -23,6 +25,14 @@ pub struct StoreRow {
     pub merchant: MerchantRecord,
     pub store_no: String,
     pub token_sealed: String,
+}
+
+/// A unified-API app as stored: the secret is sealed.
+#[derive(Debug, Clone)]
+pub struct AppRow {
+    pub merchant: MerchantRecord,
+    pub app_id: String,
+    pub secret_sealed: String,
 }
 
 /// A new merchant to create (or find, when the number exists).
@@ -38,9 +48,9 @@ pub struct NewMerchant {
 #[derive(Debug, Clone)]
 pub enum StoreAdded {
     Added,
-    /// The store exists; its sealed token is returned unchanged.
+    /// The store (or app) exists; its sealed secret is returned unchanged.
     Exists {
-        token_sealed: String,
+        sealed: String,
     },
 }
 
@@ -66,6 +76,11 @@ pub struct PaymentRecord {
     pub description: Option<String>,
     pub notify_url: Option<String>,
     pub vendor: Option<String>,
+    /// The merchant dialect that created the payment ("pockyt", "unified", "yabandpay"); its
+    /// notifications are rendered in that dialect.
+    pub dialect: String,
+    /// Dialect-owned facts kept with the payment (JSON), opaque to the core.
+    pub extra: Option<String>,
     /// Digest of the add request's parameters, for idempotent replays.
     pub fingerprint: String,
     /// Digest of the pay request's parameters, once one was accepted.
@@ -90,6 +105,8 @@ pub struct NewPayment {
     pub settle_currency: Currency,
     pub description: Option<String>,
     pub notify_url: Option<String>,
+    pub dialect: String,
+    pub extra: Option<String>,
     pub fingerprint: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -106,6 +123,9 @@ pub struct RefundRecord {
     pub amount: Money,
     pub state: RefundState,
     pub fingerprint: String,
+    /// Where this refund's notifications go, if anywhere.
+    pub notify_url: Option<String>,
+    pub extra: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -117,6 +137,8 @@ pub struct NewRefund {
     pub refund_reference: Option<String>,
     pub amount: Money,
     pub fingerprint: String,
+    pub notify_url: Option<String>,
+    pub extra: Option<String>,
 }
 
 /// One cancel order of a payment: a close of an unpaid payment or a same-day reversal.
@@ -128,6 +150,9 @@ pub struct CancelRecord {
     pub merchant_id: i64,
     pub kind: CancelKind,
     pub state: CancelState,
+    /// Where this cancel's notifications go, if anywhere.
+    pub notify_url: Option<String>,
+    pub extra: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -137,6 +162,8 @@ pub struct CancelRecord {
 pub struct NewCancel {
     pub cancel_no: String,
     pub kind: CancelKind,
+    pub notify_url: Option<String>,
+    pub extra: Option<String>,
 }
 
 /// One line of a payment's audit timeline.
@@ -146,4 +173,93 @@ pub struct EventRecord {
     pub at: DateTime<Utc>,
     pub kind: String,
     pub detail: String,
+}
+
+/// Where a notification is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The merchant acknowledged it.
+    Delivered,
+    /// Every attempt of the schedule failed; kept for the operator to resend.
+    Failed,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Delivered => "delivered",
+            OutboxStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboxStatus> {
+        match s {
+            "pending" => Some(OutboxStatus::Pending),
+            "delivered" => Some(OutboxStatus::Delivered),
+            "failed" => Some(OutboxStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One notification of the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxRecord {
+    pub id: i64,
+    pub merchant_id: i64,
+    pub payment_id: i64,
+    pub dialect: String,
+    pub topic: String,
+    pub target_url: String,
+    /// The facts it reports, frozen at the change (JSON of `notify::Facts`).
+    pub snapshot: String,
+    pub status: OutboxStatus,
+    /// Attempts made so far.
+    pub attempts: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// One delivery attempt of a notification.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub outbox_id: i64,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    pub at: DateTime<Utc>,
+    pub http_status: Option<i64>,
+    /// The first bytes of the answer.
+    pub response_head: String,
+    pub latency_ms: i64,
+    /// Why the attempt failed before an answer (time-out, refused connection), if it did.
+    pub error: Option<String>,
+}
+
+/// What happens to a notification after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptNext {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    Failed,
+}
+
+/// Which notifications an operator lists.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationFilter {
+    pub status: Option<OutboxStatus>,
+    pub since: Option<DateTime<Utc>>,
+    pub payment_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// Which notifications an operator sends again.
+#[derive(Debug, Clone, Copy)]
+pub enum Resend {
+    One(i64),
+    FailedSince(DateTime<Utc>),
 }

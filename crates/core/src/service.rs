@@ -9,6 +9,7 @@
 use crate::channel::{Channel, ChannelOp, ChannelReply};
 use crate::ids::new_number;
 use crate::model::*;
+use crate::notify::Facts;
 use crate::secret::{Secret, SecretBox, SecretError};
 use crate::store::*;
 use chrono::{DateTime, Duration, Utc};
@@ -17,8 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tillgate_domain::{
-    BusinessDayRule, CancelKind, CancelRejected, CancelState, ChannelOutcome, Clock, Currency, Key,
-    MerchantZone, Money, Payment, PaymentState, RefundState,
+    BusinessDayRule, CancelIntent, CancelKind, CancelRejected, CancelState, ChannelOutcome, Clock,
+    Currency, Key, MerchantZone, Money, Payment, PaymentState, RefundState,
 };
 
 /// Why a use case did not happen. Every variant leaves the stored state unchanged.
@@ -83,6 +84,10 @@ pub struct AddRequest {
     pub description: Option<String>,
     pub notify_url: Option<String>,
     pub timeout_minutes: Option<i64>,
+    /// The dialect the request came in ("pockyt", "unified", "yabandpay").
+    pub dialect: &'static str,
+    /// Dialect-owned facts to keep with the payment (JSON).
+    pub extra: Option<String>,
 }
 
 /// A request to pay an added transaction.
@@ -99,6 +104,18 @@ pub struct RefundRequest {
     /// The settlement currency the merchant expects, when its dialect sends one.
     pub settle_currency: Option<Currency>,
     pub refund_reference: Option<Key>,
+    /// Where the refund's notifications go.
+    pub notify: NotifyTo,
+    pub extra: Option<String>,
+}
+
+/// Where a refund's notifications go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyTo {
+    Nowhere,
+    Url(String),
+    /// Wherever the payment's notifications go (Pockyt's single ipnUrl).
+    PaymentUrl,
 }
 
 /// The result of a use case that may be an idempotent replay.
@@ -117,6 +134,7 @@ pub struct PaymentWithRefunds {
 }
 
 type CredentialCache = HashMap<(String, String), (Instant, Arc<StoreCredential>)>;
+type AppCache = HashMap<String, (Instant, Arc<AppCredential>)>;
 
 /// The use cases of a transaction's life.
 pub struct Lifecycle {
@@ -126,6 +144,7 @@ pub struct Lifecycle {
     secrets: SecretBox,
     config: LifecycleConfig,
     credentials: RwLock<CredentialCache>,
+    apps: RwLock<AppCache>,
 }
 
 fn digest(parts: &[&str]) -> String {
@@ -142,24 +161,44 @@ fn store_context(merchant_no: &str, store_no: &str) -> String {
     format!("store:{merchant_no}/{store_no}")
 }
 
-/// What a notification of this payment reports, frozen at the change.
-fn snapshot(p: &PaymentRecord) -> String {
-    format!(
-        "state={}&amount={}&refunded={}",
-        p.payment.state().as_str(),
-        p.payment.amount().minor(),
-        p.payment.refunded().minor()
-    )
+fn app_context(app_id: &str) -> String {
+    format!("app:{app_id}")
 }
 
-fn notify(writes: &mut Writes, p: &PaymentRecord, topic: &str) {
-    if let Some(url) = &p.notify_url {
+/// Enqueues a notification of `facts` to `url` in the dialect of the payment.
+fn enqueue(writes: &mut Writes, p: &PaymentRecord, url: Option<&str>, facts: Facts) {
+    if let (Some(url), Some(at)) = (url, writes.at) {
         writes.outbox.push(OutboxWrite {
-            topic: topic.to_owned(),
-            target_url: url.clone(),
-            snapshot: snapshot(p),
+            dialect: p.dialect.clone(),
+            topic: facts.topic.clone(),
+            target_url: url.to_owned(),
+            snapshot: facts.to_json(),
+            first_attempt_at: at,
         });
     }
+}
+
+/// An opened unified-API app credential.
+#[derive(Debug)]
+pub struct AppCredential {
+    pub merchant: MerchantRecord,
+    pub app_id: String,
+    pub secret: Secret<String>,
+}
+
+/// Options of a cancel beyond the payment it names.
+#[derive(Debug, Clone, Default)]
+pub struct CancelOptions {
+    /// Where the cancel's notification goes.
+    pub notify_url: Option<String>,
+    pub extra: Option<String>,
+}
+
+/// How a merchant names one of its refunds.
+#[derive(Debug, Clone)]
+pub enum RefundKey {
+    RefundNo(String),
+    Reference(String),
 }
 
 impl Lifecycle {
@@ -177,6 +216,7 @@ impl Lifecycle {
             secrets,
             config,
             credentials: RwLock::new(HashMap::new()),
+            apps: RwLock::new(HashMap::new()),
         }
     }
 
@@ -219,9 +259,7 @@ impl Lifecycle {
         let sealed = self.secrets.seal(token.expose(), &context);
         match self.store.add_store(merchant.id, store_no, &sealed).await? {
             StoreAdded::Added => Ok((token.clone(), true)),
-            StoreAdded::Exists { token_sealed } => {
-                Ok((self.secrets.open(&token_sealed, &context)?, false))
-            }
+            StoreAdded::Exists { sealed } => Ok((self.secrets.open(&sealed, &context)?, false)),
         }
     }
 
@@ -264,6 +302,74 @@ impl Lifecycle {
         Ok(cred)
     }
 
+    /// Adds a unified-API app to a merchant; returns the secret in force and whether the app is
+    /// new. An existing app keeps its secret.
+    pub async fn add_app(
+        &self,
+        merchant: &MerchantRecord,
+        app_id: &str,
+        secret: &Secret<String>,
+    ) -> Result<(Secret<String>, bool), CredentialError> {
+        let context = app_context(app_id);
+        let sealed = self.secrets.seal(secret.expose(), &context);
+        match self
+            .store
+            .add_app(merchant.id, app_id, &sealed, self.now())
+            .await?
+        {
+            StoreAdded::Added => Ok((secret.clone(), true)),
+            StoreAdded::Exists { sealed } => Ok((self.secrets.open(&sealed, &context)?, false)),
+        }
+    }
+
+    /// The opened credential of a unified-API app, cached for a short while.
+    pub async fn app_credential(
+        &self,
+        app_id: &str,
+    ) -> Result<Arc<AppCredential>, CredentialError> {
+        if let Some((at, cred)) = self
+            .apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app_id)
+        {
+            if at.elapsed() < self.config.credential_ttl {
+                return Ok(cred.clone());
+            }
+        }
+        let row = self
+            .store
+            .app_row(app_id)
+            .await?
+            .ok_or(CredentialError::Unknown)?;
+        let secret = self
+            .secrets
+            .open(&row.secret_sealed, &app_context(app_id))?;
+        let cred = Arc::new(AppCredential {
+            merchant: row.merchant,
+            app_id: row.app_id,
+            secret,
+        });
+        let mut cache = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(app_id.to_owned(), (Instant::now(), cred.clone()));
+        Ok(cred)
+    }
+
+    /// Sets (or clears) a merchant's own notification schedule.
+    pub async fn set_notify_schedule(
+        &self,
+        merchant: &MerchantRecord,
+        schedule: Option<&crate::notify::Schedule>,
+    ) -> Result<(), StoreError> {
+        let text = schedule.map(crate::notify::Schedule::to_text);
+        self.store
+            .set_notify_schedule(merchant.id, text.as_deref())
+            .await
+    }
+
     // ----- the transaction's life --------------------------------------------------------
 
     async fn find(
@@ -295,6 +401,8 @@ impl Lifecycle {
             req.description.as_deref().unwrap_or(""),
             req.notify_url.as_deref().unwrap_or(""),
             &timeout.to_string(),
+            req.dialect,
+            req.extra.as_deref().unwrap_or(""),
         ]);
         let now = self.now();
         for _ in 0..3 {
@@ -308,6 +416,8 @@ impl Lifecycle {
                 settle_currency: req.settle_currency,
                 description: req.description.clone(),
                 notify_url: req.notify_url.clone(),
+                dialect: req.dialect.to_owned(),
+                extra: req.extra.clone(),
                 fingerprint: fingerprint.clone(),
                 created_at: now,
                 expires_at: now + Duration::minutes(timeout),
@@ -420,13 +530,18 @@ impl Lifecycle {
                     if !p.payment.settle_submission(reply.outcome, now) {
                         return Err(Rejection::Replay);
                     }
-                    let (kind, topic) = match reply.outcome {
-                        ChannelOutcome::Approved => ("payment.paid", "payment.paid"),
-                        _ => ("payment.declined", "payment.failed"),
+                    let kind = match reply.outcome {
+                        ChannelOutcome::Approved => "payment.paid",
+                        _ => "payment.declined",
                     };
                     let mut w =
                         Writes::at(now).event(kind, reply.message.clone().unwrap_or_default());
-                    notify(&mut w, p, topic);
+                    // Merchants are told of payments that succeeded (the others they learn
+                    // from the answer to their own request).
+                    if reply.outcome == ChannelOutcome::Approved {
+                        let url = p.notify_url.clone();
+                        enqueue(&mut w, p, url.as_deref(), Facts::of("payment.paid", p, now));
+                    }
                     Ok(w)
                 }),
             )
@@ -455,13 +570,16 @@ impl Lifecycle {
             .await
     }
 
-    /// Cancels a transaction: closes it when unpaid, reverses it in full when paid within
-    /// `rule`'s business day. Cancelling a cancelled transaction replays the first cancel.
+    /// Cancels a transaction: voids it when unpaid (or closes it, for `CancelIntent::Close`),
+    /// reverses it in full when paid within `rule`'s business day. Asking again for a cancel
+    /// that succeeded, or that is still in progress, answers with that cancel order.
     pub async fn cancel(
         &self,
         merchant: &MerchantRecord,
         key: &PaymentKey,
         rule: BusinessDayRule,
+        intent: CancelIntent,
+        options: CancelOptions,
     ) -> Result<Outcome<(PaymentRecord, CancelRecord)>, LifecycleError> {
         let found = self.find(merchant, key).await?;
         let now = self.now();
@@ -473,12 +591,14 @@ impl Lifecycle {
                 Box::new(move |p| {
                     let kind = p
                         .payment
-                        .begin_cancel(now, &rule)
+                        .begin_cancel(now, &rule, intent)
                         .map_err(Rejection::Cancel)?;
                     let mut w = Writes::at(now).event("cancel.requested", kind.as_str().to_owned());
                     w.cancel = Some(CancelWrite::Insert(NewCancel {
                         cancel_no: cancel_no.clone(),
                         kind,
+                        notify_url: options.notify_url.clone(),
+                        extra: options.extra.clone(),
                     }));
                     Ok(w)
                 }),
@@ -493,30 +613,40 @@ impl Lifecycle {
             Mutated::Done { .. } => {
                 return Err(StoreError::Corrupt("cancel row not returned".into()).into())
             }
-            Mutated::Rejected(Rejection::Cancel(CancelRejected::AlreadyCancelled), p) => {
-                let cancels = self.store.cancels_of(p.id).await?;
-                return match cancels
-                    .into_iter()
-                    .rev()
-                    .find(|c| c.state == CancelState::Succeeded)
-                {
+            Mutated::Rejected(Rejection::Cancel(rejected), p) => {
+                // A retry of a cancel that succeeded, or one still waiting for the wallet,
+                // answers with that cancel order.
+                let wanted = match rejected {
+                    CancelRejected::AlreadyCancelled | CancelRejected::Closed => {
+                        Some(CancelState::Succeeded)
+                    }
+                    CancelRejected::InProgress => Some(CancelState::InProgress),
+                    _ => None,
+                };
+                let earlier = match wanted {
+                    Some(state) => self
+                        .store
+                        .cancels_of(p.id)
+                        .await?
+                        .into_iter()
+                        .rev()
+                        .find(|c| c.state == state),
+                    None => None,
+                };
+                return match earlier {
                     Some(c) => Ok(Outcome {
                         value: (p, c),
                         replayed: true,
                     }),
-                    None => Err(LifecycleError::Rejected(Rejection::Cancel(
-                        CancelRejected::AlreadyCancelled,
-                    ))),
+                    None => Err(LifecycleError::Rejected(Rejection::Cancel(rejected))),
                 };
-            }
-            Mutated::Rejected(Rejection::Cancel(CancelRejected::InProgress), _) => {
-                return Err(LifecycleError::InProgress)
             }
             Mutated::Rejected(r, _) => return Err(LifecycleError::Rejected(r)),
         };
         let op = match cancel.kind {
-            CancelKind::Close => ChannelOp::Close {
+            CancelKind::Void | CancelKind::Close => ChannelOp::Close {
                 transaction_no: payment.transaction_no.clone(),
+                amount: payment.payment.amount(),
             },
             CancelKind::Reverse => ChannelOp::Reverse {
                 transaction_no: payment.transaction_no.clone(),
@@ -524,38 +654,56 @@ impl Lifecycle {
             },
         };
         let reply = self.channel.execute(op).await;
+        let value = self.settle_cancel(payment, cancel, reply).await?;
+        Ok(Outcome {
+            value,
+            replayed: false,
+        })
+    }
+
+    /// Records the wallet's answer to a cancel; an unknown answer leaves it in progress.
+    async fn settle_cancel(
+        &self,
+        payment: PaymentRecord,
+        cancel: CancelRecord,
+        reply: ChannelReply,
+    ) -> Result<(PaymentRecord, CancelRecord), LifecycleError> {
         if reply.outcome == ChannelOutcome::Unknown {
-            return Ok(Outcome {
-                value: (payment, cancel),
-                replayed: false,
-            });
+            return Ok((payment, cancel));
         }
         let now = self.now();
-        let cancel_id = cancel.id;
         let settled = self
             .store
             .mutate(
                 payment.id,
-                Box::new(move |p| {
-                    if !p.payment.settle_cancel(reply.outcome) {
-                        return Err(Rejection::Replay);
+                Box::new({
+                    let cancel = cancel.clone();
+                    move |p| {
+                        if !p.payment.settle_cancel(reply.outcome) {
+                            return Err(Rejection::Replay);
+                        }
+                        let state = CancelState::after(reply.outcome);
+                        let kind = if state == CancelState::Succeeded {
+                            "cancel.succeeded"
+                        } else {
+                            "cancel.failed"
+                        };
+                        let mut w =
+                            Writes::at(now).event(kind, reply.message.clone().unwrap_or_default());
+                        w.cancel = Some(CancelWrite::SetState {
+                            cancel_id: cancel.id,
+                            state,
+                        });
+                        // Seed 004: the merchant is told when the cancel succeeded.
+                        if state == CancelState::Succeeded {
+                            let mut done = cancel.clone();
+                            done.state = state;
+                            done.updated_at = now;
+                            let facts = Facts::of("cancel.succeeded", p, now).with_cancel(&done);
+                            enqueue(&mut w, p, cancel.notify_url.as_deref(), facts);
+                        }
+                        Ok(w)
                     }
-                    let state = CancelState::after(reply.outcome);
-                    let kind = if state == CancelState::Succeeded {
-                        "cancel.succeeded"
-                    } else {
-                        "cancel.failed"
-                    };
-                    let mut w =
-                        Writes::at(now).event(kind, reply.message.clone().unwrap_or_default());
-                    w.cancel = Some(CancelWrite::SetState { cancel_id, state });
-                    let topic = if state == CancelState::Succeeded {
-                        "payment.cancelled"
-                    } else {
-                        "cancel.failed"
-                    };
-                    notify(&mut w, p, topic);
-                    Ok(w)
                 }),
             )
             .await?;
@@ -564,15 +712,82 @@ impl Lifecycle {
                 payment,
                 cancel: Some(cancel),
                 ..
-            } => Ok(Outcome {
-                value: (payment, cancel),
-                replayed: false,
-            }),
+            } => Ok((payment, cancel)),
             Mutated::Done { .. } => {
                 Err(StoreError::Corrupt("cancel row not returned".into()).into())
             }
+            Mutated::Rejected(Rejection::Replay, p) => {
+                // Another answer for this cancel came first: report the cancel as it stands.
+                let now_cancel = self
+                    .store
+                    .cancel_by_no(Some(p.merchant_id), &cancel.cancel_no)
+                    .await?
+                    .unwrap_or(cancel);
+                Ok((p, now_cancel))
+            }
             Mutated::Rejected(r, _) => Err(LifecycleError::Rejected(r)),
         }
+    }
+
+    /// The wallet's late answer to a cancel in progress (the sandbox control endpoint plays it).
+    pub async fn wallet_settles_cancel(
+        &self,
+        cancel_no: &str,
+        outcome: ChannelOutcome,
+    ) -> Result<(PaymentRecord, CancelRecord), LifecycleError> {
+        let cancel = self
+            .store
+            .cancel_by_no(None, cancel_no)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        if cancel.state.is_final() {
+            return Err(LifecycleError::Rejected(Rejection::Replay));
+        }
+        let payment = self
+            .store
+            .payment_by_id(cancel.payment_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("cancel without its payment".into()))?;
+        self.settle_cancel(payment, cancel, ChannelReply::new(outcome))
+            .await
+    }
+
+    /// A cancel order of the merchant, with its payment.
+    pub async fn cancel_by_no(
+        &self,
+        merchant: &MerchantRecord,
+        cancel_no: &str,
+    ) -> Result<(PaymentRecord, CancelRecord), LifecycleError> {
+        let cancel = self
+            .store
+            .cancel_by_no(Some(merchant.id), cancel_no)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        let payment = self
+            .store
+            .payment_by_id(cancel.payment_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("cancel without its payment".into()))?;
+        Ok((payment, cancel))
+    }
+
+    /// A refund of the merchant, with its payment.
+    pub async fn refund_by(
+        &self,
+        merchant: &MerchantRecord,
+        key: &RefundKey,
+    ) -> Result<(PaymentRecord, RefundRecord), LifecycleError> {
+        let refund = match key {
+            RefundKey::RefundNo(n) => self.store.refund_by_no(merchant.id, n).await?,
+            RefundKey::Reference(r) => self.store.refund_by_reference(merchant.id, r).await?,
+        }
+        .ok_or(LifecycleError::NotFound)?;
+        let payment = self
+            .store
+            .payment_by_id(refund.payment_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("refund without its payment".into()))?;
+        Ok((payment, refund))
     }
 
     /// Refunds part or all of a paid transaction. The refundable amount is checked and
@@ -615,6 +830,12 @@ impl Lifecycle {
                 refund_reference: req.refund_reference.as_ref().map(|k| k.as_str().to_owned()),
                 amount: req.amount,
                 fingerprint: fingerprint.clone(),
+                notify_url: match &req.notify {
+                    NotifyTo::Nowhere => None,
+                    NotifyTo::Url(url) => Some(url.clone()),
+                    NotifyTo::PaymentUrl => found.notify_url.clone(),
+                },
+                extra: req.extra.clone(),
             };
             let reserved = self
                 .store
@@ -692,26 +913,34 @@ impl Lifecycle {
             });
         }
         let now = self.now();
-        let refund_id = refund.id;
-        let amount = refund.amount;
         let settled = self
             .store
             .mutate(
                 payment.id,
-                Box::new(move |p| {
-                    if !p.payment.settle_refund(amount, reply.outcome) {
-                        return Err(Rejection::Replay);
+                Box::new({
+                    let refund = refund.clone();
+                    move |p| {
+                        if !p.payment.settle_refund(refund.amount, reply.outcome) {
+                            return Err(Rejection::Replay);
+                        }
+                        let state = RefundState::after(reply.outcome);
+                        let kind = if state == RefundState::Succeeded {
+                            "refund.succeeded"
+                        } else {
+                            "refund.failed"
+                        };
+                        let mut w = Writes::at(now).event(kind, refund.amount.minor().to_string());
+                        w.refund = Some(RefundWrite::SetState {
+                            refund_id: refund.id,
+                            state,
+                        });
+                        let mut done = refund.clone();
+                        done.state = state;
+                        done.updated_at = now;
+                        let facts = Facts::of(kind, p, now).with_refund(&done);
+                        enqueue(&mut w, p, refund.notify_url.as_deref(), facts);
+                        Ok(w)
                     }
-                    let state = RefundState::after(reply.outcome);
-                    let (kind, topic) = if state == RefundState::Succeeded {
-                        ("refund.succeeded", "refund.succeeded")
-                    } else {
-                        ("refund.failed", "refund.failed")
-                    };
-                    let mut w = Writes::at(now).event(kind, amount.minor().to_string());
-                    w.refund = Some(RefundWrite::SetState { refund_id, state });
-                    notify(&mut w, p, topic);
-                    Ok(w)
                 }),
             )
             .await?;

@@ -54,10 +54,14 @@ pub enum CancelWrite {
 /// A notification to enqueue in the outbox with the state change.
 #[derive(Debug, Clone)]
 pub struct OutboxWrite {
+    /// The dialect that renders it.
+    pub dialect: String,
     pub topic: String,
     pub target_url: String,
-    /// What the notification reports, frozen at the time of the change.
+    /// What the notification reports, frozen at the time of the change (`notify::Facts` JSON).
     pub snapshot: String,
+    /// When its first attempt is due.
+    pub first_attempt_at: DateTime<Utc>,
 }
 
 /// Everything a decision writes besides the payment itself.
@@ -90,8 +94,9 @@ impl Writes {
 /// a compare-and-swap; only the run whose writes commit counts.
 pub type MutateFn = Box<dyn FnMut(&mut PaymentRecord) -> Result<Writes, Rejection> + Send>;
 
-/// What a mutation did.
+/// What a mutation did. Returned once per change and moved, never stored: not worth boxing.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Mutated {
     Done {
         payment: PaymentRecord,
@@ -157,6 +162,60 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<RefundRecord>, StoreError>;
     async fn cancels_of(&self, payment_id: i64) -> Result<Vec<CancelRecord>, StoreError>;
     async fn events_of(&self, payment_id: i64) -> Result<Vec<EventRecord>, StoreError>;
+
+    async fn refund_by_no(
+        &self,
+        merchant_id: i64,
+        refund_no: &str,
+    ) -> Result<Option<RefundRecord>, StoreError>;
+    /// A cancel by its number; `merchant_id` `None` looks across merchants (wallet side only).
+    async fn cancel_by_no(
+        &self,
+        merchant_id: Option<i64>,
+        cancel_no: &str,
+    ) -> Result<Option<CancelRecord>, StoreError>;
+
+    /// Adds a unified-API app to a merchant (or returns the existing app's sealed secret).
+    async fn add_app(
+        &self,
+        merchant_id: i64,
+        app_id: &str,
+        secret_sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<StoreAdded, StoreError>;
+    async fn app_row(&self, app_id: &str) -> Result<Option<AppRow>, StoreError>;
+    /// Sets (or clears) a merchant's own notification schedule.
+    async fn set_notify_schedule(
+        &self,
+        merchant_id: i64,
+        schedule: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Leases up to `limit` due notifications until `lease_until`. A notification is due when
+    /// pending, its time has come, no other node holds its lease, and no earlier notification of
+    /// the same payment is still pending (so a later state never overtakes an earlier one).
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRecord>, StoreError>;
+    /// Records an attempt and what follows it, releasing the lease.
+    async fn finish_attempt(
+        &self,
+        attempt: AttemptRecord,
+        next: AttemptNext,
+    ) -> Result<(), StoreError>;
+    /// When the next pending notification is due, if any.
+    async fn next_notification_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    async fn notifications(
+        &self,
+        filter: &NotificationFilter,
+    ) -> Result<Vec<OutboxRecord>, StoreError>;
+    async fn notification(&self, id: i64) -> Result<Option<OutboxRecord>, StoreError>;
+    async fn attempts_of(&self, outbox_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// Makes notifications pending again, due at `now`; returns how many.
+    async fn resend(&self, what: Resend, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Runs `decide` against the payment and writes its result atomically.
     async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError>;

@@ -15,6 +15,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{IdError, Key, MerchantNo, StoreNo};
 pub use money::{AmountError, Currency, Money};
 pub use payment::{
-    CancelKind, CancelRejected, CancelState, ChannelOutcome, PayRejected, Payment, PaymentState,
-    RefundRejected, RefundState,
+    CancelIntent, CancelKind, CancelRejected, CancelState, ChannelOutcome, PayRejected, Payment,
+    PaymentState, RefundRejected, RefundState,
 };

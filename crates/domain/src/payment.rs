@@ -8,7 +8,7 @@
 //!  Created --submit--> Pending --approved--> Paid --refund--> PartiallyRefunded --refund--> Refunded
 //!     |                   |  \--declined--> Failed        \--cancel (same day, full)--> Cancelled
 //!     +------cancel-------+--------------------------------> Cancelled
-//!     +------expire-----------------------------------------> Closed
+//!     +------close or expire-------------------------------> Closed
 //! ```
 //! Refunded, Cancelled, Closed and Failed are terminal: no transition leaves them.
 
@@ -115,6 +115,8 @@ pub enum RefundRejected {
 pub enum CancelRejected {
     AlreadyCancelled,
     Closed,
+    /// A close was asked of a payment that is already paid (closing is for unpaid payments).
+    AlreadyPaid,
     Failed,
     AfterRefund,
     RefundInProgress,
@@ -122,18 +124,30 @@ pub enum CancelRejected {
     InProgress,
 }
 
+/// What the merchant asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelIntent {
+    /// Cancel: an unpaid payment is voided, a paid one reversed in full on its business day.
+    Cancel,
+    /// Close: only an unpaid payment, which ends Closed (the unified API's close).
+    Close,
+}
+
 /// What a cancel does to the money.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelKind {
-    /// Never paid: the wallet is asked to abandon the transaction.
+    /// Never paid, cancelled: the wallet is asked to abandon the transaction; ends Cancelled.
+    Void,
+    /// Never paid, closed: the wallet is asked to abandon the transaction; ends Closed.
     Close,
-    /// Paid today: the full amount goes back (a void or reversal).
+    /// Paid today: the full amount goes back (a reversal); ends Cancelled.
     Reverse,
 }
 
 impl CancelKind {
     pub fn as_str(self) -> &'static str {
         match self {
+            CancelKind::Void => "void",
             CancelKind::Close => "close",
             CancelKind::Reverse => "reverse",
         }
@@ -141,6 +155,7 @@ impl CancelKind {
 
     pub fn parse(name: &str) -> Option<CancelKind> {
         match name {
+            "void" => Some(CancelKind::Void),
             "close" => Some(CancelKind::Close),
             "reverse" => Some(CancelKind::Reverse),
             _ => None,
@@ -350,18 +365,25 @@ impl Payment {
         }
     }
 
-    /// Starts a cancel. An unpaid payment is closed; a paid one is reversed in full, only on its
-    /// business day and only while nothing has been refunded.
+    /// Starts a cancel. An unpaid payment is voided (or closed, when that is the intent); a paid
+    /// one is reversed in full, only on its business day and only while nothing was refunded.
     pub fn begin_cancel(
         &mut self,
         now: DateTime<Utc>,
         rule: &BusinessDayRule,
+        intent: CancelIntent,
     ) -> Result<CancelKind, CancelRejected> {
         if self.cancel_in_flight.is_some() {
             return Err(CancelRejected::InProgress);
         }
         let kind = match self.state {
-            PaymentState::Created | PaymentState::Pending => CancelKind::Close,
+            PaymentState::Created | PaymentState::Pending => match intent {
+                CancelIntent::Cancel => CancelKind::Void,
+                CancelIntent::Close => CancelKind::Close,
+            },
+            PaymentState::Paid if intent == CancelIntent::Close => {
+                return Err(CancelRejected::AlreadyPaid)
+            }
             PaymentState::Paid => {
                 if !self.reserved.is_zero() {
                     return Err(CancelRejected::RefundInProgress);
@@ -385,9 +407,9 @@ impl Payment {
 
     /// Applies the wallet's answer to the cancel in flight. Returns false when nothing changed.
     pub fn settle_cancel(&mut self, outcome: ChannelOutcome) -> bool {
-        if self.cancel_in_flight.is_none() {
+        let Some(kind) = self.cancel_in_flight else {
             return false;
-        }
+        };
         match outcome {
             ChannelOutcome::Approved => {
                 self.cancel_in_flight = None;
@@ -397,7 +419,12 @@ impl Payment {
                     self.state,
                     PaymentState::Created | PaymentState::Pending | PaymentState::Paid
                 ) {
-                    self.state = PaymentState::Cancelled;
+                    self.state = match kind {
+                        CancelKind::Close if self.state != PaymentState::Paid => {
+                            PaymentState::Closed
+                        }
+                        _ => PaymentState::Cancelled,
+                    };
                 }
                 true
             }
@@ -523,7 +550,10 @@ mod tests {
     #[test]
     fn cancel_closes_an_unpaid_payment_and_pay_is_then_rejected() {
         let mut p = Payment::new(usd(1300)).unwrap();
-        assert_eq!(p.begin_cancel(now(), &rule()), Ok(CancelKind::Close));
+        assert_eq!(
+            p.begin_cancel(now(), &rule(), CancelIntent::Cancel),
+            Ok(CancelKind::Void)
+        );
         assert_eq!(p.submit(), Err(PayRejected::CancelInProgress));
         assert!(p.settle_cancel(ChannelOutcome::Approved));
         assert_eq!(p.state(), PaymentState::Cancelled);
@@ -536,10 +566,13 @@ mod tests {
         let mut p = paid(500);
         let next_day = now() + chrono::Duration::days(1);
         assert_eq!(
-            p.begin_cancel(next_day, &rule()),
+            p.begin_cancel(next_day, &rule(), CancelIntent::Cancel),
             Err(CancelRejected::OutsideSameDayWindow)
         );
-        assert_eq!(p.begin_cancel(now(), &rule()), Ok(CancelKind::Reverse));
+        assert_eq!(
+            p.begin_cancel(now(), &rule(), CancelIntent::Cancel),
+            Ok(CancelKind::Reverse)
+        );
         assert_eq!(
             p.reserve_refund(usd(1)),
             Err(RefundRejected::CancelInProgress)
@@ -550,13 +583,29 @@ mod tests {
         let mut q = paid(500);
         q.reserve_refund(usd(100)).unwrap();
         assert_eq!(
-            q.begin_cancel(now(), &rule()),
+            q.begin_cancel(now(), &rule(), CancelIntent::Cancel),
             Err(CancelRejected::RefundInProgress)
         );
         q.settle_refund(usd(100), ChannelOutcome::Approved);
         assert_eq!(
-            q.begin_cancel(now(), &rule()),
+            q.begin_cancel(now(), &rule(), CancelIntent::Cancel),
             Err(CancelRejected::AfterRefund)
+        );
+    }
+
+    #[test]
+    fn close_ends_an_unpaid_payment_closed_and_refuses_a_paid_one() {
+        let mut p = Payment::new(usd(100)).unwrap();
+        assert_eq!(
+            p.begin_cancel(now(), &rule(), CancelIntent::Close),
+            Ok(CancelKind::Close)
+        );
+        assert!(p.settle_cancel(ChannelOutcome::Approved));
+        assert_eq!(p.state(), PaymentState::Closed);
+        let mut q = paid(100);
+        assert_eq!(
+            q.begin_cancel(now(), &rule(), CancelIntent::Close),
+            Err(CancelRejected::AlreadyPaid)
         );
     }
 
@@ -583,7 +632,7 @@ mod tests {
         SettleSubmission(ChannelOutcome),
         Reserve(i64),
         SettleRefund(usize, ChannelOutcome),
-        BeginCancel { days_later: i64 },
+        BeginCancel { days_later: i64, close: bool },
         SettleCancel(ChannelOutcome),
         Expire,
     }
@@ -602,7 +651,10 @@ mod tests {
             outcome().prop_map(Op::SettleSubmission),
             (0i64..12_000).prop_map(Op::Reserve),
             (0usize..8, outcome()).prop_map(|(i, o)| Op::SettleRefund(i, o)),
-            (0i64..2).prop_map(|d| Op::BeginCancel { days_later: d }),
+            (0i64..2, proptest::bool::ANY).prop_map(|(d, close)| Op::BeginCancel {
+                days_later: d,
+                close
+            }),
             outcome().prop_map(Op::SettleCancel),
             Just(Op::Expire),
         ]
@@ -636,8 +688,9 @@ mod tests {
                             }
                         }
                     }
-                    Op::BeginCancel { days_later } => {
-                        let _ = p.begin_cancel(now() + chrono::Duration::days(days_later), &rule());
+                    Op::BeginCancel { days_later, close } => {
+                        let intent = if close { CancelIntent::Close } else { CancelIntent::Cancel };
+                        let _ = p.begin_cancel(now() + chrono::Duration::days(days_later), &rule(), intent);
                     }
                     Op::SettleCancel(o) => { p.settle_cancel(o); }
                     Op::Expire => { p.expire(); }

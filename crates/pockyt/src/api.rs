@@ -12,10 +12,11 @@ use axum::routing::post;
 use axum::Router;
 use std::sync::Arc;
 use tillgate_core::service::{
-    AddRequest, CredentialError, Lifecycle, PayRequest, RefundRequest, StoreCredential,
+    AddRequest, CancelOptions, CredentialError, Lifecycle, NotifyTo, PayRequest, RefundRequest,
+    StoreCredential,
 };
 use tillgate_core::PaymentKey;
-use tillgate_domain::{BusinessDayRule, Currency, Key, Money};
+use tillgate_domain::{BusinessDayRule, CancelIntent, Currency, Key, Money};
 
 type App = State<Arc<Lifecycle>>;
 type Body = Result<Bytes, BytesRejection>;
@@ -183,6 +184,8 @@ async fn add(State(app): App, headers: HeaderMap, body: Body) -> Result<Response
                     })?,
             ),
         },
+        dialect: "pockyt",
+        extra: None,
     };
     let zone = credential.merchant.zone;
     let out = app
@@ -220,7 +223,13 @@ async fn cancel(State(app): App, headers: HeaderMap, body: Body) -> Result<Respo
     let key = payment_key(&params)?;
     let rule = BusinessDayRule::calendar_day(credential.merchant.zone);
     let out = app
-        .cancel(&credential.merchant, &key, rule)
+        .cancel(
+            &credential.merchant,
+            &key,
+            rule,
+            CancelIntent::Cancel,
+            CancelOptions::default(),
+        )
         .await
         .map_err(|e| from_lifecycle(Op::Cancel, e))?;
     let (payment, cancel) = &out.value;
@@ -235,6 +244,12 @@ async fn refund(State(app): App, headers: HeaderMap, body: Body) -> Result<Respo
         amount: amount(&params, "refundAmount", cur)?,
         settle_currency: Some(currency(&params, "settleCurrency")?),
         refund_reference: self::key(&params, "refundReference")?,
+        // Refund notifications go to the refund's own ipnUrl, else to the transaction's.
+        notify: match notify_url(&params, "ipnUrl")? {
+            Some(url) => NotifyTo::Url(url),
+            None => NotifyTo::PaymentUrl,
+        },
+        extra: None,
     };
     let out = app
         .refund(&credential.merchant, &key, req)

@@ -153,6 +153,7 @@ fn rejection(r: Rejection) -> PockytError {
         Rejection::Cancel(c) => match c {
             CancelRejected::AlreadyCancelled => "the transaction is already cancelled".into(),
             CancelRejected::Closed => "the transaction is closed (expired)".into(),
+            CancelRejected::AlreadyPaid => "the transaction is already paid".into(),
             CancelRejected::Failed => "the transaction was declined; nothing to cancel".into(),
             CancelRejected::AfterRefund => {
                 "the transaction has refunds; refund the rest instead of cancelling".into()

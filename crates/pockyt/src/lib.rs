@@ -6,7 +6,8 @@
 
 mod api;
 pub mod envelope;
-pub mod params;
+/// The request parameters, shared with the other dialects.
+pub use tillgate_wire::params;
 mod render;
 pub mod sign;
 

@@ -59,6 +59,8 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
                     settle_currency: usd,
                     description: Some("sandbox sample transaction of the seeds".into()),
                     notify_url: None,
+                    dialect: "pockyt".into(),
+                    extra: None,
                     fingerprint: "sandbox-fixture".into(),
                     created_at: now,
                     expires_at: now,

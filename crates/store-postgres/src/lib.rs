@@ -246,7 +246,9 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(StoreAdded::Exists { token_sealed })
+        Ok(StoreAdded::Exists {
+            sealed: token_sealed,
+        })
     }
 
     async fn store_row(
@@ -284,6 +286,8 @@ impl Store for PgStore {
             .bind(p.created_at.timestamp_millis())
             .bind(p.expires_at.timestamp_millis())
             .bind(p.amount.to_string())
+            .bind(&p.dialect)
+            .bind(&p.extra)
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error)?;
@@ -428,6 +432,229 @@ impl Store for PgStore {
         Ok(done)
     }
 
+    async fn refund_by_no(
+        &self,
+        merchant_id: i64,
+        refund_no: &str,
+    ) -> Result<Option<RefundRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM refunds WHERE merchant_id = $1 AND refund_no = $2")
+            .bind(merchant_id)
+            .bind(refund_no)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::refund(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn cancel_by_no(
+        &self,
+        merchant_id: Option<i64>,
+        cancel_no: &str,
+    ) -> Result<Option<CancelRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM cancels WHERE cancel_no = $1 AND ($2::bigint IS NULL OR merchant_id = $2)",
+        )
+        .bind(cancel_no)
+        .bind(merchant_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::cancel(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn add_app(
+        &self,
+        merchant_id: i64,
+        app_id: &str,
+        secret_sealed: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<StoreAdded, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO apps (merchant_id, app_id, secret_sealed, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (app_id) DO NOTHING",
+        )
+        .bind(merchant_id)
+        .bind(app_id)
+        .bind(secret_sealed)
+        .bind(at.timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 1 {
+            return Ok(StoreAdded::Added);
+        }
+        let row = sqlx::query("SELECT merchant_id, secret_sealed FROM apps WHERE app_id = $1")
+            .bind(app_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let owner: i64 = row.try_get(0).map_err(db_error)?;
+        if owner != merchant_id {
+            return Err(StoreError::Conflict("app_id belongs to another merchant"));
+        }
+        Ok(StoreAdded::Exists {
+            sealed: row.try_get(1).map_err(db_error)?,
+        })
+    }
+
+    async fn app_row(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT m.*, a.app_id, a.secret_sealed FROM apps a \
+             JOIN merchants m ON m.id = a.merchant_id WHERE a.app_id = $1",
+        )
+        .bind(app_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::app_row(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn set_notify_schedule(
+        &self,
+        merchant_id: i64,
+        schedule: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE merchants SET notify_schedule = $1 WHERE id = $2")
+            .bind(schedule)
+            .bind(merchant_id)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let sql = dollar_placeholders(&tillgate_store_sql::claim_sql(true));
+        let rows = sqlx::query(&sql)
+            .bind(now.timestamp_millis())
+            .bind(lease_until.timestamp_millis())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| tillgate_store_sql::outbox(&Loaded(r)))
+            .collect()
+    }
+
+    async fn finish_attempt(&self, a: AttemptRecord, next: AttemptNext) -> Result<(), StoreError> {
+        let (status, next_at, delivered_at) = match next {
+            AttemptNext::Delivered => ("delivered", None, Some(a.at.timestamp_millis())),
+            AttemptNext::RetryAt(t) => ("pending", Some(t.timestamp_millis()), None),
+            AttemptNext::Failed => ("failed", None, None),
+        };
+        // One statement: the attempt and the notification's new state land together.
+        sqlx::query(
+            "WITH a AS (INSERT INTO notification_attempts (outbox_id, attempt, at, http_status, \
+               response_head, latency_ms, error) VALUES ($1, $2, $3, $4, $5, $6, $7)) \
+             UPDATE outbox SET status = $8, attempts = $2, \
+               next_attempt_at = COALESCE($9, next_attempt_at), last_attempt_at = $3, \
+               delivered_at = $10, leased_until = NULL WHERE id = $1",
+        )
+        .bind(a.outbox_id)
+        .bind(a.attempt)
+        .bind(a.at.timestamp_millis())
+        .bind(a.http_status)
+        .bind(&a.response_head)
+        .bind(a.latency_ms)
+        .bind(&a.error)
+        .bind(status)
+        .bind(next_at)
+        .bind(delivered_at)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(db_error)
+    }
+
+    async fn next_notification_due(
+        &self,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let due: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?;
+        due.map(tillgate_store_sql::time).transpose()
+    }
+
+    async fn notifications(
+        &self,
+        filter: &NotificationFilter,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let found = sqlx::query(
+            "SELECT * FROM outbox WHERE ($1::text IS NULL OR status = $1) AND created_at >= $2 \
+             AND ($3::bigint IS NULL OR payment_id = $3) ORDER BY id LIMIT $4",
+        )
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.since.map_or(0, |t| t.timestamp_millis()))
+        .bind(filter.payment_id)
+        .bind(filter.limit.clamp(1, 10_000))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::outbox(&Loaded(r)))
+            .collect()
+    }
+
+    async fn notification(&self, id: i64) -> Result<Option<OutboxRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::outbox(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn attempts_of(&self, outbox_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+        let found =
+            sqlx::query("SELECT * FROM notification_attempts WHERE outbox_id = $1 ORDER BY id")
+                .bind(outbox_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::attempt(&Loaded(r)))
+            .collect()
+    }
+
+    async fn resend(
+        &self,
+        what: Resend,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = match what {
+            Resend::One(id) => sqlx::query(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, \
+                 leased_until = NULL, delivered_at = NULL WHERE id = $2",
+            )
+            .bind(now.timestamp_millis())
+            .bind(id),
+            Resend::FailedSince(t) => sqlx::query(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, \
+                 leased_until = NULL WHERE status = 'failed' AND created_at >= $2",
+            )
+            .bind(now.timestamp_millis())
+            .bind(t.timestamp_millis()),
+        }
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+
     fn commit_stats(&self) -> CommitStats {
         // Every operation is its own durable commit on PostgreSQL.
         let operations = self.operations.load(Ordering::Relaxed);
@@ -440,6 +667,11 @@ impl Store for PgStore {
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Rewrites SQLite-style `?N` placeholders as PostgreSQL's `$N`.
+fn dollar_placeholders(sql: &str) -> String {
+    sql.replace('?', "$")
 }
 
 /// Which refund or cancel row a write statement carries (at most one of them).

@@ -6,8 +6,14 @@ use sqlx::{Acquire, PgPool};
 use tillgate_core::StoreError;
 
 /// (version, name, SQL): the same versions and names as the SQLite backend (a test checks it).
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "notifications_and_apps",
+        include_str!("../migrations/0002_notifications_and_apps.sql"),
+    ),
+];
 
 /// The advisory lock key: "tillgate" in ASCII.
 const LOCK_KEY: i64 = 0x7469_6c6c_6761_7465;

@@ -11,8 +11,8 @@ pub const INSERT_PAYMENT: &str = "\
 WITH p AS (
     INSERT INTO payments (transaction_no, merchant_id, merchant_no, store_no, reference,
         amount_minor, currency, settle_currency, state, description, notify_url, fingerprint,
-        created_at, updated_at, expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $12, $13)
+        created_at, updated_at, expires_at, dialect, extra)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $12, $13, $15, $16)
     ON CONFLICT (merchant_id, reference) DO NOTHING
     RETURNING *),
 e AS (
@@ -21,7 +21,7 @@ e AS (
 SELECT * FROM p";
 
 /// The part every change shares: the swap of the payment row, its events and outbox rows.
-/// Parameters $1..$16; the refund or cancel part uses $17 onwards.
+/// Parameters $1..$18; the refund or cancel part uses $19 onwards.
 macro_rules! base {
     () => {
         "WITH u AS (
@@ -35,9 +35,10 @@ e AS (
     SELECT u.id, $10, x.k, x.d FROM u, unnest($12::text[], $13::text[]) AS x(k, d)),
 o AS (
     INSERT INTO outbox (merchant_id, payment_id, topic, target_url, snapshot,
-        next_attempt_at, created_at)
-    SELECT $11, u.id, y.t, y.url, y.snap, $10, $10
-    FROM u, unnest($14::text[], $15::text[], $16::text[]) AS y(t, url, snap))"
+        next_attempt_at, created_at, dialect)
+    SELECT $11, u.id, y.t, y.url, y.snap, y.due, $10, y.dialect
+    FROM u, unnest($14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[])
+        AS y(t, url, snap, due, dialect))"
     };
 }
 
@@ -48,8 +49,8 @@ const REFUND_INSERT: &str = concat!(
     ",
 r AS (
     INSERT INTO refunds (refund_no, payment_id, merchant_id, refund_reference, amount_minor,
-        currency, state, fingerprint, created_at, updated_at)
-    SELECT $17, u.id, $11, $18, $19, $20, 1, $21, $10, $10 FROM u
+        currency, state, fingerprint, created_at, updated_at, notify_url, extra)
+    SELECT $19, u.id, $11, $20, $21, $22, 1, $23, $10, $10, $24, $25 FROM u
     RETURNING *)
 SELECT * FROM r"
 );
@@ -58,8 +59,8 @@ const REFUND_STATE: &str = concat!(
     base!(),
     ",
 r AS (
-    UPDATE refunds SET state = $18, updated_at = $10
-    WHERE id = $17 AND payment_id = $1 AND EXISTS (SELECT 1 FROM u)
+    UPDATE refunds SET state = $20, updated_at = $10
+    WHERE id = $19 AND payment_id = $1 AND EXISTS (SELECT 1 FROM u)
     RETURNING *)
 SELECT * FROM r"
 );
@@ -68,8 +69,9 @@ const CANCEL_INSERT: &str = concat!(
     base!(),
     ",
 c AS (
-    INSERT INTO cancels (cancel_no, payment_id, merchant_id, kind, state, created_at, updated_at)
-    SELECT $17, u.id, $11, $18, 1, $10, $10 FROM u
+    INSERT INTO cancels (cancel_no, payment_id, merchant_id, kind, state, created_at, updated_at,
+        notify_url, extra)
+    SELECT $19, u.id, $11, $20, 1, $10, $10, $21, $22 FROM u
     RETURNING *)
 SELECT * FROM c"
 );
@@ -78,8 +80,8 @@ const CANCEL_STATE: &str = concat!(
     base!(),
     ",
 c AS (
-    UPDATE cancels SET state = $18, updated_at = $10
-    WHERE id = $17 AND payment_id = $1 AND EXISTS (SELECT 1 FROM u)
+    UPDATE cancels SET state = $20, updated_at = $10
+    WHERE id = $19 AND payment_id = $1 AND EXISTS (SELECT 1 FROM u)
     RETURNING *)
 SELECT * FROM c"
 );
@@ -108,6 +110,12 @@ where
     let topics: Vec<String> = writes.outbox.iter().map(|o| o.topic.clone()).collect();
     let urls: Vec<String> = writes.outbox.iter().map(|o| o.target_url.clone()).collect();
     let snapshots: Vec<String> = writes.outbox.iter().map(|o| o.snapshot.clone()).collect();
+    let dues: Vec<i64> = writes
+        .outbox
+        .iter()
+        .map(|o| o.first_attempt_at.timestamp_millis())
+        .collect();
+    let dialects: Vec<String> = writes.outbox.iter().map(|o| o.dialect.clone()).collect();
     let mut q = sqlx::query(text)
         .bind(rec.id)
         .bind(version)
@@ -124,18 +132,26 @@ where
         .bind(details)
         .bind(topics)
         .bind(urls)
-        .bind(snapshots);
+        .bind(snapshots)
+        .bind(dues)
+        .bind(dialects);
     q = match (refund, cancel) {
         (Some(RefundWrite::Insert(n)), _) => q
             .bind(n.refund_no.clone())
             .bind(n.refund_reference.clone())
             .bind(n.amount.minor())
             .bind(n.amount.currency().code().to_owned())
-            .bind(n.fingerprint.clone()),
+            .bind(n.fingerprint.clone())
+            .bind(n.notify_url.clone())
+            .bind(n.extra.clone()),
         (Some(RefundWrite::SetState { refund_id, state }), _) => {
             q.bind(*refund_id).bind(state.code())
         }
-        (_, Some(CancelWrite::Insert(n))) => q.bind(n.cancel_no.clone()).bind(n.kind.as_str()),
+        (_, Some(CancelWrite::Insert(n))) => q
+            .bind(n.cancel_no.clone())
+            .bind(n.kind.as_str())
+            .bind(n.notify_url.clone())
+            .bind(n.extra.clone()),
         (_, Some(CancelWrite::SetState { cancel_id, state })) => {
             q.bind(*cancel_id).bind(state.code())
         }

@@ -37,6 +37,15 @@ pub fn merchant(row: &impl Columns) -> Result<MerchantRecord, StoreError> {
         zone: MerchantZone::parse(&row.text("zone")?).ok_or_else(|| corrupt("zone"))?,
         sandbox: row.int("sandbox")? != 0,
         created_at: time(row.int("created_at")?)?,
+        notify_schedule: row.opt_text("notify_schedule")?,
+    })
+}
+
+pub fn app_row(row: &impl Columns) -> Result<AppRow, StoreError> {
+    Ok(AppRow {
+        merchant: merchant(row)?,
+        app_id: row.text("app_id")?,
+        secret_sealed: row.text("secret_sealed")?,
     })
 }
 
@@ -77,6 +86,8 @@ pub fn payment(row: &impl Columns) -> Result<PaymentRecord, StoreError> {
         description: row.opt_text("description")?,
         notify_url: row.opt_text("notify_url")?,
         vendor: row.opt_text("vendor")?,
+        dialect: row.text("dialect")?,
+        extra: row.opt_text("extra")?,
         fingerprint: row.text("fingerprint")?,
         pay_fingerprint: row.opt_text("pay_fingerprint")?,
         payment,
@@ -99,6 +110,8 @@ pub fn refund(row: &impl Columns) -> Result<RefundRecord, StoreError> {
             .ok_or_else(|| corrupt("refund amount"))?,
         state: RefundState::from_code(row.int("state")?).ok_or_else(|| corrupt("refund state"))?,
         fingerprint: row.text("fingerprint")?,
+        notify_url: row.opt_text("notify_url")?,
+        extra: row.opt_text("extra")?,
         created_at: time(row.int("created_at")?)?,
         updated_at: time(row.int("updated_at")?)?,
     })
@@ -112,6 +125,8 @@ pub fn cancel(row: &impl Columns) -> Result<CancelRecord, StoreError> {
         merchant_id: row.int("merchant_id")?,
         kind: CancelKind::parse(&row.text("kind")?).ok_or_else(|| corrupt("cancel kind"))?,
         state: CancelState::from_code(row.int("state")?).ok_or_else(|| corrupt("cancel state"))?,
+        notify_url: row.opt_text("notify_url")?,
+        extra: row.opt_text("extra")?,
         created_at: time(row.int("created_at")?)?,
         updated_at: time(row.int("updated_at")?)?,
     })
@@ -124,4 +139,60 @@ pub fn event(row: &impl Columns) -> Result<EventRecord, StoreError> {
         kind: row.text("kind")?,
         detail: row.text("detail")?,
     })
+}
+
+pub fn outbox(row: &impl Columns) -> Result<OutboxRecord, StoreError> {
+    Ok(OutboxRecord {
+        id: row.int("id")?,
+        merchant_id: row.int("merchant_id")?,
+        payment_id: row.int("payment_id")?,
+        dialect: row.text("dialect")?,
+        topic: row.text("topic")?,
+        target_url: row.text("target_url")?,
+        snapshot: row.text("snapshot")?,
+        status: OutboxStatus::parse(&row.text("status")?)
+            .ok_or_else(|| corrupt("outbox status"))?,
+        attempts: row.int("attempts")?,
+        next_attempt_at: time(row.int("next_attempt_at")?)?,
+        created_at: time(row.int("created_at")?)?,
+        last_attempt_at: row.opt_int("last_attempt_at")?.map(time).transpose()?,
+        delivered_at: row.opt_int("delivered_at")?.map(time).transpose()?,
+    })
+}
+
+pub fn attempt(row: &impl Columns) -> Result<AttemptRecord, StoreError> {
+    Ok(AttemptRecord {
+        outbox_id: row.int("outbox_id")?,
+        attempt: row.int("attempt")?,
+        at: time(row.int("at")?)?,
+        http_status: row.opt_int("http_status")?,
+        response_head: row.text("response_head")?,
+        latency_ms: row.int("latency_ms")?,
+        error: row.opt_text("error")?,
+    })
+}
+
+/// The SQL that leases due notifications, for both backends (placeholders `?1`.. are rewritten
+/// to `$1`.. for PostgreSQL). The outer conditions are checked again on the row itself, so two
+/// nodes that pick the same row cannot both lease it.
+pub fn claim_sql(skip_locked: bool) -> String {
+    format!(
+        "UPDATE outbox SET leased_until = ?2 \
+         WHERE status = 'pending' AND next_attempt_at <= ?1 \
+           AND (leased_until IS NULL OR leased_until < ?1) \
+           AND id IN ( \
+             SELECT o.id FROM outbox o \
+             WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 \
+               AND (o.leased_until IS NULL OR o.leased_until < ?1) \
+               AND NOT EXISTS (SELECT 1 FROM outbox e \
+                               WHERE e.payment_id = o.payment_id AND e.id < o.id \
+                                 AND e.status = 'pending') \
+             ORDER BY o.next_attempt_at, o.id LIMIT ?3{}) \
+         RETURNING *",
+        if skip_locked {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        }
+    )
 }

@@ -74,24 +74,47 @@ impl SqliteStore {
         })
     }
 
-    async fn write<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> writer::Job,
-    ) -> Result<T, StoreError> {
+    /// Queues `f` for the writer; answers after the batch that holds it committed.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut sqlx::SqliteConnection,
+            ) -> writer::Boxed<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         self.writes
-            .send(make(tx))
+            .send(writer::job(tx, f))
             .await
             .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
         rx.await
-            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
+            .map_err(|_| StoreError::Unavailable("the write was not committed".into()))?
+    }
+
+    async fn read_outbox(
+        &self,
+        sql: &str,
+        bind: Vec<i64>,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let mut q = sqlx::query(sql);
+        for b in bind {
+            q = q.bind(b);
+        }
+        let found = q.fetch_all(&self.reads).await.map_err(unavailable)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::outbox(&rows::Loaded(r)))
+            .collect()
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError> {
-        self.write(|tx| writer::Job::UpsertMerchant(m, tx)).await
+        self.write(move |conn| writer::boxed(writer::upsert_merchant(conn, m)))
+            .await
     }
 
     async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError> {
@@ -117,8 +140,10 @@ impl Store for SqliteStore {
         token_sealed: &str,
     ) -> Result<StoreAdded, StoreError> {
         let (s, t) = (store_no.to_owned(), token_sealed.to_owned());
-        self.write(|tx| writer::Job::AddStore(merchant_id, s, t, tx))
-            .await
+        self.write(move |conn| {
+            writer::boxed(async move { writer::add_store(conn, merchant_id, &s, &t).await })
+        })
+        .await
     }
 
     async fn store_row(
@@ -140,7 +165,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError> {
-        self.write(|tx| writer::Job::InsertPayment(Box::new(p), tx))
+        self.write(move |conn| writer::boxed(writer::insert_payment(conn, p)))
             .await
     }
 
@@ -241,7 +266,163 @@ impl Store for SqliteStore {
     }
 
     async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError> {
-        self.write(|tx| writer::Job::Mutate(payment_id, decide, tx))
+        self.write(move |conn| writer::boxed(writer::mutate(conn, payment_id, decide)))
+            .await
+    }
+
+    async fn refund_by_no(
+        &self,
+        merchant_id: i64,
+        refund_no: &str,
+    ) -> Result<Option<RefundRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM refunds WHERE merchant_id = ? AND refund_no = ?")
+            .bind(merchant_id)
+            .bind(refund_no)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| rows::refund(&rows::Loaded(r))).transpose()
+    }
+
+    async fn cancel_by_no(
+        &self,
+        merchant_id: Option<i64>,
+        cancel_no: &str,
+    ) -> Result<Option<CancelRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM cancels WHERE cancel_no = ? AND (? IS NULL OR merchant_id = ?)",
+        )
+        .bind(cancel_no)
+        .bind(merchant_id)
+        .bind(merchant_id)
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(unavailable)?;
+        row.map(|r| rows::cancel(&rows::Loaded(r))).transpose()
+    }
+
+    async fn add_app(
+        &self,
+        merchant_id: i64,
+        app_id: &str,
+        secret_sealed: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<StoreAdded, StoreError> {
+        let (app_id, sealed) = (app_id.to_owned(), secret_sealed.to_owned());
+        let at_ms = at.timestamp_millis();
+        self.write(move |conn| {
+            writer::boxed(writer::add_app(conn, merchant_id, app_id, sealed, at_ms))
+        })
+        .await
+    }
+
+    async fn app_row(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT m.*, a.app_id, a.secret_sealed FROM apps a \
+             JOIN merchants m ON m.id = a.merchant_id WHERE a.app_id = ?",
+        )
+        .bind(app_id)
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(unavailable)?;
+        row.map(|r| tillgate_store_sql::app_row(&rows::Loaded(r)))
+            .transpose()
+    }
+
+    async fn set_notify_schedule(
+        &self,
+        merchant_id: i64,
+        schedule: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let schedule = schedule.map(str::to_owned);
+        self.write(move |conn| {
+            writer::boxed(writer::set_notify_schedule(conn, merchant_id, schedule))
+        })
+        .await
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let (now_ms, lease_ms) = (now.timestamp_millis(), lease_until.timestamp_millis());
+        self.write(move |conn| writer::boxed(writer::claim(conn, now_ms, lease_ms, limit)))
+            .await
+    }
+
+    async fn finish_attempt(
+        &self,
+        attempt: AttemptRecord,
+        next: AttemptNext,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| writer::boxed(writer::finish_attempt(conn, attempt, next)))
+            .await
+    }
+
+    async fn next_notification_due(
+        &self,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let due: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+                .fetch_one(&self.reads)
+                .await
+                .map_err(unavailable)?;
+        due.map(rows::time).transpose()
+    }
+
+    async fn notifications(
+        &self,
+        filter: &NotificationFilter,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let status = filter.status.map(|s| s.as_str().to_owned());
+        let found = sqlx::query(
+            "SELECT * FROM outbox WHERE (? IS NULL OR status = ?) AND created_at >= ? \
+             AND (? IS NULL OR payment_id = ?) ORDER BY id LIMIT ?",
+        )
+        .bind(&status)
+        .bind(&status)
+        .bind(filter.since.map_or(0, |t| t.timestamp_millis()))
+        .bind(filter.payment_id)
+        .bind(filter.payment_id)
+        .bind(filter.limit.clamp(1, 10_000))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(unavailable)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::outbox(&rows::Loaded(r)))
+            .collect()
+    }
+
+    async fn notification(&self, id: i64) -> Result<Option<OutboxRecord>, StoreError> {
+        Ok(self
+            .read_outbox("SELECT * FROM outbox WHERE id = ?", vec![id])
+            .await?
+            .pop())
+    }
+
+    async fn attempts_of(&self, outbox_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+        let found =
+            sqlx::query("SELECT * FROM notification_attempts WHERE outbox_id = ? ORDER BY id")
+                .bind(outbox_id)
+                .fetch_all(&self.reads)
+                .await
+                .map_err(unavailable)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::attempt(&rows::Loaded(r)))
+            .collect()
+    }
+
+    async fn resend(
+        &self,
+        what: Resend,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        let now_ms = now.timestamp_millis();
+        self.write(move |conn| writer::boxed(writer::resend(conn, what, now_ms)))
             .await
     }
 

@@ -5,8 +5,14 @@ use sqlx::{Connection, SqliteConnection};
 use tillgate_core::StoreError;
 
 /// (version, name, SQL). The PostgreSQL backend keeps the same versions and names.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "notifications_and_apps",
+        include_str!("../migrations/0002_notifications_and_apps.sql"),
+    ),
+];
 
 pub async fn apply(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     sqlx::raw_sql(

@@ -5,7 +5,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use tillgate_core::StoreError;
 use tillgate_store_sql::Columns;
-pub use tillgate_store_sql::{cancel, event, merchant, payment, refund, store_row};
+pub use tillgate_store_sql::{cancel, event, merchant, payment, refund, store_row, time};
 
 fn column<'r, T>(row: &'r SqliteRow, col: &str) -> Result<T, StoreError>
 where

@@ -11,48 +11,52 @@ use tokio::sync::{mpsc, oneshot};
 /// The most operations one transaction carries.
 pub const MAX_BATCH: usize = 256;
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// Sends a job's answer once the batch's commit result is known.
+type AnswerFn = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+
+/// What a job hands back after it ran: the answer to send once the commit is known, and
+/// whether the job itself succeeded (a failed job's savepoint is rolled back).
+pub struct Ran {
+    reply: AnswerFn,
+    ok: bool,
+}
+
+/// A boxed future with an explicit `Send` bound: sqlx's executor futures otherwise trip the
+/// compiler's higher-ranked lifetime inference when the writer is spawned.
+pub type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> Boxed<'c, Ran> + Send>;
 
 /// One write waiting for the writer.
 pub enum Job {
-    UpsertMerchant(NewMerchant, Reply<MerchantRecord>),
-    AddStore(i64, String, String, Reply<StoreAdded>),
-    InsertPayment(Box<NewPayment>, Reply<Inserted>),
-    Mutate(i64, MutateFn, Reply<Mutated>),
+    Work(Work),
     /// Finish what was queued before, then stop.
     Shutdown,
 }
 
-/// A finished job's answer, held until the commit tells whether it stands. Answers live only
-/// for one batch, so their differing sizes cost nothing worth boxing.
-#[allow(clippy::large_enum_variant)]
-enum Answer {
-    Merchant(Reply<MerchantRecord>, Result<MerchantRecord, StoreError>),
-    Store(Reply<StoreAdded>, Result<StoreAdded, StoreError>),
-    Payment(Reply<Inserted>, Result<Inserted, StoreError>),
-    Mutated(Reply<Mutated>, Result<Mutated, StoreError>),
-}
-
-impl Answer {
-    fn send(self, commit: &Result<(), StoreError>) {
-        fn pick<T>(
-            r: Result<T, StoreError>,
-            commit: &Result<(), StoreError>,
-        ) -> Result<T, StoreError> {
-            match commit {
-                Ok(()) => r,
-                Err(e) => Err(e.clone()),
-            }
-        }
-        // A caller that went away (its request was cancelled) simply misses the answer; the
-        // write itself stands or falls with the commit.
-        let _ = match self {
-            Answer::Merchant(tx, r) => tx.send(pick(r, commit)).map_err(drop),
-            Answer::Store(tx, r) => tx.send(pick(r, commit)).map_err(drop),
-            Answer::Payment(tx, r) => tx.send(pick(r, commit)).map_err(drop),
-            Answer::Mutated(tx, r) => tx.send(pick(r, commit)).map_err(drop),
-        };
-    }
+/// A job that runs `f` on the writer's connection and answers through `tx` after the commit.
+pub fn job<T, F>(tx: oneshot::Sender<Result<T, StoreError>>, f: F) -> Job
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> Boxed<'c, Result<T, StoreError>>
+        + Send
+        + 'static,
+{
+    Job::Work(Box::new(move |conn| {
+        Box::pin(async move {
+            let result = f(conn).await;
+            let ok = result.is_ok();
+            let reply = Box::new(move |commit: &Result<(), StoreError>| {
+                // A caller that went away (its request was cancelled) misses the answer; the
+                // write itself stands or falls with the commit.
+                let _ = tx.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(e.clone()),
+                });
+            });
+            Ran { reply, ok }
+        })
+    }))
 }
 
 /// Counters for the benchmark: how many operations shared how many commits.
@@ -95,32 +99,26 @@ pub async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, stats:
                 Err(_) => break,
             }
         }
+        if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE").await {
+            tracing::error!(error = %e, "could not begin a write transaction");
+            // Dropping the jobs drops their answer channels: each caller learns that its
+            // write was not committed.
+            stopping = batch.iter().any(|j| matches!(j, Job::Shutdown));
+            batch.clear();
+            continue;
+        }
         let mut answers = Vec::with_capacity(batch.len());
-        let begun = exec(&mut conn, "BEGIN IMMEDIATE").await;
         for job in std::mem::take(&mut batch) {
-            if let Job::Shutdown = job {
-                stopping = true;
-                continue;
-            }
-            let answer = match &begun {
-                Ok(()) => run_job(&mut conn, job).await,
-                Err(e) => refuse(job, e.clone()),
-            };
-            if let Some(a) = answer {
-                answers.push(a);
+            match job {
+                Job::Shutdown => stopping = true,
+                Job::Work(work) => answers.push(run_job(&mut conn, work).await),
             }
         }
-        let commit = match begun {
-            Ok(()) => match exec(&mut conn, "COMMIT").await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    tracing::error!(error = %e, "commit failed; the batch is rolled back");
-                    let _ = exec(&mut conn, "ROLLBACK").await;
-                    Err(e)
-                }
-            },
+        let commit = match exec(&mut conn, "COMMIT").await {
+            Ok(()) => Ok(()),
             Err(e) => {
-                tracing::error!(error = %e, "could not begin a write transaction");
+                tracing::error!(error = %e, "commit failed; the batch is rolled back");
+                let _ = exec(&mut conn, "ROLLBACK").await;
                 Err(e)
             }
         };
@@ -130,65 +128,27 @@ pub async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, stats:
                 .fetch_add(answers.len() as u64, Ordering::Relaxed);
             stats.commits.fetch_add(1, Ordering::Relaxed);
         }
-        for a in answers {
-            a.send(&commit);
+        for ran in answers {
+            (ran.reply)(&commit);
         }
     }
     let _ = sqlx::Connection::close(conn).await;
 }
 
-fn refuse(job: Job, e: StoreError) -> Option<Answer> {
-    Some(match job {
-        Job::UpsertMerchant(_, tx) => Answer::Merchant(tx, Err(e)),
-        Job::AddStore(_, _, _, tx) => Answer::Store(tx, Err(e)),
-        Job::InsertPayment(_, tx) => Answer::Payment(tx, Err(e)),
-        Job::Mutate(_, _, tx) => Answer::Mutated(tx, Err(e)),
-        Job::Shutdown => return None,
-    })
-}
-
-/// Runs one job inside its own savepoint, so that its failure undoes only its own writes.
-///
-/// Boxed with an explicit `Send` bound: sqlx's executor futures otherwise trip the compiler's
-/// higher-ranked lifetime inference when spawned.
-type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
-fn boxed<'a, T>(f: impl std::future::Future<Output = T> + Send + 'a) -> Boxed<'a, T> {
+pub fn boxed<'a, T>(f: impl std::future::Future<Output = T> + Send + 'a) -> Boxed<'a, T> {
     Box::pin(f)
 }
 
-fn run_job(conn: &mut SqliteConnection, job: Job) -> Boxed<'_, Option<Answer>> {
-    Box::pin(run_job_inner(conn, job))
-}
-
-async fn run_job_inner(conn: &mut SqliteConnection, job: Job) -> Option<Answer> {
+/// Runs one job inside its own savepoint, so that its failure undoes only its own writes.
+async fn run_job(conn: &mut SqliteConnection, work: Work) -> Ran {
     if let Err(e) = exec(conn, "SAVEPOINT op").await {
-        return refuse(job, e);
+        return Ran {
+            reply: Box::new(move |_| tracing::error!(error = %e, "savepoint failed")),
+            ok: false,
+        };
     }
-    let (answer, ok) = match job {
-        Job::UpsertMerchant(m, tx) => {
-            let r = boxed(upsert_merchant(conn, m)).await;
-            let ok = r.is_ok();
-            (Answer::Merchant(tx, r), ok)
-        }
-        Job::AddStore(merchant_id, store_no, sealed, tx) => {
-            let r = boxed(add_store(conn, merchant_id, &store_no, &sealed)).await;
-            let ok = r.is_ok();
-            (Answer::Store(tx, r), ok)
-        }
-        Job::InsertPayment(p, tx) => {
-            let r = boxed(insert_payment(conn, *p)).await;
-            let ok = r.is_ok();
-            (Answer::Payment(tx, r), ok)
-        }
-        Job::Mutate(id, decide, tx) => {
-            let r = boxed(mutate(conn, id, decide)).await;
-            let ok = r.is_ok();
-            (Answer::Mutated(tx, r), ok)
-        }
-        Job::Shutdown => return None,
-    };
-    let end = if ok {
+    let ran = work(conn).await;
+    let end = if ran.ok {
         exec(conn, "RELEASE op").await
     } else {
         match exec(conn, "ROLLBACK TO op").await {
@@ -199,10 +159,10 @@ async fn run_job_inner(conn: &mut SqliteConnection, job: Job) -> Option<Answer> 
     if let Err(e) = end {
         tracing::error!(error = %e, "savepoint could not be closed");
     }
-    Some(answer)
+    ran
 }
 
-async fn upsert_merchant(
+pub async fn upsert_merchant(
     conn: &mut SqliteConnection,
     m: NewMerchant,
 ) -> Result<MerchantRecord, StoreError> {
@@ -225,7 +185,7 @@ async fn upsert_merchant(
     rows::merchant(&rows::Loaded(row))
 }
 
-async fn add_store(
+pub async fn add_store(
     conn: &mut SqliteConnection,
     merchant_id: i64,
     store_no: &str,
@@ -252,18 +212,20 @@ async fn add_store(
     .fetch_one(&mut *conn)
     .await
     .map_err(unavailable)?;
-    Ok(StoreAdded::Exists { token_sealed })
+    Ok(StoreAdded::Exists {
+        sealed: token_sealed,
+    })
 }
 
-async fn insert_payment(
+pub async fn insert_payment(
     conn: &mut SqliteConnection,
     p: NewPayment,
 ) -> Result<Inserted, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO payments (transaction_no, merchant_id, merchant_no, store_no, reference, \
          amount_minor, currency, settle_currency, state, description, notify_url, fingerprint, \
-         created_at, updated_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?) \
+         created_at, updated_at, expires_at, dialect, extra) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (merchant_id, reference) DO NOTHING RETURNING *",
     )
     .bind(&p.transaction_no)
@@ -280,6 +242,8 @@ async fn insert_payment(
     .bind(p.created_at.timestamp_millis())
     .bind(p.created_at.timestamp_millis())
     .bind(p.expires_at.timestamp_millis())
+    .bind(&p.dialect)
+    .bind(&p.extra)
     .fetch_optional(&mut *conn)
     .await
     .map_err(unavailable)?;
@@ -326,7 +290,7 @@ async fn insert_event(
         .map_err(unavailable)
 }
 
-async fn mutate(
+pub async fn mutate(
     conn: &mut SqliteConnection,
     payment_id: i64,
     mut decide: MutateFn,
@@ -370,8 +334,8 @@ async fn mutate(
         Some(RefundWrite::Insert(n)) => {
             let row = sqlx::query(
                 "INSERT INTO refunds (refund_no, payment_id, merchant_id, refund_reference, \
-                 amount_minor, currency, state, fingerprint, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?) RETURNING *",
+                 amount_minor, currency, state, fingerprint, created_at, updated_at, notify_url, \
+                 extra) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) RETURNING *",
             )
             .bind(&n.refund_no)
             .bind(payment_id)
@@ -382,6 +346,8 @@ async fn mutate(
             .bind(&n.fingerprint)
             .bind(at_ms)
             .bind(at_ms)
+            .bind(&n.notify_url)
+            .bind(&n.extra)
             .fetch_one(&mut *conn)
             .await
             .map_err(unavailable)?;
@@ -407,7 +373,8 @@ async fn mutate(
         Some(CancelWrite::Insert(n)) => {
             let row = sqlx::query(
                 "INSERT INTO cancels (cancel_no, payment_id, merchant_id, kind, state, \
-                 created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?) RETURNING *",
+                 created_at, updated_at, notify_url, extra) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?) \
+                 RETURNING *",
             )
             .bind(&n.cancel_no)
             .bind(payment_id)
@@ -415,6 +382,8 @@ async fn mutate(
             .bind(n.kind.as_str())
             .bind(at_ms)
             .bind(at_ms)
+            .bind(&n.notify_url)
+            .bind(&n.extra)
             .fetch_one(&mut *conn)
             .await
             .map_err(unavailable)?;
@@ -441,15 +410,16 @@ async fn mutate(
     for o in &writes.outbox {
         sqlx::query(
             "INSERT INTO outbox (merchant_id, payment_id, topic, target_url, snapshot, \
-             next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             next_attempt_at, created_at, dialect) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(rec.merchant_id)
         .bind(payment_id)
         .bind(&o.topic)
         .bind(&o.target_url)
         .bind(&o.snapshot)
+        .bind(o.first_attempt_at.timestamp_millis())
         .bind(at_ms)
-        .bind(at_ms)
+        .bind(&o.dialect)
         .execute(&mut *conn)
         .await
         .map_err(unavailable)?;
@@ -459,4 +429,144 @@ async fn mutate(
         refund,
         cancel,
     })
+}
+
+pub async fn add_app(
+    conn: &mut SqliteConnection,
+    merchant_id: i64,
+    app_id: String,
+    sealed: String,
+    at_ms: i64,
+) -> Result<StoreAdded, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO apps (merchant_id, app_id, secret_sealed, created_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (app_id) DO NOTHING",
+    )
+    .bind(merchant_id)
+    .bind(&app_id)
+    .bind(&sealed)
+    .bind(at_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    if done.rows_affected() == 1 {
+        return Ok(StoreAdded::Added);
+    }
+    let row = sqlx::query("SELECT merchant_id, secret_sealed FROM apps WHERE app_id = ?")
+        .bind(&app_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    let owner: i64 = sqlx::Row::try_get(&row, 0).map_err(unavailable)?;
+    if owner != merchant_id {
+        return Err(StoreError::Conflict("app_id belongs to another merchant"));
+    }
+    Ok(StoreAdded::Exists {
+        sealed: sqlx::Row::try_get(&row, 1).map_err(unavailable)?,
+    })
+}
+
+pub async fn set_notify_schedule(
+    conn: &mut SqliteConnection,
+    merchant_id: i64,
+    schedule: Option<String>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE merchants SET notify_schedule = ? WHERE id = ?")
+        .bind(schedule)
+        .bind(merchant_id)
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(unavailable)
+}
+
+pub async fn claim(
+    conn: &mut SqliteConnection,
+    now_ms: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<OutboxRecord>, StoreError> {
+    let rows = sqlx::query(&tillgate_store_sql::claim_sql(false))
+        .bind(now_ms)
+        .bind(lease_ms)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    rows.into_iter()
+        .map(|r| tillgate_store_sql::outbox(&rows::Loaded(r)))
+        .collect()
+}
+
+pub async fn finish_attempt(
+    conn: &mut SqliteConnection,
+    a: AttemptRecord,
+    next: AttemptNext,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO notification_attempts (outbox_id, attempt, at, http_status, response_head, \
+         latency_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(a.outbox_id)
+    .bind(a.attempt)
+    .bind(a.at.timestamp_millis())
+    .bind(a.http_status)
+    .bind(&a.response_head)
+    .bind(a.latency_ms)
+    .bind(&a.error)
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    let (status, next_at, delivered_at) = next_columns(&a, next);
+    sqlx::query(
+        "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = COALESCE(?, next_attempt_at), \
+         last_attempt_at = ?, delivered_at = ?, leased_until = NULL WHERE id = ?",
+    )
+    .bind(status)
+    .bind(a.attempt)
+    .bind(next_at)
+    .bind(a.at.timestamp_millis())
+    .bind(delivered_at)
+    .bind(a.outbox_id)
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+    .map_err(unavailable)
+}
+
+/// The outbox columns an attempt's outcome sets: status, next attempt time, delivery time.
+pub fn next_columns(
+    a: &AttemptRecord,
+    next: AttemptNext,
+) -> (&'static str, Option<i64>, Option<i64>) {
+    match next {
+        AttemptNext::Delivered => ("delivered", None, Some(a.at.timestamp_millis())),
+        AttemptNext::RetryAt(t) => ("pending", Some(t.timestamp_millis()), None),
+        AttemptNext::Failed => ("failed", None, None),
+    }
+}
+
+pub async fn resend(
+    conn: &mut SqliteConnection,
+    what: Resend,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let done = match what {
+        Resend::One(id) => sqlx::query(
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, \
+             leased_until = NULL, delivered_at = NULL WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(id),
+        Resend::FailedSince(t) => sqlx::query(
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, \
+             leased_until = NULL WHERE status = 'failed' AND created_at >= ?",
+        )
+        .bind(now_ms)
+        .bind(t.timestamp_millis()),
+    }
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(done.rows_affected())
 }

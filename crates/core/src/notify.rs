@@ -1,0 +1,276 @@
+//! What a notification reports: the facts of a payment (and of the refund or cancel that
+//! changed it) frozen at the moment of the change, and the schedule of its attempts.
+//!
+//! The facts are written to the outbox in the same transaction as the change; each dialect
+//! renders and signs them in its own format when the notification is sent, so a notification
+//! always tells the state it was written for, never a later one.
+
+use crate::model::{CancelRecord, PaymentRecord, RefundRecord};
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A notification rendered in a dialect: the body to POST and how to read the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub ack: Ack,
+}
+
+/// What answer body acknowledges a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The expected body, e.g. "success".
+    pub expected: &'static str,
+    /// Compare without regard to ASCII case.
+    pub ignore_case: bool,
+    /// Allow white space around the body.
+    pub trim: bool,
+}
+
+impl Ack {
+    /// True when `body` (an HTTP 2xx answer's body) acknowledges the notification.
+    pub fn accepts(&self, body: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return false;
+        };
+        let text = if self.trim { text.trim() } else { text };
+        if self.ignore_case {
+            text.eq_ignore_ascii_case(self.expected)
+        } else {
+            text == self.expected
+        }
+    }
+}
+
+/// Why a notification could not be rendered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RenderError {
+    /// The facts lack what the dialect needs (a bug, or a credential removed since).
+    #[error("cannot render the notification: {0}")]
+    Invalid(String),
+    /// Reading credentials failed; try again later.
+    #[error("credentials unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A dialect's notification format: renders and signs frozen facts.
+#[async_trait]
+pub trait Renderer: Send + Sync + 'static {
+    async fn render(&self, facts: &Facts) -> Result<Rendered, RenderError>;
+}
+
+/// The frozen facts of one notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    pub topic: String,
+    pub merchant_no: String,
+    pub store_no: String,
+    pub transaction_no: String,
+    pub reference: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub settle_currency: String,
+    /// `PaymentState::as_str` of the payment after the change.
+    pub state: String,
+    pub refunded_minor: i64,
+    /// Paid and then reversed in full by a cancel.
+    pub reversed: bool,
+    pub created_at_ms: i64,
+    pub paid_at_ms: Option<i64>,
+    /// When the change happened.
+    pub at_ms: i64,
+    /// The payment's dialect-owned facts.
+    pub extra: Option<String>,
+    pub refund: Option<RefundFacts>,
+    pub cancel: Option<CancelFacts>,
+}
+
+/// The refund a notification is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundFacts {
+    pub refund_no: String,
+    pub refund_reference: Option<String>,
+    pub amount_minor: i64,
+    /// `RefundState::code`.
+    pub state: i64,
+    pub created_at_ms: i64,
+    pub extra: Option<String>,
+}
+
+/// The cancel a notification is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelFacts {
+    pub cancel_no: String,
+    /// `CancelKind::as_str`.
+    pub kind: String,
+    /// `CancelState::code`.
+    pub state: i64,
+    pub created_at_ms: i64,
+    pub extra: Option<String>,
+}
+
+impl Facts {
+    /// The facts of a payment as it stands after a change at `at`.
+    pub fn of(topic: &str, p: &PaymentRecord, at: DateTime<Utc>) -> Facts {
+        Facts {
+            topic: topic.to_owned(),
+            merchant_no: p.merchant_no.clone(),
+            store_no: p.store_no.clone(),
+            transaction_no: p.transaction_no.clone(),
+            reference: p.reference.clone(),
+            amount_minor: p.payment.amount().minor(),
+            currency: p.payment.amount().currency().code().to_owned(),
+            settle_currency: p.settle_currency.code().to_owned(),
+            state: p.payment.state().as_str().to_owned(),
+            refunded_minor: p.payment.refunded().minor(),
+            reversed: p.payment.was_reversed(),
+            created_at_ms: p.created_at.timestamp_millis(),
+            paid_at_ms: p.payment.paid_at().map(|t| t.timestamp_millis()),
+            at_ms: at.timestamp_millis(),
+            extra: p.extra.clone(),
+            refund: None,
+            cancel: None,
+        }
+    }
+
+    pub fn with_refund(mut self, r: &RefundRecord) -> Facts {
+        self.refund = Some(RefundFacts {
+            refund_no: r.refund_no.clone(),
+            refund_reference: r.refund_reference.clone(),
+            amount_minor: r.amount.minor(),
+            state: r.state.code(),
+            created_at_ms: r.created_at.timestamp_millis(),
+            extra: r.extra.clone(),
+        });
+        self
+    }
+
+    pub fn with_cancel(mut self, c: &CancelRecord) -> Facts {
+        self.cancel = Some(CancelFacts {
+            cancel_no: c.cancel_no.clone(),
+            kind: c.kind.as_str().to_owned(),
+            state: c.state.code(),
+            created_at_ms: c.created_at.timestamp_millis(),
+            extra: c.extra.clone(),
+        });
+        self
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(text: &str) -> Result<Facts, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+/// Delays before each attempt, each counted from the previous attempt: the first number is the
+/// delay of the first attempt after the change (usually 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(Vec<u32>);
+
+/// The schedule of seed 004: attempts at once, then 30, 60, 90, 120 and 150 seconds apart.
+pub const DEFAULT_SCHEDULE: &str = "0,30,60,90,120,150";
+
+/// The most attempts a schedule may have (a bound, DESIGN.md rule 9).
+pub const MAX_ATTEMPTS: usize = 32;
+
+impl Schedule {
+    /// Parses "0,30,60": whole seconds, at least one, at most [`MAX_ATTEMPTS`], each at most a
+    /// day.
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let delays: Result<Vec<u32>, _> =
+            text.split(',').map(|d| d.trim().parse::<u32>()).collect();
+        let delays = delays.map_err(|_| {
+            format!("notification schedule {text:?} must be whole seconds separated by commas")
+        })?;
+        if delays.is_empty() || delays.len() > MAX_ATTEMPTS {
+            return Err(format!(
+                "notification schedule must have 1 to {MAX_ATTEMPTS} attempts"
+            ));
+        }
+        if delays.iter().any(|d| *d > 86_400) {
+            return Err("a notification delay may be at most 86400 seconds".into());
+        }
+        Ok(Schedule(delays))
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The delay before the first attempt.
+    pub fn first_delay(&self) -> Duration {
+        Duration::seconds(i64::from(self.0[0]))
+    }
+
+    /// When attempt `made + 1` is due after attempt `made` at `at`; `None` when `made` was the
+    /// last one.
+    pub fn next_after(&self, made: usize, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0
+            .get(made)
+            .map(|d| at + Duration::seconds(i64::from(*d)))
+    }
+
+    pub fn to_text(&self) -> String {
+        self.0
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Default for Schedule {
+    fn default() -> Schedule {
+        Schedule::parse(DEFAULT_SCHEDULE).unwrap_or(Schedule(vec![0]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_schedule_is_seed_004s() {
+        let s = Schedule::default();
+        assert_eq!(s.attempts(), 6);
+        let t0 = DateTime::from_timestamp(1_795_000_000, 0).unwrap();
+        assert_eq!(s.first_delay(), Duration::zero());
+        assert_eq!(s.next_after(1, t0), Some(t0 + Duration::seconds(30)));
+        assert_eq!(s.next_after(5, t0), Some(t0 + Duration::seconds(150)));
+        assert_eq!(s.next_after(6, t0), None);
+    }
+
+    #[test]
+    fn acks_follow_each_dialects_rule() {
+        let strict = Ack {
+            expected: "success",
+            ignore_case: true,
+            trim: false,
+        };
+        assert!(strict.accepts(b"SUCCESS"));
+        assert!(strict.accepts(b"success"));
+        assert!(!strict.accepts(b"success "));
+        assert!(!strict.accepts(b"fail"));
+        let lenient = Ack {
+            expected: "success",
+            ignore_case: false,
+            trim: true,
+        };
+        assert!(lenient.accepts(b"success\n"));
+        assert!(!lenient.accepts(b"Success"));
+    }
+
+    #[test]
+    fn bad_schedules_are_refused() {
+        assert!(Schedule::parse("").is_err());
+        assert!(Schedule::parse("0,x").is_err());
+        assert!(Schedule::parse("-1").is_err());
+        assert!(Schedule::parse(&vec!["1"; 33].join(",")).is_err());
+        assert_eq!(Schedule::parse(" 0, 2 ,5").unwrap().to_text(), "0,2,5");
+    }
+}
