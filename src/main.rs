@@ -30,6 +30,44 @@ enum Command {
     /// Play the wallet side of a running sandbox gateway.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// List notifications with their attempts, and send failed ones again.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Print notifications and every attempt as JSON.
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// pending, delivered or failed
+        #[arg(long)]
+        status: Option<String>,
+        /// Only those created since this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only those of this transaction.
+        #[arg(long)]
+        transaction_no: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Make notifications pending again, due now: one by id, or all failed since a time. A
+    /// running gateway sends them within a second.
+    Resend {
+        #[command(flatten)]
+        common: Common,
+        #[arg(
+            long,
+            conflicts_with = "failed_since",
+            required_unless_present = "failed_since"
+        )]
+        id: Option<i64>,
+        /// RFC 3339 time or YYYY-MM-DD.
+        #[arg(long)]
+        failed_since: Option<String>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -80,6 +118,15 @@ struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080); port 0 picks a free port.
     #[arg(long, env = "TILLGATE_LISTEN")]
     listen: Option<String>,
+    /// Notification schedule: seconds before each attempt, e.g. "0,30,60,90,120,150".
+    #[arg(long, env = "TILLGATE_NOTIFY_SCHEDULE_S")]
+    notify_schedule_s: Option<String>,
+    /// How long one notification POST may take, in milliseconds (default 10000).
+    #[arg(long, env = "TILLGATE_NOTIFY_TIMEOUT_MS")]
+    notify_timeout_ms: Option<u64>,
+    /// Bearer token of the admin API.
+    #[arg(long, env = "TILLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +146,15 @@ enum MerchantCommand {
         /// IANA time zone of the merchant's business day (default: the configured default).
         #[arg(long)]
         timezone: Option<String>,
+        /// The unified-API app id; random (24 hex digits) when absent.
+        #[arg(long)]
+        app_id: Option<String>,
+        /// The unified-API app secret; random when absent.
+        #[arg(long)]
+        app_secret: Option<String>,
+        /// The merchant's own notification schedule, e.g. "0,30,60" (default: the gateway's).
+        #[arg(long)]
+        notify_schedule_s: Option<String>,
     },
 }
 
@@ -138,7 +194,33 @@ fn main() -> anyhow::Result<()> {
                 store_no,
                 token,
                 timezone,
-            }) => merchant_create(common, merchant_no, store_no, token, timezone).await,
+                app_id,
+                app_secret,
+                notify_schedule_s,
+            }) => {
+                let new = NewMerchantArgs {
+                    merchant_no,
+                    store_no,
+                    token,
+                    timezone,
+                    app_id,
+                    app_secret,
+                    notify_schedule_s,
+                };
+                merchant_create(common, new).await
+            }
+            Command::Notify(NotifyCommand::List {
+                common,
+                status,
+                since,
+                transaction_no,
+                limit,
+            }) => notify_list(common, status, since, transaction_no, limit).await,
+            Command::Notify(NotifyCommand::Resend {
+                common,
+                id,
+                failed_since,
+            }) => notify_resend(common, id, failed_since).await,
             Command::Sandbox(SandboxCommand::Settle {
                 server,
                 transaction_no,
@@ -152,6 +234,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = args.common.config()?;
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(s) = args.notify_schedule_s {
+        config.notify.schedule = tillgate_server::config::parse_schedule(&s)?;
+    }
+    if let Some(ms) = args.notify_timeout_ms {
+        config.notify.timeout_ms = ms;
+    }
+    if let Some(token) = args.admin_token {
+        config.admin_token = Some(Secret::new(token));
     }
     tillgate_server::run(config, shutdown_signal()).await
 }
@@ -179,58 +270,148 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-async fn merchant_create(
-    common: Common,
+/// What `merchant create` was asked for.
+struct NewMerchantArgs {
     merchant_no: String,
     store_no: String,
     token: Option<String>,
     timezone: Option<String>,
-) -> anyhow::Result<()> {
+    app_id: Option<String>,
+    app_secret: Option<String>,
+    notify_schedule_s: Option<String>,
+}
+
+async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Result<()> {
     let config = common.config()?;
-    let merchant_no_checked = tillgate_domain::MerchantNo::parse(&merchant_no)
+    let merchant_no = tillgate_domain::MerchantNo::parse(&args.merchant_no)
         .map_err(|e| anyhow::anyhow!("--merchant-no {e}"))?;
-    let store_no_checked = tillgate_domain::StoreNo::parse(&store_no)
+    let store_no = tillgate_domain::StoreNo::parse(&args.store_no)
         .map_err(|e| anyhow::anyhow!("--store-no {e}"))?;
-    let zone = match timezone {
+    let zone = match args.timezone {
         Some(z) => parse_zone(&z)?,
         None => config.default_timezone,
     };
-    let token = match token {
-        Some(t) if t.len() < 16 => anyhow::bail!("--token must be at least 16 characters"),
-        Some(t) => Secret::new(t),
-        None => random_token(),
+    let token = secret_arg("--token", args.token, 32)?;
+    let app_id = match args.app_id {
+        Some(id) => tillgate_domain::Key::parse(&id)
+            .map_err(|e| anyhow::anyhow!("--app-id {e}"))?
+            .as_str()
+            .to_owned(),
+        None => random_hex(24),
     };
+    let app_secret = secret_arg("--app-secret", args.app_secret, 64)?;
+    let schedule = args
+        .notify_schedule_s
+        .as_deref()
+        .map(tillgate_server::config::parse_schedule)
+        .transpose()?;
     let secrets = tillgate_server::master_key(&config)?;
     let store =
         tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
-    let service = tillgate_server::lifecycle(store.clone(), secrets);
+    let service = tillgate_server::lifecycle(store.clone(), secrets, &config);
     let merchant = service
-        .create_merchant(merchant_no_checked.as_str(), zone, false)
+        .create_merchant(merchant_no.as_str(), zone, false)
         .await
         .context("cannot create the merchant")?;
-    let (token, created) = service
-        .add_store(&merchant, store_no_checked.as_str(), &token)
+    let (token, store_created) = service
+        .add_store(&merchant, store_no.as_str(), &token)
         .await
         .context("cannot add the store")?;
+    let (app_secret, app_created) = service
+        .add_app(&merchant, &app_id, &app_secret)
+        .await
+        .context("cannot add the app (is the app id another merchant's?)")?;
+    if let Some(schedule) = &schedule {
+        service
+            .set_notify_schedule(&merchant, Some(schedule))
+            .await?;
+    }
     store.close().await;
     let out = serde_json::json!({
         "merchantNo": merchant.merchant_no,
         "timezone": merchant.zone.name(),
+        "notifySchedule": schedule.map(|s| s.to_text()).or(merchant.notify_schedule),
         "pockyt": {
             "merchantNo": merchant.merchant_no,
-            "storeNo": store_no_checked.as_str(),
+            "storeNo": store_no.as_str(),
             "token": token.expose(),
-            "created": created,
+            "created": store_created,
+        },
+        "unified": {
+            "mchNo": merchant.merchant_no,
+            "appId": app_id,
+            "appSecret": app_secret.expose(),
+            "created": app_created,
         },
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
-fn random_token() -> Secret<String> {
-    // 128 random bits as 32 lower-case hex digits, the shape of Pockyt's tokens.
+/// A credential from the command line (at least 16 characters), or a random one of `len` hex
+/// digits.
+fn secret_arg(flag: &str, given: Option<String>, len: usize) -> anyhow::Result<Secret<String>> {
+    match given {
+        Some(t) if t.len() < 16 => anyhow::bail!("{flag} must be at least 16 characters"),
+        Some(t) => Ok(Secret::new(t)),
+        None => Ok(Secret::new(random_hex(len))),
+    }
+}
+
+async fn notify_list(
+    common: Common,
+    status: Option<String>,
+    since: Option<String>,
+    transaction_no: Option<String>,
+    limit: i64,
+) -> anyhow::Result<()> {
+    let config = common.config()?;
+    let store =
+        tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
+    let filter = tillgate_server::admin::filter(
+        store.as_ref(),
+        status.as_deref(),
+        since.as_deref(),
+        transaction_no.as_deref(),
+        Some(limit),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let listing = match filter {
+        Some(f) => tillgate_server::admin::listing(store.as_ref(), &f).await?,
+        None => serde_json::json!({ "notifications": [] }),
+    };
+    store.close().await;
+    println!("{}", serde_json::to_string_pretty(&listing)?);
+    Ok(())
+}
+
+async fn notify_resend(
+    common: Common,
+    id: Option<i64>,
+    failed_since: Option<String>,
+) -> anyhow::Result<()> {
+    let config = common.config()?;
+    let what = match (id, failed_since) {
+        (Some(id), _) => tillgate_core::Resend::One(id),
+        (None, Some(t)) => tillgate_core::Resend::FailedSince(
+            tillgate_server::admin::parse_time(&t)
+                .context("--failed-since must be an RFC 3339 time or YYYY-MM-DD")?,
+        ),
+        (None, None) => anyhow::bail!("give --id or --failed-since"),
+    };
+    let store =
+        tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
+    let n = store.resend(what, chrono::Utc::now()).await?;
+    store.close().await;
+    println!("{}", serde_json::json!({ "resent": n }));
+    Ok(())
+}
+
+/// `len` random lower-case hex digits (at most 64).
+fn random_hex(len: usize) -> String {
     let key = tillgate_core::SecretBox::generate_key_hex();
-    Secret::new(key.expose()[..32].to_owned())
+    key.expose()[..len.min(64)].to_owned()
 }
 
 async fn sandbox_settle(server: &str, transaction_no: &str, outcome: &str) -> anyhow::Result<()> {

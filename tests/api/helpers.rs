@@ -142,13 +142,21 @@ impl Drop for PgDatabase {
 /// Starts `tillgate serve` on a fresh database of `backend`; `None` when PostgreSQL is not
 /// configured outside CI.
 pub async fn spawn_app_on(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Like [`spawn_app_on`], with extra `serve` arguments.
+pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> Option<TestApp> {
+    let dir = std::sync::Arc::new(TempDir::new());
     match backend {
-        Backend::Sqlite => Some(spawn_app().await),
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", dir.0.join("tillgate.db").display());
+            Some(spawn_on(dir, &url, extra).await)
+        }
         Backend::Postgres => {
             let admin_url = postgres_admin_url()?;
             let db = std::sync::Arc::new(PgDatabase::create(&admin_url).await);
-            let dir = std::sync::Arc::new(TempDir::new());
-            let mut app = spawn_on(dir, &db.url.clone(), &[]).await;
+            let mut app = spawn_on(dir, &db.url.clone(), extra).await;
             app.database = Some(db);
             Some(app)
         }
@@ -298,6 +306,42 @@ impl TestApp {
             body,
         )
         .await
+    }
+
+    /// The admin API's view of a transaction's notifications.
+    pub async fn notifications_of(&self, transaction_no: &str) -> Vec<Value> {
+        let (status, v) = self
+            .raw(
+                reqwest::Method::GET,
+                &format!("/admin/v1/notifications?transactionNo={transaction_no}"),
+                None,
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["notifications"].as_array().unwrap().clone()
+    }
+
+    /// Waits until the transaction's notification number `index` reaches `status`.
+    pub async fn wait_for_notification(
+        &self,
+        transaction_no: &str,
+        index: usize,
+        status: &str,
+        secs: u64,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let all = self.notifications_of(transaction_no).await;
+            if let Some(n) = all.get(index) {
+                if n["status"] == status || std::time::Instant::now() > deadline {
+                    return n.clone();
+                }
+            } else if std::time::Instant::now() > deadline {
+                panic!("no notification {index} of {transaction_no}: {all:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops the server with SIGTERM and waits; returns whether it exited cleanly.
@@ -455,4 +499,147 @@ pub fn reference(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// What the notification receiver answers to one request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: &'static str,
+    pub delay_ms: u64,
+}
+
+impl Answer {
+    pub fn ok(body: &'static str) -> Answer {
+        Answer {
+            status: 200,
+            body,
+            delay_ms: 0,
+        }
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: std::time::Instant,
+    pub path: String,
+    pub content_type: String,
+    pub form: Vec<(String, String)>,
+}
+
+impl Received {
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    script: std::collections::VecDeque<Answer>,
+    received: Vec<Received>,
+}
+
+/// A real HTTP server on a loopback port that records notifications and answers from a
+/// script (then `success`).
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    state: std::sync::Arc<std::sync::Mutex<ReceiverState>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ReceiverState::default()));
+        let shared = state.clone();
+        let handler =
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let shared = shared.clone();
+                async move {
+                    let answer = {
+                        let mut s = shared.lock().unwrap();
+                        s.received.push(Received {
+                            at: std::time::Instant::now(),
+                            path: uri.path().to_owned(),
+                            content_type: headers
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned(),
+                            form: url_decode_form(&body),
+                        });
+                        s.script.pop_front().unwrap_or(Answer::ok("success"))
+                    };
+                    if answer.delay_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(answer.delay_ms)).await;
+                    }
+                    (
+                        axum::http::StatusCode::from_u16(answer.status).unwrap(),
+                        answer.body,
+                    )
+                }
+            };
+        let app = axum::Router::new().fallback(axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/notify", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { url, state }
+    }
+
+    /// Answers the next requests with `answers`, in order.
+    pub fn script(&self, answers: Vec<Answer>) {
+        self.state.lock().unwrap().script.extend(answers);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Waits until `n` requests arrived (at most `secs` seconds).
+    pub async fn wait_for(&self, n: usize, secs: u64) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = self.received();
+            if got.len() >= n || std::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Decodes an application/x-www-form-urlencoded body, keeping order.
+pub fn url_decode_form(body: &[u8]) -> Vec<(String, String)> {
+    fn dec(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
+                    out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    std::str::from_utf8(body)
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (dec(k), dec(v))
+        })
+        .collect()
 }

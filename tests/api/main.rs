@@ -29,6 +29,7 @@ macro_rules! on_both_backends {
 
 mod bad_input;
 mod helpers;
+mod notifications;
 mod operator;
 mod pockyt_story;
 mod postgres_nodes;

@@ -61,6 +61,118 @@ pub trait Renderer: Send + Sync + 'static {
     async fn render(&self, facts: &Facts) -> Result<Rendered, RenderError>;
 }
 
+/// Which notification URLs merchants may give. Notifications are requests the gateway makes on
+/// a merchant's behalf, so by default they may not reach the gateway's own machine or private
+/// networks (a merchant could otherwise probe them); sandbox mode allows loopback so a
+/// developer's local receiver works, and an operator may allow networks explicitly.
+#[derive(Debug, Clone, Default)]
+pub struct UrlPolicy {
+    pub allow_loopback: bool,
+    /// Networks allowed even though they are private: (address, prefix length).
+    pub allowed_networks: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl UrlPolicy {
+    /// Parses a network such as "10.1.0.0/16" or "fd00::/8".
+    pub fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
+        let (addr, prefix) = text.split_once('/').unwrap_or((text, ""));
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?} has a bad prefix length"))?
+        };
+        Ok((addr, prefix))
+    }
+
+    /// Checks a notification URL: http or https, a host, and not a forbidden address.
+    pub fn check(&self, url: &str) -> Result<(), String> {
+        let lower = url.to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("https://")
+            .or_else(|| lower.strip_prefix("http://"))
+            .ok_or("must be an http or https URL")?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host_port = authority.rsplit('@').next().unwrap_or("");
+        let host = if let Some(v6) = host_port.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            host_port.split(':').next().unwrap_or("")
+        };
+        if host.is_empty() {
+            return Err("must name a host".into());
+        }
+        let ip: Option<std::net::IpAddr> = if host == "localhost" || host.ends_with(".localhost") {
+            Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+        } else {
+            host.parse().ok()
+        };
+        let Some(ip) = ip else {
+            // A name: its addresses are the resolver's business when the notification is sent.
+            return Ok(());
+        };
+        if self.allowed_networks.iter().any(|n| in_network(ip, *n)) {
+            return Ok(());
+        }
+        if ip.is_loopback() {
+            return if self.allow_loopback {
+                Ok(())
+            } else {
+                Err("may not point to the gateway's own machine".into())
+            };
+        }
+        if forbidden(ip) {
+            return Err("may not point to a private, link-local or reserved address".into());
+        }
+        Ok(())
+    }
+}
+
+fn in_network(ip: std::net::IpAddr, (net, prefix): (std::net::IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+fn forbidden(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.octets()[0] == 0
+                || (v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| forbidden(std::net::IpAddr::V4(v4)) || v4.is_loopback())
+        }
+    }
+}
+
 /// The frozen facts of one notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
@@ -263,6 +375,37 @@ mod tests {
         };
         assert!(lenient.accepts(b"success\n"));
         assert!(!lenient.accepts(b"Success"));
+    }
+
+    #[test]
+    fn notification_urls_may_not_reach_private_networks_unless_allowed() {
+        let strict = UrlPolicy::default();
+        assert!(strict.check("https://shop.example.com/notify?x=1").is_ok());
+        assert!(strict.check("http://203.0.113.7:8080/ipn").is_ok());
+        for bad in [
+            "ftp://example.com/x",
+            "http://",
+            "http://127.0.0.1/x",
+            "http://localhost:9000/x",
+            "http://10.1.2.3/x",
+            "http://192.168.0.1/x",
+            "http://172.16.5.5/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/x",
+            "http://[fd00::1]/x",
+            "http://[::ffff:10.0.0.1]/x",
+            "http://0.0.0.0/x",
+        ] {
+            assert!(strict.check(bad).is_err(), "{bad}");
+        }
+        let sandbox = UrlPolicy {
+            allow_loopback: true,
+            allowed_networks: vec![UrlPolicy::parse_network("10.1.0.0/16").unwrap()],
+        };
+        assert!(sandbox.check("http://127.0.0.1:9000/x").is_ok());
+        assert!(sandbox.check("http://10.1.200.3/x").is_ok());
+        assert!(sandbox.check("http://10.2.0.1/x").is_err());
+        assert!(UrlPolicy::parse_network("10.0.0.0/33").is_err());
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct LifecycleConfig {
     pub credential_ttl: std::time::Duration,
     /// How long an added transaction waits for payment when the request does not say.
     pub default_timeout_minutes: i64,
+    /// The delay of a notification's first attempt after its change.
+    pub notify_first_delay: chrono::Duration,
+    /// Which notification URLs merchants may give.
+    pub notify_urls: crate::notify::UrlPolicy,
 }
 
 impl Default for LifecycleConfig {
@@ -70,6 +74,8 @@ impl Default for LifecycleConfig {
         LifecycleConfig {
             credential_ttl: std::time::Duration::from_secs(60),
             default_timeout_minutes: 120,
+            notify_first_delay: chrono::Duration::zero(),
+            notify_urls: crate::notify::UrlPolicy::default(),
         }
     }
 }
@@ -145,6 +151,8 @@ pub struct Lifecycle {
     config: LifecycleConfig,
     credentials: RwLock<CredentialCache>,
     apps: RwLock<AppCache>,
+    /// Signalled after a change enqueued a notification, so the dispatcher sends it at once.
+    outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 fn digest(parts: &[&str]) -> String {
@@ -166,14 +174,20 @@ fn app_context(app_id: &str) -> String {
 }
 
 /// Enqueues a notification of `facts` to `url` in the dialect of the payment.
-fn enqueue(writes: &mut Writes, p: &PaymentRecord, url: Option<&str>, facts: Facts) {
+fn enqueue(
+    writes: &mut Writes,
+    p: &PaymentRecord,
+    url: Option<&str>,
+    facts: Facts,
+    first_delay: chrono::Duration,
+) {
     if let (Some(url), Some(at)) = (url, writes.at) {
         writes.outbox.push(OutboxWrite {
             dialect: p.dialect.clone(),
             topic: facts.topic.clone(),
             target_url: url.to_owned(),
             snapshot: facts.to_json(),
-            first_attempt_at: at,
+            first_attempt_at: at + first_delay,
         });
     }
 }
@@ -217,6 +231,7 @@ impl Lifecycle {
             config,
             credentials: RwLock::new(HashMap::new()),
             apps: RwLock::new(HashMap::new()),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -226,6 +241,20 @@ impl Lifecycle {
 
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Signalled whenever a change may have enqueued a notification.
+    pub fn outbox_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_wake.clone()
+    }
+
+    /// Checks a notification URL a merchant gave against the gateway's policy.
+    pub fn check_notify_url(&self, url: &str) -> Result<(), String> {
+        self.config.notify_urls.check(url)
     }
 
     // ----- merchants and credentials -------------------------------------------------------
@@ -522,6 +551,7 @@ impl Lifecycle {
             return Ok(payment);
         }
         let now = self.now();
+        let first_delay = self.config.notify_first_delay;
         let settled = self
             .store
             .mutate(
@@ -540,12 +570,19 @@ impl Lifecycle {
                     // from the answer to their own request).
                     if reply.outcome == ChannelOutcome::Approved {
                         let url = p.notify_url.clone();
-                        enqueue(&mut w, p, url.as_deref(), Facts::of("payment.paid", p, now));
+                        enqueue(
+                            &mut w,
+                            p,
+                            url.as_deref(),
+                            Facts::of("payment.paid", p, now),
+                            first_delay,
+                        );
                     }
                     Ok(w)
                 }),
             )
             .await?;
+        self.outbox_wake.notify_one();
         Ok(match settled {
             Mutated::Done { payment, .. } => payment,
             Mutated::Rejected(_, p) => p,
@@ -672,6 +709,7 @@ impl Lifecycle {
             return Ok((payment, cancel));
         }
         let now = self.now();
+        let first_delay = self.config.notify_first_delay;
         let settled = self
             .store
             .mutate(
@@ -700,13 +738,14 @@ impl Lifecycle {
                             done.state = state;
                             done.updated_at = now;
                             let facts = Facts::of("cancel.succeeded", p, now).with_cancel(&done);
-                            enqueue(&mut w, p, cancel.notify_url.as_deref(), facts);
+                            enqueue(&mut w, p, cancel.notify_url.as_deref(), facts, first_delay);
                         }
                         Ok(w)
                     }
                 }),
             )
             .await?;
+        self.outbox_wake.notify_one();
         match settled {
             Mutated::Done {
                 payment,
@@ -913,6 +952,7 @@ impl Lifecycle {
             });
         }
         let now = self.now();
+        let first_delay = self.config.notify_first_delay;
         let settled = self
             .store
             .mutate(
@@ -938,12 +978,13 @@ impl Lifecycle {
                         done.state = state;
                         done.updated_at = now;
                         let facts = Facts::of(kind, p, now).with_refund(&done);
-                        enqueue(&mut w, p, refund.notify_url.as_deref(), facts);
+                        enqueue(&mut w, p, refund.notify_url.as_deref(), facts, first_delay);
                         Ok(w)
                     }
                 }),
             )
             .await?;
+        self.outbox_wake.notify_one();
         match settled {
             Mutated::Done {
                 payment,

@@ -127,6 +127,7 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a merchant, or returns the existing one with that number.
     async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError>;
     async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError>;
+    async fn merchant_by_id(&self, merchant_id: i64) -> Result<Option<MerchantRecord>, StoreError>;
     /// The number of merchants created by sandbox mode.
     async fn sandbox_merchant_count(&self) -> Result<i64, StoreError>;
     async fn add_store(

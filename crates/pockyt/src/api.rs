@@ -148,17 +148,16 @@ fn optional_text(params: &Params, field: &str, max: usize) -> Result<Option<Stri
     }
 }
 
-/// A notification URL: http or https, bounded in length.
-fn notify_url(params: &Params, field: &str) -> Result<Option<String>, PockytError> {
+/// A notification URL: http or https, bounded in length, allowed by the gateway's policy.
+fn notify_url(
+    app: &Lifecycle,
+    params: &Params,
+    field: &str,
+) -> Result<Option<String>, PockytError> {
     let url = optional_text(params, field, 512)?;
     if let Some(u) = &url {
-        let lower = u.to_ascii_lowercase();
-        let host = lower
-            .strip_prefix("https://")
-            .or_else(|| lower.strip_prefix("http://"));
-        if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
-            return Err(PockytError::invalid(field, "must be an http or https URL"));
-        }
+        app.check_notify_url(u)
+            .map_err(|why| PockytError::invalid(field, why))?;
     }
     Ok(url)
 }
@@ -172,7 +171,7 @@ async fn add(State(app): App, headers: HeaderMap, body: Body) -> Result<Response
         reference: key(&params, "reference")?.ok_or_else(|| PockytError::missing("reference"))?,
         store_no: credential.store_no.clone(),
         description: optional_text(&params, "description", 256)?,
-        notify_url: notify_url(&params, "ipnUrl")?,
+        notify_url: notify_url(&app, &params, "ipnUrl")?,
         timeout_minutes: match params.text("timeout") {
             None => None,
             Some(t) => Some(
@@ -245,7 +244,7 @@ async fn refund(State(app): App, headers: HeaderMap, body: Body) -> Result<Respo
         settle_currency: Some(currency(&params, "settleCurrency")?),
         refund_reference: self::key(&params, "refundReference")?,
         // Refund notifications go to the refund's own ipnUrl, else to the transaction's.
-        notify: match notify_url(&params, "ipnUrl")? {
+        notify: match notify_url(&app, &params, "ipnUrl")? {
             Some(url) => NotifyTo::Url(url),
             None => NotifyTo::PaymentUrl,
         },

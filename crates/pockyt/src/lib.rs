@@ -6,6 +6,7 @@
 
 mod api;
 pub mod envelope;
+pub mod notify;
 /// The request parameters, shared with the other dialects.
 pub use tillgate_wire::params;
 mod render;
@@ -13,3 +14,4 @@ pub mod sign;
 
 pub use api::router;
 pub use envelope::{PockytError, RetCode};
+pub use notify::PockytRenderer;

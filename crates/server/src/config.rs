@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use tillgate_core::notify::{Schedule, UrlPolicy};
 use tillgate_core::Secret;
 use tillgate_domain::MerchantZone;
 
@@ -41,6 +42,45 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Size of the PostgreSQL connection pool of this node.
     pub database_max_connections: u32,
+    /// Bearer token of the admin API; without one the admin API is open in sandbox mode and
+    /// off in production.
+    pub admin_token: Option<Secret<String>>,
+    pub notify: NotifyConfig,
+}
+
+/// Notification settings (`[notify]` in the TOML file).
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Delays before each attempt, counted from the previous one.
+    pub schedule: Schedule,
+    /// How long one POST to a merchant may take.
+    pub timeout_ms: u64,
+    /// Private networks notifications may reach anyway ("10.1.0.0/16").
+    pub allowed_networks: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> NotifyConfig {
+        NotifyConfig {
+            schedule: Schedule::default(),
+            timeout_ms: 10_000,
+            allowed_networks: Vec::new(),
+        }
+    }
+}
+
+/// The `[notify]` table of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyFile {
+    schedule_s: Option<String>,
+    timeout_ms: Option<u64>,
+    allowed_networks: Option<Vec<String>>,
+}
+
+/// Parses a schedule such as "0,30,60".
+pub fn parse_schedule(text: &str) -> anyhow::Result<Schedule> {
+    Schedule::parse(text).map_err(|e| anyhow::anyhow!(e))
 }
 
 impl Default for Config {
@@ -53,6 +93,8 @@ impl Default for Config {
             default_timezone: MerchantZone::utc(),
             max_body_bytes: 64 * 1024,
             database_max_connections: 16,
+            admin_token: None,
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -68,6 +110,8 @@ struct File {
     default_timezone: Option<String>,
     max_body_bytes: Option<usize>,
     database_max_connections: Option<u32>,
+    admin_token: Option<String>,
+    notify: Option<NotifyFile>,
 }
 
 impl Config {
@@ -98,6 +142,22 @@ impl Config {
         }
         if let Some(v) = file.database_max_connections {
             c.database_max_connections = v;
+        }
+        if let Some(v) = file.admin_token {
+            c.admin_token = Some(Secret::new(v));
+        }
+        if let Some(n) = file.notify {
+            if let Some(v) = n.schedule_s {
+                c.notify.schedule = parse_schedule(&v)?;
+            }
+            if let Some(v) = n.timeout_ms {
+                c.notify.timeout_ms = v;
+            }
+            for net in n.allowed_networks.unwrap_or_default() {
+                c.notify
+                    .allowed_networks
+                    .push(UrlPolicy::parse_network(&net).map_err(|e| anyhow::anyhow!(e))?);
+            }
         }
         Ok(c)
     }
@@ -137,13 +197,16 @@ mod tests {
         let path = dir.join("tillgate.toml");
         std::fs::write(
             &path,
-            "listen = \"0.0.0.0:9000\"\ndatabase_max_connections = 4\ndefault_timezone = \"Europe/Amsterdam\"\n",
+            "listen = \"0.0.0.0:9000\"\ndatabase_max_connections = 4\ndefault_timezone = \"Europe/Amsterdam\"\n\
+             [notify]\nschedule_s = \"0,5\"\nallowed_networks = [\"10.1.0.0/16\"]\n",
         )
         .unwrap();
         let c = Config::from_file(&path).unwrap();
         assert_eq!(c.listen, "0.0.0.0:9000");
         assert_eq!(c.database_max_connections, 4);
         assert_eq!(c.default_timezone.name(), "Europe/Amsterdam");
+        assert_eq!(c.notify.schedule.to_text(), "0,5");
+        assert_eq!(c.notify.allowed_networks.len(), 1);
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         assert!(Config::from_file(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

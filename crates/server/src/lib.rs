@@ -5,6 +5,7 @@
 //! prints `listening on http://HOST:PORT`, and returns only after a graceful shutdown in which
 //! every acknowledged write is already durable.
 
+pub mod admin;
 pub mod config;
 pub mod sandbox;
 
@@ -15,12 +16,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use tillgate_channels::SandboxWallet;
+use tillgate_core::notify::{Renderer, UrlPolicy};
 use tillgate_core::service::{Lifecycle, LifecycleConfig};
 use tillgate_core::{Secret, SecretBox, Store};
 use tillgate_domain::SystemClock;
+use tillgate_notify::{Dispatcher, DispatcherConfig};
 use tillgate_pockyt::{PockytError, RetCode};
 use tillgate_store_sqlite::SqliteStore;
 
@@ -122,14 +126,46 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Builds the lifecycle service on a store.
-pub fn lifecycle(store: Arc<dyn Store>, secrets: SecretBox) -> Arc<Lifecycle> {
+pub fn lifecycle(store: Arc<dyn Store>, secrets: SecretBox, config: &Config) -> Arc<Lifecycle> {
+    let service_config = LifecycleConfig {
+        notify_first_delay: config.notify.schedule.first_delay(),
+        notify_urls: UrlPolicy {
+            allow_loopback: config.mode == Mode::Sandbox,
+            allowed_networks: config.notify.allowed_networks.clone(),
+        },
+        ..LifecycleConfig::default()
+    };
     Arc::new(Lifecycle::new(
         store,
         Arc::new(SandboxWallet),
         Arc::new(SystemClock),
         secrets,
-        LifecycleConfig::default(),
+        service_config,
     ))
+}
+
+/// The notification dispatcher with every dialect's renderer.
+pub fn dispatcher(service: &Arc<Lifecycle>, config: &Config) -> anyhow::Result<Arc<Dispatcher>> {
+    let mut renderers: HashMap<String, Arc<dyn Renderer>> = HashMap::new();
+    renderers.insert(
+        "pockyt".into(),
+        Arc::new(tillgate_pockyt::PockytRenderer::new(service.clone())),
+    );
+    let dispatcher = Dispatcher::new(
+        service.store().clone(),
+        service.clock().clone(),
+        renderers,
+        DispatcherConfig {
+            schedule: config.notify.schedule.clone(),
+            timeout: std::time::Duration::from_millis(config.notify.timeout_ms),
+            lease: std::time::Duration::from_millis(config.notify.timeout_ms.saturating_mul(3))
+                .max(std::time::Duration::from_secs(30)),
+            ..DispatcherConfig::default()
+        },
+        service.outbox_wake(),
+    )
+    .context("cannot build the notification client")?;
+    Ok(Arc::new(dispatcher))
 }
 
 /// Every route of the gateway.
@@ -138,6 +174,7 @@ pub fn app(lifecycle: Arc<Lifecycle>, config: &Config) -> Router {
         .merge(tillgate_pockyt::router(lifecycle.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics).with_state(lifecycle.clone()));
+    router = router.merge(admin::routes(lifecycle.clone(), config));
     if config.mode == Mode::Sandbox {
         router = router.merge(sandbox::routes(lifecycle));
     }
@@ -211,7 +248,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let secrets = master_key(&config)?;
     let store = open_store(&config.database_url, config.database_max_connections).await?;
-    let service = lifecycle(store.clone(), secrets);
+    let service = lifecycle(store.clone(), secrets, &config);
     match config.mode {
         Mode::Sandbox => sandbox::bootstrap(&service, config.default_timezone).await?,
         Mode::Production => {
@@ -230,9 +267,14 @@ pub async fn run(
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     tracing::info!(%addr, mode = ?config.mode, "tillgate is ready");
+    let (stop_dispatch, stopped) = tokio::sync::watch::channel(false);
+    let notifications = tokio::spawn(dispatcher(&service, &config)?.run(stopped));
     axum::serve(listener, app(service, &config))
         .with_graceful_shutdown(shutdown)
         .await?;
+    // Attempts in flight finish and are recorded; the rest wait in the outbox for next start.
+    let _ = stop_dispatch.send(true);
+    let _ = notifications.await;
     tracing::info!("draining the store");
     store.close().await;
     tracing::info!("stopped");

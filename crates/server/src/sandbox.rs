@@ -22,6 +22,14 @@ pub const STORES: [(&str, &str); 2] = [
     ("303660", "359c05eb811c7c8576f4a8a277dc6f6b"),
     ("300014", "5cbfb079f15b150122261c8537086d77a"),
 ];
+/// The unified-API sandbox merchant and app of seed 004, with the secret of the public
+/// signature vectors.
+pub const UNIFIED_MCH_NO: &str = "M1621873433953";
+pub const UNIFIED_APP_ID: &str = "60cc09bce4b0f1c0b83761c9";
+pub const UNIFIED_APP_SECRET: &str = "offline-test-key";
+/// The YabandPay sandbox terminal of seed 003.
+pub const YABANDPAY_TID: &str = "T125119061";
+
 /// Paid transactions the seeds refund: (store, transactionNo, reference, amount in cents).
 pub const FIXTURES: [(&str, &str, &str, i64); 2] = [
     ("300014", "297553638301777927", "test20200101306", 1),
@@ -96,6 +104,9 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
     for (_, transaction_no, _, cents) in FIXTURES {
         println!("  paid sample transaction {transaction_no} ({cents} cents)");
     }
+    println!(
+        "sandbox merchant {UNIFIED_MCH_NO}:\n  unified: mchNo={UNIFIED_MCH_NO} appId={UNIFIED_APP_ID} appSecret={UNIFIED_APP_SECRET}"
+    );
     Ok(())
 }
 
@@ -132,7 +143,9 @@ async fn settle(
         "declined" => ChannelOutcome::Declined,
         _ => return error(StatusCode::BAD_REQUEST, "outcome must be paid or declined"),
     };
-    match app.wallet_settles_payment(&transaction_no, outcome).await {
+    // Transaction numbers are shown with a "P" prefix by the unified API.
+    let no = transaction_no.strip_prefix('P').unwrap_or(&transaction_no);
+    match app.wallet_settles_payment(no, outcome).await {
         Ok(p) => Json(json!({
             "transactionNo": p.transaction_no,
             "state": p.payment.state().as_str(),

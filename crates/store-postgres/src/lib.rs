@@ -212,6 +212,16 @@ impl Store for PgStore {
             .transpose()
     }
 
+    async fn merchant_by_id(&self, merchant_id: i64) -> Result<Option<MerchantRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM merchants WHERE id = $1")
+            .bind(merchant_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::merchant(&Loaded(r)))
+            .transpose()
+    }
+
     async fn sandbox_merchant_count(&self) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE sandbox = 1")
             .fetch_one(&self.pool)

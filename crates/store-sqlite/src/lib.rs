@@ -126,6 +126,16 @@ impl Store for SqliteStore {
         row.map(|r| rows::merchant(&rows::Loaded(r))).transpose()
     }
 
+    async fn merchant_by_id(&self, merchant_id: i64) -> Result<Option<MerchantRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM merchants WHERE id = ?")
+            .bind(merchant_id)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| tillgate_store_sql::merchant(&rows::Loaded(r)))
+            .transpose()
+    }
+
     async fn sandbox_merchant_count(&self) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE sandbox = 1")
             .fetch_one(&self.reads)
