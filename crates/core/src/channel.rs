@@ -29,6 +29,19 @@ pub enum ChannelOp {
         refund_no: String,
         amount: Money,
     },
+    /// Ask what became of an earlier operation whose answer was unknown (the janitor does).
+    Query {
+        transaction_no: String,
+        operation: QueryTarget,
+    },
+}
+
+/// Which earlier operation a query asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryTarget {
+    Payment,
+    Refund { refund_no: String },
+    Cancel { cancel_no: String },
 }
 
 /// The wallet's answer.

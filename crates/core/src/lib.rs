@@ -12,7 +12,7 @@ pub mod secret;
 pub mod service;
 pub mod store;
 
-pub use channel::{Channel, ChannelOp, ChannelReply};
+pub use channel::{Channel, ChannelOp, ChannelReply, QueryTarget};
 pub use model::*;
 pub use secret::{Secret, SecretBox, SecretError};
 pub use service::{Lifecycle, LifecycleConfig};
