@@ -34,3 +34,4 @@ mod operator;
 mod pockyt_story;
 mod postgres_nodes;
 mod tidy;
+mod unified;

@@ -607,6 +607,46 @@ impl Lifecycle {
             .await
     }
 
+    /// Moves a payment's times `by` into the past, as if it had been created and paid earlier
+    /// (sandbox only: lets a developer try next-day rules such as the same-day cancel).
+    pub async fn sandbox_age_payment(
+        &self,
+        transaction_no: &str,
+        by: Duration,
+    ) -> Result<PaymentRecord, LifecycleError> {
+        let found = self
+            .store
+            .payment_by_transaction_no(transaction_no)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        let now = self.now();
+        let aged = self
+            .store
+            .mutate(
+                found.id,
+                Box::new(move |p| {
+                    let q = &p.payment;
+                    let paid_at = q.paid_at().map(|t| t - by);
+                    p.payment = Payment::restore(
+                        q.amount(),
+                        q.state(),
+                        q.refunded().minor(),
+                        q.reserved().minor(),
+                        q.cancel_in_flight(),
+                        paid_at,
+                    )
+                    .ok_or(Rejection::Replay)?;
+                    p.created_at -= by;
+                    Ok(Writes::at(now).event("sandbox.aged", format!("{}s", by.num_seconds())))
+                }),
+            )
+            .await?;
+        match aged {
+            Mutated::Done { payment, .. } => Ok(payment),
+            Mutated::Rejected(r, _) => Err(LifecycleError::Rejected(r)),
+        }
+    }
+
     /// Cancels a transaction: voids it when unpaid (or closes it, for `CancelIntent::Close`),
     /// reverses it in full when paid within `rule`'s business day. Asking again for a cancel
     /// that succeeded, or that is still in progress, answers with that cancel order.

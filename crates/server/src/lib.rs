@@ -11,7 +11,7 @@ pub mod sandbox;
 
 use anyhow::{bail, Context};
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -151,6 +151,10 @@ pub fn dispatcher(service: &Arc<Lifecycle>, config: &Config) -> anyhow::Result<A
         "pockyt".into(),
         Arc::new(tillgate_pockyt::PockytRenderer::new(service.clone())),
     );
+    renderers.insert(
+        tillgate_unified::DIALECT.into(),
+        Arc::new(tillgate_unified::UnifiedRenderer::new(service.clone())),
+    );
     let dispatcher = Dispatcher::new(
         service.store().clone(),
         service.clock().clone(),
@@ -172,6 +176,7 @@ pub fn dispatcher(service: &Arc<Lifecycle>, config: &Config) -> anyhow::Result<A
 pub fn app(lifecycle: Arc<Lifecycle>, config: &Config) -> Router {
     let mut router = Router::new()
         .merge(tillgate_pockyt::router(lifecycle.clone()))
+        .merge(tillgate_unified::router(lifecycle.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics).with_state(lifecycle.clone()));
     router = router.merge(admin::routes(lifecycle.clone(), config));
@@ -208,22 +213,26 @@ async fn metrics(
     )
 }
 
-async fn unknown_path(request: Request) -> Response {
-    PockytError::new(
-        RetCode::ApiVersionError,
-        format!("no API at {}", request.uri().path()),
-    )
-    .with_status(StatusCode::NOT_FOUND)
-    .into_response()
+/// An error in the envelope of the dialect whose paths `path` looks like.
+fn dialect_error(path: &str, status: StatusCode, message: String) -> Response {
+    if path.starts_with("/api/") {
+        let body = serde_json::json!({ "code": tillgate_unified::Code::ParamsError.as_i64(), "msg": message });
+        return (status, axum::Json(body)).into_response();
+    }
+    PockytError::new(RetCode::ApiVersionError, message)
+        .with_status(status)
+        .into_response()
 }
 
-async fn wrong_method(method: Method) -> Response {
-    PockytError::new(
-        RetCode::ApiVersionError,
-        format!("method {method} is not allowed here; use POST"),
-    )
-    .with_status(StatusCode::METHOD_NOT_ALLOWED)
-    .into_response()
+async fn unknown_path(request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    dialect_error(&path, StatusCode::NOT_FOUND, format!("no API at {path}"))
+}
+
+async fn wrong_method(request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let message = format!("method {} is not allowed here; use POST", request.method());
+    dialect_error(&path, StatusCode::METHOD_NOT_ALLOWED, message)
 }
 
 async fn log_request(request: Request, next: Next) -> Response {

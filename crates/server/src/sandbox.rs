@@ -94,6 +94,13 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
             }
         }
     }
+    let unified = app.create_merchant(UNIFIED_MCH_NO, zone, true).await?;
+    app.add_app(
+        &unified,
+        UNIFIED_APP_ID,
+        &Secret::new(UNIFIED_APP_SECRET.to_owned()),
+    )
+    .await?;
     println!(
         "sandbox merchant {MERCHANT_NO} (time zone {}):",
         merchant.zone.name()
@@ -116,11 +123,97 @@ struct Settle {
 }
 
 /// `POST /sandbox/v1/payments/{transactionNo}/settle` with `{"outcome":"paid"|"declined"}`:
-/// the wallet's late answer to a pending payment.
+/// the wallet's late answer to a pending payment (or the customer paying a QR code).
+/// `POST /sandbox/v1/cancels/{cancelNo}/settle` with `{"outcome":"succeeded"|"failed"}`: the
+/// wallet's late answer to a cancel in progress.
+/// `POST /sandbox/v1/payments/{transactionNo}/age` with `{"hours": N}`: moves the payment's
+/// creation and payment times into the past, to try next-day rules.
 pub fn routes(app: Arc<Lifecycle>) -> Router {
     Router::new()
         .route("/sandbox/v1/payments/{transaction_no}/settle", post(settle))
+        .route("/sandbox/v1/payments/{transaction_no}/age", post(age))
+        .route(
+            "/sandbox/v1/cancels/{cancel_no}/settle",
+            post(settle_cancel),
+        )
         .with_state(app)
+}
+
+#[derive(Deserialize)]
+struct Age {
+    hours: i64,
+}
+
+async fn age(
+    State(app): State<Arc<Lifecycle>>,
+    Path(transaction_no): Path<String>,
+    body: Result<Json<Age>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(Age { hours })) = body else {
+        return error(StatusCode::BAD_REQUEST, "body must be JSON {\"hours\": N}");
+    };
+    if !(1..=24 * 366).contains(&hours) {
+        return error(StatusCode::BAD_REQUEST, "hours must be from 1 to 8784");
+    }
+    let no = transaction_no.strip_prefix('P').unwrap_or(&transaction_no);
+    match app
+        .sandbox_age_payment(no, chrono::Duration::hours(hours))
+        .await
+    {
+        Ok(p) => Json(json!({
+            "transactionNo": p.transaction_no,
+            "createdAt": p.created_at.to_rfc3339(),
+            "paidAt": p.payment.paid_at().map(|t| t.to_rfc3339()),
+        }))
+        .into_response(),
+        Err(LifecycleError::NotFound) => error(StatusCode::NOT_FOUND, "no such transaction"),
+        Err(e) => {
+            tracing::warn!(error = %e, "sandbox age failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "system error; retry later")
+        }
+    }
+}
+
+async fn settle_cancel(
+    State(app): State<Arc<Lifecycle>>,
+    Path(cancel_no): Path<String>,
+    body: Result<Json<Settle>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body must be JSON {\"outcome\": \"succeeded\" | \"failed\"}",
+        );
+    };
+    let outcome = match body.outcome.as_str() {
+        "succeeded" => ChannelOutcome::Approved,
+        "failed" => ChannelOutcome::Declined,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "outcome must be succeeded or failed",
+            )
+        }
+    };
+    // Cancel numbers are shown with a "C" prefix by the unified API.
+    let no = cancel_no.strip_prefix('C').unwrap_or(&cancel_no);
+    match app.wallet_settles_cancel(no, outcome).await {
+        Ok((p, c)) => Json(json!({
+            "cancelNo": c.cancel_no,
+            "cancelState": c.state.code(),
+            "transactionNo": p.transaction_no,
+            "state": p.payment.state().as_str(),
+        }))
+        .into_response(),
+        Err(LifecycleError::NotFound) => error(StatusCode::NOT_FOUND, "no such cancel"),
+        Err(LifecycleError::Rejected(_)) => {
+            error(StatusCode::CONFLICT, "the cancel is not in progress")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sandbox cancel settle failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "system error; retry later")
+        }
+    }
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

@@ -27,7 +27,7 @@ macro_rules! base {
         "WITH u AS (
     UPDATE payments SET state = $3, refunded_minor = $4, reserved_minor = $5,
         cancel_in_flight = $6, paid_at = $7, pay_fingerprint = $8, vendor = $9,
-        updated_at = $10, version = version + 1
+        updated_at = $10, created_at = $26, version = version + 1
     WHERE id = $1 AND version = $2
     RETURNING id),
 e AS (
@@ -157,6 +157,9 @@ where
         }
         (None, None) => q,
     };
+    // $26: the payment's creation time, which only the sandbox's ageing changes. Bound last so
+    // that each shape's own parameters keep their numbers; unused numbers are typed by a cast.
+    let q = pad_to_25(q, refund, cancel).bind(rec.created_at.timestamp_millis());
     let row = q.fetch_optional(executor).await.map_err(db_error)?;
     let Some(row) = row else {
         return Ok(Written::Raced);
@@ -173,4 +176,24 @@ where
         (Some(_), _) => Written::Done(Some(tillgate_store_sql::refund(&loaded)?), None),
         (_, Some(_)) => Written::Done(None, Some(tillgate_store_sql::cancel(&loaded)?)),
     })
+}
+
+/// Binds NULLs up to parameter $25, so that $26 is the same for every statement shape.
+fn pad_to_25<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    refund: Option<&RefundWrite>,
+    cancel: Option<&CancelWrite>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let bound = 18
+        + match (refund, cancel) {
+            (Some(RefundWrite::Insert(_)), _) => 7,
+            (Some(RefundWrite::SetState { .. }), _) => 2,
+            (_, Some(CancelWrite::Insert(_))) => 4,
+            (_, Some(CancelWrite::SetState { .. })) => 2,
+            (None, None) => 0,
+        };
+    for _ in bound..25 {
+        q = q.bind(None::<i64>);
+    }
+    q
 }

@@ -314,7 +314,7 @@ pub async fn mutate(
     sqlx::query(
         "UPDATE payments SET state = ?, refunded_minor = ?, reserved_minor = ?, \
          cancel_in_flight = ?, paid_at = ?, pay_fingerprint = ?, vendor = ?, updated_at = ?, \
-         version = version + 1 WHERE id = ?",
+         created_at = ?, version = version + 1 WHERE id = ?",
     )
     .bind(p.state().as_str())
     .bind(p.refunded().minor())
@@ -324,6 +324,7 @@ pub async fn mutate(
     .bind(&rec.pay_fingerprint)
     .bind(&rec.vendor)
     .bind(at_ms)
+    .bind(rec.created_at.timestamp_millis())
     .bind(payment_id)
     .execute(&mut *conn)
     .await
