@@ -378,3 +378,33 @@ on_both_backends!(
     a_qr_order_is_closed_and_a_slow_cancel_stays_in_progress_until_the_wallet_answers,
     bad_unified_requests_get_precise_errors_and_change_nothing,
 );
+
+/// `success ` with a space is not `success`: the unified notification is sent again.
+async fn a_unified_acknowledgement_with_white_space_is_retried(backend: Backend) {
+    let schedule = ["--notify-schedule-s", "0,1,1", "--notify-timeout-ms", "400"];
+    let Some(app) = spawn_app_with(backend, &schedule).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    receiver.script(vec![Answer::ok("success "), Answer::ok("success\n")]);
+    let paid = shop(&app)
+        .order(&reference("ws"), 200, Some(&receiver.url))
+        .await;
+    let id = paid["data"]["payOrderId"].as_str().unwrap().to_owned();
+    let got = receiver.wait_for(3, 15).await;
+    assert_eq!(got.len(), 3, "two answers with white space, then SUCCESS");
+    assert!(got.iter().all(verifies));
+    let no = id.trim_start_matches('P');
+    let n = app.wait_for_notification(no, 0, "delivered", 10).await;
+    assert_eq!(n["attempts"], 3, "{n}");
+}
+
+#[tokio::test]
+async fn a_unified_acknowledgement_with_white_space_is_retried_on_sqlite() {
+    a_unified_acknowledgement_with_white_space_is_retried(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn a_unified_acknowledgement_with_white_space_is_retried_on_postgres() {
+    a_unified_acknowledgement_with_white_space_is_retried(Backend::Postgres).await
+}
