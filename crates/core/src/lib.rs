@@ -11,6 +11,7 @@ pub mod notify;
 pub mod secret;
 pub mod service;
 pub mod store;
+pub mod terminal;
 
 pub use channel::{Channel, ChannelOp, ChannelReply, QueryTarget};
 pub use model::*;

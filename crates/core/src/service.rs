@@ -12,6 +12,9 @@ use crate::model::*;
 use crate::notify::Facts;
 use crate::secret::{Secret, SecretBox, SecretError};
 use crate::store::*;
+use crate::terminal::{
+    CommandKind, CommandRecord, NewCommand, TerminalCommand, TerminalHub, TerminalResult,
+};
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -33,6 +36,8 @@ pub enum LifecycleError {
     InProgress,
     #[error("refused by the payment rules: {0:?}")]
     Rejected(Rejection),
+    #[error("the terminal is not connected")]
+    TerminalOffline,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -141,6 +146,7 @@ pub struct PaymentWithRefunds {
 
 type CredentialCache = HashMap<(String, String), (Instant, Arc<StoreCredential>)>;
 type AppCache = HashMap<String, (Instant, Arc<AppCredential>)>;
+type TerminalCache = HashMap<String, (Instant, Arc<TerminalCredential>)>;
 
 /// The use cases of a transaction's life.
 pub struct Lifecycle {
@@ -153,6 +159,10 @@ pub struct Lifecycle {
     apps: RwLock<AppCache>,
     /// Signalled after a change enqueued a notification, so the dispatcher sends it at once.
     outbox_wake: Arc<tokio::sync::Notify>,
+    terminals: RwLock<TerminalCache>,
+    /// The terminal hub, set once at start (it needs the service to apply results, so it is
+    /// built after it).
+    hub: std::sync::OnceLock<Arc<dyn TerminalHub>>,
 }
 
 fn digest(parts: &[&str]) -> String {
@@ -171,6 +181,10 @@ fn store_context(merchant_no: &str, store_no: &str) -> String {
 
 fn app_context(app_id: &str) -> String {
     format!("app:{app_id}")
+}
+
+fn terminal_context(tid: &str) -> String {
+    format!("terminal:{tid}")
 }
 
 /// Enqueues a notification of `facts` to `url` in the dialect of the payment.
@@ -206,6 +220,18 @@ pub struct CancelOptions {
     /// Where the cancel's notification goes.
     pub notify_url: Option<String>,
     pub extra: Option<String>,
+    /// Carry the cancel out on this POS terminal (shown live there) instead of silently through
+    /// the channel, waiting at most `terminal_wait` for its result.
+    pub terminal: Option<String>,
+    pub terminal_wait: std::time::Duration,
+}
+
+/// An opened terminal credential (also the YabandPay user of its POS methods).
+#[derive(Debug)]
+pub struct TerminalCredential {
+    pub merchant: MerchantRecord,
+    pub tid: String,
+    pub secret: Secret<String>,
 }
 
 /// How a merchant names one of its refunds.
@@ -232,6 +258,8 @@ impl Lifecycle {
             credentials: RwLock::new(HashMap::new()),
             apps: RwLock::new(HashMap::new()),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            terminals: RwLock::new(HashMap::new()),
+            hub: std::sync::OnceLock::new(),
         }
     }
 
@@ -385,6 +413,249 @@ impl Lifecycle {
         }
         cache.insert(app_id.to_owned(), (Instant::now(), cred.clone()));
         Ok(cred)
+    }
+
+    /// Adds a POS terminal to a merchant; returns the secret in force and whether it is new.
+    pub async fn add_terminal(
+        &self,
+        merchant: &MerchantRecord,
+        tid: &str,
+        secret: &Secret<String>,
+    ) -> Result<(Secret<String>, bool), CredentialError> {
+        let context = terminal_context(tid);
+        let sealed = self.secrets.seal(secret.expose(), &context);
+        match self
+            .store
+            .add_terminal(merchant.id, tid, &sealed, self.now())
+            .await?
+        {
+            StoreAdded::Added => Ok((secret.clone(), true)),
+            StoreAdded::Exists { sealed } => Ok((self.secrets.open(&sealed, &context)?, false)),
+        }
+    }
+
+    /// The opened credential of a terminal, cached for a short while.
+    pub async fn terminal_credential(
+        &self,
+        tid: &str,
+    ) -> Result<Arc<TerminalCredential>, CredentialError> {
+        if let Some((at, cred)) = self
+            .terminals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tid)
+        {
+            if at.elapsed() < self.config.credential_ttl {
+                return Ok(cred.clone());
+            }
+        }
+        let row = self
+            .store
+            .terminal_row(tid)
+            .await?
+            .ok_or(CredentialError::Unknown)?;
+        let secret = self
+            .secrets
+            .open(&row.secret_sealed, &terminal_context(tid))?;
+        let cred = Arc::new(TerminalCredential {
+            merchant: row.merchant,
+            tid: row.tid,
+            secret,
+        });
+        let mut cache = self.terminals.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(tid.to_owned(), (Instant::now(), cred.clone()));
+        Ok(cred)
+    }
+
+    /// Claims a merchant key that must stay unique forever within `scope` (YabandPay's
+    /// request_id per terminal); false when it was used before.
+    pub async fn claim_request_key(&self, scope: &str, key: &str) -> Result<bool, StoreError> {
+        self.store.claim_request_key(scope, key, self.now()).await
+    }
+
+    /// Sets the terminal hub; once, at start.
+    pub fn set_hub(&self, hub: Arc<dyn TerminalHub>) {
+        let _ = self.hub.set(hub);
+    }
+
+    fn hub(&self) -> Result<&Arc<dyn TerminalHub>, LifecycleError> {
+        self.hub.get().ok_or(LifecycleError::TerminalOffline)
+    }
+
+    /// A sale on a POS terminal: the transaction is added (the merchant's reference replays),
+    /// the terminal takes the customer's payment, and its result is applied. Answers once the
+    /// terminal finished, or after `wait` with the payment still pending (its result is
+    /// applied when it comes).
+    pub async fn terminal_sale(
+        &self,
+        merchant: &MerchantRecord,
+        tid: &str,
+        req: AddRequest,
+        wait: std::time::Duration,
+    ) -> Result<Outcome<PaymentRecord>, LifecycleError> {
+        let hub = self.hub()?.clone();
+        let added = self.add(merchant, req).await?;
+        if added.replayed && added.value.payment.state() != PaymentState::Created {
+            return Ok(added);
+        }
+        if !hub.is_online(tid).await? {
+            return Err(LifecycleError::TerminalOffline);
+        }
+        let now = self.now();
+        let p = &added.value;
+        let command = TerminalCommand {
+            id: new_number(now),
+            kind: CommandKind::Sale,
+            transaction_no: p.transaction_no.clone(),
+            amount_minor: p.payment.amount().minor(),
+            currency: p.payment.amount().currency().code().to_owned(),
+            description: p.description.clone(),
+        };
+        let tid_owned = tid.to_owned();
+        let sent = command.clone();
+        let submitted = self
+            .store
+            .mutate(
+                p.id,
+                Box::new(move |p| {
+                    p.payment.submit().map_err(Rejection::Pay)?;
+                    p.pay_fingerprint = Some(format!("terminal:{tid_owned}"));
+                    p.vendor = Some("terminal".into());
+                    let mut w = Writes::at(now).event("terminal.sale.sent", tid_owned.clone());
+                    w.command = Some(NewCommand {
+                        command: sent.clone(),
+                        tid: tid_owned.clone(),
+                    });
+                    Ok(w)
+                }),
+            )
+            .await?;
+        let payment = match submitted {
+            Mutated::Done { payment, .. } => payment,
+            Mutated::Rejected(
+                Rejection::Pay(tillgate_domain::PayRejected::AlreadySubmitted),
+                p,
+            ) => {
+                return Err(
+                    if p.pay_fingerprint.as_deref() == Some(&format!("terminal:{tid}")) {
+                        LifecycleError::InProgress
+                    } else {
+                        LifecycleError::Rejected(Rejection::Pay(
+                            tillgate_domain::PayRejected::AlreadySubmitted,
+                        ))
+                    },
+                )
+            }
+            Mutated::Rejected(r, _) => return Err(LifecycleError::Rejected(r)),
+        };
+        self.run_on_terminal(&hub, tid, &command, wait).await?;
+        let value = self
+            .store
+            .payment_by_id(payment.id)
+            .await?
+            .unwrap_or(payment);
+        Ok(Outcome {
+            value,
+            replayed: false,
+        })
+    }
+
+    /// Delivers a written command and waits for it; a terminal found offline at this point
+    /// never saw the command, so the command is declined.
+    async fn run_on_terminal(
+        &self,
+        hub: &Arc<dyn TerminalHub>,
+        tid: &str,
+        command: &TerminalCommand,
+        wait: std::time::Duration,
+    ) -> Result<TerminalResult, LifecycleError> {
+        match hub.execute(tid, command, wait).await {
+            Ok(result) => Ok(result),
+            Err(crate::terminal::HubError::Offline) => {
+                let declined = TerminalResult {
+                    outcome: ChannelOutcome::Declined,
+                    message: Some("the terminal went offline before the command reached it".into()),
+                };
+                self.apply_terminal_result(&command.id, declined.clone())
+                    .await?;
+                Ok(declined)
+            }
+            Err(crate::terminal::HubError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Applies a terminal's final result to the payment its command belongs to. Idempotent: a
+    /// result for a command already done changes nothing.
+    pub async fn apply_terminal_result(
+        &self,
+        command_id: &str,
+        result: TerminalResult,
+    ) -> Result<(), LifecycleError> {
+        let Some(record): Option<CommandRecord> = self.store.command(command_id).await? else {
+            return Err(LifecycleError::NotFound);
+        };
+        if record.state == crate::terminal::CommandState::Done
+            || result.outcome == ChannelOutcome::Unknown
+        {
+            return Ok(());
+        }
+        let reply = ChannelReply {
+            outcome: result.outcome,
+            channel_ref: None,
+            message: result.message.clone(),
+        };
+        let payment = self
+            .store
+            .payment_by_id(record.payment_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("command without its payment".into()))?;
+        match record.command.kind {
+            CommandKind::Sale => {
+                self.settle_payment(payment, reply).await?;
+            }
+            CommandKind::Reversal | CommandKind::Cancel => {
+                let cancel_id = record.cancel_id.ok_or_else(|| {
+                    StoreError::Corrupt("cancel command without its cancel".into())
+                })?;
+                let cancel = self
+                    .store
+                    .cancels_of(payment.id)
+                    .await?
+                    .into_iter()
+                    .find(|c| c.id == cancel_id)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("cancel command without its cancel".into())
+                    })?;
+                self.settle_cancel(payment, cancel, reply).await?;
+            }
+        }
+        let outcome = if result.outcome == ChannelOutcome::Approved {
+            "approved"
+        } else {
+            "declined"
+        };
+        self.store
+            .finish_command(command_id, outcome, result.message.as_deref(), self.now())
+            .await?;
+        Ok(())
+    }
+
+    /// Records a terminal's progress on a command in its payment's timeline.
+    pub async fn terminal_progress(&self, command_id: &str, stage: &str) -> Result<(), StoreError> {
+        if let Some(record) = self.store.command(command_id).await? {
+            self.store
+                .append_event(
+                    record.payment_id,
+                    self.now(),
+                    "terminal.progress",
+                    &format!("{} {stage}", record.command.kind.as_str()),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Sets (or clears) a merchant's own notification schedule.
@@ -659,25 +930,58 @@ impl Lifecycle {
         options: CancelOptions,
     ) -> Result<Outcome<(PaymentRecord, CancelRecord)>, LifecycleError> {
         let found = self.find(merchant, key).await?;
+        let options_wait = options.terminal_wait;
+        let hub = match &options.terminal {
+            Some(tid) => {
+                let hub = self.hub()?.clone();
+                if !hub.is_online(tid).await? {
+                    return Err(LifecycleError::TerminalOffline);
+                }
+                Some((hub, tid.clone()))
+            }
+            None => None,
+        };
         let now = self.now();
         let cancel_no = new_number(now);
+        let command_id = new_number(now);
         let begun = self
             .store
             .mutate(
                 found.id,
-                Box::new(move |p| {
-                    let kind = p
-                        .payment
-                        .begin_cancel(now, &rule, intent)
-                        .map_err(Rejection::Cancel)?;
-                    let mut w = Writes::at(now).event("cancel.requested", kind.as_str().to_owned());
-                    w.cancel = Some(CancelWrite::Insert(NewCancel {
-                        cancel_no: cancel_no.clone(),
-                        kind,
-                        notify_url: options.notify_url.clone(),
-                        extra: options.extra.clone(),
-                    }));
-                    Ok(w)
+                Box::new({
+                    let command_id = command_id.clone();
+                    move |p| {
+                        let kind = p
+                            .payment
+                            .begin_cancel(now, &rule, intent)
+                            .map_err(Rejection::Cancel)?;
+                        let mut w =
+                            Writes::at(now).event("cancel.requested", kind.as_str().to_owned());
+                        w.cancel = Some(CancelWrite::Insert(NewCancel {
+                            cancel_no: cancel_no.clone(),
+                            kind,
+                            notify_url: options.notify_url.clone(),
+                            extra: options.extra.clone(),
+                        }));
+                        if let Some(tid) = &options.terminal {
+                            w.command = Some(NewCommand {
+                                command: TerminalCommand {
+                                    id: command_id.clone(),
+                                    kind: if kind == CancelKind::Reverse {
+                                        CommandKind::Reversal
+                                    } else {
+                                        CommandKind::Cancel
+                                    },
+                                    transaction_no: p.transaction_no.clone(),
+                                    amount_minor: p.payment.amount().minor(),
+                                    currency: p.payment.amount().currency().code().to_owned(),
+                                    description: p.description.clone(),
+                                },
+                                tid: tid.clone(),
+                            });
+                        }
+                        Ok(w)
+                    }
                 }),
             )
             .await?;
@@ -720,6 +1024,30 @@ impl Lifecycle {
             }
             Mutated::Rejected(r, _) => return Err(LifecycleError::Rejected(r)),
         };
+        if let Some((hub, tid)) = hub {
+            let command = self
+                .store
+                .command(&command_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("the cancel's command was not written".into()))?
+                .command;
+            self.run_on_terminal(&hub, &tid, &command, options_wait)
+                .await?;
+            let cancel = self
+                .store
+                .cancel_by_no(Some(payment.merchant_id), &cancel.cancel_no)
+                .await?
+                .unwrap_or(cancel);
+            let payment = self
+                .store
+                .payment_by_id(payment.id)
+                .await?
+                .unwrap_or(payment);
+            return Ok(Outcome {
+                value: (payment, cancel),
+                replayed: false,
+            });
+        }
         let op = match cancel.kind {
             CancelKind::Void | CancelKind::Close => ChannelOp::Close {
                 transaction_no: payment.transaction_no.clone(),

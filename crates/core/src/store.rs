@@ -5,6 +5,7 @@
 //! events and the outbox rows in one durable transaction, or nothing at all.
 
 use crate::model::*;
+use crate::terminal::{CommandRecord, TerminalRow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tillgate_domain::{CancelRejected, CancelState, PayRejected, RefundRejected, RefundState};
@@ -73,6 +74,9 @@ pub struct Writes {
     /// (kind, detail) lines of the audit timeline.
     pub events: Vec<(String, String)>,
     pub outbox: Vec<OutboxWrite>,
+    /// A terminal command to write with the change; it refers to the cancel written with it,
+    /// if any.
+    pub command: Option<crate::terminal::NewCommand>,
 }
 
 impl Writes {
@@ -217,6 +221,62 @@ pub trait Store: Send + Sync + 'static {
     async fn attempts_of(&self, outbox_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
     /// Makes notifications pending again, due at `now`; returns how many.
     async fn resend(&self, what: Resend, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    async fn add_terminal(
+        &self,
+        merchant_id: i64,
+        tid: &str,
+        secret_sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<StoreAdded, StoreError>;
+    async fn terminal_row(&self, tid: &str) -> Result<Option<TerminalRow>, StoreError>;
+    /// Records that `node` holds the terminal's connection (or none), heard from at `at`.
+    async fn terminal_presence(
+        &self,
+        tid: &str,
+        node: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Spends a handshake nonce; false when it was spent before. Forgets nonces older than
+    /// `forget_before`.
+    async fn use_nonce(
+        &self,
+        tid: &str,
+        nonce: &str,
+        at: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Claims a merchant key that must be unique forever within `scope`; false when taken.
+    async fn claim_request_key(
+        &self,
+        scope: &str,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    async fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError>;
+    async fn open_commands(&self, tid: &str) -> Result<Vec<CommandRecord>, StoreError>;
+    /// Marks an open command done with its outcome; false when it was done already.
+    async fn finish_command(
+        &self,
+        command_id: &str,
+        outcome: &str,
+        message: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Appends a line to a payment's timeline without changing the payment (terminal progress).
+    async fn append_event(
+        &self,
+        payment_id: i64,
+        at: DateTime<Utc>,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), StoreError>;
+    /// Tells the other nodes that a command waits for delivery (PostgreSQL NOTIFY).
+    async fn announce_command(&self, command_id: &str) -> Result<(), StoreError>;
+    /// Announcements of other nodes' commands, when the backend has several nodes.
+    async fn command_announcements(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError>;
 
     /// Runs `decide` against the payment and writes its result atomically.
     async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError>;

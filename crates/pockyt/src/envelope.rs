@@ -112,6 +112,9 @@ pub fn from_lifecycle(op: Op, e: LifecycleError) -> PockytError {
                 _ => "reference was already used with different parameters",
             },
         ),
+        LifecycleError::TerminalOffline => {
+            PockytError::new(TransactionStatusError, "the terminal is not connected")
+        }
         LifecycleError::InProgress => PockytError::new(
             TransactionStatusError,
             "a request with the same key is still in progress; retry later",

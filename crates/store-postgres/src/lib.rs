@@ -665,6 +665,227 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 
+    async fn add_terminal(
+        &self,
+        merchant_id: i64,
+        tid: &str,
+        secret_sealed: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<StoreAdded, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO terminals (merchant_id, tid, secret_sealed, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tid) DO NOTHING",
+        )
+        .bind(merchant_id)
+        .bind(tid)
+        .bind(secret_sealed)
+        .bind(at.timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 1 {
+            return Ok(StoreAdded::Added);
+        }
+        let row = sqlx::query("SELECT merchant_id, secret_sealed FROM terminals WHERE tid = $1")
+            .bind(tid)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let owner: i64 = row.try_get(0).map_err(db_error)?;
+        if owner != merchant_id {
+            return Err(StoreError::Conflict("tid belongs to another merchant"));
+        }
+        Ok(StoreAdded::Exists {
+            sealed: row.try_get(1).map_err(db_error)?,
+        })
+    }
+
+    async fn terminal_row(
+        &self,
+        tid: &str,
+    ) -> Result<Option<tillgate_core::terminal::TerminalRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT m.*, t.tid, t.secret_sealed, t.online_node, t.last_seen_at FROM terminals t \
+             JOIN merchants m ON m.id = t.merchant_id WHERE t.tid = $1",
+        )
+        .bind(tid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::terminal_row(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn terminal_presence(
+        &self,
+        tid: &str,
+        node: Option<&str>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE terminals SET online_node = $1, last_seen_at = $2 WHERE tid = $3")
+            .bind(node)
+            .bind(at.timestamp_millis())
+            .bind(tid)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn use_nonce(
+        &self,
+        tid: &str,
+        nonce: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        forget_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM terminal_nonces WHERE at < $1")
+            .bind(forget_before.timestamp_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let done = sqlx::query(
+            "INSERT INTO terminal_nonces (tid, nonce, at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tid, nonce) DO NOTHING",
+        )
+        .bind(tid)
+        .bind(nonce)
+        .bind(at.timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_request_key(
+        &self,
+        scope: &str,
+        key: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO request_keys (scope, request_key, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (scope, request_key) DO NOTHING",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(at.timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn command(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<tillgate_core::terminal::CommandRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM terminal_commands WHERE command_id = $1")
+            .bind(command_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|r| tillgate_store_sql::command(&Loaded(r)))
+            .transpose()
+    }
+
+    async fn open_commands(
+        &self,
+        tid: &str,
+    ) -> Result<Vec<tillgate_core::terminal::CommandRecord>, StoreError> {
+        let found = sqlx::query(
+            "SELECT * FROM terminal_commands WHERE tid = $1 AND state = 'open' ORDER BY id LIMIT 100",
+        )
+        .bind(tid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::command(&Loaded(r)))
+            .collect()
+    }
+
+    async fn finish_command(
+        &self,
+        command_id: &str,
+        outcome: &str,
+        message: Option<&str>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE terminal_commands SET state = 'done', outcome = $1, message = $2, \
+             updated_at = $3 WHERE command_id = $4 AND state = 'open'",
+        )
+        .bind(outcome)
+        .bind(message)
+        .bind(at.timestamp_millis())
+        .bind(command_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn append_event(
+        &self,
+        payment_id: i64,
+        at: chrono::DateTime<chrono::Utc>,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO events (payment_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
+            .bind(payment_id)
+            .bind(at.timestamp_millis())
+            .bind(kind)
+            .bind(detail)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn announce_command(&self, command_id: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify('tillgate_commands', $1)")
+            .bind(command_id)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn command_announcements(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(db_error)?;
+        listener
+            .listen("tillgate_commands")
+            .await
+            .map_err(db_error)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                // recv reconnects by itself after a lost connection; the hub also re-reads
+                // open commands whenever a terminal connects, so a missed announcement only
+                // delays a command, never loses it.
+                match listener.recv().await {
+                    Ok(n) => {
+                        if tx.send(n.payload().to_owned()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "command listener failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
     fn commit_stats(&self) -> CommitStats {
         // Every operation is its own durable commit on PostgreSQL.
         let operations = self.operations.load(Ordering::Relaxed);

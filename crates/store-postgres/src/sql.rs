@@ -42,7 +42,22 @@ o AS (
     };
 }
 
-const PAYMENT_ONLY: &str = concat!(base!(), "\nSELECT count(*) AS updated FROM u");
+/// The terminal command written with a change (parameters $27..$30, NULL when none).
+macro_rules! command_cte {
+    () => {
+        ",
+t AS (
+    INSERT INTO terminal_commands (command_id, tid, kind, payment_id, cancel_id, payload,
+        created_at, updated_at)
+    SELECT $27, $28, $29, u.id, NULL, $30, $10, $10 FROM u WHERE $27::text IS NOT NULL)"
+    };
+}
+
+const PAYMENT_ONLY: &str = concat!(
+    base!(),
+    command_cte!(),
+    "\nSELECT count(*) AS updated FROM u"
+);
 
 const REFUND_INSERT: &str = concat!(
     base!(),
@@ -51,7 +66,9 @@ r AS (
     INSERT INTO refunds (refund_no, payment_id, merchant_id, refund_reference, amount_minor,
         currency, state, fingerprint, created_at, updated_at, notify_url, extra)
     SELECT $19, u.id, $11, $20, $21, $22, 1, $23, $10, $10, $24, $25 FROM u
-    RETURNING *)
+    RETURNING *)",
+    command_cte!(),
+    "
 SELECT * FROM r"
 );
 
@@ -61,7 +78,9 @@ const REFUND_STATE: &str = concat!(
 r AS (
     UPDATE refunds SET state = $20, updated_at = $10
     WHERE id = $19 AND payment_id = $1 AND EXISTS (SELECT 1 FROM u)
-    RETURNING *)
+    RETURNING *)",
+    command_cte!(),
+    "
 SELECT * FROM r"
 );
 
@@ -72,7 +91,11 @@ c AS (
     INSERT INTO cancels (cancel_no, payment_id, merchant_id, kind, state, created_at, updated_at,
         notify_url, extra)
     SELECT $19, u.id, $11, $20, 1, $10, $10, $21, $22 FROM u
-    RETURNING *)
+    RETURNING *),
+t AS (
+    INSERT INTO terminal_commands (command_id, tid, kind, payment_id, cancel_id, payload,
+        created_at, updated_at)
+    SELECT $27, $28, $29, c.payment_id, c.id, $30, $10, $10 FROM c WHERE $27::text IS NOT NULL)
 SELECT * FROM c"
 );
 
@@ -82,7 +105,9 @@ const CANCEL_STATE: &str = concat!(
 c AS (
     UPDATE cancels SET state = $20, updated_at = $10
     WHERE id = $19 AND payment_id = $1 AND EXISTS (SELECT 1 FROM u)
-    RETURNING *)
+    RETURNING *)",
+    command_cte!(),
+    "
 SELECT * FROM c"
 );
 
@@ -160,6 +185,21 @@ where
     // $26: the payment's creation time, which only the sandbox's ageing changes. Bound last so
     // that each shape's own parameters keep their numbers; unused numbers are typed by a cast.
     let q = pad_to_25(q, refund, cancel).bind(rec.created_at.timestamp_millis());
+    let command = match &writes.command {
+        Some(c) => Some((
+            c.command.id.clone(),
+            c.tid.clone(),
+            c.command.kind.as_str(),
+            serde_json::to_string(&c.command)
+                .map_err(|e| StoreError::Corrupt(format!("command payload: {e}")))?,
+        )),
+        None => None,
+    };
+    let q = q
+        .bind(command.as_ref().map(|c| c.0.clone()))
+        .bind(command.as_ref().map(|c| c.1.clone()))
+        .bind(command.as_ref().map(|c| c.2))
+        .bind(command.as_ref().map(|c| c.3.clone()));
     let row = q.fetch_optional(executor).await.map_err(db_error)?;
     let Some(row) = row else {
         return Ok(Written::Raced);

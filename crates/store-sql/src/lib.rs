@@ -141,6 +141,40 @@ pub fn event(row: &impl Columns) -> Result<EventRecord, StoreError> {
     })
 }
 
+pub fn terminal_row(
+    row: &impl Columns,
+) -> Result<tillgate_core::terminal::TerminalRow, StoreError> {
+    Ok(tillgate_core::terminal::TerminalRow {
+        merchant: merchant(row)?,
+        tid: row.text("tid")?,
+        secret_sealed: row.text("secret_sealed")?,
+        online_node: row.opt_text("online_node")?,
+        last_seen_at: row.opt_int("last_seen_at")?.map(time).transpose()?,
+    })
+}
+
+pub fn command(row: &impl Columns) -> Result<tillgate_core::terminal::CommandRecord, StoreError> {
+    use tillgate_core::terminal::{CommandRecord, CommandState};
+    let command = serde_json_from(&row.text("payload")?)?;
+    Ok(CommandRecord {
+        command,
+        tid: row.text("tid")?,
+        payment_id: row.int("payment_id")?,
+        cancel_id: row.opt_int("cancel_id")?,
+        state: match row.text("state")?.as_str() {
+            "open" => CommandState::Open,
+            "done" => CommandState::Done,
+            _ => return Err(corrupt("command state")),
+        },
+        outcome: row.opt_text("outcome")?,
+        message: row.opt_text("message")?,
+    })
+}
+
+fn serde_json_from(text: &str) -> Result<tillgate_core::terminal::TerminalCommand, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("command payload: {e}")))
+}
+
 pub fn outbox(row: &impl Columns) -> Result<OutboxRecord, StoreError> {
     Ok(OutboxRecord {
         id: row.int("id")?,

@@ -21,6 +21,7 @@ use tillgate_core::*;
 use tokio::sync::{mpsc, oneshot};
 
 pub use migrate::MIGRATIONS;
+use writer::Bind;
 pub use writer::MAX_BATCH;
 
 /// How many writes may wait for the writer before callers wait to enqueue (a bound, rule 9).
@@ -434,6 +435,201 @@ impl Store for SqliteStore {
         let now_ms = now.timestamp_millis();
         self.write(move |conn| writer::boxed(writer::resend(conn, what, now_ms)))
             .await
+    }
+
+    async fn add_terminal(
+        &self,
+        merchant_id: i64,
+        tid: &str,
+        secret_sealed: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<StoreAdded, StoreError> {
+        let (tid, sealed) = (tid.to_owned(), secret_sealed.to_owned());
+        let at_ms = at.timestamp_millis();
+        self.write(move |conn| {
+            writer::boxed(writer::add_terminal(conn, merchant_id, tid, sealed, at_ms))
+        })
+        .await
+    }
+
+    async fn terminal_row(
+        &self,
+        tid: &str,
+    ) -> Result<Option<tillgate_core::terminal::TerminalRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT m.*, t.tid, t.secret_sealed, t.online_node, t.last_seen_at FROM terminals t \
+             JOIN merchants m ON m.id = t.merchant_id WHERE t.tid = ?",
+        )
+        .bind(tid)
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(unavailable)?;
+        row.map(|r| tillgate_store_sql::terminal_row(&rows::Loaded(r)))
+            .transpose()
+    }
+
+    async fn terminal_presence(
+        &self,
+        tid: &str,
+        node: Option<&str>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(node.map(str::to_owned)),
+            Bind::Int(Some(at.timestamp_millis())),
+            Bind::Text(Some(tid.to_owned())),
+        ];
+        self.write(move |conn| {
+            writer::boxed(writer::execute(
+                conn,
+                "UPDATE terminals SET online_node = ?, last_seen_at = ? WHERE tid = ?",
+                binds,
+            ))
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn use_nonce(
+        &self,
+        tid: &str,
+        nonce: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        forget_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let forget = vec![Bind::Int(Some(forget_before.timestamp_millis()))];
+        let binds = vec![
+            Bind::Text(Some(tid.to_owned())),
+            Bind::Text(Some(nonce.to_owned())),
+            Bind::Int(Some(at.timestamp_millis())),
+        ];
+        self.write(move |conn| {
+            writer::boxed(async move {
+                writer::execute(conn, "DELETE FROM terminal_nonces WHERE at < ?", forget).await?;
+                writer::execute(
+                    conn,
+                    "INSERT INTO terminal_nonces (tid, nonce, at) VALUES (?, ?, ?) \
+                     ON CONFLICT (tid, nonce) DO NOTHING",
+                    binds,
+                )
+                .await
+            })
+        })
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn claim_request_key(
+        &self,
+        scope: &str,
+        key: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let binds = vec![
+            Bind::Text(Some(scope.to_owned())),
+            Bind::Text(Some(key.to_owned())),
+            Bind::Int(Some(at.timestamp_millis())),
+        ];
+        self.write(move |conn| {
+            writer::boxed(writer::execute(
+                conn,
+                "INSERT INTO request_keys (scope, request_key, created_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (scope, request_key) DO NOTHING",
+                binds,
+            ))
+        })
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn command(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<tillgate_core::terminal::CommandRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM terminal_commands WHERE command_id = ?")
+            .bind(command_id)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| tillgate_store_sql::command(&rows::Loaded(r)))
+            .transpose()
+    }
+
+    async fn open_commands(
+        &self,
+        tid: &str,
+    ) -> Result<Vec<tillgate_core::terminal::CommandRecord>, StoreError> {
+        let found = sqlx::query(
+            "SELECT * FROM terminal_commands WHERE tid = ? AND state = 'open' ORDER BY id LIMIT 100",
+        )
+        .bind(tid)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(unavailable)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::command(&rows::Loaded(r)))
+            .collect()
+    }
+
+    async fn finish_command(
+        &self,
+        command_id: &str,
+        outcome: &str,
+        message: Option<&str>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let binds = vec![
+            Bind::Text(Some(outcome.to_owned())),
+            Bind::Text(message.map(str::to_owned)),
+            Bind::Int(Some(at.timestamp_millis())),
+            Bind::Text(Some(command_id.to_owned())),
+        ];
+        self.write(move |conn| {
+            writer::boxed(writer::execute(
+                conn,
+                "UPDATE terminal_commands SET state = 'done', outcome = ?, message = ?, \
+                 updated_at = ? WHERE command_id = ? AND state = 'open'",
+                binds,
+            ))
+        })
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn append_event(
+        &self,
+        payment_id: i64,
+        at: chrono::DateTime<chrono::Utc>,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Int(Some(payment_id)),
+            Bind::Int(Some(at.timestamp_millis())),
+            Bind::Text(Some(kind.to_owned())),
+            Bind::Text(Some(detail.to_owned())),
+        ];
+        self.write(move |conn| {
+            writer::boxed(writer::execute(
+                conn,
+                "INSERT INTO events (payment_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+                binds,
+            ))
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn announce_command(&self, _command_id: &str) -> Result<(), StoreError> {
+        // One node: the hub that wrote the command delivers it itself.
+        Ok(())
+    }
+
+    async fn command_announcements(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError> {
+        Ok(None)
     }
 
     fn commit_stats(&self) -> tillgate_core::store::CommitStats {

@@ -12,6 +12,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "notifications_and_apps",
         include_str!("../migrations/0002_notifications_and_apps.sql"),
     ),
+    (
+        3,
+        "terminals",
+        include_str!("../migrations/0003_terminals.sql"),
+    ),
 ];
 
 pub async fn apply(conn: &mut SqliteConnection) -> Result<(), StoreError> {

@@ -272,7 +272,7 @@ pub async fn insert_payment(
     }
 }
 
-async fn insert_event(
+pub async fn insert_event(
     conn: &mut SqliteConnection,
     payment_id: i64,
     at_ms: i64,
@@ -369,7 +369,7 @@ pub async fn mutate(
             Some(rows::refund(&rows::Loaded(row))?)
         }
     };
-    let cancel = match writes.cancel {
+    let cancel_written = match writes.cancel {
         None => None,
         Some(CancelWrite::Insert(n)) => {
             let row = sqlx::query(
@@ -405,6 +405,26 @@ pub async fn mutate(
             Some(rows::cancel(&rows::Loaded(row))?)
         }
     };
+    let cancel = cancel_written;
+    if let Some(c) = &writes.command {
+        let payload = serde_json::to_string(&c.command)
+            .map_err(|e| StoreError::Corrupt(format!("command payload: {e}")))?;
+        sqlx::query(
+            "INSERT INTO terminal_commands (command_id, tid, kind, payment_id, cancel_id, payload, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.command.id)
+        .bind(&c.tid)
+        .bind(c.command.kind.as_str())
+        .bind(payment_id)
+        .bind(cancel.as_ref().map(|x| x.id))
+        .bind(payload)
+        .bind(at_ms)
+        .bind(at_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    }
     for (kind, detail) in &writes.events {
         insert_event(conn, payment_id, at_ms, kind, detail).await?;
     }
@@ -570,4 +590,63 @@ pub async fn resend(
     .await
     .map_err(unavailable)?;
     Ok(done.rows_affected())
+}
+
+pub async fn add_terminal(
+    conn: &mut SqliteConnection,
+    merchant_id: i64,
+    tid: String,
+    sealed: String,
+    at_ms: i64,
+) -> Result<StoreAdded, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO terminals (merchant_id, tid, secret_sealed, created_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (tid) DO NOTHING",
+    )
+    .bind(merchant_id)
+    .bind(&tid)
+    .bind(&sealed)
+    .bind(at_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    if done.rows_affected() == 1 {
+        return Ok(StoreAdded::Added);
+    }
+    let row = sqlx::query("SELECT merchant_id, secret_sealed FROM terminals WHERE tid = ?")
+        .bind(&tid)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    let owner: i64 = sqlx::Row::try_get(&row, 0).map_err(unavailable)?;
+    if owner != merchant_id {
+        return Err(StoreError::Conflict("tid belongs to another merchant"));
+    }
+    Ok(StoreAdded::Exists {
+        sealed: sqlx::Row::try_get(&row, 1).map_err(unavailable)?,
+    })
+}
+
+pub async fn execute(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    binds: Vec<Bind>,
+) -> Result<u64, StoreError> {
+    let mut q = sqlx::query(sql);
+    for b in binds {
+        q = match b {
+            Bind::Int(v) => q.bind(v),
+            Bind::Text(v) => q.bind(v),
+        };
+    }
+    q.execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(unavailable)
+}
+
+/// A parameter of a simple statement run by the writer.
+pub enum Bind {
+    Int(Option<i64>),
+    Text(Option<String>),
 }

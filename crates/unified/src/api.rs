@@ -363,6 +363,7 @@ async fn close(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError> {
             CancelOptions {
                 notify_url: None,
                 extra: Some(extra::to_json(&extra)),
+                ..CancelOptions::default()
             },
         )
         .await
@@ -399,6 +400,7 @@ async fn cancel(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError> {
             CancelOptions {
                 notify_url,
                 extra: Some(extra::to_json(&extra)),
+                ..CancelOptions::default()
             },
         )
         .await

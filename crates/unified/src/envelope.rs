@@ -131,6 +131,8 @@ pub fn from_lifecycle(op: Op<'_>, e: LifecycleError) -> UnifiedError {
             ),
             _ => "请求参数与原请求不一致 (the key was already used with other parameters)".into(),
         }),
+        // The unified API has no terminal methods; a terminal error cannot reach it.
+        LifecycleError::TerminalOffline => UnifiedError::fail("终端不在线 (the terminal is offline)"),
         LifecycleError::InProgress => UnifiedError::fail(match op {
             Op::RefundOrder { .. } => {
                 "支付订单具有在途退款申请，请稍后再试 (a refund with this mchRefundNo is in progress; retry later)"
