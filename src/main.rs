@@ -3,6 +3,8 @@
 //! `main` only parses the command line and wires things up; the gateway itself is built by
 //! `tillgate_server::run`, which the tests call through this binary.
 
+mod terminal_sim;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +35,9 @@ enum Command {
     /// List notifications with their attempts, and send failed ones again.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// A POS terminal simulator: connects to a gateway, shows each command like a POS screen
+    /// would, and completes it (sales by the sandbox amount rules; reversals succeed).
+    Terminal(terminal_sim::Args),
 }
 
 #[derive(Subcommand)]
@@ -155,6 +160,12 @@ enum MerchantCommand {
         /// The merchant's own notification schedule, e.g. "0,30,60" (default: the gateway's).
         #[arg(long)]
         notify_schedule_s: Option<String>,
+        /// A POS terminal's id (also the YabandPay user of its methods); random when absent.
+        #[arg(long)]
+        tid: Option<String>,
+        /// The terminal's secret key; random when absent.
+        #[arg(long)]
+        terminal_secret: Option<String>,
     },
 }
 
@@ -197,8 +208,12 @@ fn main() -> anyhow::Result<()> {
                 app_id,
                 app_secret,
                 notify_schedule_s,
+                tid,
+                terminal_secret,
             }) => {
                 let new = NewMerchantArgs {
+                    tid,
+                    terminal_secret,
                     merchant_no,
                     store_no,
                     token,
@@ -221,6 +236,7 @@ fn main() -> anyhow::Result<()> {
                 id,
                 failed_since,
             }) => notify_resend(common, id, failed_since).await,
+            Command::Terminal(args) => terminal_sim::run(args).await,
             Command::Sandbox(SandboxCommand::Settle {
                 server,
                 transaction_no,
@@ -279,6 +295,8 @@ struct NewMerchantArgs {
     app_id: Option<String>,
     app_secret: Option<String>,
     notify_schedule_s: Option<String>,
+    tid: Option<String>,
+    terminal_secret: Option<String>,
 }
 
 async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Result<()> {
@@ -300,6 +318,14 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
         None => random_hex(24),
     };
     let app_secret = secret_arg("--app-secret", args.app_secret, 64)?;
+    let tid = match args.tid {
+        Some(t) => tillgate_domain::Key::parse(&t)
+            .map_err(|e| anyhow::anyhow!("--tid {e}"))?
+            .as_str()
+            .to_owned(),
+        None => format!("T{}", &random_hex(10).to_uppercase()),
+    };
+    let terminal_secret = secret_arg("--terminal-secret", args.terminal_secret, 32)?;
     let schedule = args
         .notify_schedule_s
         .as_deref()
@@ -321,6 +347,10 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
         .add_app(&merchant, &app_id, &app_secret)
         .await
         .context("cannot add the app (is the app id another merchant's?)")?;
+    let (terminal_secret, terminal_created) = service
+        .add_terminal(&merchant, &tid, &terminal_secret)
+        .await
+        .context("cannot add the terminal (is the tid another merchant's?)")?;
     if let Some(schedule) = &schedule {
         service
             .set_notify_schedule(&merchant, Some(schedule))
@@ -342,6 +372,11 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
             "appId": app_id,
             "appSecret": app_secret.expose(),
             "created": app_created,
+        },
+        "terminal": {
+            "tid": tid,
+            "secret": terminal_secret.expose(),
+            "created": terminal_created,
         },
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

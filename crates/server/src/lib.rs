@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod hub;
 pub mod sandbox;
 
 use anyhow::{bail, Context};
@@ -62,6 +63,12 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// A name for this node, unique among the nodes sharing a database.
+fn node_id() -> String {
+    let random = SecretBox::generate_key_hex();
+    format!("node-{}-{}", std::process::id(), &random.expose()[..8])
 }
 
 /// The master key: from the configuration, or in sandbox mode from (or into) a key file beside
@@ -173,8 +180,9 @@ pub fn dispatcher(service: &Arc<Lifecycle>, config: &Config) -> anyhow::Result<A
 }
 
 /// Every route of the gateway.
-pub fn app(lifecycle: Arc<Lifecycle>, config: &Config) -> Router {
+pub fn app(lifecycle: Arc<Lifecycle>, hub: Arc<hub::Hub>, config: &Config) -> Router {
     let mut router = Router::new()
+        .merge(hub::routes(hub))
         .merge(tillgate_pockyt::router(lifecycle.clone()))
         .merge(tillgate_unified::router(lifecycle.clone()))
         .route("/healthz", get(|| async { "ok" }))
@@ -276,14 +284,19 @@ pub async fn run(
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     tracing::info!(%addr, mode = ?config.mode, "tillgate is ready");
+    let terminals = hub::Hub::new(store.clone(), node_id());
+    terminals.attach(&service);
+    service.set_hub(terminals.clone());
+    let listening = tokio::spawn(terminals.clone().listen());
     let (stop_dispatch, stopped) = tokio::sync::watch::channel(false);
     let notifications = tokio::spawn(dispatcher(&service, &config)?.run(stopped));
-    axum::serve(listener, app(service, &config))
+    axum::serve(listener, app(service, terminals, &config))
         .with_graceful_shutdown(shutdown)
         .await?;
     // Attempts in flight finish and are recorded; the rest wait in the outbox for next start.
     let _ = stop_dispatch.send(true);
     let _ = notifications.await;
+    listening.abort();
     tracing::info!("draining the store");
     store.close().await;
     tracing::info!("stopped");

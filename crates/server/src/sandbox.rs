@@ -27,8 +27,10 @@ pub const STORES: [(&str, &str); 2] = [
 pub const UNIFIED_MCH_NO: &str = "M1621873433953";
 pub const UNIFIED_APP_ID: &str = "60cc09bce4b0f1c0b83761c9";
 pub const UNIFIED_APP_SECRET: &str = "offline-test-key";
-/// The YabandPay sandbox terminal of seed 003.
-pub const YABANDPAY_TID: &str = "T125119061";
+/// The YabandPay sandbox terminal of seed 003, and the docs' user 016683; both sign with the
+/// secret key that reproduces the docs' examples.
+pub const YABANDPAY_TIDS: [&str; 2] = ["T125119061", "016683"];
+pub const YABANDPAY_SECRET: &str = "62184c09df1aeb63239e07079875be81";
 
 /// Paid transactions the seeds refund: (store, transactionNo, reference, amount in cents).
 pub const FIXTURES: [(&str, &str, &str, i64); 2] = [
@@ -101,12 +103,19 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
         &Secret::new(UNIFIED_APP_SECRET.to_owned()),
     )
     .await?;
+    for tid in YABANDPAY_TIDS {
+        app.add_terminal(&merchant, tid, &Secret::new(YABANDPAY_SECRET.to_owned()))
+            .await?;
+    }
     println!(
         "sandbox merchant {MERCHANT_NO} (time zone {}):",
         merchant.zone.name()
     );
     for (store_no, token) in STORES {
         println!("  pockyt: merchantNo={MERCHANT_NO} storeNo={store_no} token={token}");
+    }
+    for tid in YABANDPAY_TIDS {
+        println!("  yabandpay / terminal: user=tid={tid} secret={YABANDPAY_SECRET}");
     }
     for (_, transaction_no, _, cents) in FIXTURES {
         println!("  paid sample transaction {transaction_no} ({cents} cents)");
