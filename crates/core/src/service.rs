@@ -1100,6 +1100,7 @@ impl Lifecycle {
                             cancel_id: cancel.id,
                             state,
                         });
+                        w.guard = Some(Guard::CancelInProgress(cancel.id));
                         // Seed 004: the merchant is told when the cancel succeeded.
                         if state == CancelState::Succeeded {
                             let mut done = cancel.clone();
@@ -1313,11 +1314,22 @@ impl Lifecycle {
                 amount: refund.amount,
             })
             .await;
+        let value = self.settle_refund(payment, refund, reply).await?;
+        Ok(Outcome {
+            value,
+            replayed: false,
+        })
+    }
+
+    /// Records the wallet's answer to a refund; an unknown answer leaves it in progress.
+    async fn settle_refund(
+        &self,
+        payment: PaymentRecord,
+        refund: RefundRecord,
+        reply: ChannelReply,
+    ) -> Result<(PaymentRecord, RefundRecord), LifecycleError> {
         if reply.outcome == ChannelOutcome::Unknown {
-            return Ok(Outcome {
-                value: (payment, refund),
-                replayed: false,
-            });
+            return Ok((payment, refund));
         }
         let now = self.now();
         let first_delay = self.config.notify_first_delay;
@@ -1342,6 +1354,9 @@ impl Lifecycle {
                             refund_id: refund.id,
                             state,
                         });
+                        // A second answer for the same refund (a duplicate callback, the janitor
+                        // and a callback at once) must not settle it twice.
+                        w.guard = Some(Guard::RefundInProgress(refund.id));
                         let mut done = refund.clone();
                         done.state = state;
                         done.updated_at = now;
@@ -1358,12 +1373,18 @@ impl Lifecycle {
                 payment,
                 refund: Some(refund),
                 ..
-            } => Ok(Outcome {
-                value: (payment, refund),
-                replayed: false,
-            }),
+            } => Ok((payment, refund)),
             Mutated::Done { .. } => {
                 Err(StoreError::Corrupt("refund row not returned".into()).into())
+            }
+            // Another answer for this refund came first: report the refund as it stands.
+            Mutated::Rejected(Rejection::Replay, p) => {
+                let now_refund = self
+                    .store
+                    .refund_by_no(p.merchant_id, &refund.refund_no)
+                    .await?
+                    .unwrap_or(refund);
+                Ok((p, now_refund))
             }
             Mutated::Rejected(r, _) => Err(LifecycleError::Rejected(r)),
         }

@@ -77,6 +77,18 @@ pub struct Writes {
     /// A terminal command to write with the change; it refers to the cancel written with it,
     /// if any.
     pub command: Option<crate::terminal::NewCommand>,
+    /// A condition checked in the same transaction: when it does not hold, nothing is written
+    /// and the mutation answers `Rejected(Replay)`.
+    pub guard: Option<Guard>,
+}
+
+/// A condition on a refund or cancel row that a change requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The refund is still in progress (state 1).
+    RefundInProgress(i64),
+    /// The cancel is still in progress (state 1).
+    CancelInProgress(i64),
 }
 
 impl Writes {

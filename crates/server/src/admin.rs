@@ -33,6 +33,7 @@ pub fn routes(app: Arc<Lifecycle>, config: &Config) -> Router {
         .route("/admin/v1/notifications/resend", post(resend_failed))
         .route("/admin/v1/notifications/{id}", get(one))
         .route("/admin/v1/notifications/{id}/resend", post(resend_one))
+        .route("/admin/v1/transactions/{transaction_no}", get(transaction))
         .with_state(app)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
@@ -175,6 +176,38 @@ async fn list(State(app): State<Arc<Lifecycle>>, Query(q): Query<ListQuery>) -> 
         Ok(v) => Json(v).into_response(),
         Err(e) => store_error(e),
     }
+}
+
+/// A transaction's state and audit timeline.
+async fn transaction(
+    State(app): State<Arc<Lifecycle>>,
+    Path(transaction_no): Path<String>,
+) -> Response {
+    let store = app.store();
+    let found = match store.payment_by_transaction_no(&transaction_no).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such transaction"),
+        Err(e) => return store_error(e),
+    };
+    let events = match store.events_of(found.id).await {
+        Ok(e) => e,
+        Err(e) => return store_error(e),
+    };
+    Json(json!({
+        "transactionNo": found.transaction_no,
+        "merchantNo": found.merchant_no,
+        "reference": found.reference,
+        "state": found.payment.state().as_str(),
+        "amountMinor": found.payment.amount().minor(),
+        "currency": found.payment.amount().currency().code(),
+        "refundedMinor": found.payment.refunded().minor(),
+        "events": events.iter().map(|e| json!({
+            "at": e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "kind": e.kind,
+            "detail": e.detail,
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response()
 }
 
 async fn one(State(app): State<Arc<Lifecycle>>, Path(id): Path<i64>) -> Response {

@@ -18,7 +18,8 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tillgate_core::store::{
-    CancelWrite, CommitStats, Inserted, MutateFn, Mutated, RefundWrite, Store, StoreError, Writes,
+    CancelWrite, CommitStats, Guard, Inserted, MutateFn, Mutated, RefundWrite, Store, StoreError,
+    Writes,
 };
 use tillgate_core::*;
 use tillgate_store_sql::Columns;
@@ -79,8 +80,9 @@ pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
 enum Written {
     /// The version matched: everything is written.
     Done(Option<RefundRecord>, Option<CancelRecord>),
-    /// Another change came first; decide again.
-    Raced,
+    /// Another change came first, or the guard did not hold; decide again (or, when the guard
+    /// no longer holds, answer that nothing is left to do).
+    Raced(Option<Guard>),
 }
 
 impl PgStore {
@@ -153,6 +155,20 @@ impl PgStore {
         Ok(Ok((written, rec)))
     }
 
+    /// True when a change's guard holds right now.
+    async fn guard_holds(&self, guard: Guard) -> Result<bool, StoreError> {
+        let (sql, id) = match guard {
+            Guard::RefundInProgress(id) => ("SELECT state FROM refunds WHERE id = $1", id),
+            Guard::CancelInProgress(id) => ("SELECT state FROM cancels WHERE id = $1", id),
+        };
+        let state: Option<i64> = sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(state == Some(1))
+    }
+
     async fn mutate_locked(
         &self,
         payment_id: i64,
@@ -176,7 +192,11 @@ impl PgStore {
                     cancel,
                 })
             }
-            Ok((Written::Raced, _)) => Err(StoreError::Corrupt(
+            // Under the lock only the guard can have failed.
+            Ok((Written::Raced(Some(_)), payment)) => {
+                Ok(Mutated::Rejected(tillgate_core::Rejection::Replay, payment))
+            }
+            Ok((Written::Raced(None), _)) => Err(StoreError::Corrupt(
                 "a locked payment changed under its lock".into(),
             )),
         }
@@ -429,7 +449,14 @@ impl Store for PgStore {
                         cancel,
                     });
                 }
-                Ok(Ok((Written::Raced, _))) | Err(StoreError::Conflict("serialization")) => {
+                Ok(Ok((Written::Raced(Some(guard)), payment))) => {
+                    if !self.guard_holds(guard).await? {
+                        let fresh = self.load(payment_id).await.unwrap_or(payment);
+                        return Ok(Mutated::Rejected(tillgate_core::Rejection::Replay, fresh));
+                    }
+                    continue;
+                }
+                Ok(Ok((Written::Raced(None), _))) | Err(StoreError::Conflict("serialization")) => {
                     continue
                 }
                 Err(e) => return Err(e),

@@ -3,7 +3,7 @@
 
 use crate::{db_error, shape, Loaded, Written};
 use sqlx::Executor;
-use tillgate_core::store::{CancelWrite, RefundWrite, Writes};
+use tillgate_core::store::{CancelWrite, Guard, RefundWrite, Writes};
 use tillgate_core::{PaymentRecord, StoreError};
 
 /// Inserts a payment and its "created" event unless the merchant's reference is taken.
@@ -29,6 +29,8 @@ macro_rules! base {
         cancel_in_flight = $6, paid_at = $7, pay_fingerprint = $8, vendor = $9,
         updated_at = $10, created_at = $26, version = version + 1
     WHERE id = $1 AND version = $2
+      AND ($31::bigint IS NULL OR EXISTS (SELECT 1 FROM refunds WHERE id = $31 AND state = 1))
+      AND ($32::bigint IS NULL OR EXISTS (SELECT 1 FROM cancels WHERE id = $32 AND state = 1))
     RETURNING id),
 e AS (
     INSERT INTO events (payment_id, at, kind, detail)
@@ -199,10 +201,18 @@ where
         .bind(command.as_ref().map(|c| c.0.clone()))
         .bind(command.as_ref().map(|c| c.1.clone()))
         .bind(command.as_ref().map(|c| c.2))
-        .bind(command.as_ref().map(|c| c.3.clone()));
+        .bind(command.as_ref().map(|c| c.3.clone()))
+        .bind(match writes.guard {
+            Some(Guard::RefundInProgress(id)) => Some(id),
+            _ => None,
+        })
+        .bind(match writes.guard {
+            Some(Guard::CancelInProgress(id)) => Some(id),
+            _ => None,
+        });
     let row = q.fetch_optional(executor).await.map_err(db_error)?;
     let Some(row) = row else {
-        return Ok(Written::Raced);
+        return Ok(Written::Raced(writes.guard));
     };
     let loaded = Loaded(row);
     Ok(match (refund, cancel) {
@@ -210,7 +220,7 @@ where
             if tillgate_store_sql::Columns::int(&loaded, "updated")? == 1 {
                 Written::Done(None, None)
             } else {
-                Written::Raced
+                Written::Raced(writes.guard)
             }
         }
         (Some(_), _) => Written::Done(Some(tillgate_store_sql::refund(&loaded)?), None),

@@ -4,7 +4,7 @@ use crate::{rows, unavailable};
 use sqlx::SqliteConnection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tillgate_core::store::{CancelWrite, Inserted, MutateFn, Mutated, RefundWrite, Writes};
+use tillgate_core::store::{CancelWrite, Guard, Inserted, MutateFn, Mutated, RefundWrite, Writes};
 use tillgate_core::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -307,6 +307,20 @@ pub async fn mutate(
         Ok(w) => w,
         Err(rejection) => return Ok(Mutated::Rejected(rejection, before)),
     };
+    if let Some(guard) = writes.guard {
+        let (sql, id) = match guard {
+            Guard::RefundInProgress(id) => ("SELECT state FROM refunds WHERE id = ?", id),
+            Guard::CancelInProgress(id) => ("SELECT state FROM cancels WHERE id = ?", id),
+        };
+        let state: Option<i64> = sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        if state != Some(1) {
+            return Ok(Mutated::Rejected(tillgate_core::Rejection::Replay, before));
+        }
+    }
     let at = writes.at.unwrap_or(rec.updated_at);
     rec.updated_at = at;
     let at_ms = at.timestamp_millis();
