@@ -38,6 +38,53 @@ enum Command {
     /// A POS terminal simulator: connects to a gateway, shows each command like a POS screen
     /// would, and completes it (sales by the sandbox amount rules; reversals succeed).
     Terminal(terminal_sim::Args),
+    /// A standalone wallet server speaking the HTTP wallet protocol, with fault injection.
+    WalletSim(WalletSimArgs),
+    /// Operations the wallet has not answered yet (money possibly in flight), with their
+    /// timelines, as JSON.
+    Unresolved {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+#[derive(Args)]
+struct WalletSimArgs {
+    /// Address to listen on; port 0 picks one.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    listen: std::net::SocketAddr,
+    /// Where it keeps what it did to each order, across restarts.
+    #[arg(long)]
+    state: PathBuf,
+    /// The HMAC key shared with the gateway, hex (at least 16 bytes).
+    #[arg(long, env = "TILLGATE_CHANNEL_KEY", hide_env_values = true)]
+    key: String,
+    /// The gateway's callback URL (…/wallet/v1/callbacks) for answers that come later.
+    #[arg(long)]
+    callback_url: Option<String>,
+    /// Added to every answer.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Share of requests performed but answered only after the client gave up (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    timeout_rate: f64,
+    /// Share of requests performed but whose connection is closed unanswered (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Share of callbacks sent twice (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    duplicate_callback_rate: f64,
+    /// How long a pending operation waits before its callback.
+    #[arg(long, default_value_t = 1000)]
+    late_callback_ms: u64,
+    /// How long a timed-out request holds its connection.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_hold_ms: u64,
+    /// Seed of the fault draws, for reproducible runs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +179,18 @@ struct ServeArgs {
     /// Bearer token of the admin API.
     #[arg(long, env = "TILLGATE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The wallet: "sandbox" (default) or the base URL of an HTTP wallet.
+    #[arg(long, env = "TILLGATE_CHANNEL")]
+    channel: Option<String>,
+    /// The HTTP wallet's HMAC key, hex.
+    #[arg(long, env = "TILLGATE_CHANNEL_KEY", hide_env_values = true)]
+    channel_key: Option<String>,
+    /// How long one wallet call may take, in milliseconds (default 10000).
+    #[arg(long, env = "TILLGATE_CHANNEL_TIMEOUT_MS")]
+    channel_timeout_ms: Option<u64>,
+    /// How often the janitor asks the wallet about unanswered operations (default 5000 ms).
+    #[arg(long, env = "TILLGATE_JANITOR_INTERVAL_MS")]
+    janitor_interval_ms: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -237,6 +296,8 @@ fn main() -> anyhow::Result<()> {
                 failed_since,
             }) => notify_resend(common, id, failed_since).await,
             Command::Terminal(args) => terminal_sim::run(args).await,
+            Command::WalletSim(args) => wallet_sim(args).await,
+            Command::Unresolved { common, limit } => unresolved(common, limit).await,
             Command::Sandbox(SandboxCommand::Settle {
                 server,
                 transaction_no,
@@ -259,6 +320,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(token) = args.admin_token {
         config.admin_token = Some(Secret::new(token));
+    }
+    if let Some(v) = args.channel {
+        config.channel.wallet = v;
+    }
+    if let Some(v) = args.channel_key {
+        config.channel.key = Some(Secret::new(v));
+    }
+    if let Some(v) = args.channel_timeout_ms {
+        config.channel.timeout_ms = v;
+    }
+    if let Some(v) = args.janitor_interval_ms {
+        config.janitor_interval_ms = v;
     }
     tillgate_server::run(config, shutdown_signal()).await
 }
@@ -334,7 +407,7 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
     let secrets = tillgate_server::master_key(&config)?;
     let store =
         tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
-    let service = tillgate_server::lifecycle(store.clone(), secrets, &config);
+    let service = tillgate_server::lifecycle(store.clone(), secrets, &config)?;
     let merchant = service
         .create_merchant(merchant_no.as_str(), zone, false)
         .await
@@ -440,6 +513,33 @@ async fn notify_resend(
     let n = store.resend(what, chrono::Utc::now()).await?;
     store.close().await;
     println!("{}", serde_json::json!({ "resent": n }));
+    Ok(())
+}
+
+async fn wallet_sim(args: WalletSimArgs) -> anyhow::Result<()> {
+    let key = tillgate_wallet::protocol::parse_key_hex(&args.key)
+        .map_err(|e| anyhow::anyhow!("--key {e}"))?;
+    let mut config = tillgate_wallet::SimulatorConfig::new(args.listen, key, args.state);
+    config.callback_url = args.callback_url;
+    config.latency_ms = args.latency_ms;
+    config.timeout_rate = args.timeout_rate;
+    config.drop_rate = args.drop_rate;
+    config.duplicate_callback_rate = args.duplicate_callback_rate;
+    config.late_callback_ms = args.late_callback_ms;
+    config.timeout_hold_ms = args.timeout_hold_ms;
+    config.seed = args.seed;
+    tillgate_wallet::run_simulator(config, shutdown_signal()).await
+}
+
+async fn unresolved(common: Common, limit: i64) -> anyhow::Result<()> {
+    let config = common.config()?;
+    let store =
+        tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
+    let listing =
+        tillgate_server::admin::unresolved_listing(store.as_ref(), chrono::Utc::now(), limit)
+            .await?;
+    store.close().await;
+    println!("{}", serde_json::to_string_pretty(&listing)?);
     Ok(())
 }
 

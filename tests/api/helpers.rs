@@ -197,14 +197,15 @@ pub async fn spawn_on(dir: std::sync::Arc<TempDir>, database_url: &str, extra: &
 
 /// Starts the server; on failure returns what it wrote to stderr.
 pub fn start(dir: &TempDir, database_url: &str, extra: &[&str]) -> Result<(Child, String), String> {
+    let listen = if extra.contains(&"--listen") {
+        vec![]
+    } else {
+        vec!["--listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(binary())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            database_url,
-        ])
+        .arg("serve")
+        .args(listen)
+        .args(["--database-url", database_url])
         .args(extra)
         .current_dir(&dir.0)
         .env("RUST_LOG", "warn")
@@ -230,6 +231,49 @@ pub fn start(dir: &TempDir, database_url: &str, extra: &[&str]) -> Result<(Child
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+/// A free port on loopback (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs a command that prints `… listening on http://HOST:PORT`; returns it and the address.
+pub fn start_process(args: &[&str], dir: &TempDir) -> (Child, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .current_dir(&dir.0)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run tillgate");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(i) = line.find("listening on ") {
+                let _ = tx.send(line[i + "listening on ".len()..].to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(base) => (child, base),
+        Err(_) => {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{:?} did not start: {}",
+                args,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

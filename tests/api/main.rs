@@ -35,3 +35,4 @@ mod pockyt_story;
 mod postgres_nodes;
 mod tidy;
 mod unified;
+mod wallet;

@@ -263,3 +263,27 @@ pub enum Resend {
     One(i64),
     FailedSince(DateTime<Utc>),
 }
+
+/// An operation whose outcome the wallet has not told yet: money possibly in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub payment_id: i64,
+    pub transaction_no: String,
+    pub merchant_no: String,
+    pub kind: UnresolvedKind,
+    /// Since when it waits (its last change).
+    pub since: DateTime<Utc>,
+}
+
+/// Which operation waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnresolvedKind {
+    /// A payment submitted to the wallet and not answered.
+    Payment,
+    Refund {
+        refund_no: String,
+    },
+    Cancel {
+        cancel_no: String,
+    },
+}

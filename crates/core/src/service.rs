@@ -183,6 +183,14 @@ fn app_context(app_id: &str) -> String {
     format!("app:{app_id}")
 }
 
+/// An answer for something already settled is not an error when resolving.
+fn ignore_replay(e: LifecycleError) -> Result<(), LifecycleError> {
+    match e {
+        LifecycleError::Rejected(Rejection::Replay) => Ok(()),
+        other => Err(other),
+    }
+}
+
 fn terminal_context(tid: &str) -> String {
     format!("terminal:{tid}")
 }
@@ -1158,6 +1166,80 @@ impl Lifecycle {
             .ok_or_else(|| StoreError::Corrupt("cancel without its payment".into()))?;
         self.settle_cancel(payment, cancel, ChannelReply::new(outcome))
             .await
+    }
+
+    /// The wallet's late answer to a refund in progress (a callback of the HTTP channel).
+    pub async fn wallet_settles_refund(
+        &self,
+        transaction_no: &str,
+        refund_no: &str,
+        outcome: ChannelOutcome,
+    ) -> Result<(PaymentRecord, RefundRecord), LifecycleError> {
+        let payment = self
+            .store
+            .payment_by_transaction_no(transaction_no)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        let refund = self
+            .store
+            .refund_by_no(payment.merchant_id, refund_no)
+            .await?
+            .filter(|r| r.payment_id == payment.id)
+            .ok_or(LifecycleError::NotFound)?;
+        self.settle_refund(payment, refund, ChannelReply::new(outcome))
+            .await
+    }
+
+    /// Operations still waiting for the wallet since before `before`.
+    pub async fn unresolved(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Unresolved>, StoreError> {
+        self.store.unresolved(before, limit).await
+    }
+
+    /// Asks the wallet what became of an operation whose answer was unknown, and records the
+    /// answer. True when it is resolved now; false when the wallet still does not know.
+    pub async fn resolve(&self, op: &Unresolved) -> Result<bool, LifecycleError> {
+        let operation = match &op.kind {
+            UnresolvedKind::Payment => crate::channel::QueryTarget::Payment,
+            UnresolvedKind::Refund { refund_no } => crate::channel::QueryTarget::Refund {
+                refund_no: refund_no.clone(),
+            },
+            UnresolvedKind::Cancel { cancel_no } => crate::channel::QueryTarget::Cancel {
+                cancel_no: cancel_no.clone(),
+            },
+        };
+        let reply = self
+            .channel
+            .execute(ChannelOp::Query {
+                transaction_no: op.transaction_no.clone(),
+                operation,
+            })
+            .await;
+        if reply.outcome == ChannelOutcome::Unknown {
+            return Ok(false);
+        }
+        match &op.kind {
+            UnresolvedKind::Payment => {
+                self.wallet_settles_payment(&op.transaction_no, reply.outcome)
+                    .await
+                    .map(drop)
+                    .or_else(ignore_replay)?;
+            }
+            UnresolvedKind::Refund { refund_no } => {
+                self.wallet_settles_refund(&op.transaction_no, refund_no, reply.outcome)
+                    .await?;
+            }
+            UnresolvedKind::Cancel { cancel_no } => {
+                self.wallet_settles_cancel(cancel_no, reply.outcome)
+                    .await
+                    .map(drop)
+                    .or_else(ignore_replay)?;
+            }
+        }
+        Ok(true)
     }
 
     /// A cancel order of the merchant, with its payment.

@@ -290,6 +290,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError>;
 
+    /// Operations waiting for the wallet's answer since before `before`, oldest first.
+    async fn unresolved(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Unresolved>, StoreError>;
+
     /// Runs `decide` against the payment and writes its result atomically.
     async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError>;
 

@@ -34,6 +34,7 @@ pub fn routes(app: Arc<Lifecycle>, config: &Config) -> Router {
         .route("/admin/v1/notifications/{id}", get(one))
         .route("/admin/v1/notifications/{id}/resend", post(resend_one))
         .route("/admin/v1/transactions/{transaction_no}", get(transaction))
+        .route("/admin/v1/unresolved", get(unresolved))
         .with_state(app)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
@@ -173,6 +174,47 @@ async fn list(State(app): State<Arc<Lifecycle>>, Query(q): Query<ListQuery>) -> 
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     match listing(store, &f).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Operations waiting for the wallet since before `before`, each with its timeline.
+pub async fn unresolved_listing(
+    store: &dyn Store,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Value, StoreError> {
+    let mut out = Vec::new();
+    for op in store.unresolved(before, limit.clamp(1, 1000)).await? {
+        let events = store.events_of(op.payment_id).await?;
+        let (kind, number) = match &op.kind {
+            tillgate_core::UnresolvedKind::Payment => ("payment", None),
+            tillgate_core::UnresolvedKind::Refund { refund_no } => {
+                ("refund", Some(refund_no.clone()))
+            }
+            tillgate_core::UnresolvedKind::Cancel { cancel_no } => {
+                ("cancel", Some(cancel_no.clone()))
+            }
+        };
+        out.push(json!({
+            "kind": kind,
+            "transactionNo": op.transaction_no,
+            "merchantNo": op.merchant_no,
+            "operationNo": number,
+            "since": op.since.to_rfc3339(),
+            "events": events.iter().map(|e| json!({
+                "at": e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "kind": e.kind,
+                "detail": e.detail,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(json!({ "unresolved": out }))
+}
+
+async fn unresolved(State(app): State<Arc<Lifecycle>>) -> Response {
+    match unresolved_listing(app.store().as_ref(), app.now(), 1000).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => store_error(e),
     }

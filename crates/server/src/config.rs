@@ -46,6 +46,39 @@ pub struct Config {
     /// off in production.
     pub admin_token: Option<Secret<String>>,
     pub notify: NotifyConfig,
+    pub channel: ChannelConfig,
+    /// How often the janitor looks for operations the wallet has not answered.
+    pub janitor_interval_ms: u64,
+}
+
+/// Which wallet moves the money.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// `sandbox` (in-process, the default) or the base URL of an HTTP wallet.
+    pub wallet: String,
+    /// The shared HMAC key of the HTTP wallet protocol (hex, at least 16 bytes).
+    pub key: Option<Secret<String>>,
+    /// How long one wallet call may take before its outcome counts as unknown.
+    pub timeout_ms: u64,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> ChannelConfig {
+        ChannelConfig {
+            wallet: "sandbox".into(),
+            key: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The `[channel]` table of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelFile {
+    wallet: Option<String>,
+    key: Option<String>,
+    timeout_ms: Option<u64>,
 }
 
 /// Notification settings (`[notify]` in the TOML file).
@@ -95,6 +128,8 @@ impl Default for Config {
             database_max_connections: 16,
             admin_token: None,
             notify: NotifyConfig::default(),
+            channel: ChannelConfig::default(),
+            janitor_interval_ms: 5_000,
         }
     }
 }
@@ -112,6 +147,8 @@ struct File {
     database_max_connections: Option<u32>,
     admin_token: Option<String>,
     notify: Option<NotifyFile>,
+    channel: Option<ChannelFile>,
+    janitor_interval_ms: Option<u64>,
 }
 
 impl Config {
@@ -145,6 +182,20 @@ impl Config {
         }
         if let Some(v) = file.admin_token {
             c.admin_token = Some(Secret::new(v));
+        }
+        if let Some(ch) = file.channel {
+            if let Some(v) = ch.wallet {
+                c.channel.wallet = v;
+            }
+            if let Some(v) = ch.key {
+                c.channel.key = Some(Secret::new(v));
+            }
+            if let Some(v) = ch.timeout_ms {
+                c.channel.timeout_ms = v;
+            }
+        }
+        if let Some(v) = file.janitor_interval_ms {
+            c.janitor_interval_ms = v;
         }
         if let Some(n) = file.notify {
             if let Some(v) = n.schedule_s {

@@ -8,7 +8,9 @@
 pub mod admin;
 pub mod config;
 pub mod hub;
+pub mod janitor;
 pub mod sandbox;
+pub mod wallet;
 
 use anyhow::{bail, Context};
 use axum::extract::{DefaultBodyLimit, Request};
@@ -132,8 +134,33 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// The wallet side: the in-process sandbox, or an HTTP wallet.
+pub fn channel(config: &Config) -> anyhow::Result<Arc<dyn tillgate_core::Channel>> {
+    if config.channel.wallet == "sandbox" {
+        return Ok(Arc::new(SandboxWallet));
+    }
+    let key = config
+        .channel
+        .key
+        .as_ref()
+        .context("an HTTP wallet needs its key: set TILLGATE_CHANNEL_KEY (hex)")?;
+    let key = tillgate_wallet::protocol::parse_key_hex(key.expose())
+        .map_err(|e| anyhow::anyhow!("channel key: {e}"))?;
+    let http = tillgate_wallet::HttpChannel::new(
+        &config.channel.wallet,
+        key,
+        std::time::Duration::from_millis(config.channel.timeout_ms),
+    )
+    .map_err(|e| anyhow::anyhow!("channel: {e}"))?;
+    Ok(Arc::new(http))
+}
+
 /// Builds the lifecycle service on a store.
-pub fn lifecycle(store: Arc<dyn Store>, secrets: SecretBox, config: &Config) -> Arc<Lifecycle> {
+pub fn lifecycle(
+    store: Arc<dyn Store>,
+    secrets: SecretBox,
+    config: &Config,
+) -> anyhow::Result<Arc<Lifecycle>> {
     let service_config = LifecycleConfig {
         notify_first_delay: config.notify.schedule.first_delay(),
         notify_urls: UrlPolicy {
@@ -142,13 +169,13 @@ pub fn lifecycle(store: Arc<dyn Store>, secrets: SecretBox, config: &Config) -> 
         },
         ..LifecycleConfig::default()
     };
-    Arc::new(Lifecycle::new(
+    Ok(Arc::new(Lifecycle::new(
         store,
-        Arc::new(SandboxWallet),
+        channel(config)?,
         Arc::new(SystemClock),
         secrets,
         service_config,
-    ))
+    )))
 }
 
 /// The notification dispatcher with every dialect's renderer.
@@ -188,6 +215,9 @@ pub fn app(lifecycle: Arc<Lifecycle>, hub: Arc<hub::Hub>, config: &Config) -> Ro
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics).with_state(lifecycle.clone()));
     router = router.merge(admin::routes(lifecycle.clone(), config));
+    if let Some(callbacks) = wallet::routes(lifecycle.clone(), config) {
+        router = router.merge(callbacks);
+    }
     if config.mode == Mode::Sandbox {
         router = router.merge(sandbox::routes(lifecycle));
     }
@@ -265,7 +295,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let secrets = master_key(&config)?;
     let store = open_store(&config.database_url, config.database_max_connections).await?;
-    let service = lifecycle(store.clone(), secrets, &config);
+    let service = lifecycle(store.clone(), secrets, &config)?;
     match config.mode {
         Mode::Sandbox => sandbox::bootstrap(&service, config.default_timezone).await?,
         Mode::Production => {
@@ -289,13 +319,22 @@ pub async fn run(
     service.set_hub(terminals.clone());
     let listening = tokio::spawn(terminals.clone().listen());
     let (stop_dispatch, stopped) = tokio::sync::watch::channel(false);
-    let notifications = tokio::spawn(dispatcher(&service, &config)?.run(stopped));
+    let notifications = tokio::spawn(dispatcher(&service, &config)?.run(stopped.clone()));
+    let janitor = tokio::spawn(
+        janitor::Janitor::new(
+            service.clone(),
+            std::time::Duration::from_millis(config.janitor_interval_ms),
+            std::time::Duration::from_millis(config.channel.timeout_ms),
+        )
+        .run(stopped),
+    );
     axum::serve(listener, app(service, terminals, &config))
         .with_graceful_shutdown(shutdown)
         .await?;
     // Attempts in flight finish and are recorded; the rest wait in the outbox for next start.
     let _ = stop_dispatch.send(true);
     let _ = notifications.await;
+    let _ = janitor.await;
     listening.abort();
     tracing::info!("draining the store");
     store.close().await;

@@ -872,6 +872,24 @@ impl Store for PgStore {
             .map_err(db_error)
     }
 
+    async fn unresolved(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<Unresolved>, StoreError> {
+        let sql = dollar_placeholders(tillgate_store_sql::UNRESOLVED_SQL);
+        let found = sqlx::query(&sql)
+            .bind(before.timestamp_millis())
+            .bind(limit.clamp(1, 10_000))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::unresolved(&Loaded(r)))
+            .collect()
+    }
+
     async fn announce_command(&self, command_id: &str) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_notify('tillgate_commands', $1)")
             .bind(command_id)

@@ -230,3 +230,39 @@ pub fn claim_sql(skip_locked: bool) -> String {
         }
     )
 }
+
+/// Operations waiting for the wallet, oldest first (`?1` before, `?2` limit).
+pub const UNRESOLVED_SQL: &str = "\
+SELECT payment_id, transaction_no, merchant_no, kind, op_no, since FROM (
+    SELECT p.id AS payment_id, p.transaction_no, p.merchant_no, 'payment' AS kind,
+           NULL AS op_no, p.updated_at AS since
+    FROM payments p WHERE p.state = 'pending' AND p.updated_at < ?1
+    UNION ALL
+    SELECT p.id, p.transaction_no, p.merchant_no, 'refund', r.refund_no, r.updated_at
+    FROM refunds r JOIN payments p ON p.id = r.payment_id
+    WHERE r.state = 1 AND r.updated_at < ?1
+    UNION ALL
+    SELECT p.id, p.transaction_no, p.merchant_no, 'cancel', c.cancel_no, c.updated_at
+    FROM cancels c JOIN payments p ON p.id = c.payment_id
+    WHERE c.state = 1 AND c.updated_at < ?1
+) waiting ORDER BY since LIMIT ?2";
+
+pub fn unresolved(row: &impl Columns) -> Result<Unresolved, StoreError> {
+    let kind = match row.text("kind")?.as_str() {
+        "payment" => UnresolvedKind::Payment,
+        "refund" => UnresolvedKind::Refund {
+            refund_no: row.opt_text("op_no")?.ok_or_else(|| corrupt("refund_no"))?,
+        },
+        "cancel" => UnresolvedKind::Cancel {
+            cancel_no: row.opt_text("op_no")?.ok_or_else(|| corrupt("cancel_no"))?,
+        },
+        _ => return Err(corrupt("unresolved kind")),
+    };
+    Ok(Unresolved {
+        payment_id: row.int("payment_id")?,
+        transaction_no: row.text("transaction_no")?,
+        merchant_no: row.text("merchant_no")?,
+        kind,
+        since: time(row.int("since")?)?,
+    })
+}

@@ -42,3 +42,8 @@ CREATE TABLE request_keys (
     created_at  INTEGER NOT NULL,
     UNIQUE (scope, request_key)
 );
+
+-- The janitor's look-ups of operations still waiting for the wallet.
+CREATE INDEX payments_pending ON payments (updated_at) WHERE state = 'pending';
+CREATE INDEX refunds_in_progress ON refunds (updated_at) WHERE state = 1;
+CREATE INDEX cancels_in_progress ON cancels (updated_at) WHERE state = 1;

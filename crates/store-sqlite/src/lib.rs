@@ -621,6 +621,23 @@ impl Store for SqliteStore {
         .map(drop)
     }
 
+    async fn unresolved(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<Unresolved>, StoreError> {
+        let found = sqlx::query(tillgate_store_sql::UNRESOLVED_SQL)
+            .bind(before.timestamp_millis())
+            .bind(limit.clamp(1, 10_000))
+            .fetch_all(&self.reads)
+            .await
+            .map_err(unavailable)?;
+        found
+            .into_iter()
+            .map(|r| tillgate_store_sql::unresolved(&rows::Loaded(r)))
+            .collect()
+    }
+
     async fn announce_command(&self, _command_id: &str) -> Result<(), StoreError> {
         // One node: the hub that wrote the command delivers it itself.
         Ok(())

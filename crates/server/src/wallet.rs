@@ -1,0 +1,193 @@
+//! The HTTP wallet's callbacks: `POST /wallet/v1/callbacks`, signed with the channel key.
+//!
+//! The signature is checked before anything is read. A callback is applied only when it names
+//! an operation the gateway knows, for the same amount and currency; anything else is refused
+//! (4xx, so the wallet stops sending it) and logged. A callback for something already settled
+//! the same way is acknowledged and changes nothing; one that contradicts what was recorded is
+//! logged as an error for an operator.
+
+use crate::config::Config;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::Arc;
+use tillgate_core::service::{Lifecycle, LifecycleError};
+use tillgate_core::{Rejection, Secret};
+use tillgate_domain::{CancelState, ChannelOutcome, Money, PaymentState, RefundState};
+use tillgate_wallet::protocol::{self, Callback, CallbackKind, Outcome};
+
+struct Callbacks {
+    app: Arc<Lifecycle>,
+    key: Secret<Vec<u8>>,
+}
+
+/// The callback route, when the gateway talks to an HTTP wallet.
+pub fn routes(app: Arc<Lifecycle>, config: &Config) -> Option<Router> {
+    if config.channel.wallet == "sandbox" {
+        return None;
+    }
+    let key = protocol::parse_key_hex(config.channel.key.as_ref()?.expose()).ok()?;
+    let state = Arc::new(Callbacks { app, key });
+    Some(
+        Router::new()
+            .route("/wallet/v1/callbacks", post(callback))
+            .with_state(state),
+    )
+}
+
+fn answer(status: StatusCode, error: &str, message: &str) -> Response {
+    (status, Json(json!({ "error": error, "message": message }))).into_response()
+}
+
+fn refuse(status: StatusCode, cb: &Callback, why: &str) -> Response {
+    tracing::warn!(transaction_no = %cb.transaction_no, kind = ?cb.kind, %why, "wallet callback refused");
+    answer(status, "refused", why)
+}
+
+async fn callback(State(s): State<Arc<Callbacks>>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = chrono::Utc::now().timestamp();
+    if let Err(e) = protocol::verify_headers(s.key.expose(), &headers, &body, now) {
+        tracing::warn!(error = %e, "wallet callback with a bad signature");
+        return answer(StatusCode::UNAUTHORIZED, "bad_signature", &e.to_string());
+    }
+    let cb: Callback = match serde_json::from_slice(&body) {
+        Ok(cb) => cb,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+    };
+    let money = match cb.check() {
+        Ok(m) => m,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+    };
+    let outcome = match cb.outcome {
+        Outcome::Approved => ChannelOutcome::Approved,
+        Outcome::Declined => ChannelOutcome::Declined,
+        Outcome::Pending => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "a callback reports a decision",
+            )
+        }
+    };
+    match apply(&s.app, &cb, money, outcome).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::warn!(error = %e, "wallet callback could not be applied now");
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "retry later",
+            )
+        }
+    }
+}
+
+async fn apply(
+    app: &Lifecycle,
+    cb: &Callback,
+    money: Money,
+    outcome: ChannelOutcome,
+) -> Result<Response, LifecycleError> {
+    let store = app.store();
+    let Some(payment) = store.payment_by_transaction_no(&cb.transaction_no).await? else {
+        return Ok(refuse(StatusCode::NOT_FOUND, cb, "no such transaction"));
+    };
+    let ok = || Ok(answer(StatusCode::OK, "", "applied"));
+    match cb.kind {
+        CallbackKind::Payment => {
+            if money != payment.payment.amount() {
+                return Ok(refuse(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    cb,
+                    "amount or currency does not match the payment",
+                ));
+            }
+            match app
+                .wallet_settles_payment(&cb.transaction_no, outcome)
+                .await
+            {
+                Ok(_) => ok(),
+                Err(LifecycleError::Rejected(Rejection::Replay)) => {
+                    let agrees = match outcome {
+                        ChannelOutcome::Approved => payment.payment.paid_at().is_some(),
+                        _ => payment.payment.state() == PaymentState::Failed,
+                    };
+                    if !agrees {
+                        tracing::error!(transaction_no = %cb.transaction_no, ?outcome, state = payment.payment.state().as_str(), "the wallet contradicts the recorded payment");
+                    }
+                    ok()
+                }
+                Err(e) => Err(e),
+            }
+        }
+        CallbackKind::Refund => {
+            let refund_no = cb.refund_no.clone().unwrap_or_default();
+            let refund = store
+                .refund_by_no(payment.merchant_id, &refund_no)
+                .await?
+                .filter(|r| r.payment_id == payment.id);
+            let Some(refund) = refund else {
+                return Ok(refuse(
+                    StatusCode::NOT_FOUND,
+                    cb,
+                    "no such refund of this transaction",
+                ));
+            };
+            if money != refund.amount {
+                return Ok(refuse(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    cb,
+                    "amount or currency does not match the refund",
+                ));
+            }
+            let (_, now) = app
+                .wallet_settles_refund(&cb.transaction_no, &refund_no, outcome)
+                .await?;
+            if now.state != RefundState::after(outcome) {
+                tracing::error!(%refund_no, ?outcome, state = now.state.code(), "the wallet contradicts the recorded refund");
+            }
+            ok()
+        }
+        CallbackKind::Cancel => {
+            if money != payment.payment.amount() {
+                return Ok(refuse(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    cb,
+                    "amount or currency does not match the payment",
+                ));
+            }
+            let cancels = store.cancels_of(payment.id).await?;
+            let named = cb
+                .cancel_no
+                .as_ref()
+                .and_then(|no| cancels.iter().find(|c| &c.cancel_no == no));
+            let target = named.or_else(|| {
+                cancels
+                    .iter()
+                    .rev()
+                    .find(|c| c.state == CancelState::InProgress)
+            });
+            let Some(cancel) = target else {
+                if cancels
+                    .iter()
+                    .any(|c| c.state == CancelState::after(outcome))
+                {
+                    return ok();
+                }
+                return Ok(refuse(
+                    StatusCode::NOT_FOUND,
+                    cb,
+                    "no cancel of this transaction",
+                ));
+            };
+            match app.wallet_settles_cancel(&cancel.cancel_no, outcome).await {
+                Ok(_) | Err(LifecycleError::Rejected(Rejection::Replay)) => ok(),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The wallet over the network: the gateway against a real `tillgate wallet-sim` process, with
+//! faults, late and duplicate callbacks, and a crash of the wallet — money never left in limbo.
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+use std::process::Child;
+use std::time::Duration;
+
+const KEY: &str = "74696c6c676174652d77616c6c65742d746573742d6b6579";
+
+struct Wallet {
+    child: Child,
+    base: String,
+    port: u16,
+    state: String,
+    callback_url: String,
+}
+
+impl Drop for Wallet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Wallet {
+    fn start(dir: &TempDir, port: u16, callback_url: &str, faults: &[&str]) -> Wallet {
+        let state = dir.0.join("wallet.json").display().to_string();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "wallet-sim",
+            "--listen",
+            &listen,
+            "--state",
+            &state,
+            "--key",
+            KEY,
+            "--callback-url",
+            callback_url,
+        ];
+        args.extend_from_slice(faults);
+        let (child, base) = start_process(&args, dir);
+        Wallet {
+            child,
+            base,
+            port,
+            state: state.clone(),
+            callback_url: callback_url.to_owned(),
+        }
+    }
+
+    /// Kills the wallet outright and starts it again on the same port and state file.
+    fn crash_and_restart(&mut self, dir: &TempDir) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let listen = format!("127.0.0.1:{}", self.port);
+        let args = [
+            "wallet-sim",
+            "--listen",
+            &listen,
+            "--state",
+            &self.state,
+            "--key",
+            KEY,
+            "--callback-url",
+            &self.callback_url,
+        ];
+        let (child, base) = start_process(&args, dir);
+        self.child = child;
+        self.base = base;
+    }
+
+    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let client = reqwest::Client::new();
+        let mut req = client.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        resp.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn faults(&self, faults: Value) {
+        self.control(reqwest::Method::POST, "/control/faults", Some(faults))
+            .await;
+    }
+
+    /// What the wallet says it did to a transaction.
+    async fn order(&self, transaction_no: &str) -> Value {
+        self.control(
+            reqwest::Method::GET,
+            &format!("/control/orders/{transaction_no}"),
+            None,
+        )
+        .await
+    }
+}
+
+/// A gateway wired to a wallet simulator, each knowing the other's address.
+async fn gateway_and_wallet(faults: &[&str]) -> (TestApp, Wallet) {
+    let dir = std::sync::Arc::new(TempDir::new());
+    let gateway_port = free_port();
+    let callback_url = format!("http://127.0.0.1:{gateway_port}/wallet/v1/callbacks");
+    let wallet = Wallet::start(&dir, free_port(), &callback_url, faults);
+    let url = format!("sqlite://{}", dir.0.join("tillgate.db").display());
+    let listen = format!("127.0.0.1:{gateway_port}");
+    let app = spawn_on(
+        dir,
+        &url,
+        &[
+            "--listen",
+            &listen,
+            "--channel",
+            &wallet.base,
+            "--channel-key",
+            KEY,
+            "--channel-timeout-ms",
+            "500",
+            "--janitor-interval-ms",
+            "200",
+        ],
+    )
+    .await;
+    (app, wallet)
+}
+
+async fn added(pos: &Pos, amount: &str) -> String {
+    let a = pos.add(&reference("w"), amount).await;
+    assert_eq!(a["ret_code"], "000100", "{a}");
+    a["result"]["transactionNo"].as_str().unwrap().to_owned()
+}
+
+async fn wait_status(pos: &Pos, no: &str, status: &str, secs: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let q = pos.query(no).await;
+        if q["result"]["transactionStatus"] == status || std::time::Instant::now() > deadline {
+            return q;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn pay_refund_cancel_and_declines_go_through_the_http_wallet() {
+    let (app, wallet) = gateway_and_wallet(&[]).await;
+    let pos = app.pos();
+    let no = added(&pos, "10.00").await;
+    assert_eq!(pos.pay(&no).await["result"]["transactionStatus"], "success");
+    assert_eq!(
+        pos.refund(&no, "2.00", None).await["result"]["status"],
+        "success"
+    );
+    assert_eq!(
+        pos.refund(&no, "0.61", None).await["result"]["status"],
+        "failed"
+    );
+    let declined = added(&pos, "10.51").await;
+    assert_eq!(
+        pos.pay(&declined).await["result"]["transactionStatus"],
+        "failed"
+    );
+    let reversed = added(&pos, "7.00").await;
+    pos.pay(&reversed).await;
+    assert_eq!(pos.cancel(&reversed).await["result"]["status"], "success");
+    // The wallet's truth agrees with the gateway's.
+    let truth = wallet.order(&no).await;
+    assert!(truth.to_string().contains("approved"), "{truth}");
+    assert_eq!(pos.query(&no).await["result"]["refundAmount"], "2.00");
+}
+
+#[tokio::test]
+async fn a_timed_out_payment_stays_pending_until_the_janitor_asks_the_wallet() {
+    let (app, wallet) =
+        gateway_and_wallet(&["--timeout-rate", "1", "--timeout-hold-ms", "2000"]).await;
+    let pos = app.pos();
+    let no = added(&pos, "12.00").await;
+    let paid = pos.pay(&no).await;
+    assert_eq!(
+        paid["result"]["transactionStatus"], "pending",
+        "an unknown outcome is never closed: {paid}"
+    );
+    // The operator sees it, with its history.
+    let (_, unresolved) = app
+        .raw(
+            reqwest::Method::GET,
+            "/admin/v1/unresolved",
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert!(
+        unresolved["unresolved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["transactionNo"] == no.as_str()),
+        "{unresolved}"
+    );
+    // The wallet did take the money; once it answers again the janitor learns it.
+    wallet.faults(json!({ "timeoutRate": 0.0 })).await;
+    let q = wait_status(&pos, &no, "success", 20).await;
+    assert_eq!(q["result"]["transactionStatus"], "success", "{q}");
+    let (_, unresolved) = app
+        .raw(
+            reqwest::Method::GET,
+            "/admin/v1/unresolved",
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert!(!unresolved["unresolved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["transactionNo"] == no.as_str()));
+}
+
+#[tokio::test]
+async fn duplicate_and_late_callbacks_settle_once() {
+    let (app, _wallet) = gateway_and_wallet(&[
+        "--duplicate-callback-rate",
+        "1",
+        "--late-callback-ms",
+        "300",
+    ])
+    .await;
+    let pos = app.pos();
+    // 10.52: the wallet answers pending, then calls back (twice).
+    let no = added(&pos, "10.52").await;
+    assert_eq!(pos.pay(&no).await["result"]["transactionStatus"], "pending");
+    let q = wait_status(&pos, &no, "success", 15).await;
+    assert_eq!(q["result"]["transactionStatus"], "success", "{q}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, timeline) = app
+        .raw(
+            reqwest::Method::GET,
+            &format!("/admin/v1/transactions/{no}"),
+            None,
+            Vec::new(),
+        )
+        .await;
+    let paid_events = timeline["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "payment.paid")
+        .count();
+    assert_eq!(paid_events, 1, "{timeline}");
+    // A refund afterwards sees the full amount, exactly once.
+    assert_eq!(
+        pos.refund(&no, "10.52", None).await["result"]["status"],
+        "success"
+    );
+    assert_eq!(pos.refund(&no, "0.01", None).await["ret_code"], "000040");
+}
+
+#[tokio::test]
+async fn callbacks_for_unknown_orders_or_other_amounts_are_refused() {
+    let (app, wallet) = gateway_and_wallet(&["--late-callback-ms", "600000"]).await;
+    let pos = app.pos();
+    let no = added(&pos, "20.52").await;
+    assert_eq!(pos.pay(&no).await["result"]["transactionStatus"], "pending");
+    let wrong_amount = json!({"kind": "payment", "transactionNo": no, "amountMinor": 1, "currency": "USD", "outcome": "approved"});
+    wallet
+        .control(
+            reqwest::Method::POST,
+            "/control/callback",
+            Some(wrong_amount),
+        )
+        .await;
+    let unknown = json!({"kind": "payment", "transactionNo": "999999999999999999", "amountMinor": 2052, "currency": "USD", "outcome": "approved"});
+    wallet
+        .control(reqwest::Method::POST, "/control/callback", Some(unknown))
+        .await;
+    let forged = json!({"kind": "payment", "transactionNo": no, "amountMinor": 2052, "currency": "USD", "outcome": "approved", "corruptSignature": true});
+    wallet
+        .control(reqwest::Method::POST, "/control/callback", Some(forged))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        pos.query(&no).await["result"]["transactionStatus"],
+        "pending",
+        "nothing was applied"
+    );
+    // The right callback is applied.
+    let right = json!({"kind": "payment", "transactionNo": no, "amountMinor": 2052, "currency": "USD", "outcome": "approved"});
+    wallet
+        .control(reqwest::Method::POST, "/control/callback", Some(right))
+        .await;
+    assert_eq!(
+        wait_status(&pos, &no, "success", 10).await["result"]["transactionStatus"],
+        "success"
+    );
+}
+
+#[tokio::test]
+async fn a_wallet_crash_in_the_middle_of_a_refund_is_resolved_after_it_restarts() {
+    let (app, mut wallet) = gateway_and_wallet(&[]).await;
+    let pos = app.pos();
+    let no = added(&pos, "30.00").await;
+    assert_eq!(pos.pay(&no).await["result"]["transactionStatus"], "success");
+    wallet
+        .faults(json!({ "timeoutRate": 1.0, "timeoutHoldMs": 60000 }))
+        .await;
+    let refund = pos.refund(&no, "5.00", Some("crash-refund")).await;
+    assert_eq!(refund["result"]["status"], "pending", "{refund}");
+    // Nothing can be refunded past the reservation while the outcome is unknown.
+    assert_eq!(pos.refund(&no, "25.01", None).await["ret_code"], "000040");
+    let dir = app.dir.clone();
+    wallet.crash_and_restart(&dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = pos.query(&no).await;
+        if q["result"]["refundAmount"] == "5.00" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the janitor never resolved the refund: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = pos.refund(&no, "5.00", Some("crash-refund")).await;
+    assert_eq!(
+        again["result"]["status"], "success",
+        "a retry replays the resolved refund: {again}"
+    );
+}
