@@ -327,3 +327,47 @@ async fn a_wallet_crash_in_the_middle_of_a_refund_is_resolved_after_it_restarts(
         "a retry replays the resolved refund: {again}"
     );
 }
+
+#[tokio::test]
+async fn a_timed_out_reversal_and_a_late_void_are_resolved_and_agree_with_the_wallet() {
+    let (app, wallet) = gateway_and_wallet(&["--late-callback-ms", "300"]).await;
+    let pos = app.pos();
+    // A reversal whose answer is lost: in progress until the janitor asks.
+    let paid = added(&pos, "40.00").await;
+    assert_eq!(
+        pos.pay(&paid).await["result"]["transactionStatus"],
+        "success"
+    );
+    wallet
+        .faults(json!({ "timeoutRate": 1.0, "timeoutHoldMs": 60000 }))
+        .await;
+    let c = pos.cancel(&paid).await;
+    assert_eq!(c["result"]["status"], "pending", "{c}");
+    assert_eq!(
+        pos.refund(&paid, "1.00", None).await["ret_code"],
+        "000040",
+        "no refund while a cancel is in flight"
+    );
+    wallet.faults(json!({ "timeoutRate": 0.0 })).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = pos.query(&paid).await;
+        if q["result"]["voidAmount"] == "40.00" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reversal was never resolved: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An unpaid transaction of 5.53: the wallet answers its void later, by callback.
+    let unpaid = added(&pos, "5.53").await;
+    let v = pos.cancel(&unpaid).await;
+    assert_eq!(v["result"]["status"], "pending", "{v}");
+    assert_eq!(
+        wait_status(&pos, &unpaid, "closed", 15).await["result"]["transactionStatus"],
+        "closed"
+    );
+    assert!(wallet.order(&paid).await.to_string().contains("approved"));
+}
