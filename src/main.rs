@@ -191,6 +191,9 @@ struct ServeArgs {
     /// How often the janitor asks the wallet about unanswered operations (default 5000 ms).
     #[arg(long, env = "TILLGATE_JANITOR_INTERVAL_MS")]
     janitor_interval_ms: Option<u64>,
+    /// How long a POS terminal request waits for the terminal (default 60000 ms).
+    #[arg(long, env = "TILLGATE_TERMINAL_WAIT_MS")]
+    terminal_wait_ms: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -332,6 +335,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.janitor_interval_ms {
         config.janitor_interval_ms = v;
+    }
+    if let Some(v) = args.terminal_wait_ms {
+        config.terminal_wait_ms = v;
     }
     tillgate_server::run(config, shutdown_signal()).await
 }

@@ -33,6 +33,8 @@ mod notifications;
 mod operator;
 mod pockyt_story;
 mod postgres_nodes;
+mod terminal_client;
 mod tidy;
 mod unified;
 mod wallet;
+mod yabandpay;

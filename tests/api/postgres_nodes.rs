@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 /// Starts `n` nodes on one fresh database at the same moment (they race to migrate and to
 /// create the sandbox merchant), sharing one directory and so one sandbox key file.
-async fn nodes(n: usize) -> Option<(Vec<TestApp>, Arc<PgDatabase>)> {
+pub async fn nodes(n: usize) -> Option<(Vec<TestApp>, Arc<PgDatabase>)> {
     let admin_url = postgres_admin_url()?;
     let db = Arc::new(PgDatabase::create(&admin_url).await);
     let dir = Arc::new(TempDir::new());

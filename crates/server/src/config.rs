@@ -49,6 +49,9 @@ pub struct Config {
     pub channel: ChannelConfig,
     /// How often the janitor looks for operations the wallet has not answered.
     pub janitor_interval_ms: u64,
+    /// How long a request that runs on a POS terminal waits for the terminal's result before
+    /// it answers "processing" (the result is applied when it comes).
+    pub terminal_wait_ms: u64,
 }
 
 /// Which wallet moves the money.
@@ -130,6 +133,7 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             channel: ChannelConfig::default(),
             janitor_interval_ms: 5_000,
+            terminal_wait_ms: 60_000,
         }
     }
 }
@@ -149,6 +153,7 @@ struct File {
     notify: Option<NotifyFile>,
     channel: Option<ChannelFile>,
     janitor_interval_ms: Option<u64>,
+    terminal_wait_ms: Option<u64>,
 }
 
 impl Config {
@@ -196,6 +201,9 @@ impl Config {
         }
         if let Some(v) = file.janitor_interval_ms {
             c.janitor_interval_ms = v;
+        }
+        if let Some(v) = file.terminal_wait_ms {
+            c.terminal_wait_ms = v;
         }
         if let Some(n) = file.notify {
             if let Some(v) = n.schedule_s {

@@ -189,6 +189,10 @@ pub fn dispatcher(service: &Arc<Lifecycle>, config: &Config) -> anyhow::Result<A
         tillgate_unified::DIALECT.into(),
         Arc::new(tillgate_unified::UnifiedRenderer::new(service.clone())),
     );
+    renderers.insert(
+        tillgate_yabandpay::DIALECT.into(),
+        Arc::new(tillgate_yabandpay::YabandRenderer::new(service.clone())),
+    );
     let dispatcher = Dispatcher::new(
         service.store().clone(),
         service.clock().clone(),
@@ -212,6 +216,13 @@ pub fn app(lifecycle: Arc<Lifecycle>, hub: Arc<hub::Hub>, config: &Config) -> Ro
         .merge(hub::routes(hub))
         .merge(tillgate_pockyt::router(lifecycle.clone()))
         .merge(tillgate_unified::router(lifecycle.clone()))
+        .merge(tillgate_yabandpay::router_with(
+            lifecycle.clone(),
+            tillgate_yabandpay::YabandConfig {
+                terminal_wait: std::time::Duration::from_millis(config.terminal_wait_ms),
+                ..tillgate_yabandpay::YabandConfig::default()
+            },
+        ))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics).with_state(lifecycle.clone()));
     router = router.merge(admin::routes(lifecycle.clone(), config));
