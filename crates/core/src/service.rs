@@ -144,9 +144,36 @@ pub struct PaymentWithRefunds {
     pub refunds: Vec<RefundRecord>,
 }
 
-type CredentialCache = HashMap<(String, String), (Instant, Arc<StoreCredential>)>;
-type AppCache = HashMap<String, (Instant, Arc<AppCredential>)>;
-type TerminalCache = HashMap<String, (Instant, Arc<TerminalCredential>)>;
+/// Opened credentials kept for a short while, so a signature check costs no database read and
+/// no decryption; bounded in size.
+struct Cache<K, V> {
+    entries: RwLock<HashMap<K, (Instant, Arc<V>)>>,
+}
+
+impl<K: std::hash::Hash + Eq, V> Cache<K, V> {
+    fn new() -> Cache<K, V> {
+        Cache {
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K, ttl: std::time::Duration) -> Option<Arc<V>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        match entries.get(key) {
+            Some((at, v)) if at.elapsed() < ttl => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: K, value: Arc<V>) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() > 10_000 {
+            // A bound on memory: credentials are cheap to read again.
+            entries.clear();
+        }
+        entries.insert(key, (Instant::now(), value));
+    }
+}
 
 /// The use cases of a transaction's life.
 pub struct Lifecycle {
@@ -155,11 +182,11 @@ pub struct Lifecycle {
     clock: Arc<dyn Clock>,
     secrets: SecretBox,
     config: LifecycleConfig,
-    credentials: RwLock<CredentialCache>,
-    apps: RwLock<AppCache>,
+    credentials: Cache<(String, String), StoreCredential>,
+    apps: Cache<String, AppCredential>,
     /// Signalled after a change enqueued a notification, so the dispatcher sends it at once.
     outbox_wake: Arc<tokio::sync::Notify>,
-    terminals: RwLock<TerminalCache>,
+    terminals: Cache<String, TerminalCredential>,
     /// The terminal hub, set once at start (it needs the service to apply results, so it is
     /// built after it).
     hub: std::sync::OnceLock<Arc<dyn TerminalHub>>,
@@ -263,10 +290,10 @@ impl Lifecycle {
             clock,
             secrets,
             config,
-            credentials: RwLock::new(HashMap::new()),
-            apps: RwLock::new(HashMap::new()),
+            credentials: Cache::new(),
+            apps: Cache::new(),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
-            terminals: RwLock::new(HashMap::new()),
+            terminals: Cache::new(),
             hub: std::sync::OnceLock::new(),
         }
     }
@@ -335,15 +362,8 @@ impl Lifecycle {
         store_no: &str,
     ) -> Result<Arc<StoreCredential>, CredentialError> {
         let key = (merchant_no.to_owned(), store_no.to_owned());
-        if let Some((at, cred)) = self
-            .credentials
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            if at.elapsed() < self.config.credential_ttl {
-                return Ok(cred.clone());
-            }
+        if let Some(cred) = self.credentials.get(&key, self.config.credential_ttl) {
+            return Ok(cred);
         }
         let row = self
             .store
@@ -358,12 +378,7 @@ impl Lifecycle {
             store_no: row.store_no,
             token,
         });
-        let mut cache = self.credentials.write().unwrap_or_else(|e| e.into_inner());
-        if cache.len() > 10_000 {
-            // A bound on memory: credentials are cheap to read again.
-            cache.clear();
-        }
-        cache.insert(key, (Instant::now(), cred.clone()));
+        self.credentials.put(key, cred.clone());
         Ok(cred)
     }
 
@@ -392,15 +407,11 @@ impl Lifecycle {
         &self,
         app_id: &str,
     ) -> Result<Arc<AppCredential>, CredentialError> {
-        if let Some((at, cred)) = self
+        if let Some(cred) = self
             .apps
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(app_id)
+            .get(&app_id.to_owned(), self.config.credential_ttl)
         {
-            if at.elapsed() < self.config.credential_ttl {
-                return Ok(cred.clone());
-            }
+            return Ok(cred);
         }
         let row = self
             .store
@@ -415,11 +426,7 @@ impl Lifecycle {
             app_id: row.app_id,
             secret,
         });
-        let mut cache = self.apps.write().unwrap_or_else(|e| e.into_inner());
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(app_id.to_owned(), (Instant::now(), cred.clone()));
+        self.apps.put(app_id.to_owned(), cred.clone());
         Ok(cred)
     }
 
@@ -447,15 +454,11 @@ impl Lifecycle {
         &self,
         tid: &str,
     ) -> Result<Arc<TerminalCredential>, CredentialError> {
-        if let Some((at, cred)) = self
+        if let Some(cred) = self
             .terminals
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tid)
+            .get(&tid.to_owned(), self.config.credential_ttl)
         {
-            if at.elapsed() < self.config.credential_ttl {
-                return Ok(cred.clone());
-            }
+            return Ok(cred);
         }
         let row = self
             .store
@@ -470,11 +473,7 @@ impl Lifecycle {
             tid: row.tid,
             secret,
         });
-        let mut cache = self.terminals.write().unwrap_or_else(|e| e.into_inner());
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(tid.to_owned(), (Instant::now(), cred.clone()));
+        self.terminals.put(tid.to_owned(), cred.clone());
         Ok(cred)
     }
 
