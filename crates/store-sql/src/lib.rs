@@ -231,12 +231,16 @@ pub fn claim_sql(skip_locked: bool) -> String {
     )
 }
 
-/// Operations waiting for the wallet, oldest first (`?1` before, `?2` limit).
+/// Operations waiting for the wallet, oldest first (`?1` before, `?2` limit). What a POS
+/// terminal is doing (an open command) is the terminal's to answer, not the wallet's: asking
+/// the wallet about a sale it never saw would close a payment the customer is making.
 pub const UNRESOLVED_SQL: &str = "\
 SELECT payment_id, transaction_no, merchant_no, kind, op_no, since FROM (
     SELECT p.id AS payment_id, p.transaction_no, p.merchant_no, 'payment' AS kind,
            NULL AS op_no, p.updated_at AS since
     FROM payments p WHERE p.state = 'pending' AND p.updated_at < ?1
+      AND NOT EXISTS (SELECT 1 FROM terminal_commands t
+                      WHERE t.payment_id = p.id AND t.state = 'open')
     UNION ALL
     SELECT p.id, p.transaction_no, p.merchant_no, 'refund', r.refund_no, r.updated_at
     FROM refunds r JOIN payments p ON p.id = r.payment_id
@@ -245,6 +249,8 @@ SELECT payment_id, transaction_no, merchant_no, kind, op_no, since FROM (
     SELECT p.id, p.transaction_no, p.merchant_no, 'cancel', c.cancel_no, c.updated_at
     FROM cancels c JOIN payments p ON p.id = c.payment_id
     WHERE c.state = 1 AND c.updated_at < ?1
+      AND NOT EXISTS (SELECT 1 FROM terminal_commands t
+                      WHERE t.cancel_id = c.id AND t.state = 'open')
 ) waiting ORDER BY since LIMIT ?2";
 
 pub fn unresolved(row: &impl Columns) -> Result<Unresolved, StoreError> {

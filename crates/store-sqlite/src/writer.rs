@@ -108,19 +108,40 @@ pub async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, stats:
             continue;
         }
         let mut answers = Vec::with_capacity(batch.len());
+        let mut broken = None;
         for job in std::mem::take(&mut batch) {
             match job {
                 Job::Shutdown => stopping = true,
-                Job::Work(work) => answers.push(run_job(&mut conn, work).await),
+                // Once the transaction is in doubt no further job runs: dropping it tells its
+                // caller that nothing was committed.
+                Job::Work(_) if broken.is_some() => {}
+                Job::Work(work) => {
+                    let (ran, intact) = run_job(&mut conn, work).await;
+                    answers.push(ran);
+                    if let Err(e) = intact {
+                        broken = Some(e);
+                    }
+                }
             }
         }
-        let commit = match exec(&mut conn, "COMMIT").await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::error!(error = %e, "commit failed; the batch is rolled back");
+        let commit = match broken {
+            // A savepoint could not be closed: SQLite may have rolled the whole transaction
+            // back already (SQLITE_FULL, IOERR, BUSY…), and a COMMIT now could commit later
+            // jobs that ran outside it. Roll back and answer every job of the batch with the
+            // error, so no caller is told "failed" about a write that stands, or the reverse.
+            Some(e) => {
+                tracing::error!(error = %e, "the write transaction broke; the batch is rolled back");
                 let _ = exec(&mut conn, "ROLLBACK").await;
                 Err(e)
             }
+            None => match exec(&mut conn, "COMMIT").await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::error!(error = %e, "commit failed; the batch is rolled back");
+                    let _ = exec(&mut conn, "ROLLBACK").await;
+                    Err(e)
+                }
+            },
         };
         if commit.is_ok() {
             stats
@@ -140,12 +161,15 @@ pub fn boxed<'a, T>(f: impl std::future::Future<Output = T> + Send + 'a) -> Boxe
 }
 
 /// Runs one job inside its own savepoint, so that its failure undoes only its own writes.
-async fn run_job(conn: &mut SqliteConnection, work: Work) -> Ran {
+/// The second value says whether the batch's transaction is still intact afterwards.
+async fn run_job(conn: &mut SqliteConnection, work: Work) -> (Ran, Result<(), StoreError>) {
     if let Err(e) = exec(conn, "SAVEPOINT op").await {
-        return Ran {
-            reply: Box::new(move |_| tracing::error!(error = %e, "savepoint failed")),
+        // The work never ran; dropping it tells its caller that nothing was committed.
+        let ran = Ran {
+            reply: Box::new(|_| {}),
             ok: false,
         };
+        return (ran, Err(e));
     }
     let ran = work(conn).await;
     let end = if ran.ok {
@@ -156,10 +180,7 @@ async fn run_job(conn: &mut SqliteConnection, work: Work) -> Ran {
             Err(e) => Err(e),
         }
     };
-    if let Err(e) = end {
-        tracing::error!(error = %e, "savepoint could not be closed");
-    }
-    ran
+    (ran, end)
 }
 
 pub async fn upsert_merchant(
