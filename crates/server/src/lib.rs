@@ -335,7 +335,9 @@ pub async fn run(
         janitor::Janitor::new(
             service.clone(),
             std::time::Duration::from_millis(config.janitor_interval_ms),
-            std::time::Duration::from_millis(config.channel.timeout_ms),
+            // Twice the call's time-out: a request that timed out here may still be on its way
+            // to the wallet, and a query must not overtake it.
+            std::time::Duration::from_millis(config.channel.timeout_ms.saturating_mul(2)),
         )
         .run(stopped),
     );

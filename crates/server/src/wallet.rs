@@ -86,6 +86,26 @@ async fn callback(State(s): State<Arc<Callbacks>>, headers: HeaderMap, body: Byt
     }
 }
 
+/// Keeps a wallet answer that contradicts what was recorded in the transaction's timeline, so
+/// an operator finds it there and not only in a log.
+async fn contradiction(app: &Lifecycle, payment_id: i64, cb: &Callback) {
+    let detail = format!(
+        "{:?} {} {:?} {} {}",
+        cb.kind,
+        cb.refund_no.as_deref().unwrap_or(""),
+        cb.outcome,
+        cb.amount_minor,
+        cb.currency
+    );
+    if let Err(e) = app
+        .store()
+        .append_event(payment_id, app.now(), "wallet.contradiction", &detail)
+        .await
+    {
+        tracing::error!(error = %e, "cannot record a wallet contradiction");
+    }
+}
+
 async fn apply(
     app: &Lifecycle,
     cb: &Callback,
@@ -118,6 +138,7 @@ async fn apply(
                     };
                     if !agrees {
                         tracing::error!(transaction_no = %cb.transaction_no, ?outcome, state = payment.payment.state().as_str(), "the wallet contradicts the recorded payment");
+                        contradiction(app, payment.id, cb).await;
                     }
                     ok()
                 }
@@ -149,6 +170,7 @@ async fn apply(
                 .await?;
             if now.state != RefundState::after(outcome) {
                 tracing::error!(%refund_no, ?outcome, state = now.state.code(), "the wallet contradicts the recorded refund");
+                contradiction(app, payment.id, cb).await;
             }
             ok()
         }
