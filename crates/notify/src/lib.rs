@@ -113,6 +113,12 @@ impl Dispatcher {
     /// Leases the due notifications and attempts each once, concurrently.
     pub async fn try_dispatch(&self) -> Result<Round, StoreError> {
         let now = self.clock.now();
+        // A read first: leasing is a write, and an idle gateway should not commit (and fsync)
+        // once a second for nothing.
+        match self.store.next_notification_due().await? {
+            Some(due) if due <= now => {}
+            _ => return Ok(Round::default()),
+        }
         let lease_until = now
             + chrono::Duration::from_std(self.config.lease)
                 .unwrap_or(chrono::Duration::seconds(60));
@@ -165,10 +171,15 @@ impl Dispatcher {
             Ok(Some(due)) => due,
             _ => return self.config.idle_poll,
         };
+        // A row due already but not claimable (leased by another node, or waiting behind an
+        // earlier notification of its payment) must not make this loop spin.
         (due - self.clock.now())
             .to_std()
             .unwrap_or(Duration::ZERO)
-            .min(self.config.idle_poll)
+            .clamp(
+                Duration::from_millis(250),
+                self.config.idle_poll.max(Duration::from_millis(250)),
+            )
     }
 
     /// The schedule of a merchant: its own, or the gateway's. Cached for a minute.

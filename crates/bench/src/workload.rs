@@ -1,0 +1,277 @@
+//! The workloads: what one operation sends and what answer counts as success.
+//!
+//! Every request is a real signed Pockyt v3 request over HTTP. Keys (references, refund
+//! references) carry the run's tag, so no two runs on one database collide and no operation is
+//! an idempotent replay unless a workload means it to be.
+
+use crate::client::{Answer, Conn};
+use crate::pockyt::{self, decimal_2, seeded_transaction_no, Rng, Signer};
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Baseline (a): a signed query to the minimal server, no store.
+    BaselineHttp,
+    /// A query with a forged verifySign, which the gateway must refuse (000030).
+    BadSignature,
+    /// tran-query of a random existing transaction, by transactionNo.
+    Query,
+    /// A 0.01-0.09 partial refund of a random existing paid transaction, unique refundReference.
+    Refund,
+    /// add, then pay with a barcode (approved by the sandbox wallet): one operation, two requests.
+    AddPay,
+    /// cancel of a transaction added (unmeasured) before the run.
+    Cancel,
+    /// query 50%, refund 20%, add+pay 15%, add+cancel 10%, forged signature 5%.
+    Mix,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::BaselineHttp => "baseline-http",
+            Workload::BadSignature => "bad-signature",
+            Workload::Query => "query",
+            Workload::Refund => "refund",
+            Workload::AddPay => "add-pay",
+            Workload::Cancel => "cancel",
+            Workload::Mix => "mix",
+        }
+    }
+
+    /// Whether the workload changes the store (and so has operations per commit to report).
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            Workload::Refund | Workload::AddPay | Workload::Cancel | Workload::Mix
+        )
+    }
+}
+
+/// Transactions added before a cancel run, each cancelled once.
+#[derive(Debug, Default)]
+pub struct CancelPool {
+    references: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl CancelPool {
+    pub fn new(references: Vec<String>) -> CancelPool {
+        CancelPool {
+            references,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn take(&self) -> Option<&str> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.references.get(i).map(String::as_str)
+    }
+}
+
+/// What every worker of a run shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub signer: Signer,
+    /// Seeded paid transactions are indices `0..existing`.
+    pub existing: u64,
+    /// Prefix of every key this run creates.
+    pub tag: String,
+    pub cancel_pool: Option<CancelPool>,
+}
+
+/// What one operation came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    Ok {
+        requests: u32,
+    },
+    Failed {
+        requests: u32,
+        why: String,
+    },
+    /// Nothing left to do (the cancel pool is used up); the worker stops.
+    Exhausted,
+}
+
+/// One worker's state: its random source and key sequence.
+pub struct Worker {
+    id: u64,
+    seq: u64,
+    rng: Rng,
+    shared: Arc<Shared>,
+}
+
+const SUCCESS: &str = "\"ret_code\":\"000100\"";
+const NO_RIGHTS: &str = "\"ret_code\":\"000030\"";
+
+fn check(answer: &Answer, needles: &[&str]) -> Result<(), String> {
+    if answer.status == 200 && needles.iter().all(|n| answer.contains(n)) {
+        return Ok(());
+    }
+    let mut body = answer.body_text().to_owned();
+    body.truncate(300);
+    Err(format!("HTTP {}: {body}", answer.status))
+}
+
+impl Worker {
+    pub fn new(id: u64, seed: u64, shared: Arc<Shared>) -> Worker {
+        Worker {
+            id,
+            seq: 0,
+            rng: Rng::new(seed ^ id.wrapping_mul(0x2545_F491_4F6C_DD1D)),
+            shared,
+        }
+    }
+
+    fn key(&mut self, kind: char) -> String {
+        self.seq += 1;
+        format!("{}{kind}{}-{}", self.shared.tag, self.id, self.seq)
+    }
+
+    fn existing_transaction(&mut self) -> String {
+        seeded_transaction_no(self.rng.below(self.shared.existing))
+    }
+
+    /// Runs one operation of `workload` on `conn`.
+    pub async fn op(&mut self, workload: Workload, conn: &mut Conn) -> OpResult {
+        let result = match workload {
+            Workload::BaselineHttp | Workload::Query => self.query(conn).await.map(|_| 1),
+            Workload::BadSignature => self.forged(conn).await.map(|_| 1),
+            Workload::Refund => self.refund(conn).await.map(|_| 1),
+            Workload::AddPay => self.add_pay(conn).await,
+            Workload::Cancel => match self.shared.cancel_pool.as_ref().and_then(CancelPool::take) {
+                None => return OpResult::Exhausted,
+                Some(r) => {
+                    let r = r.to_owned();
+                    self.cancel(conn, &r).await.map(|_| 1)
+                }
+            },
+            Workload::Mix => self.mix(conn).await,
+        };
+        match result {
+            Ok(requests) => OpResult::Ok { requests },
+            Err((requests, why)) => OpResult::Failed { requests, why },
+        }
+    }
+
+    async fn send(
+        &self,
+        conn: &mut Conn,
+        path: &str,
+        body: &[u8],
+        needles: &[&str],
+    ) -> Result<(), String> {
+        match conn.post(path, body).await {
+            Ok(a) => check(&a, needles),
+            Err(e) => Err(format!("{path}: {e}")),
+        }
+    }
+
+    async fn query(&mut self, conn: &mut Conn) -> Result<(), (u32, String)> {
+        let t = self.existing_transaction();
+        let body = self.shared.signer.body(&[("transactionNo", &t)]);
+        self.send(conn, pockyt::QUERY, &body, &[SUCCESS])
+            .await
+            .map_err(|e| (1, e))
+    }
+
+    async fn forged(&mut self, conn: &mut Conn) -> Result<(), (u32, String)> {
+        let t = self.existing_transaction();
+        let body = self.shared.signer.forged_body(&[("transactionNo", &t)]);
+        self.send(conn, pockyt::QUERY, &body, &[NO_RIGHTS])
+            .await
+            .map_err(|e| (1, e))
+    }
+
+    async fn refund(&mut self, conn: &mut Conn) -> Result<(), (u32, String)> {
+        let t = self.existing_transaction();
+        // 1 to 9 cents: never ends in 61, which the sandbox wallet declines.
+        let amount = decimal_2(1 + i64::try_from(self.rng.below(9)).unwrap_or(0));
+        let key = self.key('r');
+        let body = self.shared.signer.body(&[
+            ("transactionNo", &t),
+            ("refundAmount", &amount),
+            ("currency", "USD"),
+            ("settleCurrency", "USD"),
+            ("refundReference", &key),
+        ]);
+        self.send(
+            conn,
+            pockyt::REFUND,
+            &body,
+            &[SUCCESS, "\"status\":\"success\""],
+        )
+        .await
+        .map_err(|e| (1, e))
+    }
+
+    /// Adds a transaction; returns its reference.
+    pub async fn add(&mut self, conn: &mut Conn) -> Result<String, String> {
+        let reference = self.key('a');
+        // 1.00 to 999.49 with cents of 00 to 49: the sandbox wallet gives endings from 51 up
+        // their special answers (declined, unknown, in progress), and every operation here is
+        // meant to be approved.
+        let dollars = 1 + i64::try_from(self.rng.below(999)).unwrap_or(0);
+        let cents = 100 * dollars + i64::try_from(self.rng.below(50)).unwrap_or(0);
+        let amount = decimal_2(cents);
+        let body = self.shared.signer.body(&[
+            ("amount", &amount),
+            ("currency", "USD"),
+            ("settleCurrency", "USD"),
+            ("reference", &reference),
+        ]);
+        self.send(conn, pockyt::ADD, &body, &[SUCCESS]).await?;
+        Ok(reference)
+    }
+
+    async fn add_pay(&mut self, conn: &mut Conn) -> Result<u32, (u32, String)> {
+        let reference = self.add(conn).await.map_err(|e| (1, e))?;
+        let barcode = format!("28{:016}", self.rng.below(10_000_000_000_000_000));
+        let body = self.shared.signer.body(&[
+            ("reference", &reference),
+            ("paymentBarcode", &barcode),
+            ("vendor", "alipay"),
+        ]);
+        self.send(
+            conn,
+            pockyt::PAY,
+            &body,
+            &[SUCCESS, "\"transactionStatus\":\"success\""],
+        )
+        .await
+        .map_err(|e| (2, e))?;
+        Ok(2)
+    }
+
+    async fn cancel(&mut self, conn: &mut Conn, reference: &str) -> Result<(), (u32, String)> {
+        let body = self.shared.signer.body(&[("reference", reference)]);
+        self.send(
+            conn,
+            pockyt::CANCEL,
+            &body,
+            &[SUCCESS, "\"status\":\"success\""],
+        )
+        .await
+        .map_err(|e| (1, e))
+    }
+
+    async fn mix(&mut self, conn: &mut Conn) -> Result<u32, (u32, String)> {
+        match self.rng.below(100) {
+            0..50 => self.query(conn).await.map(|_| 1),
+            50..70 => self.refund(conn).await.map(|_| 1),
+            70..85 => self.add_pay(conn).await,
+            85..95 => {
+                let reference = self.add(conn).await.map_err(|e| (1, e))?;
+                self.cancel(conn, &reference)
+                    .await
+                    .map(|_| 2)
+                    .map_err(|(_, e)| (2, e))
+            }
+            _ => self.forged(conn).await.map(|_| 1),
+        }
+    }
+}
