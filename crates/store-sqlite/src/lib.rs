@@ -1,8 +1,8 @@
 //! The SQLite backend of the store: WAL, `synchronous=FULL`, and group commit.
 //!
-//! All writes go through one writer task that owns one connection. It takes every write that is
-//! waiting, runs each inside its own savepoint of one `BEGIN IMMEDIATE` transaction, commits
-//! once, and only then answers each caller. Many operations share one fsync, none is answered
+//! All writes go through one writer thread that owns one synchronous connection. It takes every
+//! write that is waiting, runs each inside its own savepoint of one `BEGIN IMMEDIATE`
+//! transaction, commits once, and only then answers each caller. Many operations share one fsync, none is answered
 //! before its commit is durable, and because there is exactly one writer, the check-and-reserve
 //! of a refund can never interleave with another. Reads use a separate pool (WAL readers do not
 //! block the writer).
@@ -31,7 +31,7 @@ const WRITE_QUEUE: usize = 4096;
 pub struct SqliteStore {
     reads: SqlitePool,
     writes: mpsc::Sender<writer::Job>,
-    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: std::sync::Arc<writer::Stats>,
 }
 
@@ -58,6 +58,9 @@ impl SqliteStore {
             .log_statements(tracing::log::LevelFilter::Trace);
         let mut conn = options.connect().await.map_err(unavailable)?;
         migrate::apply(&mut conn).await?;
+        sqlx::Connection::close(conn).await.map_err(unavailable)?;
+        let path = options.get_filename().to_owned();
+        let native = writer::open(&path)?;
         let reads = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -66,11 +69,17 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let stats = std::sync::Arc::new(writer::Stats::default());
-        let handle = tokio::spawn(writer::run(conn, rx, stats.clone()));
+        let handle = std::thread::Builder::new()
+            .name("tillgate-sqlite-writer".into())
+            .spawn({
+                let stats = stats.clone();
+                move || writer::run(native, rx, stats)
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             reads,
             writes: tx,
-            writer: tokio::sync::Mutex::new(Some(handle)),
+            writer: std::sync::Mutex::new(Some(handle)),
             stats,
         })
     }
@@ -79,11 +88,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(
-                &'c mut sqlx::SqliteConnection,
-            ) -> writer::Boxed<'c, Result<T, StoreError>>
-            + Send
-            + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         self.writes
@@ -114,7 +119,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError> {
-        self.write(move |conn| writer::boxed(writer::upsert_merchant(conn, m)))
+        self.write(move |conn| writer::upsert_merchant(conn, m))
             .await
     }
 
@@ -151,10 +156,8 @@ impl Store for SqliteStore {
         token_sealed: &str,
     ) -> Result<StoreAdded, StoreError> {
         let (s, t) = (store_no.to_owned(), token_sealed.to_owned());
-        self.write(move |conn| {
-            writer::boxed(async move { writer::add_store(conn, merchant_id, &s, &t).await })
-        })
-        .await
+        self.write(move |conn| writer::add_store(conn, merchant_id, &s, &t))
+            .await
     }
 
     async fn store_row(
@@ -176,7 +179,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError> {
-        self.write(move |conn| writer::boxed(writer::insert_payment(conn, p)))
+        self.write(move |conn| writer::insert_payment(conn, p))
             .await
     }
 
@@ -277,7 +280,7 @@ impl Store for SqliteStore {
     }
 
     async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError> {
-        self.write(move |conn| writer::boxed(writer::mutate(conn, payment_id, decide)))
+        self.write(move |conn| writer::mutate(conn, payment_id, decide))
             .await
     }
 
@@ -321,10 +324,8 @@ impl Store for SqliteStore {
     ) -> Result<StoreAdded, StoreError> {
         let (app_id, sealed) = (app_id.to_owned(), secret_sealed.to_owned());
         let at_ms = at.timestamp_millis();
-        self.write(move |conn| {
-            writer::boxed(writer::add_app(conn, merchant_id, app_id, sealed, at_ms))
-        })
-        .await
+        self.write(move |conn| writer::add_app(conn, merchant_id, &app_id, &sealed, at_ms))
+            .await
     }
 
     async fn app_row(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
@@ -347,7 +348,12 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let schedule = schedule.map(str::to_owned);
         self.write(move |conn| {
-            writer::boxed(writer::set_notify_schedule(conn, merchant_id, schedule))
+            writer::execute(
+                conn,
+                "UPDATE merchants SET notify_schedule = ? WHERE id = ?",
+                vec![Bind::Text(schedule), Bind::Int(Some(merchant_id))],
+            )
+            .map(drop)
         })
         .await
     }
@@ -359,7 +365,7 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let (now_ms, lease_ms) = (now.timestamp_millis(), lease_until.timestamp_millis());
-        self.write(move |conn| writer::boxed(writer::claim(conn, now_ms, lease_ms, limit)))
+        self.write(move |conn| writer::claim(conn, now_ms, lease_ms, limit))
             .await
     }
 
@@ -368,7 +374,7 @@ impl Store for SqliteStore {
         attempt: AttemptRecord,
         next: AttemptNext,
     ) -> Result<(), StoreError> {
-        self.write(move |conn| writer::boxed(writer::finish_attempt(conn, attempt, next)))
+        self.write(move |conn| writer::finish_attempt(conn, attempt, next))
             .await
     }
 
@@ -433,7 +439,7 @@ impl Store for SqliteStore {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, StoreError> {
         let now_ms = now.timestamp_millis();
-        self.write(move |conn| writer::boxed(writer::resend(conn, what, now_ms)))
+        self.write(move |conn| writer::resend(conn, what, now_ms))
             .await
     }
 
@@ -446,10 +452,8 @@ impl Store for SqliteStore {
     ) -> Result<StoreAdded, StoreError> {
         let (tid, sealed) = (tid.to_owned(), secret_sealed.to_owned());
         let at_ms = at.timestamp_millis();
-        self.write(move |conn| {
-            writer::boxed(writer::add_terminal(conn, merchant_id, tid, sealed, at_ms))
-        })
-        .await
+        self.write(move |conn| writer::add_terminal(conn, merchant_id, &tid, &sealed, at_ms))
+            .await
     }
 
     async fn terminal_row(
@@ -480,11 +484,11 @@ impl Store for SqliteStore {
             Bind::Text(Some(tid.to_owned())),
         ];
         self.write(move |conn| {
-            writer::boxed(writer::execute(
+            writer::execute(
                 conn,
                 "UPDATE terminals SET online_node = ?, last_seen_at = ? WHERE tid = ?",
                 binds,
-            ))
+            )
         })
         .await
         .map(drop)
@@ -504,16 +508,13 @@ impl Store for SqliteStore {
             Bind::Int(Some(at.timestamp_millis())),
         ];
         self.write(move |conn| {
-            writer::boxed(async move {
-                writer::execute(conn, "DELETE FROM terminal_nonces WHERE at < ?", forget).await?;
-                writer::execute(
-                    conn,
-                    "INSERT INTO terminal_nonces (tid, nonce, at) VALUES (?, ?, ?) \
-                     ON CONFLICT (tid, nonce) DO NOTHING",
-                    binds,
-                )
-                .await
-            })
+            writer::execute(conn, "DELETE FROM terminal_nonces WHERE at < ?", forget)?;
+            writer::execute(
+                conn,
+                "INSERT INTO terminal_nonces (tid, nonce, at) VALUES (?, ?, ?) \
+                 ON CONFLICT (tid, nonce) DO NOTHING",
+                binds,
+            )
         })
         .await
         .map(|n| n == 1)
@@ -531,12 +532,12 @@ impl Store for SqliteStore {
             Bind::Int(Some(at.timestamp_millis())),
         ];
         self.write(move |conn| {
-            writer::boxed(writer::execute(
+            writer::execute(
                 conn,
                 "INSERT INTO request_keys (scope, request_key, created_at) VALUES (?, ?, ?) \
                  ON CONFLICT (scope, request_key) DO NOTHING",
                 binds,
-            ))
+            )
         })
         .await
         .map(|n| n == 1)
@@ -586,12 +587,12 @@ impl Store for SqliteStore {
             Bind::Text(Some(command_id.to_owned())),
         ];
         self.write(move |conn| {
-            writer::boxed(writer::execute(
+            writer::execute(
                 conn,
                 "UPDATE terminal_commands SET state = 'done', outcome = ?, message = ?, \
                  updated_at = ? WHERE command_id = ? AND state = 'open'",
                 binds,
-            ))
+            )
         })
         .await
         .map(|n| n == 1)
@@ -611,11 +612,11 @@ impl Store for SqliteStore {
             Bind::Text(Some(detail.to_owned())),
         ];
         self.write(move |conn| {
-            writer::boxed(writer::execute(
+            writer::execute(
                 conn,
                 "INSERT INTO events (payment_id, at, kind, detail) VALUES (?, ?, ?, ?)",
                 binds,
-            ))
+            )
         })
         .await
         .map(drop)
@@ -660,8 +661,9 @@ impl Store for SqliteStore {
     async fn close(&self) {
         // The writer finishes every write queued before this one, then stops.
         let _ = self.writes.send(writer::Job::Shutdown).await;
-        if let Some(handle) = self.writer.lock().await.take() {
-            let _ = handle.await;
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
         self.reads.close().await;
     }

@@ -32,3 +32,29 @@ impl Columns for Loaded {
         column(&self.0, col)
     }
 }
+
+/// A row of the writer's synchronous connection, seen through the shared column view.
+pub struct Native<'a, 'r>(pub &'a rusqlite::Row<'r>);
+
+fn native_column<T: rusqlite::types::FromSql>(
+    row: &rusqlite::Row<'_>,
+    col: &str,
+) -> Result<T, StoreError> {
+    row.get(col)
+        .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+}
+
+impl Columns for Native<'_, '_> {
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        native_column(self.0, col)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        native_column(self.0, col)
+    }
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        native_column(self.0, col)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        native_column(self.0, col)
+    }
+}
