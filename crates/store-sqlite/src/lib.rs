@@ -4,16 +4,16 @@
 //! write that is waiting, runs each inside its own savepoint of one `BEGIN IMMEDIATE`
 //! transaction, commits once, and only then answers each caller. Many operations share one fsync, none is answered
 //! before its commit is durable, and because there is exactly one writer, the check-and-reserve
-//! of a refund can never interleave with another. Reads use a separate pool (WAL readers do not
-//! block the writer).
+//! of a refund can never interleave with another. Reads use their own read-only connections on
+//! the caller's thread (WAL readers do not block the writer).
 
 mod migrate;
 mod rows;
 mod writer;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::ConnectOptions;
 use std::str::FromStr;
 use std::time::Duration;
 use tillgate_core::store::{Inserted, MutateFn, Mutated, Store, StoreError};
@@ -24,12 +24,18 @@ pub use migrate::MIGRATIONS;
 use writer::Bind;
 pub use writer::MAX_BATCH;
 
+/// Read connections: more than the runtime's worker threads, which are the most reads that
+/// can run at once (each runs on the thread of the request that makes it).
+const READ_CONNECTIONS: usize = 8;
+
 /// How many writes may wait for the writer before callers wait to enqueue (a bound, rule 9).
 const WRITE_QUEUE: usize = 4096;
 
 /// The SQLite store.
 pub struct SqliteStore {
-    reads: SqlitePool,
+    /// Read-only connections, used from the caller's thread.
+    reads: Vec<std::sync::Mutex<rusqlite::Connection>>,
+    next_read: std::sync::atomic::AtomicUsize,
     writes: mpsc::Sender<writer::Job>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: std::sync::Arc<writer::Stats>,
@@ -61,12 +67,9 @@ impl SqliteStore {
         sqlx::Connection::close(conn).await.map_err(unavailable)?;
         let path = options.get_filename().to_owned();
         let native = writer::open(&path)?;
-        let reads = SqlitePoolOptions::new()
-            .max_connections(8)
-            .min_connections(1)
-            .connect_with(options.clone().read_only(true))
-            .await
-            .map_err(unavailable)?;
+        let reads = (0..READ_CONNECTIONS)
+            .map(|_| writer::open_read_only(&path).map(std::sync::Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let stats = std::sync::Arc::new(writer::Stats::default());
         let handle = std::thread::Builder::new()
@@ -78,6 +81,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             reads,
+            next_read: std::sync::atomic::AtomicUsize::new(0),
             writes: tx,
             writer: std::sync::Mutex::new(Some(handle)),
             stats,
@@ -99,20 +103,65 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the write was not committed".into()))?
     }
 
-    async fn read_outbox(
+    /// Runs `f` on a read connection. Reads by key take tens of microseconds, so they run on
+    /// the calling thread: no hand-off to another thread per statement.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let n = self.reads.len();
+        let start = self
+            .next_read
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % n;
+        for i in 0..n {
+            if let Ok(conn) = self.reads[(start + i) % n].try_lock() {
+                return f(&conn);
+            }
+        }
+        let conn = self.reads[start].lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn)
+    }
+
+    fn read_one<T>(
         &self,
         sql: &str,
-        bind: Vec<i64>,
-    ) -> Result<Vec<OutboxRecord>, StoreError> {
-        let mut q = sqlx::query(sql);
-        for b in bind {
-            q = q.bind(b);
-        }
-        let found = q.fetch_all(&self.reads).await.map_err(unavailable)?;
-        found
-            .into_iter()
-            .map(|r| tillgate_store_sql::outbox(&rows::Loaded(r)))
-            .collect()
+        params: impl rusqlite::Params,
+        map: impl FnOnce(&rows::Native) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(sql).map_err(writer::native)?;
+            let mut rows = stmt.query(params).map_err(writer::native)?;
+            match rows.next().map_err(writer::native)? {
+                Some(row) => map(&rows::Native(row)).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn read_all<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl Fn(&rows::Native) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(sql).map_err(writer::native)?;
+            let mut rows = stmt.query(params).map_err(writer::native)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(writer::native)? {
+                out.push(map(&rows::Native(row))?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn read_scalar(&self, sql: &str) -> Result<Option<i64>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(sql)
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, Option<i64>>(0)))
+                .map_err(writer::native)
+        })
     }
 }
 
@@ -124,29 +173,25 @@ impl Store for SqliteStore {
     }
 
     async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM merchants WHERE merchant_no = ?")
-            .bind(merchant_no)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        row.map(|r| rows::merchant(&rows::Loaded(r))).transpose()
+        self.read_one(
+            "SELECT * FROM merchants WHERE merchant_no = ?",
+            rusqlite::params![merchant_no],
+            |r| rows::merchant(r),
+        )
     }
 
     async fn merchant_by_id(&self, merchant_id: i64) -> Result<Option<MerchantRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM merchants WHERE id = ?")
-            .bind(merchant_id)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        row.map(|r| tillgate_store_sql::merchant(&rows::Loaded(r)))
-            .transpose()
+        self.read_one(
+            "SELECT * FROM merchants WHERE id = ?",
+            rusqlite::params![merchant_id],
+            |r| tillgate_store_sql::merchant(r),
+        )
     }
 
     async fn sandbox_merchant_count(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE sandbox = 1")
-            .fetch_one(&self.reads)
-            .await
-            .map_err(unavailable)
+        Ok(self
+            .read_scalar("SELECT COUNT(*) FROM merchants WHERE sandbox = 1")?
+            .unwrap_or(0))
     }
 
     async fn add_store(
@@ -165,17 +210,13 @@ impl Store for SqliteStore {
         merchant_no: &str,
         store_no: &str,
     ) -> Result<Option<StoreRow>, StoreError> {
-        let row = sqlx::query(
+        self.read_one(
             "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
              JOIN merchants m ON m.id = s.merchant_id \
              WHERE m.merchant_no = ? AND s.store_no = ?",
+            rusqlite::params![merchant_no, store_no],
+            |r| rows::store_row(r),
         )
-        .bind(merchant_no)
-        .bind(store_no)
-        .fetch_optional(&self.reads)
-        .await
-        .map_err(unavailable)?;
-        row.map(|r| rows::store_row(&rows::Loaded(r))).transpose()
     }
 
     async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError> {
@@ -198,46 +239,36 @@ impl Store for SqliteStore {
                 r,
             ),
         };
-        let row = sqlx::query(sql)
-            .bind(value)
-            .bind(merchant_id)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        row.map(|r| rows::payment(&rows::Loaded(r))).transpose()
+        self.read_one(sql, rusqlite::params![value, merchant_id], |r| {
+            rows::payment(r)
+        })
     }
 
     async fn payment_by_transaction_no(
         &self,
         transaction_no: &str,
     ) -> Result<Option<PaymentRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM payments WHERE transaction_no = ?")
-            .bind(transaction_no)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        row.map(|r| rows::payment(&rows::Loaded(r))).transpose()
+        self.read_one(
+            "SELECT * FROM payments WHERE transaction_no = ?",
+            rusqlite::params![transaction_no],
+            |r| rows::payment(r),
+        )
     }
 
     async fn payment_by_id(&self, payment_id: i64) -> Result<Option<PaymentRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM payments WHERE id = ?")
-            .bind(payment_id)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        row.map(|r| rows::payment(&rows::Loaded(r))).transpose()
+        self.read_one(
+            "SELECT * FROM payments WHERE id = ?",
+            rusqlite::params![payment_id],
+            |r| rows::payment(r),
+        )
     }
 
     async fn refunds_of(&self, payment_id: i64) -> Result<Vec<RefundRecord>, StoreError> {
-        let found = sqlx::query("SELECT * FROM refunds WHERE payment_id = ? ORDER BY id")
-            .bind(payment_id)
-            .fetch_all(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        found
-            .into_iter()
-            .map(|r| rows::refund(&rows::Loaded(r)))
-            .collect()
+        self.read_all(
+            "SELECT * FROM refunds WHERE payment_id = ? ORDER BY id",
+            rusqlite::params![payment_id],
+            |r| rows::refund(r),
+        )
     }
 
     async fn refund_by_reference(
@@ -245,38 +276,27 @@ impl Store for SqliteStore {
         merchant_id: i64,
         refund_reference: &str,
     ) -> Result<Option<RefundRecord>, StoreError> {
-        let row =
-            sqlx::query("SELECT * FROM refunds WHERE merchant_id = ? AND refund_reference = ?")
-                .bind(merchant_id)
-                .bind(refund_reference)
-                .fetch_optional(&self.reads)
-                .await
-                .map_err(unavailable)?;
-        row.map(|r| rows::refund(&rows::Loaded(r))).transpose()
+        self.read_one(
+            "SELECT * FROM refunds WHERE merchant_id = ? AND refund_reference = ?",
+            rusqlite::params![merchant_id, refund_reference],
+            |r| rows::refund(r),
+        )
     }
 
     async fn cancels_of(&self, payment_id: i64) -> Result<Vec<CancelRecord>, StoreError> {
-        let found = sqlx::query("SELECT * FROM cancels WHERE payment_id = ? ORDER BY id")
-            .bind(payment_id)
-            .fetch_all(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        found
-            .into_iter()
-            .map(|r| rows::cancel(&rows::Loaded(r)))
-            .collect()
+        self.read_all(
+            "SELECT * FROM cancels WHERE payment_id = ? ORDER BY id",
+            rusqlite::params![payment_id],
+            |r| rows::cancel(r),
+        )
     }
 
     async fn events_of(&self, payment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
-        let found = sqlx::query("SELECT * FROM events WHERE payment_id = ? ORDER BY id")
-            .bind(payment_id)
-            .fetch_all(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        found
-            .into_iter()
-            .map(|r| rows::event(&rows::Loaded(r)))
-            .collect()
+        self.read_all(
+            "SELECT * FROM events WHERE payment_id = ? ORDER BY id",
+            rusqlite::params![payment_id],
+            |r| rows::event(r),
+        )
     }
 
     async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError> {
@@ -289,13 +309,11 @@ impl Store for SqliteStore {
         merchant_id: i64,
         refund_no: &str,
     ) -> Result<Option<RefundRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM refunds WHERE merchant_id = ? AND refund_no = ?")
-            .bind(merchant_id)
-            .bind(refund_no)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        row.map(|r| rows::refund(&rows::Loaded(r))).transpose()
+        self.read_one(
+            "SELECT * FROM refunds WHERE merchant_id = ? AND refund_no = ?",
+            rusqlite::params![merchant_id, refund_no],
+            |r| rows::refund(r),
+        )
     }
 
     async fn cancel_by_no(
@@ -303,16 +321,11 @@ impl Store for SqliteStore {
         merchant_id: Option<i64>,
         cancel_no: &str,
     ) -> Result<Option<CancelRecord>, StoreError> {
-        let row = sqlx::query(
+        self.read_one(
             "SELECT * FROM cancels WHERE cancel_no = ? AND (? IS NULL OR merchant_id = ?)",
+            rusqlite::params![cancel_no, merchant_id, merchant_id],
+            |r| rows::cancel(r),
         )
-        .bind(cancel_no)
-        .bind(merchant_id)
-        .bind(merchant_id)
-        .fetch_optional(&self.reads)
-        .await
-        .map_err(unavailable)?;
-        row.map(|r| rows::cancel(&rows::Loaded(r))).transpose()
     }
 
     async fn add_app(
@@ -329,16 +342,12 @@ impl Store for SqliteStore {
     }
 
     async fn app_row(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
-        let row = sqlx::query(
+        self.read_one(
             "SELECT m.*, a.app_id, a.secret_sealed FROM apps a \
              JOIN merchants m ON m.id = a.merchant_id WHERE a.app_id = ?",
+            rusqlite::params![app_id],
+            |r| tillgate_store_sql::app_row(r),
         )
-        .bind(app_id)
-        .fetch_optional(&self.reads)
-        .await
-        .map_err(unavailable)?;
-        row.map(|r| tillgate_store_sql::app_row(&rows::Loaded(r)))
-            .transpose()
     }
 
     async fn set_notify_schedule(
@@ -381,12 +390,9 @@ impl Store for SqliteStore {
     async fn next_notification_due(
         &self,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
-        let due: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
-                .fetch_one(&self.reads)
-                .await
-                .map_err(unavailable)?;
-        due.map(rows::time).transpose()
+        self.read_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")?
+            .map(rows::time)
+            .transpose()
     }
 
     async fn notifications(
@@ -394,43 +400,35 @@ impl Store for SqliteStore {
         filter: &NotificationFilter,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let status = filter.status.map(|s| s.as_str().to_owned());
-        let found = sqlx::query(
+        self.read_all(
             "SELECT * FROM outbox WHERE (? IS NULL OR status = ?) AND created_at >= ? \
              AND (? IS NULL OR payment_id = ?) ORDER BY id LIMIT ?",
+            rusqlite::params![
+                &status,
+                &status,
+                filter.since.map_or(0, |t| t.timestamp_millis()),
+                filter.payment_id,
+                filter.payment_id,
+                filter.limit.clamp(1, 10_000)
+            ],
+            |r| tillgate_store_sql::outbox(r),
         )
-        .bind(&status)
-        .bind(&status)
-        .bind(filter.since.map_or(0, |t| t.timestamp_millis()))
-        .bind(filter.payment_id)
-        .bind(filter.payment_id)
-        .bind(filter.limit.clamp(1, 10_000))
-        .fetch_all(&self.reads)
-        .await
-        .map_err(unavailable)?;
-        found
-            .into_iter()
-            .map(|r| tillgate_store_sql::outbox(&rows::Loaded(r)))
-            .collect()
     }
 
     async fn notification(&self, id: i64) -> Result<Option<OutboxRecord>, StoreError> {
-        Ok(self
-            .read_outbox("SELECT * FROM outbox WHERE id = ?", vec![id])
-            .await?
-            .pop())
+        self.read_one(
+            "SELECT * FROM outbox WHERE id = ?",
+            rusqlite::params![id],
+            |r| tillgate_store_sql::outbox(r),
+        )
     }
 
     async fn attempts_of(&self, outbox_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
-        let found =
-            sqlx::query("SELECT * FROM notification_attempts WHERE outbox_id = ? ORDER BY id")
-                .bind(outbox_id)
-                .fetch_all(&self.reads)
-                .await
-                .map_err(unavailable)?;
-        found
-            .into_iter()
-            .map(|r| tillgate_store_sql::attempt(&rows::Loaded(r)))
-            .collect()
+        self.read_all(
+            "SELECT * FROM notification_attempts WHERE outbox_id = ? ORDER BY id",
+            rusqlite::params![outbox_id],
+            |r| tillgate_store_sql::attempt(r),
+        )
     }
 
     async fn resend(
@@ -460,16 +458,12 @@ impl Store for SqliteStore {
         &self,
         tid: &str,
     ) -> Result<Option<tillgate_core::terminal::TerminalRow>, StoreError> {
-        let row = sqlx::query(
+        self.read_one(
             "SELECT m.*, t.tid, t.secret_sealed, t.online_node, t.last_seen_at FROM terminals t \
              JOIN merchants m ON m.id = t.merchant_id WHERE t.tid = ?",
+            rusqlite::params![tid],
+            |r| tillgate_store_sql::terminal_row(r),
         )
-        .bind(tid)
-        .fetch_optional(&self.reads)
-        .await
-        .map_err(unavailable)?;
-        row.map(|r| tillgate_store_sql::terminal_row(&rows::Loaded(r)))
-            .transpose()
     }
 
     async fn terminal_presence(
@@ -547,30 +541,22 @@ impl Store for SqliteStore {
         &self,
         command_id: &str,
     ) -> Result<Option<tillgate_core::terminal::CommandRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM terminal_commands WHERE command_id = ?")
-            .bind(command_id)
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        row.map(|r| tillgate_store_sql::command(&rows::Loaded(r)))
-            .transpose()
+        self.read_one(
+            "SELECT * FROM terminal_commands WHERE command_id = ?",
+            rusqlite::params![command_id],
+            |r| tillgate_store_sql::command(r),
+        )
     }
 
     async fn open_commands(
         &self,
         tid: &str,
     ) -> Result<Vec<tillgate_core::terminal::CommandRecord>, StoreError> {
-        let found = sqlx::query(
+        self.read_all(
             "SELECT * FROM terminal_commands WHERE tid = ? AND state = 'open' ORDER BY id LIMIT 100",
+            rusqlite::params![tid],
+            |r| tillgate_store_sql::command(r),
         )
-        .bind(tid)
-        .fetch_all(&self.reads)
-        .await
-        .map_err(unavailable)?;
-        found
-            .into_iter()
-            .map(|r| tillgate_store_sql::command(&rows::Loaded(r)))
-            .collect()
     }
 
     async fn finish_command(
@@ -627,16 +613,11 @@ impl Store for SqliteStore {
         before: chrono::DateTime<chrono::Utc>,
         limit: i64,
     ) -> Result<Vec<Unresolved>, StoreError> {
-        let found = sqlx::query(tillgate_store_sql::UNRESOLVED_SQL)
-            .bind(before.timestamp_millis())
-            .bind(limit.clamp(1, 10_000))
-            .fetch_all(&self.reads)
-            .await
-            .map_err(unavailable)?;
-        found
-            .into_iter()
-            .map(|r| tillgate_store_sql::unresolved(&rows::Loaded(r)))
-            .collect()
+        self.read_all(
+            tillgate_store_sql::UNRESOLVED_SQL,
+            rusqlite::params![before.timestamp_millis(), limit.clamp(1, 10_000)],
+            |r| tillgate_store_sql::unresolved(r),
+        )
     }
 
     async fn announce_command(&self, _command_id: &str) -> Result<(), StoreError> {
@@ -665,6 +646,6 @@ impl Store for SqliteStore {
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
-        self.reads.close().await;
+        // Read connections close when the store is dropped.
     }
 }

@@ -97,6 +97,19 @@ pub fn open(path: &std::path::Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Opens a read-only connection (WAL readers never block the writer, nor it them).
+pub fn open_read_only(path: &std::path::Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(native)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(native)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
 /// The writer's loop; runs on its own thread until `Shutdown` or until every sender is gone.
 pub fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
     let mut stopping = false;
