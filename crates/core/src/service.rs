@@ -348,10 +348,28 @@ impl Lifecycle {
         token: &Secret<String>,
     ) -> Result<(Secret<String>, bool), CredentialError> {
         let context = store_context(&merchant.merchant_no, store_no);
-        let sealed = self.secrets.seal(token.expose(), &context);
-        match self.store.add_store(merchant.id, store_no, &sealed).await? {
-            StoreAdded::Added => Ok((token.clone(), true)),
-            StoreAdded::Exists { sealed } => Ok((self.secrets.open(&sealed, &context)?, false)),
+        self.add_sealed(&context, token, |sealed| async move {
+            self.store.add_store(merchant.id, store_no, &sealed).await
+        })
+        .await
+    }
+
+    /// Seals a secret for `context`, stores it with `add`, and answers the secret in force: the
+    /// new one, or the one already stored (opened) when the key existed.
+    async fn add_sealed<F, Fut>(
+        &self,
+        context: &str,
+        secret: &Secret<String>,
+        add: F,
+    ) -> Result<(Secret<String>, bool), CredentialError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<StoreAdded, StoreError>>,
+    {
+        let sealed = self.secrets.seal(secret.expose(), context);
+        match add(sealed).await? {
+            StoreAdded::Added => Ok((secret.clone(), true)),
+            StoreAdded::Exists { sealed } => Ok((self.secrets.open(&sealed, context)?, false)),
         }
     }
 
@@ -390,16 +408,11 @@ impl Lifecycle {
         app_id: &str,
         secret: &Secret<String>,
     ) -> Result<(Secret<String>, bool), CredentialError> {
-        let context = app_context(app_id);
-        let sealed = self.secrets.seal(secret.expose(), &context);
-        match self
-            .store
-            .add_app(merchant.id, app_id, &sealed, self.now())
-            .await?
-        {
-            StoreAdded::Added => Ok((secret.clone(), true)),
-            StoreAdded::Exists { sealed } => Ok((self.secrets.open(&sealed, &context)?, false)),
-        }
+        let now = self.now();
+        self.add_sealed(&app_context(app_id), secret, |sealed| async move {
+            self.store.add_app(merchant.id, app_id, &sealed, now).await
+        })
+        .await
     }
 
     /// The opened credential of a unified-API app, cached for a short while.
@@ -437,16 +450,13 @@ impl Lifecycle {
         tid: &str,
         secret: &Secret<String>,
     ) -> Result<(Secret<String>, bool), CredentialError> {
-        let context = terminal_context(tid);
-        let sealed = self.secrets.seal(secret.expose(), &context);
-        match self
-            .store
-            .add_terminal(merchant.id, tid, &sealed, self.now())
-            .await?
-        {
-            StoreAdded::Added => Ok((secret.clone(), true)),
-            StoreAdded::Exists { sealed } => Ok((self.secrets.open(&sealed, &context)?, false)),
-        }
+        let now = self.now();
+        self.add_sealed(&terminal_context(tid), secret, |sealed| async move {
+            self.store
+                .add_terminal(merchant.id, tid, &sealed, now)
+                .await
+        })
+        .await
     }
 
     /// The opened credential of a terminal, cached for a short while.
