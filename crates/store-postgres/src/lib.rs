@@ -155,6 +155,46 @@ impl PgStore {
         Ok(Ok((written, rec)))
     }
 
+    /// Inserts a credential row unless its key exists; answers the existing row's sealed secret
+    /// otherwise.
+    async fn add_credential(
+        &self,
+        table: &tillgate_store_sql::CredentialTable,
+        merchant_id: i64,
+        key: &str,
+        sealed: &str,
+        at_ms: Option<i64>,
+    ) -> Result<StoreAdded, StoreError> {
+        let insert = dollar_placeholders(table.insert);
+        let mut q = sqlx::query(&insert)
+            .bind(merchant_id)
+            .bind(key)
+            .bind(sealed);
+        if let Some(at) = at_ms {
+            q = q.bind(at);
+        }
+        let done = q.execute(&self.pool).await.map_err(db_error)?;
+        if done.rows_affected() == 1 {
+            return Ok(StoreAdded::Added);
+        }
+        let existing = dollar_placeholders(table.existing);
+        let row = sqlx::query(&existing)
+            .bind(merchant_id)
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let owner: i64 = row.try_get(0).map_err(db_error)?;
+        if let Some(conflict) = table.global_key {
+            if owner != merchant_id {
+                return Err(StoreError::Conflict(conflict));
+            }
+        }
+        Ok(StoreAdded::Exists {
+            sealed: row.try_get(1).map_err(db_error)?,
+        })
+    }
+
     /// True when a change's guard holds right now.
     async fn guard_holds(&self, guard: Guard) -> Result<bool, StoreError> {
         let (sql, id) = match guard {
@@ -255,30 +295,14 @@ impl Store for PgStore {
         store_no: &str,
         token_sealed: &str,
     ) -> Result<StoreAdded, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO stores (merchant_id, store_no, token_sealed) VALUES ($1, $2, $3) \
-             ON CONFLICT (merchant_id, store_no) DO NOTHING",
+        self.add_credential(
+            &tillgate_store_sql::STORES,
+            merchant_id,
+            store_no,
+            token_sealed,
+            None,
         )
-        .bind(merchant_id)
-        .bind(store_no)
-        .bind(token_sealed)
-        .execute(&self.pool)
         .await
-        .map_err(db_error)?;
-        if done.rows_affected() == 1 {
-            return Ok(StoreAdded::Added);
-        }
-        let token_sealed: String = sqlx::query_scalar(
-            "SELECT token_sealed FROM stores WHERE merchant_id = $1 AND store_no = $2",
-        )
-        .bind(merchant_id)
-        .bind(store_no)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(StoreAdded::Exists {
-            sealed: token_sealed,
-        })
     }
 
     async fn store_row(
@@ -508,32 +532,14 @@ impl Store for PgStore {
         secret_sealed: &str,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<StoreAdded, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO apps (merchant_id, app_id, secret_sealed, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (app_id) DO NOTHING",
+        self.add_credential(
+            &tillgate_store_sql::APPS,
+            merchant_id,
+            app_id,
+            secret_sealed,
+            Some(at.timestamp_millis()),
         )
-        .bind(merchant_id)
-        .bind(app_id)
-        .bind(secret_sealed)
-        .bind(at.timestamp_millis())
-        .execute(&self.pool)
         .await
-        .map_err(db_error)?;
-        if done.rows_affected() == 1 {
-            return Ok(StoreAdded::Added);
-        }
-        let row = sqlx::query("SELECT merchant_id, secret_sealed FROM apps WHERE app_id = $1")
-            .bind(app_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let owner: i64 = row.try_get(0).map_err(db_error)?;
-        if owner != merchant_id {
-            return Err(StoreError::Conflict("app_id belongs to another merchant"));
-        }
-        Ok(StoreAdded::Exists {
-            sealed: row.try_get(1).map_err(db_error)?,
-        })
     }
 
     async fn app_row(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
@@ -699,32 +705,14 @@ impl Store for PgStore {
         secret_sealed: &str,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<StoreAdded, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO terminals (merchant_id, tid, secret_sealed, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (tid) DO NOTHING",
+        self.add_credential(
+            &tillgate_store_sql::TERMINALS,
+            merchant_id,
+            tid,
+            secret_sealed,
+            Some(at.timestamp_millis()),
         )
-        .bind(merchant_id)
-        .bind(tid)
-        .bind(secret_sealed)
-        .bind(at.timestamp_millis())
-        .execute(&self.pool)
         .await
-        .map_err(db_error)?;
-        if done.rows_affected() == 1 {
-            return Ok(StoreAdded::Added);
-        }
-        let row = sqlx::query("SELECT merchant_id, secret_sealed FROM terminals WHERE tid = $1")
-            .bind(tid)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let owner: i64 = row.try_get(0).map_err(db_error)?;
-        if owner != merchant_id {
-            return Err(StoreError::Conflict("tid belongs to another merchant"));
-        }
-        Ok(StoreAdded::Exists {
-            sealed: row.try_get(1).map_err(db_error)?,
-        })
     }
 
     async fn terminal_row(

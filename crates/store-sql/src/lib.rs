@@ -272,3 +272,36 @@ pub fn unresolved(row: &impl Columns) -> Result<Unresolved, StoreError> {
         since: time(row.int("since")?)?,
     })
 }
+
+/// Where a kind of credential (store token, app secret, terminal secret) is kept, for both
+/// backends (`?N` placeholders; PostgreSQL rewrites them to `$N`).
+pub struct CredentialTable {
+    /// Inserts (merchant_id, key, sealed[, created_at]) unless the key exists.
+    pub insert: &'static str,
+    /// Reads (merchant_id, sealed) of an existing row by (?1 merchant_id, ?2 key).
+    pub existing: &'static str,
+    /// Whether the key is unique across merchants (then another merchant's key is a conflict).
+    pub global_key: Option<&'static str>,
+}
+
+pub const STORES: CredentialTable = CredentialTable {
+    insert: "INSERT INTO stores (merchant_id, store_no, token_sealed) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (merchant_id, store_no) DO NOTHING",
+    existing:
+        "SELECT merchant_id, token_sealed FROM stores WHERE merchant_id = ?1 AND store_no = ?2",
+    global_key: None,
+};
+
+pub const APPS: CredentialTable = CredentialTable {
+    insert: "INSERT INTO apps (merchant_id, app_id, secret_sealed, created_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (app_id) DO NOTHING",
+    existing: "SELECT merchant_id, secret_sealed FROM apps WHERE ?1 IS NOT NULL AND app_id = ?2",
+    global_key: Some("app_id belongs to another merchant"),
+};
+
+pub const TERMINALS: CredentialTable = CredentialTable {
+    insert: "INSERT INTO terminals (merchant_id, tid, secret_sealed, created_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tid) DO NOTHING",
+    existing: "SELECT merchant_id, secret_sealed FROM terminals WHERE ?1 IS NOT NULL AND tid = ?2",
+    global_key: Some("tid belongs to another merchant"),
+};

@@ -249,43 +249,11 @@ pub fn upsert_merchant(conn: &Connection, m: NewMerchant) -> Result<MerchantReco
     .ok_or_else(|| StoreError::Corrupt("merchant vanished after insert".into()))
 }
 
-/// Where a kind of credential (store token, app secret, terminal secret) is kept.
-struct CredentialTable {
-    /// Inserts (merchant_id, key, sealed[, created_at]) unless the key exists.
-    insert: &'static str,
-    /// Reads (merchant_id, sealed) of an existing row by (?1 merchant_id, ?2 key).
-    existing: &'static str,
-    /// Whether the key is unique across merchants (then another merchant's key is a conflict).
-    global_key: Option<&'static str>,
-}
-
-const STORES: CredentialTable = CredentialTable {
-    insert: "INSERT INTO stores (merchant_id, store_no, token_sealed) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (merchant_id, store_no) DO NOTHING",
-    existing:
-        "SELECT merchant_id, token_sealed FROM stores WHERE merchant_id = ?1 AND store_no = ?2",
-    global_key: None,
-};
-
-const APPS: CredentialTable = CredentialTable {
-    insert: "INSERT INTO apps (merchant_id, app_id, secret_sealed, created_at) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (app_id) DO NOTHING",
-    existing: "SELECT merchant_id, secret_sealed FROM apps WHERE ?1 IS NOT NULL AND app_id = ?2",
-    global_key: Some("app_id belongs to another merchant"),
-};
-
-const TERMINALS: CredentialTable = CredentialTable {
-    insert: "INSERT INTO terminals (merchant_id, tid, secret_sealed, created_at) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tid) DO NOTHING",
-    existing: "SELECT merchant_id, secret_sealed FROM terminals WHERE ?1 IS NOT NULL AND tid = ?2",
-    global_key: Some("tid belongs to another merchant"),
-};
-
 /// Inserts a credential row unless its key exists; answers the existing row's sealed secret
 /// otherwise.
 fn add_credential(
     conn: &Connection,
-    table: &CredentialTable,
+    table: &tillgate_store_sql::CredentialTable,
     merchant_id: i64,
     key: &str,
     sealed: &str,
@@ -321,7 +289,14 @@ pub fn add_store(
     store_no: &str,
     sealed: &str,
 ) -> Result<StoreAdded, StoreError> {
-    add_credential(conn, &STORES, merchant_id, store_no, sealed, None)
+    add_credential(
+        conn,
+        &tillgate_store_sql::STORES,
+        merchant_id,
+        store_no,
+        sealed,
+        None,
+    )
 }
 
 pub fn add_app(
@@ -331,7 +306,14 @@ pub fn add_app(
     sealed: &str,
     at_ms: i64,
 ) -> Result<StoreAdded, StoreError> {
-    add_credential(conn, &APPS, merchant_id, app_id, sealed, Some(at_ms))
+    add_credential(
+        conn,
+        &tillgate_store_sql::APPS,
+        merchant_id,
+        app_id,
+        sealed,
+        Some(at_ms),
+    )
 }
 
 pub fn add_terminal(
@@ -341,7 +323,14 @@ pub fn add_terminal(
     sealed: &str,
     at_ms: i64,
 ) -> Result<StoreAdded, StoreError> {
-    add_credential(conn, &TERMINALS, merchant_id, tid, sealed, Some(at_ms))
+    add_credential(
+        conn,
+        &tillgate_store_sql::TERMINALS,
+        merchant_id,
+        tid,
+        sealed,
+        Some(at_ms),
+    )
 }
 
 pub fn insert_payment(conn: &Connection, p: NewPayment) -> Result<Inserted, StoreError> {
