@@ -371,3 +371,74 @@ async fn a_timed_out_reversal_and_a_late_void_are_resolved_and_agree_with_the_wa
     );
     assert!(wallet.order(&paid).await.to_string().contains("approved"));
 }
+
+#[tokio::test]
+async fn a_merchant_with_a_wallet_of_its_own_pays_through_it_while_the_others_use_the_sandbox() {
+    let dir = std::sync::Arc::new(TempDir::new());
+    let gateway_port = free_port();
+    let callback_url = format!("http://127.0.0.1:{gateway_port}/wallet/v1/callbacks");
+    let wallet = Wallet::start(&dir, free_port(), &callback_url, &[]);
+    let config = dir.0.join("tillgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[merchant_channels.\"700009\"]\nwallet = \"{}\"\nkey = \"{KEY}\"\ntimeout_ms = 500\n",
+            wallet.base
+        ),
+    )
+    .unwrap();
+    let url = format!("sqlite://{}", dir.0.join("tillgate.db").display());
+    let listen = format!("127.0.0.1:{gateway_port}");
+    let config_path = config.display().to_string();
+    let app = spawn_on(
+        dir.clone(),
+        &url,
+        &["--listen", &listen, "--config", &config_path],
+    )
+    .await;
+    let out = std::process::Command::new(binary())
+        .args([
+            "merchant",
+            "create",
+            "--database-url",
+            &url,
+            "--merchant-no",
+            "700009",
+            "--store-no",
+            "1",
+            "--token",
+            "own-wallet-token-0001",
+        ])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let own = app.pos_for("700009", "1", "own-wallet-token-0001");
+    let theirs = added(&own, "11.00").await;
+    assert_eq!(
+        own.pay(&theirs).await["result"]["transactionStatus"],
+        "success"
+    );
+    let sandboxed = added(&app.pos(), "11.00").await;
+    assert_eq!(
+        app.pos().pay(&sandboxed).await["result"]["transactionStatus"],
+        "success"
+    );
+    assert!(
+        wallet.order(&theirs).await.to_string().contains("approved"),
+        "the merchant's wallet moved its money"
+    );
+    assert!(
+        !wallet
+            .order(&sandboxed)
+            .await
+            .to_string()
+            .contains("approved"),
+        "the sandbox merchant's did not go there"
+    );
+}

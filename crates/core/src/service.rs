@@ -179,6 +179,8 @@ impl<K: std::hash::Hash + Eq, V> Cache<K, V> {
 pub struct Lifecycle {
     store: Arc<dyn Store>,
     channel: Arc<dyn Channel>,
+    /// Merchants whose money moves through a wallet of their own.
+    merchant_channels: HashMap<String, Arc<dyn Channel>>,
     clock: Arc<dyn Clock>,
     secrets: SecretBox,
     config: LifecycleConfig,
@@ -287,6 +289,7 @@ impl Lifecycle {
         Lifecycle {
             store,
             channel,
+            merchant_channels: HashMap::new(),
             clock,
             secrets,
             config,
@@ -296,6 +299,20 @@ impl Lifecycle {
             terminals: Cache::new(),
             hub: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Routes the money of `merchant_no` through its own wallet instead of the default one.
+    pub fn with_merchant_channel(mut self, merchant_no: &str, channel: Arc<dyn Channel>) -> Self {
+        self.merchant_channels
+            .insert(merchant_no.to_owned(), channel);
+        self
+    }
+
+    /// The wallet that moves a merchant's money.
+    fn channel_for(&self, merchant_no: &str) -> &Arc<dyn Channel> {
+        self.merchant_channels
+            .get(merchant_no)
+            .unwrap_or(&self.channel)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -814,7 +831,7 @@ impl Lifecycle {
             )));
         }
         let reply = self
-            .channel
+            .channel_for(&payment.merchant_no)
             .execute(ChannelOp::Pay {
                 transaction_no: payment.transaction_no.clone(),
                 amount: payment.payment.amount(),
@@ -1075,7 +1092,7 @@ impl Lifecycle {
                 amount: payment.payment.amount(),
             },
         };
-        let reply = self.channel.execute(op).await;
+        let reply = self.channel_for(&payment.merchant_no).execute(op).await;
         let value = self.settle_cancel(payment, cancel, reply).await?;
         Ok(Outcome {
             value,
@@ -1221,7 +1238,7 @@ impl Lifecycle {
             },
         };
         let reply = self
-            .channel
+            .channel_for(&op.merchant_no)
             .execute(ChannelOp::Query {
                 transaction_no: op.transaction_no.clone(),
                 operation,
@@ -1398,7 +1415,7 @@ impl Lifecycle {
         refund: RefundRecord,
     ) -> Result<Outcome<(PaymentRecord, RefundRecord)>, LifecycleError> {
         let reply = self
-            .channel
+            .channel_for(&payment.merchant_no)
             .execute(ChannelOp::Refund {
                 transaction_no: payment.transaction_no.clone(),
                 refund_no: refund.refund_no.clone(),

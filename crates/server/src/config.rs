@@ -47,6 +47,8 @@ pub struct Config {
     pub admin_token: Option<Secret<String>>,
     pub notify: NotifyConfig,
     pub channel: ChannelConfig,
+    /// Merchants whose money moves through a wallet of their own (`[merchant_channels."N"]`).
+    pub merchant_channels: std::collections::BTreeMap<String, ChannelConfig>,
     /// How often the janitor looks for operations the wallet has not answered.
     pub janitor_interval_ms: u64,
     /// How long a request that runs on a POS terminal waits for the terminal's result before
@@ -114,6 +116,20 @@ struct NotifyFile {
     allowed_networks: Option<Vec<String>>,
 }
 
+impl ChannelFile {
+    fn apply(self, to: &mut ChannelConfig) {
+        if let Some(v) = self.wallet {
+            to.wallet = v;
+        }
+        if let Some(v) = self.key {
+            to.key = Some(Secret::new(v));
+        }
+        if let Some(v) = self.timeout_ms {
+            to.timeout_ms = v;
+        }
+    }
+}
+
 /// Parses a schedule such as "0,30,60".
 pub fn parse_schedule(text: &str) -> anyhow::Result<Schedule> {
     Schedule::parse(text).map_err(|e| anyhow::anyhow!(e))
@@ -132,6 +148,7 @@ impl Default for Config {
             admin_token: None,
             notify: NotifyConfig::default(),
             channel: ChannelConfig::default(),
+            merchant_channels: std::collections::BTreeMap::new(),
             janitor_interval_ms: 5_000,
             terminal_wait_ms: 60_000,
         }
@@ -152,6 +169,7 @@ struct File {
     admin_token: Option<String>,
     notify: Option<NotifyFile>,
     channel: Option<ChannelFile>,
+    merchant_channels: Option<std::collections::BTreeMap<String, ChannelFile>>,
     janitor_interval_ms: Option<u64>,
     terminal_wait_ms: Option<u64>,
 }
@@ -189,15 +207,12 @@ impl Config {
             c.admin_token = Some(Secret::new(v));
         }
         if let Some(ch) = file.channel {
-            if let Some(v) = ch.wallet {
-                c.channel.wallet = v;
-            }
-            if let Some(v) = ch.key {
-                c.channel.key = Some(Secret::new(v));
-            }
-            if let Some(v) = ch.timeout_ms {
-                c.channel.timeout_ms = v;
-            }
+            ch.apply(&mut c.channel);
+        }
+        for (merchant_no, ch) in file.merchant_channels.unwrap_or_default() {
+            let mut own = ChannelConfig::default();
+            ch.apply(&mut own);
+            c.merchant_channels.insert(merchant_no, own);
         }
         if let Some(v) = file.janitor_interval_ms {
             c.janitor_interval_ms = v;

@@ -134,22 +134,21 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// The wallet side: the in-process sandbox, or an HTTP wallet.
-pub fn channel(config: &Config) -> anyhow::Result<Arc<dyn tillgate_core::Channel>> {
-    if config.channel.wallet == "sandbox" {
+/// A wallet side: the in-process sandbox, or an HTTP wallet.
+pub fn channel(config: &config::ChannelConfig) -> anyhow::Result<Arc<dyn tillgate_core::Channel>> {
+    if config.wallet == "sandbox" {
         return Ok(Arc::new(SandboxWallet));
     }
     let key = config
-        .channel
         .key
         .as_ref()
         .context("an HTTP wallet needs its key: set TILLGATE_CHANNEL_KEY (hex)")?;
     let key = tillgate_wallet::protocol::parse_key_hex(key.expose())
         .map_err(|e| anyhow::anyhow!("channel key: {e}"))?;
     let http = tillgate_wallet::HttpChannel::new(
-        &config.channel.wallet,
+        &config.wallet,
         key,
-        std::time::Duration::from_millis(config.channel.timeout_ms),
+        std::time::Duration::from_millis(config.timeout_ms),
     )
     .map_err(|e| anyhow::anyhow!("channel: {e}"))?;
     Ok(Arc::new(http))
@@ -169,13 +168,18 @@ pub fn lifecycle(
         },
         ..LifecycleConfig::default()
     };
-    Ok(Arc::new(Lifecycle::new(
+    let mut service = Lifecycle::new(
         store,
-        channel(config)?,
+        channel(&config.channel)?,
         Arc::new(SystemClock),
         secrets,
         service_config,
-    )))
+    );
+    for (merchant_no, own) in &config.merchant_channels {
+        let own = channel(own).with_context(|| format!("the wallet of merchant {merchant_no}"))?;
+        service = service.with_merchant_channel(merchant_no, own);
+    }
+    Ok(Arc::new(service))
 }
 
 /// The notification dispatcher with every dialect's renderer.

@@ -22,16 +22,21 @@ use tillgate_wallet::protocol::{self, Callback, CallbackKind, Outcome};
 
 struct Callbacks {
     app: Arc<Lifecycle>,
-    key: Secret<Vec<u8>>,
+    /// The keys of every HTTP wallet configured (the default one and merchants' own).
+    keys: Vec<Secret<Vec<u8>>>,
 }
 
 /// The callback route, when the gateway talks to an HTTP wallet.
 pub fn routes(app: Arc<Lifecycle>, config: &Config) -> Option<Router> {
-    if config.channel.wallet == "sandbox" {
+    let keys: Vec<Secret<Vec<u8>>> = std::iter::once(&config.channel)
+        .chain(config.merchant_channels.values())
+        .filter(|c| c.wallet != "sandbox")
+        .filter_map(|c| protocol::parse_key_hex(c.key.as_ref()?.expose()).ok())
+        .collect();
+    if keys.is_empty() {
         return None;
     }
-    let key = protocol::parse_key_hex(config.channel.key.as_ref()?.expose()).ok()?;
-    let state = Arc::new(Callbacks { app, key });
+    let state = Arc::new(Callbacks { app, keys });
     Some(
         Router::new()
             .route("/wallet/v1/callbacks", post(callback))
@@ -50,9 +55,20 @@ fn refuse(status: StatusCode, cb: &Callback, why: &str) -> Response {
 
 async fn callback(State(s): State<Arc<Callbacks>>, headers: HeaderMap, body: Bytes) -> Response {
     let now = chrono::Utc::now().timestamp();
-    if let Err(e) = protocol::verify_headers(s.key.expose(), &headers, &body, now) {
-        tracing::warn!(error = %e, "wallet callback with a bad signature");
-        return answer(StatusCode::UNAUTHORIZED, "bad_signature", &e.to_string());
+    let mut verified = Err(None);
+    for key in &s.keys {
+        match protocol::verify_headers(key.expose(), &headers, &body, now) {
+            Ok(_) => {
+                verified = Ok(());
+                break;
+            }
+            Err(e) => verified = Err(Some(e)),
+        }
+    }
+    if let Err(e) = verified {
+        let why = e.map_or_else(|| "no key".to_owned(), |e| e.to_string());
+        tracing::warn!(error = %why, "wallet callback with a bad signature");
+        return answer(StatusCode::UNAUTHORIZED, "bad_signature", &why);
     }
     let cb: Callback = match serde_json::from_slice(&body) {
         Ok(cb) => cb,
