@@ -552,8 +552,8 @@ impl Lifecycle {
         let sent = command.clone();
         let submitted = self
             .store
-            .mutate(
-                p.id,
+            .mutate_from(
+                p,
                 Box::new(move |p| {
                     p.payment.submit().map_err(Rejection::Pay)?;
                     p.pay_fingerprint = Some(format!("terminal:{tid_owned}"));
@@ -796,8 +796,8 @@ impl Lifecycle {
         let vendor = req.vendor.clone();
         let submitted = self
             .store
-            .mutate(
-                found.id,
+            .mutate_from(
+                &found,
                 Box::new(move |p| {
                     if p.payment.state() != PaymentState::Created
                         && p.pay_fingerprint.as_deref() == Some(fp.as_str())
@@ -859,8 +859,8 @@ impl Lifecycle {
         let first_delay = self.config.notify_first_delay;
         let settled = self
             .store
-            .mutate(
-                payment.id,
+            .mutate_from(
+                &payment,
                 Box::new(move |p| {
                     if !p.payment.settle_submission(reply.outcome, now) {
                         return Err(Rejection::Replay);
@@ -927,8 +927,8 @@ impl Lifecycle {
         let now = self.now();
         let aged = self
             .store
-            .mutate(
-                found.id,
+            .mutate_from(
+                &found,
                 Box::new(move |p| {
                     let q = &p.payment;
                     let paid_at = q.paid_at().map(|t| t - by);
@@ -980,8 +980,8 @@ impl Lifecycle {
         let command_id = new_number(now);
         let begun = self
             .store
-            .mutate(
-                found.id,
+            .mutate_from(
+                &found,
                 Box::new({
                     let command_id = command_id.clone();
                     move |p| {
@@ -1114,8 +1114,8 @@ impl Lifecycle {
         let first_delay = self.config.notify_first_delay;
         let settled = self
             .store
-            .mutate(
-                payment.id,
+            .mutate_from(
+                &payment,
                 Box::new({
                     let cancel = cancel.clone();
                     move |p| {
@@ -1355,8 +1355,8 @@ impl Lifecycle {
             };
             let reserved = self
                 .store
-                .mutate(
-                    found.id,
+                .mutate_from(
+                    &found,
                     Box::new(move |p| {
                         p.payment
                             .reserve_refund(new.amount)
@@ -1443,8 +1443,8 @@ impl Lifecycle {
         let first_delay = self.config.notify_first_delay;
         let settled = self
             .store
-            .mutate(
-                payment.id,
+            .mutate_from(
+                &payment,
                 Box::new({
                     let refund = refund.clone();
                     move |p| {

@@ -300,6 +300,17 @@ pub trait Store: Send + Sync + 'static {
     /// Runs `decide` against the payment and writes its result atomically.
     async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError>;
 
+    /// Like [`Store::mutate`], given the payment as the caller last read it. A backend may try
+    /// the decision on that copy first to save a read (its version guards the write); it must
+    /// not answer a rejection decided on that copy without deciding again on a fresh read.
+    async fn mutate_from(
+        &self,
+        payment: &PaymentRecord,
+        decide: MutateFn,
+    ) -> Result<Mutated, StoreError> {
+        self.mutate(payment.id, decide).await
+    }
+
     /// Write operations committed and durable commits made since start.
     fn commit_stats(&self) -> CommitStats;
 

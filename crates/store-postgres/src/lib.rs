@@ -460,6 +460,26 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn mutate_from(
+        &self,
+        payment: &PaymentRecord,
+        mut decide: MutateFn,
+    ) -> Result<Mutated, StoreError> {
+        // One round trip instead of two when the caller's copy is still current; a lost swap or
+        // a rejection (which may be the stale copy's doing) goes the usual way on a fresh read.
+        if let Ok(Ok((Written::Done(refund, cancel), payment))) =
+            Self::decide_and_write(&self.pool, payment.clone(), &mut decide).await
+        {
+            self.operations.fetch_add(1, Ordering::Relaxed);
+            return Ok(Mutated::Done {
+                payment,
+                refund,
+                cancel,
+            });
+        }
+        self.mutate(payment.id, decide).await
+    }
+
     async fn mutate(&self, payment_id: i64, mut decide: MutateFn) -> Result<Mutated, StoreError> {
         for _ in 0..OPTIMISTIC_ATTEMPTS {
             let rec = self.load(payment_id).await?;
