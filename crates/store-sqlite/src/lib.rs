@@ -36,6 +36,8 @@ pub struct SqliteStore {
     /// Read-only connections, used from the caller's thread.
     reads: Vec<std::sync::Mutex<rusqlite::Connection>>,
     next_read: std::sync::atomic::AtomicUsize,
+    /// Set by `close`: from then on every read and write is refused.
+    closed: std::sync::atomic::AtomicBool,
     writes: mpsc::Sender<writer::Job>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: std::sync::Arc<writer::Stats>,
@@ -82,6 +84,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             reads,
             next_read: std::sync::atomic::AtomicUsize::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
             writes: tx,
             writer: std::sync::Mutex::new(Some(handle)),
             stats,
@@ -109,6 +112,9 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
         let n = self.reads.len();
         let start = self
             .next_read
@@ -640,6 +646,8 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         // The writer finishes every write queued before this one, then stops.
         let _ = self.writes.send(writer::Job::Shutdown).await;
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
