@@ -145,12 +145,43 @@ struct RunArgs {
     no_ceilings: bool,
 }
 
+/// Builds the gateway next to this executable when the bench was started by `cargo run`, so
+/// that one command runs the benchmark from a fresh clone. The profile is the bench's own.
+fn build_tillgate() -> anyhow::Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let release = std::env::current_exe()
+        .map(|p| p.components().any(|c| c.as_os_str() == "release"))
+        .unwrap_or(false);
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    eprintln!(
+        "building tillgate first (cargo build --bin tillgate{})",
+        if release { " --release" } else { "" }
+    );
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args(["build", "--bin", "tillgate", "--manifest-path"])
+        .arg(&manifest);
+    if release {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .context("cannot run cargo to build tillgate")?;
+    anyhow::ensure!(status.success(), "building tillgate failed");
+    Ok(())
+}
+
 impl Common {
     fn settings(&self) -> anyhow::Result<Settings> {
         let tillgate = self
             .tillgate
             .clone()
             .unwrap_or_else(server::default_tillgate);
+        if !tillgate.is_file() && self.tillgate.is_none() {
+            build_tillgate()?;
+        }
         if !tillgate.is_file() {
             bail!(
                 "no tillgate binary at {}: build it first (cargo build --release --bin tillgate) \
