@@ -678,18 +678,19 @@ impl Lifecycle {
     }
 
     /// Records a terminal's progress on a command in its payment's timeline.
-    pub async fn terminal_progress(&self, command_id: &str, stage: &str) -> Result<(), StoreError> {
-        if let Some(record) = self.store.command(command_id).await? {
-            self.store
-                .append_event(
-                    record.payment_id,
-                    self.now(),
-                    "terminal.progress",
-                    &format!("{} {stage}", record.command.kind.as_str()),
-                )
-                .await?;
-        }
-        Ok(())
+    pub async fn terminal_progress(
+        &self,
+        record: &CommandRecord,
+        stage: &str,
+    ) -> Result<(), StoreError> {
+        self.store
+            .append_event(
+                record.payment_id,
+                self.now(),
+                "terminal.progress",
+                &format!("{} {stage}", record.command.kind.as_str()),
+            )
+            .await
     }
 
     /// Sets (or clears) a merchant's own notification schedule.

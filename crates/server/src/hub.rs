@@ -27,7 +27,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tillgate_core::service::Lifecycle;
 use tillgate_core::terminal::{
-    CommandState, HubError, TerminalCommand, TerminalHub, TerminalResult,
+    CommandRecord, CommandState, HubError, TerminalCommand, TerminalHub, TerminalResult,
 };
 use tillgate_core::{Store, StoreError};
 use tillgate_domain::ChannelOutcome;
@@ -415,7 +415,7 @@ impl Hub {
                         return send(sink, &Down::Error { message }).await;
                     }
                 };
-                if !self.owns(tid, &id).await {
+                if self.command_of(tid, &id).await.is_none() {
                     let message = format!("no open command {id} for this terminal");
                     return send(sink, &Down::Error { message }).await;
                 }
@@ -438,16 +438,19 @@ impl Hub {
         }
     }
 
-    /// True when `command_id` is a command of this terminal.
-    async fn owns(&self, tid: &str, command_id: &str) -> bool {
-        matches!(self.store.command(command_id).await, Ok(Some(c)) if c.tid == tid)
+    /// The command `command_id`, if it is one of this terminal's.
+    async fn command_of(&self, tid: &str, command_id: &str) -> Option<CommandRecord> {
+        match self.store.command(command_id).await {
+            Ok(Some(c)) if c.tid == tid => Some(c),
+            _ => None,
+        }
     }
 
     async fn progress(&self, app: &Lifecycle, tid: &str, command_id: &str, stage: &str) {
-        if !self.owns(tid, command_id).await {
+        let Some(command) = self.command_of(tid, command_id).await else {
             return;
-        }
-        if let Err(e) = app.terminal_progress(command_id, stage).await {
+        };
+        if let Err(e) = app.terminal_progress(&command, stage).await {
             tracing::warn!(error = %e, "cannot record terminal progress");
         }
     }
