@@ -433,7 +433,7 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
     let secrets = tillgate_server::master_key(&config)?;
     let store =
         tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
-    let service = tillgate_server::lifecycle(store.clone(), secrets, &config)?;
+    let service = tillgate_server::credentials(store.clone(), secrets);
     let merchant = service
         .create_merchant(merchant_no.as_str(), zone, false)
         .await

@@ -1,9 +1,44 @@
 //! The records the store keeps and the service hands to dialects.
 
+pub use crate::snapshot::Topic;
 use chrono::{DateTime, Utc};
 use tillgate_domain::{
     CancelKind, CancelState, Currency, MerchantZone, Money, Payment, RefundState,
 };
+
+/// The merchant API a payment came in through; its notifications are rendered in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dialect {
+    /// Pockyt/Yuansfer v3.
+    Pockyt,
+    /// The Jeepay-style unified API.
+    Unified,
+    /// YabandPay.
+    YabandPay,
+}
+
+impl Dialect {
+    pub const ALL: [Dialect; 3] = [Dialect::Pockyt, Dialect::Unified, Dialect::YabandPay];
+
+    /// The name kept in the database and shown to operators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Pockyt => "pockyt",
+            Dialect::Unified => "unified",
+            Dialect::YabandPay => "yabandpay",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Dialect> {
+        Dialect::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A merchant as the gateway knows it.
 #[derive(Debug, Clone)]
@@ -76,9 +111,8 @@ pub struct PaymentRecord {
     pub description: Option<String>,
     pub notify_url: Option<String>,
     pub vendor: Option<String>,
-    /// The merchant dialect that created the payment ("pockyt", "unified", "yabandpay"); its
-    /// notifications are rendered in that dialect.
-    pub dialect: String,
+    /// The merchant dialect that created the payment; its notifications are rendered in it.
+    pub dialect: Dialect,
     /// Dialect-owned facts kept with the payment (JSON), opaque to the core.
     pub extra: Option<String>,
     /// Digest of the add request's parameters, for idempotent replays.
@@ -105,7 +139,7 @@ pub struct NewPayment {
     pub settle_currency: Currency,
     pub description: Option<String>,
     pub notify_url: Option<String>,
-    pub dialect: String,
+    pub dialect: Dialect,
     pub extra: Option<String>,
     pub fingerprint: String,
     pub created_at: DateTime<Utc>,
@@ -211,10 +245,10 @@ pub struct OutboxRecord {
     pub id: i64,
     pub merchant_id: i64,
     pub payment_id: i64,
-    pub dialect: String,
-    pub topic: String,
+    pub dialect: Dialect,
+    pub topic: Topic,
     pub target_url: String,
-    /// The facts it reports, frozen at the change (JSON of `notify::Facts`).
+    /// What it reports, frozen at the change (`Snapshot::to_json`).
     pub snapshot: String,
     pub status: OutboxStatus,
     /// Attempts made so far.

@@ -1,14 +1,9 @@
-//! What a notification reports: the facts of a payment (and of the refund or cancel that
-//! changed it) frozen at the moment of the change, and the schedule of its attempts.
-//!
-//! The facts are written to the outbox in the same transaction as the change; each dialect
-//! renders and signs them in its own format when the notification is sent, so a notification
-//! always tells the state it was written for, never a later one.
+//! Notifications: the port each dialect implements to render and sign a frozen
+//! [`Snapshot`], the schedule of attempts, and which URLs merchants may give.
 
-use crate::model::{CancelRecord, PaymentRecord, RefundRecord};
+pub use crate::snapshot::Snapshot;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
 
 /// A notification rendered in a dialect: the body to POST and how to read the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +42,7 @@ impl Ack {
 /// Why a notification could not be rendered.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RenderError {
-    /// The facts lack what the dialect needs (a bug, or a credential removed since).
+    /// The snapshot lacks what the dialect needs (a bug, or a credential removed since).
     #[error("cannot render the notification: {0}")]
     Invalid(String),
     /// Reading credentials failed; try again later.
@@ -55,10 +50,10 @@ pub enum RenderError {
     Unavailable(String),
 }
 
-/// A dialect's notification format: renders and signs frozen facts.
+/// A dialect's notification format: renders and signs a frozen snapshot.
 #[async_trait]
 pub trait Renderer: Send + Sync + 'static {
-    async fn render(&self, facts: &Facts) -> Result<Rendered, RenderError>;
+    async fn render(&self, snapshot: &Snapshot) -> Result<Rendered, RenderError>;
 }
 
 /// Which notification URLs merchants may give. Notifications are requests the gateway makes on
@@ -170,112 +165,6 @@ fn forbidden(ip: std::net::IpAddr) -> bool {
                     .to_ipv4_mapped()
                     .is_some_and(|v4| forbidden(std::net::IpAddr::V4(v4)) || v4.is_loopback())
         }
-    }
-}
-
-/// The frozen facts of one notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Facts {
-    pub topic: String,
-    pub merchant_no: String,
-    pub store_no: String,
-    pub transaction_no: String,
-    pub reference: String,
-    pub amount_minor: i64,
-    pub currency: String,
-    pub settle_currency: String,
-    /// `PaymentState::as_str` of the payment after the change.
-    pub state: String,
-    pub refunded_minor: i64,
-    /// Paid and then reversed in full by a cancel.
-    pub reversed: bool,
-    pub created_at_ms: i64,
-    pub paid_at_ms: Option<i64>,
-    /// When the change happened.
-    pub at_ms: i64,
-    /// The payment's dialect-owned facts.
-    pub extra: Option<String>,
-    pub refund: Option<RefundFacts>,
-    pub cancel: Option<CancelFacts>,
-}
-
-/// The refund a notification is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefundFacts {
-    pub refund_no: String,
-    pub refund_reference: Option<String>,
-    pub amount_minor: i64,
-    /// `RefundState::code`.
-    pub state: i64,
-    pub created_at_ms: i64,
-    pub extra: Option<String>,
-}
-
-/// The cancel a notification is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CancelFacts {
-    pub cancel_no: String,
-    /// `CancelKind::as_str`.
-    pub kind: String,
-    /// `CancelState::code`.
-    pub state: i64,
-    pub created_at_ms: i64,
-    pub extra: Option<String>,
-}
-
-impl Facts {
-    /// The facts of a payment as it stands after a change at `at`.
-    pub fn of(topic: &str, p: &PaymentRecord, at: DateTime<Utc>) -> Facts {
-        Facts {
-            topic: topic.to_owned(),
-            merchant_no: p.merchant_no.clone(),
-            store_no: p.store_no.clone(),
-            transaction_no: p.transaction_no.clone(),
-            reference: p.reference.clone(),
-            amount_minor: p.payment.amount().minor(),
-            currency: p.payment.amount().currency().code().to_owned(),
-            settle_currency: p.settle_currency.code().to_owned(),
-            state: p.payment.state().as_str().to_owned(),
-            refunded_minor: p.payment.refunded().minor(),
-            reversed: p.payment.was_reversed(),
-            created_at_ms: p.created_at.timestamp_millis(),
-            paid_at_ms: p.payment.paid_at().map(|t| t.timestamp_millis()),
-            at_ms: at.timestamp_millis(),
-            extra: p.extra.clone(),
-            refund: None,
-            cancel: None,
-        }
-    }
-
-    pub fn with_refund(mut self, r: &RefundRecord) -> Facts {
-        self.refund = Some(RefundFacts {
-            refund_no: r.refund_no.clone(),
-            refund_reference: r.refund_reference.clone(),
-            amount_minor: r.amount.minor(),
-            state: r.state.code(),
-            created_at_ms: r.created_at.timestamp_millis(),
-            extra: r.extra.clone(),
-        });
-        self
-    }
-
-    pub fn with_cancel(mut self, c: &CancelRecord) -> Facts {
-        self.cancel = Some(CancelFacts {
-            cancel_no: c.cancel_no.clone(),
-            kind: c.kind.as_str().to_owned(),
-            state: c.state.code(),
-            created_at_ms: c.created_at.timestamp_millis(),
-            extra: c.extra.clone(),
-        });
-        self
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    pub fn from_json(text: &str) -> Result<Facts, serde_json::Error> {
-        serde_json::from_str(text)
     }
 }
 

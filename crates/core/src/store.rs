@@ -56,10 +56,10 @@ pub enum CancelWrite {
 #[derive(Debug, Clone)]
 pub struct OutboxWrite {
     /// The dialect that renders it.
-    pub dialect: String,
-    pub topic: String,
+    pub dialect: Dialect,
+    pub topic: Topic,
     pub target_url: String,
-    /// What the notification reports, frozen at the time of the change (`notify::Facts` JSON).
+    /// What the notification reports, frozen at the time of the change (`Snapshot::to_json`).
     pub snapshot: String,
     /// When its first attempt is due.
     pub first_attempt_at: DateTime<Utc>,

@@ -7,6 +7,7 @@
 //! payment. A command is never lost: until its result arrives it stays open, and a terminal
 //! that reconnects gets its open commands again.
 
+use crate::error::LifecycleError;
 use crate::store::StoreError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,31 @@ pub struct TerminalResult {
     /// Approved or declined; Unknown when no result came in time (the command stays open).
     pub outcome: ChannelOutcome,
     pub message: Option<String>,
+}
+
+/// What a terminal reported, sent by the hub for the lifecycle to apply
+/// (`Lifecycle::apply_terminal_events`); the hub never changes a payment itself. `applied`
+/// answers once the report is durably recorded, or why it could not be (a result not applied
+/// is not confirmed to the terminal, which then sends it again).
+#[derive(Debug)]
+pub struct TerminalEvent {
+    pub report: TerminalReport,
+    pub applied: tokio::sync::oneshot::Sender<Result<(), LifecycleError>>,
+}
+
+/// The content of a [`TerminalEvent`].
+#[derive(Debug, Clone)]
+pub enum TerminalReport {
+    /// A stage of a command (acknowledged, shown, processing…), for the payment's timeline.
+    Progress {
+        command: CommandRecord,
+        stage: String,
+    },
+    /// A command's final result, to apply with its payment change.
+    Result {
+        command_id: String,
+        result: TerminalResult,
+    },
 }
 
 /// Why a command could not be sent.

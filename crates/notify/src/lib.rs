@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tillgate_core::notify::{Facts, RenderError, Renderer, Schedule};
+use tillgate_core::notify::{RenderError, Renderer, Schedule, Snapshot};
+use tillgate_core::Dialect;
 use tillgate_core::{AttemptNext, AttemptRecord, OutboxRecord, Store, StoreError};
 use tillgate_domain::Clock;
 
@@ -78,7 +79,7 @@ type ScheduleCache = HashMap<i64, (Instant, Option<Schedule>)>;
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    renderers: HashMap<String, Arc<dyn Renderer>>,
+    renderers: HashMap<Dialect, Arc<dyn Renderer>>,
     http: reqwest::Client,
     config: DispatcherConfig,
     wake: Arc<tokio::sync::Notify>,
@@ -89,7 +90,7 @@ impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        renderers: HashMap<String, Arc<dyn Renderer>>,
+        renderers: HashMap<Dialect, Arc<dyn Renderer>>,
         config: DispatcherConfig,
         wake: Arc<tokio::sync::Notify>,
     ) -> Result<Dispatcher, reqwest::Error> {
@@ -298,12 +299,12 @@ impl Dispatcher {
         &self,
         row: &OutboxRecord,
     ) -> Result<tillgate_core::notify::Rendered, RenderError> {
-        let facts = Facts::from_json(&row.snapshot)
-            .map_err(|e| RenderError::Invalid(format!("unreadable facts: {e}")))?;
+        let snapshot = Snapshot::from_json(&row.snapshot, row.dialect)
+            .map_err(|e| RenderError::Invalid(e.to_string()))?;
         let renderer = self.renderers.get(&row.dialect).ok_or_else(|| {
             RenderError::Invalid(format!("no renderer for dialect {}", row.dialect))
         })?;
-        renderer.render(&facts).await
+        renderer.render(&snapshot).await
     }
 
     /// When the dispatcher's clock says it is.

@@ -12,10 +12,10 @@ use axum::routing::post;
 use axum::Router;
 use std::sync::Arc;
 use tillgate_core::service::{
-    AddRequest, CancelOptions, CredentialError, Lifecycle, NotifyTo, PayRequest, RefundRequest,
-    StoreCredential,
+    AddRequest, CancelOptions, CredentialError, Credentials, Lifecycle, NotifyTo, PayRequest,
+    RefundRequest, StoreCredential,
 };
-use tillgate_core::PaymentKey;
+use tillgate_core::{Dialect, PaymentKey};
 use tillgate_domain::{BusinessDayRule, CancelIntent, Currency, Key, Money};
 
 type App = State<Arc<Lifecycle>>;
@@ -43,7 +43,7 @@ struct Signed {
 
 /// Parses the body, finds the store's token and verifies `verifySign` before anything else.
 async fn authenticate(
-    app: &Lifecycle,
+    credentials: &Credentials,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Signed, PockytError> {
@@ -77,7 +77,7 @@ async fn authenticate(
     let signature = params
         .text("verifySign")
         .ok_or_else(|| PockytError::missing("verifySign"))?;
-    let credential = app
+    let credential = credentials
         .store_credential(merchant_no, store_no)
         .await
         .map_err(|e| match e {
@@ -163,7 +163,7 @@ fn notify_url(
 }
 
 async fn add(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
-    let Signed { params, credential } = authenticate(&app, &headers, body).await?;
+    let Signed { params, credential } = authenticate(app.credentials(), &headers, body).await?;
     let cur = currency(&params, "currency")?;
     let req = AddRequest {
         amount: amount(&params, "amount", cur)?,
@@ -183,7 +183,7 @@ async fn add(State(app): App, headers: HeaderMap, body: Body) -> Result<Response
                     })?,
             ),
         },
-        dialect: "pockyt",
+        dialect: Dialect::Pockyt,
         extra: None,
     };
     let zone = credential.merchant.zone;
@@ -198,7 +198,7 @@ async fn add(State(app): App, headers: HeaderMap, body: Body) -> Result<Response
 }
 
 async fn pay(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
-    let Signed { params, credential } = authenticate(&app, &headers, body).await?;
+    let Signed { params, credential } = authenticate(app.credentials(), &headers, body).await?;
     let key = payment_key(&params)?;
     let req = PayRequest {
         barcode: Some(
@@ -218,7 +218,7 @@ async fn pay(State(app): App, headers: HeaderMap, body: Body) -> Result<Response
 }
 
 async fn cancel(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
-    let Signed { params, credential } = authenticate(&app, &headers, body).await?;
+    let Signed { params, credential } = authenticate(app.credentials(), &headers, body).await?;
     let key = payment_key(&params)?;
     let rule = BusinessDayRule::calendar_day(credential.merchant.zone);
     let out = app
@@ -236,7 +236,7 @@ async fn cancel(State(app): App, headers: HeaderMap, body: Body) -> Result<Respo
 }
 
 async fn refund(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
-    let Signed { params, credential } = authenticate(&app, &headers, body).await?;
+    let Signed { params, credential } = authenticate(app.credentials(), &headers, body).await?;
     let key = payment_key(&params)?;
     let cur = currency(&params, "currency")?;
     let req = RefundRequest {
@@ -259,7 +259,7 @@ async fn refund(State(app): App, headers: HeaderMap, body: Body) -> Result<Respo
 }
 
 async fn query(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
-    let Signed { params, credential } = authenticate(&app, &headers, body).await?;
+    let Signed { params, credential } = authenticate(app.credentials(), &headers, body).await?;
     let key = payment_key(&params)?;
     let found = app
         .query(&credential.merchant, &key)

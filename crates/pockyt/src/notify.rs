@@ -8,97 +8,94 @@ use crate::params::{Params, Value};
 use crate::sign;
 use async_trait::async_trait;
 use std::sync::Arc;
-use tillgate_core::notify::{Ack, Facts, RenderError, Rendered, Renderer};
-use tillgate_core::service::{CredentialError, Lifecycle};
-use tillgate_domain::{Currency, Money, PaymentState, RefundState};
+use tillgate_core::credentials::{CredentialError, Credentials};
+use tillgate_core::notify::{Ack, RenderError, Rendered, Renderer, Snapshot};
+use tillgate_core::snapshot::PaymentSnapshot;
+use tillgate_domain::{PaymentState, RefundState};
 
 /// Renders Pockyt IPNs.
 pub struct PockytRenderer {
-    app: Arc<Lifecycle>,
+    credentials: Arc<Credentials>,
 }
 
 impl PockytRenderer {
-    pub fn new(app: Arc<Lifecycle>) -> PockytRenderer {
-        PockytRenderer { app }
+    pub fn new(credentials: Arc<Credentials>) -> PockytRenderer {
+        PockytRenderer { credentials }
     }
 }
 
 /// The `status` a notification reports, from the payment's state after the change.
-fn status(facts: &Facts) -> &'static str {
-    match PaymentState::parse(&facts.state) {
-        Some(PaymentState::Created) => "init",
-        Some(PaymentState::Pending) => "pending",
-        Some(PaymentState::Failed) => "failed",
-        Some(PaymentState::Cancelled) if facts.reversed => "success",
-        Some(PaymentState::Cancelled) | Some(PaymentState::Closed) => "closed",
+fn status(p: &PaymentSnapshot) -> &'static str {
+    match p.payment.state() {
+        PaymentState::Created => "init",
+        PaymentState::Pending => "pending",
+        PaymentState::Failed => "failed",
+        PaymentState::Cancelled if p.payment.was_reversed() => "success",
+        PaymentState::Cancelled | PaymentState::Closed => "closed",
         _ => "success",
     }
 }
 
-fn money(minor: i64, currency: Currency) -> Result<String, RenderError> {
-    Money::from_minor(minor, currency)
-        .map(|m| m.to_decimal_string())
-        .ok_or_else(|| RenderError::Invalid("amount out of range".into()))
-}
-
 /// The IPN's fields, without the signature.
-pub fn fields(
-    facts: &Facts,
-    zone: tillgate_domain::MerchantZone,
-) -> Result<Vec<(String, String)>, RenderError> {
-    let currency = Currency::from_code(&facts.currency)
-        .ok_or_else(|| RenderError::Invalid("unknown currency".into()))?;
-    let at = chrono::DateTime::from_timestamp_millis(facts.at_ms)
-        .ok_or_else(|| RenderError::Invalid("bad time".into()))?;
+pub fn fields(snapshot: &Snapshot, zone: tillgate_domain::MerchantZone) -> Vec<(String, String)> {
+    let p = &snapshot.payment;
+    let amount = p.payment.amount();
     let mut out = vec![
-        ("transactionNo".to_owned(), facts.transaction_no.clone()),
-        ("reference".to_owned(), facts.reference.clone()),
-        ("status".to_owned(), status(facts).to_owned()),
-        ("amount".to_owned(), money(facts.amount_minor, currency)?),
-        ("currency".to_owned(), facts.currency.clone()),
-        ("settleCurrency".to_owned(), facts.settle_currency.clone()),
+        ("transactionNo".to_owned(), p.transaction_no.clone()),
+        ("reference".to_owned(), p.reference.clone()),
+        ("status".to_owned(), status(p).to_owned()),
+        ("amount".to_owned(), amount.to_decimal_string()),
+        ("currency".to_owned(), amount.currency().code().to_owned()),
+        (
+            "settleCurrency".to_owned(),
+            p.settle_currency.code().to_owned(),
+        ),
         (
             "time".to_owned(),
-            zone.local_time(at).format("%Y%m%d%H%M%S").to_string(),
+            zone.local_time(snapshot.at)
+                .format("%Y%m%d%H%M%S")
+                .to_string(),
         ),
     ];
-    if facts.refunded_minor > 0 || facts.reversed {
-        let refunded = if facts.reversed {
-            facts.amount_minor
+    let reversed = p.payment.was_reversed();
+    if !p.payment.refunded().is_zero() || reversed {
+        let refunded = if reversed {
+            amount
         } else {
-            facts.refunded_minor
+            p.payment.refunded()
         };
-        out.push(("refundAmount".to_owned(), money(refunded, currency)?));
+        out.push(("refundAmount".to_owned(), refunded.to_decimal_string()));
     }
-    if let Some(r) = &facts.refund {
+    if let Some(r) = &snapshot.refund {
         out.push(("refundTransactionNo".to_owned(), r.refund_no.clone()));
         if let Some(reference) = &r.refund_reference {
             out.push(("refundReference".to_owned(), reference.clone()));
         }
         out.push((
             "refundStatus".to_owned(),
-            match RefundState::from_code(r.state) {
-                Some(RefundState::Succeeded) => "success",
-                Some(RefundState::Failed) | Some(RefundState::Closed) => "failed",
+            match r.state {
+                RefundState::Succeeded => "success",
+                RefundState::Failed | RefundState::Closed => "failed",
                 _ => "pending",
             }
             .to_owned(),
         ));
         out.push((
             "refundTransactionAmount".to_owned(),
-            money(r.amount_minor, currency)?,
+            r.amount.to_decimal_string(),
         ));
     }
     out.retain(|(_, v)| !v.is_empty());
-    Ok(out)
+    out
 }
 
 #[async_trait]
 impl Renderer for PockytRenderer {
-    async fn render(&self, facts: &Facts) -> Result<Rendered, RenderError> {
+    async fn render(&self, snapshot: &Snapshot) -> Result<Rendered, RenderError> {
+        let p = &snapshot.payment;
         let credential = self
-            .app
-            .store_credential(&facts.merchant_no, &facts.store_no)
+            .credentials
+            .store_credential(&p.merchant_no, &p.store_no)
             .await
             .map_err(|e| match e {
                 CredentialError::Unknown => {
@@ -106,7 +103,7 @@ impl Renderer for PockytRenderer {
                 }
                 other => RenderError::Unavailable(other.to_string()),
             })?;
-        let mut pairs = fields(facts, credential.merchant.zone)?;
+        let mut pairs = fields(snapshot, credential.merchant.zone);
         let params = Params::from_pairs(
             pairs
                 .iter()
@@ -156,24 +153,37 @@ pub fn form(pairs: &[(String, String)]) -> String {
 mod tests {
     use super::*;
 
-    fn facts() -> Facts {
-        Facts {
-            topic: "payment.paid".into(),
-            merchant_no: "200043".into(),
-            store_no: "300014".into(),
-            transaction_no: "305680500880311923".into(),
-            reference: "test1666247277861".into(),
-            amount_minor: 1,
-            currency: "USD".into(),
-            settle_currency: "USD".into(),
-            state: "paid".into(),
-            refunded_minor: 0,
-            reversed: false,
-            created_at_ms: 1_666_247_297_000,
-            paid_at_ms: Some(1_666_247_297_000),
-            // 2022-10-20 14:28:17 in Shanghai.
-            at_ms: 1_666_247_297_000,
-            extra: None,
+    fn snapshot() -> Snapshot {
+        use tillgate_core::snapshot::{PaymentSnapshot, Topic};
+        use tillgate_domain::{Currency, Money, Payment};
+        // 2022-10-20 14:28:17 in Shanghai.
+        let at = chrono::DateTime::from_timestamp_millis(1_666_247_297_000).unwrap();
+        let usd = Currency::from_code("USD").unwrap();
+        let payment = Payment::restore(
+            Money::from_minor(1, usd).unwrap(),
+            PaymentState::Paid,
+            0,
+            0,
+            None,
+            Some(at),
+        )
+        .unwrap();
+        Snapshot {
+            topic: Topic::PaymentPaid,
+            at,
+            payment: PaymentSnapshot {
+                transaction_no: "305680500880311923".into(),
+                merchant_no: "200043".into(),
+                store_no: "300014".into(),
+                reference: "test1666247277861".into(),
+                payment,
+                settle_currency: usd,
+                description: None,
+                vendor: None,
+                dialect: tillgate_core::Dialect::Pockyt,
+                extra: None,
+                created_at: at,
+            },
             refund: None,
             cancel: None,
         }
@@ -182,7 +192,7 @@ mod tests {
     #[test]
     fn an_ipn_carries_the_documented_fields_and_signs_like_the_java_sdk_vector() {
         let zone = tillgate_domain::MerchantZone::parse("Asia/Shanghai").unwrap();
-        let pairs = fields(&facts(), zone).unwrap();
+        let pairs = fields(&snapshot(), zone);
         let params = Params::from_pairs(
             pairs
                 .iter()

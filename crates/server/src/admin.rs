@@ -81,12 +81,12 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 
 /// A notification with its attempts, as operators see it.
 pub fn notification_json(n: &OutboxRecord, attempts: &[AttemptRecord]) -> Value {
-    let facts = tillgate_core::notify::Facts::from_json(&n.snapshot).ok();
+    let snapshot = tillgate_core::Snapshot::from_json(&n.snapshot, n.dialect).ok();
     json!({
         "id": n.id,
-        "transactionNo": facts.as_ref().map(|f| f.transaction_no.clone()),
-        "topic": n.topic,
-        "dialect": n.dialect,
+        "transactionNo": snapshot.map(|s| s.payment.transaction_no),
+        "topic": n.topic.as_str(),
+        "dialect": n.dialect.as_str(),
         "targetUrl": n.target_url,
         "status": n.status.as_str(),
         "attempts": n.attempts,

@@ -22,15 +22,15 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tillgate_core::service::Lifecycle;
 use tillgate_core::terminal::{
-    CommandRecord, CommandState, HubError, TerminalCommand, TerminalHub, TerminalResult,
+    CommandRecord, CommandState, HubError, TerminalCommand, TerminalEvent, TerminalHub,
+    TerminalReport, TerminalResult,
 };
-use tillgate_core::{Store, StoreError};
-use tillgate_domain::ChannelOutcome;
+use tillgate_core::{Credentials, LifecycleError, Store, StoreError};
+use tillgate_domain::{ChannelOutcome, Clock};
 use tokio::sync::{mpsc, oneshot};
 
 /// How often the gateway pings and records that a terminal is alive.
@@ -111,35 +111,75 @@ struct Session {
     down: mpsc::Sender<Down>,
 }
 
-/// The hub of this node.
+/// Reports of terminals queued for the lifecycle to apply (a bound).
+pub const EVENT_QUEUE: usize = 1024;
+
+/// The hub of this node. It authenticates terminals, carries commands to them and reports what
+/// they answer as [`TerminalEvent`]s; the lifecycle applies those (`apply_terminal_events`).
 pub struct Hub {
     node: String,
     store: Arc<dyn Store>,
-    app: OnceLock<Weak<Lifecycle>>,
+    credentials: Arc<Credentials>,
+    clock: Arc<dyn Clock>,
+    events: mpsc::Sender<TerminalEvent>,
     sessions: Mutex<HashMap<String, Session>>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<TerminalResult>>>>,
     generation: std::sync::atomic::AtomicU64,
 }
 
+/// Removes a command's waiters however the wait ends (result, time-out, error).
+struct Waiting<'a> {
+    hub: &'a Hub,
+    command_id: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.hub
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.command_id);
+    }
+}
+
 impl Hub {
-    pub fn new(store: Arc<dyn Store>, node: String) -> Arc<Hub> {
+    /// A hub for node `node`; what terminals report goes to `events`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        credentials: Arc<Credentials>,
+        clock: Arc<dyn Clock>,
+        node: String,
+        events: mpsc::Sender<TerminalEvent>,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             node,
             store,
-            app: OnceLock::new(),
+            credentials,
+            clock,
+            events,
             sessions: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// Connects the hub to the service that applies results; once, at start.
-    pub fn attach(&self, app: &Arc<Lifecycle>) {
-        let _ = self.app.set(Arc::downgrade(app));
+    /// Hands a report to the lifecycle and waits until it is applied.
+    async fn report(&self, report: TerminalReport) -> Result<(), LifecycleError> {
+        let (applied, done) = oneshot::channel();
+        let unavailable =
+            || LifecycleError::Store(StoreError::Unavailable("the gateway is stopping".into()));
+        self.events
+            .send(TerminalEvent { report, applied })
+            .await
+            .map_err(|_| unavailable())?;
+        done.await.map_err(|_| unavailable())?
     }
 
-    fn app(&self) -> Option<Arc<Lifecycle>> {
-        self.app.get().and_then(Weak::upgrade)
+    /// Commands waiting for a result on this node (for tests).
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn node(&self) -> &str {
@@ -199,7 +239,7 @@ impl Hub {
     }
 
     /// Authenticates a hello; the terminal id on success, the reason on failure.
-    async fn authenticate(&self, app: &Lifecycle, hello: Up) -> Result<String, String> {
+    async fn authenticate(&self, hello: Up) -> Result<String, String> {
         let Up::Hello {
             tid,
             timestamp,
@@ -209,7 +249,8 @@ impl Hub {
         else {
             return Err("the first message must be a hello".into());
         };
-        let credential = app
+        let credential = self
+            .credentials
             .terminal_credential(&tid)
             .await
             .map_err(|_| "unknown terminal or bad signature".to_owned())?;
@@ -221,7 +262,7 @@ impl Hub {
         ) {
             return Err("unknown terminal or bad signature".into());
         }
-        let now = app.now();
+        let now = self.clock.now();
         if (now.timestamp() - timestamp).abs() > HANDSHAKE_SKEW_S {
             return Err("stale handshake: timestamp too far from the gateway's clock".into());
         }
@@ -243,14 +284,13 @@ impl Hub {
         Si: Sink<Frame> + Unpin + Send,
         St: Stream<Item = Frame> + Unpin + Send,
     {
-        let Some(app) = self.app() else { return };
         let hello = match tokio::time::timeout(HELLO_WITHIN, stream.next()).await {
             Ok(Some(Frame::Text(t))) => serde_json::from_str::<Up>(&t).ok(),
             _ => None,
         };
         let tid = match hello {
             None => Err("the first message must be a hello within 10 s".to_owned()),
-            Some(h) => self.authenticate(&app, h).await,
+            Some(h) => self.authenticate(h).await,
         };
         let tid = match tid {
             Ok(tid) => tid,
@@ -279,7 +319,7 @@ impl Hub {
         drop(replaced);
         let _ = self
             .store
-            .terminal_presence(&tid, Some(&self.node), app.now())
+            .terminal_presence(&tid, Some(&self.node), self.clock.now())
             .await;
         tracing::info!(%tid, node = %self.node, "terminal connected");
         let welcome = Down::Welcome {
@@ -298,7 +338,7 @@ impl Hub {
                     }
                 }
             }
-            self.session_loop(&app, &tid, &mut sink, &mut stream, &mut down_rx)
+            self.session_loop(&tid, &mut sink, &mut stream, &mut down_rx)
                 .await;
         }
         let mine = {
@@ -312,14 +352,16 @@ impl Hub {
             mine
         };
         if mine {
-            let _ = self.store.terminal_presence(&tid, None, app.now()).await;
+            let _ = self
+                .store
+                .terminal_presence(&tid, None, self.clock.now())
+                .await;
         }
         tracing::info!(%tid, "terminal disconnected");
     }
 
     async fn session_loop<Si, St>(
         &self,
-        app: &Arc<Lifecycle>,
         tid: &str,
         sink: &mut Si,
         stream: &mut St,
@@ -351,7 +393,7 @@ impl Hub {
                         }
                         Some(Frame::Pong) => {}
                         Some(Frame::Text(text)) => {
-                            if self.on_message(app, tid, sink, &text).await.is_err() {
+                            if self.on_message(tid, sink, &text).await.is_err() {
                                 return;
                             }
                         }
@@ -365,19 +407,13 @@ impl Hub {
                     if sink.send(Frame::Ping).await.is_err() {
                         return;
                     }
-                    let _ = self.store.terminal_presence(tid, Some(&self.node), app.now()).await;
+                    let _ = self.store.terminal_presence(tid, Some(&self.node), self.clock.now()).await;
                 }
             }
         }
     }
 
-    async fn on_message<Si>(
-        &self,
-        app: &Arc<Lifecycle>,
-        tid: &str,
-        sink: &mut Si,
-        text: &str,
-    ) -> Result<(), ()>
+    async fn on_message<Si>(&self, tid: &str, sink: &mut Si, text: &str) -> Result<(), ()>
     where
         Si: Sink<Frame> + Unpin + Send,
     {
@@ -394,12 +430,12 @@ impl Hub {
                 send(sink, &Down::Error { message }).await
             }
             Up::Ack { id } => {
-                self.progress(app, tid, &id, "acknowledged").await;
+                self.progress(tid, &id, "acknowledged").await;
                 Ok(())
             }
             Up::Progress { id, stage } => {
                 let stage: String = stage.chars().take(64).collect();
-                self.progress(app, tid, &id, &stage).await;
+                self.progress(tid, &id, &stage).await;
                 Ok(())
             }
             Up::Result {
@@ -423,7 +459,13 @@ impl Hub {
                     outcome,
                     message: message.map(|m| m.chars().take(256).collect()),
                 };
-                match app.apply_terminal_result(&id, result.clone()).await {
+                let applied = self
+                    .report(TerminalReport::Result {
+                        command_id: id.clone(),
+                        result: result.clone(),
+                    })
+                    .await;
+                match applied {
                     Ok(()) => {
                         self.wake(&id, &result);
                         send(sink, &Down::Done { id }).await
@@ -446,11 +488,15 @@ impl Hub {
         }
     }
 
-    async fn progress(&self, app: &Lifecycle, tid: &str, command_id: &str, stage: &str) {
+    async fn progress(&self, tid: &str, command_id: &str, stage: &str) {
         let Some(command) = self.command_of(tid, command_id).await else {
             return;
         };
-        if let Err(e) = app.terminal_progress(&command, stage).await {
+        let stage = stage.to_owned();
+        if let Err(e) = self
+            .report(TerminalReport::Progress { command, stage })
+            .await
+        {
             tracing::warn!(error = %e, "cannot record terminal progress");
         }
     }
@@ -487,10 +533,6 @@ impl Hub {
             }
         })
         .await;
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(command_id);
         match result {
             Ok(r) => r,
             Err(_) => Ok(TerminalResult {
@@ -559,7 +601,7 @@ impl TerminalHub for Hub {
         let Some(row) = self.store.terminal_row(tid).await? else {
             return Ok(false);
         };
-        let fresh = chrono::Utc::now()
+        let fresh = self.clock.now()
             - chrono::Duration::from_std(SILENCE_LIMIT).unwrap_or(chrono::Duration::seconds(45));
         Ok(row.online_node.is_some() && row.last_seen_at.is_some_and(|t| t > fresh))
     }
@@ -577,17 +619,17 @@ impl TerminalHub for Hub {
             .entry(command.id.clone())
             .or_default()
             .push(tx);
+        // However this ends — result, time-out, offline or a store error — the waiter goes.
+        let _waiting = Waiting {
+            hub: self,
+            command_id: &command.id,
+        };
         if !self.deliver_local(tid, command).await {
-            if self.is_online(tid).await? {
-                // Another node holds the connection: tell it through the database.
-                self.store.announce_command(&command.id).await?;
-            } else {
-                self.waiters
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&command.id);
+            if !self.is_online(tid).await? {
                 return Err(HubError::Offline);
             }
+            // Another node holds the connection: tell it through the database.
+            self.store.announce_command(&command.id).await?;
         }
         Ok(self.wait_for(&command.id, rx, wait).await?)
     }
@@ -596,8 +638,8 @@ impl TerminalHub for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tillgate_core::service::{AddRequest, LifecycleConfig};
-    use tillgate_core::{Secret, SecretBox};
+    use tillgate_core::service::{AddRequest, Lifecycle, LifecycleConfig};
+    use tillgate_core::{Dialect, Secret, SecretBox};
     use tillgate_domain::{Currency, Key, MerchantZone, Money, SystemClock};
 
     const SECRET: &str = "terminal-secret-0123456789";
@@ -613,23 +655,40 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let app = Arc::new(Lifecycle::new(
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let credentials = Arc::new(Credentials::new(
             store.clone(),
-            Arc::new(tillgate_channels::SandboxWallet),
-            Arc::new(SystemClock),
             SecretBox::from_hex(SecretBox::generate_key_hex().expose()).unwrap(),
-            LifecycleConfig::default(),
+            clock.clone(),
+            Duration::from_secs(60),
         ));
-        let m = app
+        let (events, reports) = mpsc::channel(EVENT_QUEUE);
+        let hub = Hub::new(
+            store.clone(),
+            credentials.clone(),
+            clock.clone(),
+            "node-test".into(),
+            events,
+        );
+        let app = Arc::new(
+            Lifecycle::new(
+                store,
+                Arc::new(tillgate_channels::SandboxWallet),
+                clock,
+                credentials.clone(),
+                LifecycleConfig::default(),
+            )
+            .with_hub(hub.clone()),
+        );
+        tokio::spawn(app.clone().apply_terminal_events(reports));
+        let m = credentials
             .create_merchant("900001", MerchantZone::utc(), false)
             .await
             .unwrap();
-        app.add_terminal(&m, "T1", &Secret::new(SECRET.into()))
+        credentials
+            .add_terminal(&m, "T1", &Secret::new(SECRET.into()))
             .await
             .unwrap();
-        let hub = Hub::new(store, "node-test".into());
-        hub.attach(&app);
-        app.set_hub(hub.clone());
         (app, hub, dir)
     }
 
@@ -678,7 +737,7 @@ mod tests {
     #[tokio::test]
     async fn bad_stale_and_replayed_handshakes_are_refused() {
         let (app, hub, dir) = setup("refused").await;
-        let now = chrono::Utc::now().timestamp();
+        let now = SystemClock.now().timestamp();
         let cases = [
             (hello("wrong-secret-000000", now, "n1"), "bad signature"),
             (hello(SECRET, now - 3600, "n2"), "stale"),
@@ -710,7 +769,7 @@ mod tests {
         let (app, hub, dir) = setup("sale").await;
         let (up, mut down, sink, stream) = channels();
         let session = tokio::spawn(hub.clone().run_session(sink, stream));
-        up.send(hello(SECRET, chrono::Utc::now().timestamp(), "sale-nonce"))
+        up.send(hello(SECRET, SystemClock.now().timestamp(), "sale-nonce"))
             .await
             .unwrap();
         assert!(matches!(next_down(&mut down).await, Down::Welcome { .. }));
@@ -730,7 +789,7 @@ mod tests {
                         description: None,
                         notify_url: None,
                         timeout_minutes: None,
-                        dialect: "yabandpay",
+                        dialect: Dialect::YabandPay,
                         extra: None,
                     },
                     Duration::from_secs(10),
@@ -784,6 +843,31 @@ mod tests {
         assert_eq!(next_down(&mut down).await, Down::Done { id: command.id });
         drop(up);
         session.await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_store_error_while_sending_a_command_leaves_no_waiter_behind() {
+        let (app, hub, dir) = setup("waiter").await;
+        let command = TerminalCommand {
+            id: "C1".into(),
+            kind: tillgate_core::terminal::CommandKind::Sale,
+            transaction_no: "X".into(),
+            amount_minor: 100,
+            currency: "EUR".into(),
+            description: None,
+        };
+        // T1 is not connected here, so the hub asks the database whether another node holds
+        // it; with the store closed that read fails.
+        app.store().close().await;
+        let sent = hub.execute("T1", &command, Duration::from_secs(1)).await;
+        assert!(matches!(sent, Err(HubError::Store(_))), "{sent:?}");
+        assert_eq!(hub.waiting(), 0, "the failed send left its waiter behind");
+        let offline = hub
+            .execute("nobody", &command, Duration::from_secs(1))
+            .await;
+        assert!(offline.is_err());
+        assert_eq!(hub.waiting(), 0);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

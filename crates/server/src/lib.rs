@@ -25,8 +25,9 @@ use std::sync::Arc;
 use tillgate_channels::SandboxWallet;
 use tillgate_core::notify::{Renderer, UrlPolicy};
 use tillgate_core::service::{Lifecycle, LifecycleConfig};
-use tillgate_core::{Secret, SecretBox, Store};
-use tillgate_domain::SystemClock;
+use tillgate_core::terminal::TerminalHub;
+use tillgate_core::{Credentials, Dialect, Secret, SecretBox, Store};
+use tillgate_domain::{Clock, SystemClock};
 use tillgate_notify::{Dispatcher, DispatcherConfig};
 use tillgate_pockyt::{PockytError, RetCode};
 use tillgate_store_sqlite::SqliteStore;
@@ -84,6 +85,8 @@ pub fn master_key(config: &Config) -> anyhow::Result<SecretBox> {
     }
     let path = config.sandbox_key_path();
     let hex = match std::fs::read_to_string(&path) {
+        // Another node sharing this directory created it a moment ago and is still writing.
+        Ok(text) if text.trim().len() < 64 => wait_for_key(&path)?,
         Ok(text) => Secret::new(text.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SecretBox::generate_key_hex();
@@ -154,12 +157,34 @@ pub fn channel(config: &config::ChannelConfig) -> anyhow::Result<Arc<dyn tillgat
     Ok(Arc::new(http))
 }
 
-/// Builds the lifecycle service on a store.
+/// Merchants' credentials on a store, opened with the master key.
+pub fn credentials(store: Arc<dyn Store>, secrets: SecretBox) -> Arc<Credentials> {
+    Arc::new(Credentials::new(
+        store,
+        secrets,
+        Arc::new(SystemClock),
+        LifecycleConfig::default().credential_ttl,
+    ))
+}
+
+/// Builds the lifecycle service on a store, without POS terminals (operator commands).
 pub fn lifecycle(
     store: Arc<dyn Store>,
     secrets: SecretBox,
     config: &Config,
 ) -> anyhow::Result<Arc<Lifecycle>> {
+    let credentials = credentials(store.clone(), secrets);
+    Ok(Arc::new(lifecycle_with(store, credentials, None, config)?))
+}
+
+/// Builds the lifecycle service on a store with its credentials and, for a serving node, the
+/// terminal hub.
+pub fn lifecycle_with(
+    store: Arc<dyn Store>,
+    credentials: Arc<Credentials>,
+    hub: Option<Arc<dyn TerminalHub>>,
+    config: &Config,
+) -> anyhow::Result<Lifecycle> {
     let service_config = LifecycleConfig {
         notify_first_delay: config.notify.schedule.first_delay(),
         notify_urls: UrlPolicy {
@@ -172,31 +197,36 @@ pub fn lifecycle(
         store,
         channel(&config.channel)?,
         Arc::new(SystemClock),
-        secrets,
+        credentials,
         service_config,
     );
     for (merchant_no, own) in &config.merchant_channels {
         let own = channel(own).with_context(|| format!("the wallet of merchant {merchant_no}"))?;
         service = service.with_merchant_channel(merchant_no, own);
     }
-    Ok(Arc::new(service))
+    if let Some(hub) = hub {
+        service = service.with_hub(hub);
+    }
+    Ok(service)
 }
 
 /// The notification dispatcher with every dialect's renderer.
 pub fn dispatcher(service: &Arc<Lifecycle>, config: &Config) -> anyhow::Result<Arc<Dispatcher>> {
-    let mut renderers: HashMap<String, Arc<dyn Renderer>> = HashMap::new();
-    renderers.insert(
-        "pockyt".into(),
-        Arc::new(tillgate_pockyt::PockytRenderer::new(service.clone())),
-    );
-    renderers.insert(
-        tillgate_unified::DIALECT.into(),
-        Arc::new(tillgate_unified::UnifiedRenderer::new(service.clone())),
-    );
-    renderers.insert(
-        tillgate_yabandpay::DIALECT.into(),
-        Arc::new(tillgate_yabandpay::YabandRenderer::new(service.clone())),
-    );
+    let credentials = service.credentials();
+    let mut renderers: HashMap<Dialect, Arc<dyn Renderer>> = HashMap::new();
+    for dialect in Dialect::ALL {
+        let renderer: Arc<dyn Renderer> = match dialect {
+            Dialect::Pockyt => Arc::new(tillgate_pockyt::PockytRenderer::new(credentials.clone())),
+            Dialect::Unified => Arc::new(tillgate_unified::UnifiedRenderer::new(
+                credentials.clone(),
+                service.clock().clone(),
+            )),
+            Dialect::YabandPay => {
+                Arc::new(tillgate_yabandpay::YabandRenderer::new(credentials.clone()))
+            }
+        };
+        renderers.insert(dialect, renderer);
+    }
     let dispatcher = Dispatcher::new(
         service.store().clone(),
         service.clock().clone(),
@@ -310,7 +340,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let secrets = master_key(&config)?;
     let store = open_store(&config.database_url, config.database_max_connections).await?;
-    let service = lifecycle(store.clone(), secrets, &config)?;
+    let credentials = credentials(store.clone(), secrets);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (events, reports) = tokio::sync::mpsc::channel(hub::EVENT_QUEUE);
+    let terminals = hub::Hub::new(store.clone(), credentials.clone(), clock, node_id(), events);
+    let service = Arc::new(lifecycle_with(
+        store.clone(),
+        credentials,
+        Some(terminals.clone()),
+        &config,
+    )?);
+    let applying = tokio::spawn(service.clone().apply_terminal_events(reports));
     match config.mode {
         Mode::Sandbox => sandbox::bootstrap(&service, config.default_timezone).await?,
         Mode::Production => {
@@ -329,9 +369,6 @@ pub async fn run(
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     tracing::info!(%addr, mode = ?config.mode, "tillgate is ready");
-    let terminals = hub::Hub::new(store.clone(), node_id());
-    terminals.attach(&service);
-    service.set_hub(terminals.clone());
     let listening = tokio::spawn(terminals.clone().listen());
     let (stop_dispatch, stopped) = tokio::sync::watch::channel(false);
     let notifications = tokio::spawn(dispatcher(&service, &config)?.run(stopped.clone()));
@@ -353,6 +390,7 @@ pub async fn run(
     let _ = notifications.await;
     let _ = janitor.await;
     listening.abort();
+    applying.abort();
     tracing::info!("draining the store");
     store.close().await;
     tracing::info!("stopped");

@@ -46,10 +46,12 @@ pub const FIXTURES: [(&str, &str, &str, i64); 2] = [
 /// Creates the sandbox merchant on an empty database and prints its credentials.
 pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()> {
     let store = app.store();
+    let credentials = app.credentials();
     let fresh = store.merchant(MERCHANT_NO).await?.is_none();
-    let merchant = app.create_merchant(MERCHANT_NO, zone, true).await?;
+    let merchant = credentials.create_merchant(MERCHANT_NO, zone, true).await?;
     for (store_no, token) in STORES {
-        app.add_store(&merchant, store_no, &Secret::new(token.to_owned()))
+        credentials
+            .add_store(&merchant, store_no, &Secret::new(token.to_owned()))
             .await?;
     }
     if fresh {
@@ -69,7 +71,7 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
                     settle_currency: usd,
                     description: Some("sandbox sample transaction of the seeds".into()),
                     notify_url: None,
-                    dialect: "pockyt".into(),
+                    dialect: tillgate_core::Dialect::Pockyt,
                     extra: None,
                     fingerprint: "sandbox-fixture".into(),
                     created_at: now,
@@ -96,15 +98,19 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
             }
         }
     }
-    let unified = app.create_merchant(UNIFIED_MCH_NO, zone, true).await?;
-    app.add_app(
-        &unified,
-        UNIFIED_APP_ID,
-        &Secret::new(UNIFIED_APP_SECRET.to_owned()),
-    )
-    .await?;
+    let unified = credentials
+        .create_merchant(UNIFIED_MCH_NO, zone, true)
+        .await?;
+    credentials
+        .add_app(
+            &unified,
+            UNIFIED_APP_ID,
+            &Secret::new(UNIFIED_APP_SECRET.to_owned()),
+        )
+        .await?;
     for tid in YABANDPAY_TIDS {
-        app.add_terminal(&merchant, tid, &Secret::new(YABANDPAY_SECRET.to_owned()))
+        credentials
+            .add_terminal(&merchant, tid, &Secret::new(YABANDPAY_SECRET.to_owned()))
             .await?;
     }
     println!(

@@ -54,7 +54,7 @@ fn refuse(status: StatusCode, cb: &Callback, why: &str) -> Response {
 }
 
 async fn callback(State(s): State<Arc<Callbacks>>, headers: HeaderMap, body: Bytes) -> Response {
-    let now = chrono::Utc::now().timestamp();
+    let now = s.app.now().timestamp();
     let mut verified = Err(None);
     for key in &s.keys {
         match protocol::verify_headers(key.expose(), &headers, &body, now) {

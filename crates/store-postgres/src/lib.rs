@@ -340,7 +340,7 @@ impl Store for PgStore {
             .bind(p.created_at.timestamp_millis())
             .bind(p.expires_at.timestamp_millis())
             .bind(p.amount.to_string())
-            .bind(&p.dialect)
+            .bind(p.dialect.as_str())
             .bind(&p.extra)
             .fetch_optional(&self.pool)
             .await

@@ -134,7 +134,7 @@ where
     };
     let p = &rec.payment;
     let (kinds, details): (Vec<String>, Vec<String>) = writes.events.iter().cloned().unzip();
-    let topics: Vec<String> = writes.outbox.iter().map(|o| o.topic.clone()).collect();
+    let topics: Vec<&str> = writes.outbox.iter().map(|o| o.topic.as_str()).collect();
     let urls: Vec<String> = writes.outbox.iter().map(|o| o.target_url.clone()).collect();
     let snapshots: Vec<String> = writes.outbox.iter().map(|o| o.snapshot.clone()).collect();
     let dues: Vec<i64> = writes
@@ -142,7 +142,7 @@ where
         .iter()
         .map(|o| o.first_attempt_at.timestamp_millis())
         .collect();
-    let dialects: Vec<String> = writes.outbox.iter().map(|o| o.dialect.clone()).collect();
+    let dialects: Vec<&str> = writes.outbox.iter().map(|o| o.dialect.as_str()).collect();
     let mut q = sqlx::query(text)
         .bind(rec.id)
         .bind(version)

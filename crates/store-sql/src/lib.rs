@@ -86,7 +86,7 @@ pub fn payment(row: &impl Columns) -> Result<PaymentRecord, StoreError> {
         description: row.opt_text("description")?,
         notify_url: row.opt_text("notify_url")?,
         vendor: row.opt_text("vendor")?,
-        dialect: row.text("dialect")?,
+        dialect: dialect(&row.text("dialect")?)?,
         extra: row.opt_text("extra")?,
         fingerprint: row.text("fingerprint")?,
         pay_fingerprint: row.opt_text("pay_fingerprint")?,
@@ -180,8 +180,8 @@ pub fn outbox(row: &impl Columns) -> Result<OutboxRecord, StoreError> {
         id: row.int("id")?,
         merchant_id: row.int("merchant_id")?,
         payment_id: row.int("payment_id")?,
-        dialect: row.text("dialect")?,
-        topic: row.text("topic")?,
+        dialect: dialect(&row.text("dialect")?)?,
+        topic: topic(&row.text("topic")?)?,
         target_url: row.text("target_url")?,
         snapshot: row.text("snapshot")?,
         status: OutboxStatus::parse(&row.text("status")?)
@@ -305,3 +305,15 @@ pub const TERMINALS: CredentialTable = CredentialTable {
     existing: "SELECT merchant_id, secret_sealed FROM terminals WHERE ?1 IS NOT NULL AND tid = ?2",
     global_key: Some("tid belongs to another merchant"),
 };
+
+/// A stored dialect name.
+fn dialect(name: &str) -> Result<tillgate_core::Dialect, StoreError> {
+    tillgate_core::Dialect::parse(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown dialect {name:?}")))
+}
+
+/// A stored notification topic.
+fn topic(name: &str) -> Result<tillgate_core::Topic, StoreError> {
+    tillgate_core::Topic::parse(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown notification topic {name:?}")))
+}

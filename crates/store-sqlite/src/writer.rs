@@ -357,7 +357,7 @@ pub fn insert_payment(conn: &Connection, p: NewPayment) -> Result<Inserted, Stor
             created,
             created,
             p.expires_at.timestamp_millis(),
-            p.dialect,
+            p.dialect.as_str(),
             p.extra,
         ],
         |r| tillgate_store_sql::payment(r),
@@ -549,12 +549,12 @@ pub fn mutate(
             s.execute(params![
                 rec.merchant_id,
                 payment_id,
-                o.topic,
+                o.topic.as_str(),
                 o.target_url,
                 o.snapshot,
                 o.first_attempt_at.timestamp_millis(),
                 at_ms,
-                o.dialect,
+                o.dialect.as_str(),
             ])
         })
         .map_err(native)?;

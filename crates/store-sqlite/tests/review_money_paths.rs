@@ -109,6 +109,10 @@ struct World {
 }
 
 async fn world(name: &str, wallet: TestWallet) -> World {
+    world_on(name, wallet, None).await
+}
+
+async fn world_on(name: &str, wallet: TestWallet, hub: Option<Arc<dyn TerminalHub>>) -> World {
     let dir = std::env::temp_dir().join(format!(
         "tillgate-review-money-{name}-{}",
         std::process::id()
@@ -122,14 +126,24 @@ async fn world(name: &str, wallet: TestWallet) -> World {
             .unwrap(),
     );
     let wallet = Arc::new(wallet);
-    let app = Arc::new(Lifecycle::new(
+    let mut app = Lifecycle::new(
         store.clone(),
         wallet.clone(),
         Arc::new(SystemClock),
-        SecretBox::from_hex(SecretBox::generate_key_hex().expose()).unwrap(),
+        Arc::new(tillgate_core::Credentials::new(
+            store.clone(),
+            SecretBox::from_hex(SecretBox::generate_key_hex().expose()).unwrap(),
+            Arc::new(SystemClock),
+            Duration::from_secs(60),
+        )),
         LifecycleConfig::default(),
-    ));
+    );
+    if let Some(hub) = hub {
+        app = app.with_hub(hub);
+    }
+    let app = Arc::new(app);
     let merchant = app
+        .credentials()
         .create_merchant("910001", MerchantZone::utc(), false)
         .await
         .unwrap();
@@ -154,7 +168,7 @@ fn add_request(reference: &str, amount: Money) -> AddRequest {
         description: None,
         notify_url: Some("http://127.0.0.1:9/notify".into()),
         timeout_minutes: None,
-        dialect: "pockyt",
+        dialect: tillgate_core::Dialect::Pockyt,
         extra: None,
     }
 }
@@ -226,7 +240,7 @@ async fn notifications(w: &World, payment_id: i64, topic: &str) -> usize {
         .await
         .unwrap()
         .iter()
-        .filter(|n| n.topic == topic)
+        .filter(|n| n.topic.as_str() == topic)
         .count()
 }
 
@@ -745,13 +759,14 @@ impl TerminalHub for SilentTerminal {
 /// open terminal command alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_still_on_the_terminal_is_not_closed_by_asking_the_wallet() {
-    let w = world(
+    let w = world_on(
         "terminal-janitor",
         TestWallet::new(&[(Op::Query, &[ChannelOutcome::Declined])]),
+        Some(Arc::new(SilentTerminal)),
     )
     .await;
-    w.app.set_hub(Arc::new(SilentTerminal));
     w.app
+        .credentials()
         .add_terminal(
             &w.merchant,
             "T-REVIEW",

@@ -59,10 +59,16 @@ async fn world(name: &str) -> World {
         store.clone(),
         Arc::new(ApprovingWallet),
         Arc::new(SystemClock),
-        SecretBox::from_hex(SecretBox::generate_key_hex().expose()).unwrap(),
+        Arc::new(tillgate_core::Credentials::new(
+            store.clone(),
+            SecretBox::from_hex(SecretBox::generate_key_hex().expose()).unwrap(),
+            Arc::new(SystemClock),
+            std::time::Duration::from_secs(60),
+        )),
         LifecycleConfig::default(),
     );
     let merchant = app
+        .credentials()
         .create_merchant("920001", MerchantZone::utc(), false)
         .await
         .unwrap();
@@ -79,7 +85,7 @@ async fn world(name: &str) -> World {
                     description: None,
                     notify_url: None,
                     timeout_minutes: None,
-                    dialect: "pockyt",
+                    dialect: tillgate_core::Dialect::Pockyt,
                     extra: None,
                 },
             )

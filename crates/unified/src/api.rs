@@ -26,7 +26,7 @@ type App = State<Arc<Lifecycle>>;
 type Body = Result<Bytes, BytesRejection>;
 
 /// The dialect name the payments of this crate carry (their notifications come back here).
-pub const DIALECT: &str = "unified";
+pub const DIALECT: tillgate_core::Dialect = tillgate_core::Dialect::Unified;
 
 /// The wayCodes paid with the customer's barcode, carried in `channelExtra.authCode`.
 const BARCODE_WAY_CODES: [&str; 3] = ["AUTO_BAR", "WX_BAR", "ALI_BAR"];
@@ -191,7 +191,7 @@ async fn authenticate(
     for field in ["reqTime", "version", "signType"] {
         fields::required(&params, field)?;
     }
-    let credential = app.app_credential(&app_id).await.map_err(|e| match e {
+    let credential = app.credentials().app_credential(&app_id).await.map_err(|e| match e {
         CredentialError::Unknown => {
             UnifiedError::fail("商户或商户应用不存在 (no app with that appId)")
         }
@@ -313,7 +313,7 @@ async fn unified_order(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError
         )
         .await
         .map_err(|e| from_lifecycle(op, e))?;
-    let view = PayView::of_record(&paid.value, &s.app.app_id);
+    let view = PayView::of(&paid.value.snapshot(), &s.app.app_id);
     let pay_data = match barcode {
         Some(_) => PayData {
             kind: "none",
@@ -336,8 +336,8 @@ async fn query(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError> {
         .query(&s.app.merchant, &key)
         .await
         .map_err(|e| from_lifecycle(Op::Query, e))?;
-    Ok(render::pay_query(&PayView::of_record(
-        &found.payment,
+    Ok(render::pay_query(&PayView::of(
+        &found.payment.snapshot(),
         &s.app.app_id,
     )))
 }
@@ -413,9 +413,9 @@ async fn cancel(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError> {
             "订单已关闭，无法撤销 (the order was closed, not cancelled)",
         ));
     }
-    Ok(render::cancel_order(&CancelView::of_record(
-        payment,
-        c,
+    Ok(render::cancel_order(&CancelView::of(
+        &payment.snapshot(),
+        &c.snapshot(),
         &s.app.app_id,
     )))
 }
@@ -427,9 +427,9 @@ async fn cancel_query(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError>
         .cancel_by_no(&s.app.merchant, &no)
         .await
         .map_err(|e| from_lifecycle(Op::CancelQuery, e))?;
-    Ok(render::cancel_query(&CancelView::of_record(
-        &payment,
-        &c,
+    Ok(render::cancel_query(&CancelView::of(
+        &payment.snapshot(),
+        &c.snapshot(),
         &s.app.app_id,
     )))
 }
@@ -468,9 +468,9 @@ async fn refund_order(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError>
         .await
         .map_err(|e| from_lifecycle(op, e))?;
     let (payment, refund) = &out.value;
-    Ok(render::refund_order(&RefundView::of_record(
-        payment,
-        refund,
+    Ok(render::refund_order(&RefundView::of(
+        &payment.snapshot(),
+        &refund.snapshot(),
         &s.app.app_id,
     )))
 }
@@ -497,9 +497,9 @@ async fn refund_query(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError>
             "退款订单不存在 (refundOrderId and mchRefundNo do not name the same refund order)",
         ));
     }
-    Ok(render::refund_query(&RefundView::of_record(
-        &payment,
-        &refund,
+    Ok(render::refund_query(&RefundView::of(
+        &payment.snapshot(),
+        &refund.snapshot(),
         &s.app.app_id,
     )))
 }

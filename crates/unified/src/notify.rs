@@ -1,14 +1,17 @@
-//! Unified notifications: frozen facts rendered as Jeepay's form-POSTed, signed notify.
+//! Unified notifications: frozen snapshots rendered as Jeepay's form-POSTed, signed notify.
 //!
 //! A pay notify carries the pay query's fields, a refund notify the refund query's, a cancel
 //! notify seed 004's fields; each adds `reqTime` (epoch ms, now) and `sign` over all of them
 //! with the app's secret. The merchant acknowledges with `success` in any case, untrimmed.
 
+use crate::extra::{self, PayExtra};
 use crate::render::{self, CancelView, Data, PayView, RefundView};
 use async_trait::async_trait;
 use std::sync::Arc;
-use tillgate_core::notify::{Ack, Facts, RenderError, Rendered, Renderer};
-use tillgate_core::service::{CredentialError, Lifecycle};
+use tillgate_core::credentials::{CredentialError, Credentials};
+use tillgate_core::notify::{Ack, RenderError, Rendered, Renderer, Snapshot};
+use tillgate_core::snapshot::Topic;
+use tillgate_domain::Clock;
 
 /// Seed 004 and Jeepay: the body `success`, any case, nothing around it.
 pub const ACK: Ack = Ack {
@@ -19,41 +22,39 @@ pub const ACK: Ack = Ack {
 
 /// Renders the notifications of payments added through the unified dialect.
 pub struct UnifiedRenderer {
-    app: Arc<Lifecycle>,
+    credentials: Arc<Credentials>,
+    /// Stamps `reqTime`.
+    clock: Arc<dyn Clock>,
 }
 
 impl UnifiedRenderer {
-    pub fn new(app: Arc<Lifecycle>) -> UnifiedRenderer {
-        UnifiedRenderer { app }
+    pub fn new(credentials: Arc<Credentials>, clock: Arc<dyn Clock>) -> UnifiedRenderer {
+        UnifiedRenderer { credentials, clock }
     }
 }
 
-/// The fields a notification of `facts` carries, before `reqTime` and `sign`, and the app
-/// whose secret signs it.
-pub fn fields_of(facts: &Facts) -> Result<(Data, String), RenderError> {
-    let invalid = RenderError::Invalid;
-    match facts.topic.as_str() {
-        "payment.paid" => {
-            let v = PayView::of_facts(facts).map_err(invalid)?;
-            let app_id = v.app_id.clone();
-            Ok((render::pay_query(&v), app_id))
+/// The fields a notification of `snapshot` carries, before `reqTime` and `sign`, and the app
+/// whose secret signs it: the payment's app (its secret is the one the merchant's notifyUrl
+/// knows from the order it placed).
+pub fn fields_of(snapshot: &Snapshot) -> Result<(Data, String), RenderError> {
+    let p = &snapshot.payment;
+    let e: PayExtra = extra::parse(p.extra.as_deref()).map_err(RenderError::Invalid)?;
+    let app_id = e.app_id.ok_or_else(|| {
+        RenderError::Invalid("the payment's extra has no appId (not a unified payment)".into())
+    })?;
+    let missing = |what: &str| RenderError::Invalid(format!("{what} snapshot is missing"));
+    let data = match snapshot.topic {
+        Topic::PaymentPaid => render::pay_query(&PayView::of(p, &app_id)),
+        Topic::RefundSucceeded | Topic::RefundFailed => {
+            let r = snapshot.refund.as_ref().ok_or_else(|| missing("refund"))?;
+            render::refund_query(&RefundView::of(p, r, &app_id))
         }
-        "refund.succeeded" | "refund.failed" => {
-            let v = RefundView::of_facts(facts).map_err(invalid)?;
-            // The payment's app signs: its secret is the one the merchant's notifyUrl knows
-            // from the order it placed.
-            let app_id = v.pay.app_id.clone();
-            Ok((render::refund_query(&v), app_id))
+        Topic::CancelSucceeded => {
+            let c = snapshot.cancel.as_ref().ok_or_else(|| missing("cancel"))?;
+            render::cancel_query(&CancelView::of(p, c, &app_id))
         }
-        "cancel.succeeded" => {
-            let v = CancelView::of_facts(facts).map_err(invalid)?;
-            let app_id = v.pay.app_id.clone();
-            Ok((render::cancel_query(&v), app_id))
-        }
-        other => Err(RenderError::Invalid(format!(
-            "the unified dialect has no notification for topic {other:?}"
-        ))),
-    }
+    };
+    Ok((data, app_id))
 }
 
 /// The form body: the fields, `reqTime` and the sign over both.
@@ -69,10 +70,10 @@ pub fn body(data: Data, req_time_ms: i64, secret: &str) -> Vec<u8> {
 
 #[async_trait]
 impl Renderer for UnifiedRenderer {
-    async fn render(&self, facts: &Facts) -> Result<Rendered, RenderError> {
-        let (data, app_id) = fields_of(facts)?;
+    async fn render(&self, snapshot: &Snapshot) -> Result<Rendered, RenderError> {
+        let (data, app_id) = fields_of(snapshot)?;
         let credential = self
-            .app
+            .credentials
             .app_credential(&app_id)
             .await
             .map_err(|e| match e {
@@ -82,18 +83,18 @@ impl Renderer for UnifiedRenderer {
                 CredentialError::Store(e) => RenderError::Unavailable(e.to_string()),
                 CredentialError::Sealed(e) => RenderError::Unavailable(e.to_string()),
             })?;
-        if credential.merchant.merchant_no != facts.merchant_no {
-            // Never sign one merchant's facts with another merchant's secret.
+        let merchant_no = &snapshot.payment.merchant_no;
+        if &credential.merchant.merchant_no != merchant_no {
+            // Never sign one merchant's notification with another merchant's secret.
             return Err(RenderError::Invalid(format!(
-                "app {app_id} does not belong to merchant {}",
-                facts.merchant_no
+                "app {app_id} does not belong to merchant {merchant_no}"
             )));
         }
         Ok(Rendered {
             content_type: "application/x-www-form-urlencoded",
             body: body(
                 data,
-                self.app.now().timestamp_millis(),
+                self.clock.now().timestamp_millis(),
                 credential.secret.expose(),
             ),
             ack: ACK,

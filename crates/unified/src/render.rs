@@ -3,13 +3,13 @@
 //!
 //! A pay notification carries the fields of the pay query and a refund notification those of
 //! the refund query (as Jeepay's `QueryPayOrderRS`/`QueryRefundOrderRS`), so each is built once,
-//! from a view that either a stored record or frozen facts fill in.
+//! from a view of a snapshot: of a stored record for an answer, or the one frozen in the
+//! outbox for a notification.
 
 use crate::extra::{self, CancelExtra, PayExtra, RefundExtra};
 use crate::sign;
 use serde_json::{Map, Value as Json};
-use tillgate_core::notify::Facts;
-use tillgate_core::{CancelRecord, PaymentRecord, RefundRecord};
+use tillgate_core::snapshot::{CancelSnapshot, PaymentSnapshot, RefundSnapshot};
 use tillgate_domain::{CancelState, PaymentState, RefundState};
 
 /// The `ifCode` of every order: the wallet behind the gateway.
@@ -169,9 +169,9 @@ pub struct PayView {
 }
 
 impl PayView {
-    /// A stored payment. `app_id` names the asking app when the payment does not say (one added
+    /// A payment. `app_id` names the asking app when the payment does not say (one added
     /// through another dialect).
-    pub fn of_record(p: &PaymentRecord, app_id: &str) -> PayView {
+    pub fn of(p: &PaymentSnapshot, app_id: &str) -> PayView {
         let e: PayExtra = extra::parse_lenient(p.extra.as_deref());
         let amount = p.payment.amount();
         PayView {
@@ -193,33 +193,6 @@ impl PayView {
             success_time: p.payment.paid_at().map(|t| t.timestamp_millis()),
             created_at: p.created_at.timestamp_millis(),
         }
-    }
-
-    /// Frozen notification facts; they must carry the unified extra with its appId.
-    pub fn of_facts(f: &Facts) -> Result<PayView, String> {
-        let e: PayExtra = extra::parse(f.extra.as_deref())?;
-        let app_id = e
-            .app_id
-            .ok_or("the payment's extra has no appId (not a unified payment)")?;
-        let state = PaymentState::parse(&f.state)
-            .ok_or_else(|| format!("unknown payment state {:?}", f.state))?;
-        Ok(PayView {
-            transaction_no: f.transaction_no.clone(),
-            mch_no: f.merchant_no.clone(),
-            app_id,
-            mch_order_no: f.reference.clone(),
-            way_code: e.way_code,
-            amount: f.amount_minor,
-            currency: e.currency.unwrap_or_else(|| f.currency.clone()),
-            state: pay_state(state),
-            refund_state: refund_state(f.amount_minor, f.refunded_minor),
-            client_ip: e.client_ip,
-            subject: e.subject,
-            body: e.body,
-            ext_param: e.ext_param,
-            success_time: f.paid_at_ms,
-            created_at: f.created_at_ms,
-        })
     }
 
     fn failed(&self) -> bool {
@@ -287,8 +260,8 @@ pub struct RefundView {
 }
 
 impl RefundView {
-    pub fn of_record(p: &PaymentRecord, r: &RefundRecord, app_id: &str) -> RefundView {
-        let pay = PayView::of_record(p, app_id);
+    pub fn of(p: &PaymentSnapshot, r: &RefundSnapshot, app_id: &str) -> RefundView {
+        let pay = PayView::of(p, app_id);
         let e: RefundExtra = extra::parse_lenient(r.extra.as_deref());
         RefundView {
             refund_no: r.refund_no.clone(),
@@ -302,24 +275,6 @@ impl RefundView {
                 .then(|| r.updated_at.timestamp_millis()),
             created_at: r.created_at.timestamp_millis(),
         }
-    }
-
-    pub fn of_facts(f: &Facts) -> Result<RefundView, String> {
-        let pay = PayView::of_facts(f)?;
-        let r = f.refund.as_ref().ok_or("refund facts are missing")?;
-        // A refund asked through another dialect has no unified extra: the payment's app.
-        let e: RefundExtra = extra::parse_lenient(r.extra.as_deref());
-        Ok(RefundView {
-            refund_no: r.refund_no.clone(),
-            app_id: e.app_id.unwrap_or_else(|| pay.app_id.clone()),
-            pay,
-            mch_refund_no: r.refund_reference.clone(),
-            refund_amount: r.amount_minor,
-            state: r.state,
-            ext_param: e.ext_param,
-            success_time: (r.state == RefundState::Succeeded.code()).then_some(f.at_ms),
-            created_at: r.created_at_ms,
-        })
     }
 
     fn failed(&self) -> bool {
@@ -373,8 +328,8 @@ pub struct CancelView {
 }
 
 impl CancelView {
-    pub fn of_record(p: &PaymentRecord, c: &CancelRecord, app_id: &str) -> CancelView {
-        let pay = PayView::of_record(p, app_id);
+    pub fn of(p: &PaymentSnapshot, c: &CancelSnapshot, app_id: &str) -> CancelView {
+        let pay = PayView::of(p, app_id);
         let e: CancelExtra = extra::parse_lenient(c.extra.as_deref());
         CancelView {
             cancel_no: c.cancel_no.clone(),
@@ -387,21 +342,6 @@ impl CancelView {
                 .then(|| c.updated_at.timestamp_millis()),
             created_at: c.created_at.timestamp_millis(),
         }
-    }
-
-    pub fn of_facts(f: &Facts) -> Result<CancelView, String> {
-        let pay = PayView::of_facts(f)?;
-        let c = f.cancel.as_ref().ok_or("cancel facts are missing")?;
-        let e: CancelExtra = extra::parse_lenient(c.extra.as_deref());
-        Ok(CancelView {
-            cancel_no: c.cancel_no.clone(),
-            app_id: e.app_id.unwrap_or_else(|| pay.app_id.clone()),
-            pay,
-            state: c.state,
-            extra_param: e.ext_param,
-            success_time: (c.state == CancelState::Succeeded.code()).then_some(f.at_ms),
-            created_at: c.created_at_ms,
-        })
     }
 
     fn failed(&self) -> bool {

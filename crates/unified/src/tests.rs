@@ -5,19 +5,15 @@
 use crate::api::{handle, Endpoint};
 use crate::notify::UnifiedRenderer;
 use axum::http::StatusCode;
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use md5::{Digest, Md5};
 use serde_json::{json, Value as Json};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use tillgate_channels::SandboxWallet;
 use tillgate_core::model::NotificationFilter;
-use tillgate_core::notify::{Facts, RenderError, Renderer};
-use tillgate_core::service::{Lifecycle, LifecycleConfig};
-use tillgate_core::{PaymentKey, Secret, SecretBox};
-use tillgate_domain::{ManualClock, MerchantZone};
-use tillgate_store_sqlite::SqliteStore;
+use tillgate_core::notify::{RenderError, Renderer, Snapshot};
+use tillgate_core::snapshot::Topic;
+use tillgate_core::{Dialect, PaymentKey};
+use tillgate_domain::MerchantZone;
+use tillgate_testkit::{start, Kit};
 use tillgate_wire::Params;
 
 const MCH: &str = "M1621873433953";
@@ -27,60 +23,19 @@ const OTHER_MCH: &str = "M2000000000001";
 const OTHER_APP: &str = "70cc09bce4b0f1c0b83761c9";
 const OTHER_SECRET: &str = "other-secret";
 
-static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-struct Harness {
-    app: Arc<Lifecycle>,
-    clock: Arc<ManualClock>,
-    path: PathBuf,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
-        }
-    }
-}
-
-fn start() -> DateTime<Utc> {
-    // 10:00 UTC, so the same calendar day lasts a while.
-    DateTime::from_timestamp(1_795_000_000 - 1_795_000_000 % 86_400 + 36_000, 0).unwrap()
-}
+type Harness = Kit;
 
 async fn harness() -> Harness {
-    let path = std::env::temp_dir().join(format!(
-        "tillgate-unified-{}-{}.db",
-        std::process::id(),
-        DB_COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
-    let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    let clock = Arc::new(ManualClock::new(start()));
-    let secrets = SecretBox::from_hex(SecretBox::generate_key_hex().expose()).unwrap();
-    let app = Arc::new(Lifecycle::new(
-        Arc::new(store),
-        Arc::new(SandboxWallet),
-        clock.clone(),
-        secrets,
-        LifecycleConfig::default(),
-    ));
-    let m = app
-        .create_merchant(MCH, MerchantZone::utc(), true)
-        .await
-        .unwrap();
-    app.add_app(&m, APP, &Secret::new(SECRET.to_owned()))
-        .await
-        .unwrap();
-    let other = app
-        .create_merchant(OTHER_MCH, MerchantZone::utc(), true)
-        .await
-        .unwrap();
-    app.add_app(&other, OTHER_APP, &Secret::new(OTHER_SECRET.to_owned()))
-        .await
-        .unwrap();
-    Harness { app, clock, path }
+    let h = Kit::builder("unified").build().await;
+    let m = h.merchant(MCH, MerchantZone::utc()).await;
+    h.app_of(&m, APP, SECRET).await;
+    let other = h.merchant(OTHER_MCH, MerchantZone::utc()).await;
+    h.app_of(&other, OTHER_APP, OTHER_SECRET).await;
+    h
+}
+
+fn renderer(h: &Harness) -> UnifiedRenderer {
+    UnifiedRenderer::new(h.credentials.clone(), h.clock.clone())
 }
 
 /// An independent Jeepay sign: ASCII keys, so lower-casing the fragments gives Java's order.
@@ -774,8 +729,8 @@ fn field<'a>(entries: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// The notifications the core queued, as facts.
-async fn queued(h: &Harness) -> Vec<Facts> {
+/// The notifications the core queued, as snapshots.
+async fn queued(h: &Harness) -> Vec<Snapshot> {
     let rows = h
         .app
         .store()
@@ -785,21 +740,21 @@ async fn queued(h: &Harness) -> Vec<Facts> {
         })
         .await
         .unwrap();
-    let mut facts: Vec<Facts> = rows
+    let mut snapshots: Vec<Snapshot> = rows
         .iter()
         .map(|r| {
-            assert_eq!(r.dialect, "unified");
-            Facts::from_json(&r.snapshot).unwrap()
+            assert_eq!(r.dialect, Dialect::Unified);
+            Snapshot::from_json(&r.snapshot, r.dialect).unwrap()
         })
         .collect();
-    facts.sort_by_key(|f| f.at_ms);
-    facts
+    snapshots.sort_by_key(|f| f.at);
+    snapshots
 }
 
 #[tokio::test]
 async fn notifications_carry_the_query_fields_and_a_verifiable_sign() {
     let h = harness().await;
-    let renderer = UnifiedRenderer::new(h.app.clone());
+    let renderer = renderer(&h);
     let mut f = order("n-1", 100, "WX_BAR", Some("134"));
     f.push(("notifyUrl", json!("https://shop.example/pay-notify")));
     let placed = call(&h, Endpoint::UnifiedOrder, &f).await;
@@ -920,38 +875,40 @@ async fn notifications_carry_the_query_fields_and_a_verifiable_sign() {
 }
 
 #[tokio::test]
-async fn facts_the_dialect_cannot_sign_are_refused_by_kind() {
+async fn snapshots_the_dialect_cannot_sign_are_refused_by_kind() {
     let h = harness().await;
-    let renderer = UnifiedRenderer::new(h.app.clone());
+    let renderer = renderer(&h);
     paid_order(&h, "f-1", 100).await;
-    let merchant = h.app.app_credential(APP).await.unwrap().merchant.clone();
+    let merchant = h
+        .credentials
+        .app_credential(APP)
+        .await
+        .unwrap()
+        .merchant
+        .clone();
     let found = h
         .app
         .query(&merchant, &PaymentKey::Reference("f-1".into()))
         .await
         .unwrap();
-    let good = Facts::of("payment.paid", &found.payment, h.app.now());
+    let good = Snapshot::of(Topic::PaymentPaid, &found.payment, h.app.now());
     assert!(renderer.render(&good).await.is_ok());
 
+    // Unknown topics and states no longer reach a renderer: a snapshot is typed, and one
+    // that does not read back is refused by `Snapshot::from_json` (tested in the core).
     let mut no_extra = good.clone();
-    no_extra.extra = None;
-    let mut bad_topic = good.clone();
-    bad_topic.topic = "payment.declined".into();
+    no_extra.payment.extra = None;
     let mut no_refund = good.clone();
-    no_refund.topic = "refund.succeeded".into();
+    no_refund.topic = Topic::RefundSucceeded;
     let mut gone_app = good.clone();
-    gone_app.extra = Some(r#"{"appId":"gone"}"#.into());
+    gone_app.payment.extra = Some(r#"{"appId":"gone"}"#.into());
     let mut other_merchant = good.clone();
-    other_merchant.merchant_no = OTHER_MCH.into();
-    let mut bad_state = good.clone();
-    bad_state.state = "weird".into();
+    other_merchant.payment.merchant_no = OTHER_MCH.into();
     for (name, facts) in [
         ("no extra", no_extra),
-        ("topic", bad_topic),
-        ("refund facts", no_refund),
+        ("refund snapshot", no_refund),
         ("unknown app", gone_app),
         ("other merchant", other_merchant),
-        ("state", bad_state),
     ] {
         assert!(
             matches!(renderer.render(&facts).await, Err(RenderError::Invalid(_))),

@@ -27,7 +27,7 @@ use tillgate_domain::{
 };
 
 /// The dialect name the payments of this crate carry (their notifications come back here).
-pub const DIALECT: &str = "yabandpay";
+pub const DIALECT: tillgate_core::Dialect = tillgate_core::Dialect::YabandPay;
 
 /// Tunables of the dialect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +174,7 @@ async fn authenticate(
 ) -> Result<Signed, YabandError> {
     let req = request::parse(body)?;
     let user = app
+        .credentials()
         .terminal_credential(&req.user)
         .await
         .map_err(|e| match e {
@@ -231,6 +232,7 @@ fn terminal_tid(s: &Signed) -> Result<&str, YabandError> {
 async fn claim(app: &Lifecycle, tid: &str, request_id: &Key) -> Result<(), YabandError> {
     let scope = format!("{DIALECT}:{tid}");
     let fresh = app
+        .credentials()
         .claim_request_key(&scope, request_id.as_str())
         .await
         .map_err(|e| from_lifecycle(Op::Query, e.into()))?;
@@ -292,7 +294,7 @@ async fn pos(app: &Lifecycle, config: &YabandConfig, s: &Signed) -> Result<Data,
         )
         .await
         .map_err(|e| from_lifecycle(Op::Pay, e))?;
-    let mut data = render::payment(&PaymentView::of_record(&sold.value));
+    let mut data = render::payment(&PaymentView::of(&sold.value.snapshot()));
     data.insert("tid".into(), Json::String(tid.to_owned()));
     data.insert(
         "request_id".into(),
@@ -356,7 +358,7 @@ async fn barcode(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> {
         },
     )
     .await?;
-    Ok(render::payment(&PaymentView::of_record(&paid)))
+    Ok(render::payment(&PaymentView::of(&paid.snapshot())))
 }
 
 /// `v3.QRcodePayment`: a code the customer scans; pending until the customer pays.
@@ -396,7 +398,7 @@ async fn qr_code(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> {
         },
     )
     .await?;
-    Ok(render::qr_payment(&PaymentView::of_record(&paid)))
+    Ok(render::qr_payment(&PaymentView::of(&paid.snapshot())))
 }
 
 /// The three ways to cancel.
@@ -505,7 +507,7 @@ async fn cancel(
             ),
         });
     }
-    let view = PaymentView::of_record(&payment);
+    let view = PaymentView::of(&payment.snapshot());
     match cancelled.state {
         CancelState::Succeeded => Ok(render::payment_core(&view, view.state_name())),
         CancelState::Generated | CancelState::InProgress => {
@@ -528,7 +530,9 @@ async fn query_order(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> {
         .query(&s.user.merchant, &PaymentKey::TransactionNo(trade_id))
         .await
         .map_err(|e| from_lifecycle(Op::Query, e))?;
-    Ok(render::query_order(&PaymentView::of_record(&found.payment)))
+    Ok(render::query_order(&PaymentView::of(
+        &found.payment.snapshot(),
+    )))
 }
 
 /// `v3.CreateRefund`: part or all of a paid trade; `m_refund_id` makes it idempotent.
@@ -559,8 +563,8 @@ async fn create_refund(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError>
         .map_err(|e| from_lifecycle(Op::Refund, e))?;
     let (payment, refund) = &out.value;
     Ok(render::refund(
-        &PaymentView::of_record(payment),
-        &RefundView::of_record(refund),
+        &PaymentView::of(&payment.snapshot()),
+        &RefundView::of(&refund.snapshot()),
     ))
 }
 
@@ -580,7 +584,7 @@ async fn query_refund(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> 
         .await
         .map_err(|e| from_lifecycle(Op::RefundQuery, e))?;
     Ok(render::refund(
-        &PaymentView::of_record(&payment),
-        &RefundView::of_record(&refund),
+        &PaymentView::of(&payment.snapshot()),
+        &RefundView::of(&refund.snapshot()),
     ))
 }

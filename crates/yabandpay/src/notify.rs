@@ -12,8 +12,9 @@ use crate::sign;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value as Json};
 use std::sync::Arc;
-use tillgate_core::notify::{Ack, Facts, RenderError, Rendered, Renderer};
-use tillgate_core::service::{CredentialError, Lifecycle};
+use tillgate_core::credentials::{CredentialError, Credentials};
+use tillgate_core::notify::{Ack, RenderError, Rendered, Renderer, Snapshot};
+use tillgate_core::snapshot::Topic;
 
 /// The official plugins answer `ok` (and `bad` on failure); white space and case are forgiven.
 pub const ACK: Ack = Ack {
@@ -24,33 +25,25 @@ pub const ACK: Ack = Ack {
 
 /// Renders the notifications of payments made through the YabandPay dialect.
 pub struct YabandRenderer {
-    app: Arc<Lifecycle>,
+    credentials: Arc<Credentials>,
 }
 
 impl YabandRenderer {
-    pub fn new(app: Arc<Lifecycle>) -> YabandRenderer {
-        YabandRenderer { app }
+    pub fn new(credentials: Arc<Credentials>) -> YabandRenderer {
+        YabandRenderer { credentials }
     }
 }
 
-/// The `data` fields of a notification of `facts`, unsigned.
-pub fn fields_of(facts: &Facts) -> Result<Vec<(String, String)>, RenderError> {
-    let invalid = RenderError::Invalid;
-    let payment = PaymentView::of_facts(facts).map_err(invalid)?;
-    let data = match facts.topic.as_str() {
-        "payment.paid" | "cancel.succeeded" => render::payment(&payment),
-        "refund.succeeded" | "refund.failed" => {
-            let facts_refund = facts.refund.as_ref().ok_or_else(|| {
+/// The `data` fields of a notification of `snapshot`, unsigned.
+pub fn fields_of(snapshot: &Snapshot) -> Result<Vec<(String, String)>, RenderError> {
+    let payment = PaymentView::of(&snapshot.payment);
+    let data = match snapshot.topic {
+        Topic::PaymentPaid | Topic::CancelSucceeded => render::payment(&payment),
+        Topic::RefundSucceeded | Topic::RefundFailed => {
+            let refund = snapshot.refund.as_ref().ok_or_else(|| {
                 RenderError::Invalid("a refund notification without its refund".into())
             })?;
-            let refund = RefundView::of_facts(facts_refund, payment.amount.currency())
-                .map_err(RenderError::Invalid)?;
-            render::refund(&payment, &refund)
-        }
-        other => {
-            return Err(RenderError::Invalid(format!(
-                "the yabandpay dialect has no notification for topic {other:?}"
-            )))
+            render::refund(&payment, &RefundView::of(refund))
         }
     };
     Ok(render::notification_fields(&data))
@@ -68,13 +61,14 @@ pub fn body(fields: &[(String, String)], secret: &str) -> Vec<u8> {
 
 #[async_trait]
 impl Renderer for YabandRenderer {
-    async fn render(&self, facts: &Facts) -> Result<Rendered, RenderError> {
-        let fields = fields_of(facts)?;
+    async fn render(&self, snapshot: &Snapshot) -> Result<Rendered, RenderError> {
+        let fields = fields_of(snapshot)?;
+        let merchant_no = &snapshot.payment.merchant_no;
         // The terminal that made the payment signs: its secret is the one the merchant's
         // notify_url knows. It was stored as the payment's store number.
-        let tid = &facts.store_no;
+        let tid = &snapshot.payment.store_no;
         let credential = self
-            .app
+            .credentials
             .terminal_credential(tid)
             .await
             .map_err(|e| match e {
@@ -84,11 +78,10 @@ impl Renderer for YabandRenderer {
                 CredentialError::Store(e) => RenderError::Unavailable(e.to_string()),
                 CredentialError::Sealed(e) => RenderError::Unavailable(e.to_string()),
             })?;
-        if credential.merchant.merchant_no != facts.merchant_no {
-            // Never sign one merchant's facts with another merchant's secret.
+        if &credential.merchant.merchant_no != merchant_no {
+            // Never sign one merchant's notification with another merchant's secret.
             return Err(RenderError::Invalid(format!(
-                "terminal {tid} does not belong to merchant {}",
-                facts.merchant_no
+                "terminal {tid} does not belong to merchant {merchant_no}"
             )));
         }
         Ok(Rendered {

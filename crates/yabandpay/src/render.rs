@@ -1,14 +1,14 @@
-//! Answer data and notification fields: a payment or refund, read from its record (answers)
-//! or from frozen facts (notifications), in YabandPay's field names and state names.
+//! Answer data and notification fields: a payment or refund, read from a snapshot (of its
+//! record for answers, frozen in the outbox for notifications), in YabandPay's field names and
+//! state names.
 //!
 //! Every value is a string, as in seed 003's example; times are Unix seconds (`createDate`
 //! "1706771212"), amounts decimal strings in major units ("0.10").
 
 use crate::extra::{self, PayExtra, RefundExtra};
 use serde_json::{Map, Value as Json};
-use tillgate_core::model::{PaymentRecord, RefundRecord};
-use tillgate_core::notify::{Facts, RefundFacts};
-use tillgate_domain::{Currency, Money, PaymentState, RefundState};
+use tillgate_core::snapshot::{PaymentSnapshot, RefundSnapshot};
+use tillgate_domain::{Money, PaymentState, RefundState};
 
 /// Where a QR payment's customer would scan: the gateway has no hosted page, so the URL only
 /// names the trade, under a reserved `.invalid` host that never resolves; the sandbox control
@@ -60,7 +60,7 @@ pub struct PaymentView {
 }
 
 impl PaymentView {
-    pub fn of_record(p: &PaymentRecord) -> PaymentView {
+    pub fn of(p: &PaymentSnapshot) -> PaymentView {
         let extra: PayExtra = extra::parse_lenient(p.extra.as_deref());
         PaymentView {
             user: p.store_no.clone(),
@@ -74,28 +74,6 @@ impl PaymentView {
             description: p.description.clone().or_else(|| extra.description.clone()),
             extra,
         }
-    }
-
-    pub fn of_facts(f: &Facts) -> Result<PaymentView, String> {
-        let currency = Currency::from_code(&f.currency)
-            .ok_or_else(|| format!("unknown currency {:?}", f.currency))?;
-        let money = |minor: i64| {
-            Money::from_minor(minor, currency).ok_or_else(|| format!("amount {minor} out of range"))
-        };
-        let extra: PayExtra = extra::parse_lenient(f.extra.as_deref());
-        Ok(PaymentView {
-            user: f.store_no.clone(),
-            trade_id: f.transaction_no.clone(),
-            order_id: f.reference.clone(),
-            amount: money(f.amount_minor)?,
-            state: PaymentState::parse(&f.state)
-                .ok_or_else(|| format!("unknown payment state {:?}", f.state))?,
-            refunded: money(f.refunded_minor)?,
-            created_at_s: f.created_at_ms.div_euclid(1000),
-            paid_at_s: f.paid_at_ms.map(|ms| ms.div_euclid(1000)),
-            description: extra.description.clone(),
-            extra,
-        })
     }
 
     pub fn state_name(&self) -> &'static str {
@@ -115,7 +93,7 @@ pub struct RefundView {
 }
 
 impl RefundView {
-    pub fn of_record(r: &RefundRecord) -> RefundView {
+    pub fn of(r: &RefundSnapshot) -> RefundView {
         RefundView {
             refund_id: r.refund_no.clone(),
             m_refund_id: r.refund_reference.clone(),
@@ -124,19 +102,6 @@ impl RefundView {
             created_at_s: r.created_at.timestamp(),
             extra: extra::parse_lenient(r.extra.as_deref()),
         }
-    }
-
-    pub fn of_facts(r: &RefundFacts, currency: Currency) -> Result<RefundView, String> {
-        Ok(RefundView {
-            refund_id: r.refund_no.clone(),
-            m_refund_id: r.refund_reference.clone(),
-            amount: Money::from_minor(r.amount_minor, currency)
-                .ok_or_else(|| format!("refund amount {} out of range", r.amount_minor))?,
-            state: RefundState::from_code(r.state)
-                .ok_or_else(|| format!("unknown refund state {}", r.state))?,
-            created_at_s: r.created_at_ms.div_euclid(1000),
-            extra: extra::parse_lenient(r.extra.as_deref()),
-        })
     }
 }
 

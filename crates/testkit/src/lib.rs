@@ -1,0 +1,196 @@
+//! Test harnesses shared by the crates' tests (dev-only): a fresh SQLite store with the
+//! lifecycle service on a manual clock, merchants with their credentials, a wallet whose
+//! answers a test chooses, and a terminal hub whose terminals approve, decline, stay silent or
+//! are offline. Everything is real but the wallet and the terminals: no store is mocked.
+
+mod channel;
+mod hub;
+
+pub use channel::ScriptedWallet;
+pub use hub::{Mode, ScriptedHub};
+
+use chrono::{DateTime, Utc};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use tillgate_core::service::{Lifecycle, LifecycleConfig};
+use tillgate_core::terminal::TerminalHub;
+use tillgate_core::{Channel, Credentials, MerchantRecord, Secret, SecretBox, Store};
+use tillgate_domain::{ManualClock, MerchantZone};
+use tillgate_store_sqlite::SqliteStore;
+
+/// 10:00 UTC on a November day (11:00 in Amsterdam), so the same business day lasts a while
+/// in the zones the tests use.
+pub fn start() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_795_000_000 - 1_795_000_000 % 86_400 + 36_000, 0).unwrap_or_default()
+}
+
+/// A fresh SQLite database file under the temporary directory, removed when dropped.
+pub struct TempDb {
+    pub path: PathBuf,
+}
+
+impl TempDb {
+    pub fn new(name: &str) -> TempDb {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tillgate-{name}-{}-{}.db",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        TempDb { path }
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
+/// The lifecycle on a fresh SQLite store.
+pub struct Kit {
+    pub app: Arc<Lifecycle>,
+    pub store: Arc<dyn Store>,
+    pub credentials: Arc<Credentials>,
+    pub clock: Arc<ManualClock>,
+    /// The hub, when the kit was built with one.
+    pub hub: Option<Arc<ScriptedHub>>,
+    pub db: TempDb,
+}
+
+/// How a [`Kit`] is built.
+pub struct KitBuilder {
+    name: String,
+    channel: Arc<dyn Channel>,
+    config: LifecycleConfig,
+    start: DateTime<Utc>,
+    hub: bool,
+}
+
+impl Kit {
+    /// A kit named `name` (the database file's name) with the sandbox wallet, no hub.
+    pub fn builder(name: &str) -> KitBuilder {
+        KitBuilder {
+            name: name.to_owned(),
+            channel: Arc::new(tillgate_channels::SandboxWallet),
+            config: LifecycleConfig::default(),
+            start: start(),
+            hub: false,
+        }
+    }
+
+    /// Creates a sandbox merchant (or finds it) in `zone`.
+    pub async fn merchant(&self, merchant_no: &str, zone: MerchantZone) -> MerchantRecord {
+        self.credentials
+            .create_merchant(merchant_no, zone, true)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create merchant {merchant_no}: {e}"))
+    }
+
+    /// Adds a Pockyt store with its token.
+    pub async fn store_of(&self, merchant: &MerchantRecord, store_no: &str, token: &str) {
+        self.credentials
+            .add_store(merchant, store_no, &Secret::new(token.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("cannot add store {store_no}: {e}"));
+    }
+
+    /// Adds a unified-API app with its secret.
+    pub async fn app_of(&self, merchant: &MerchantRecord, app_id: &str, secret: &str) {
+        self.credentials
+            .add_app(merchant, app_id, &Secret::new(secret.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("cannot add app {app_id}: {e}"));
+    }
+
+    /// Adds a POS terminal with its secret.
+    pub async fn terminal_of(&self, merchant: &MerchantRecord, tid: &str, secret: &str) {
+        self.credentials
+            .add_terminal(merchant, tid, &Secret::new(secret.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("cannot add terminal {tid}: {e}"));
+    }
+
+    /// The kit's scripted hub (it must have been built `with_hub`).
+    pub fn hub(&self) -> &Arc<ScriptedHub> {
+        self.hub.as_ref().expect("the kit was built without a hub")
+    }
+}
+
+impl KitBuilder {
+    /// Moves money through `channel` instead of the sandbox wallet.
+    pub fn channel(mut self, channel: Arc<dyn Channel>) -> KitBuilder {
+        self.channel = channel;
+        self
+    }
+
+    pub fn config(mut self, config: LifecycleConfig) -> KitBuilder {
+        self.config = config;
+        self
+    }
+
+    /// Starts the manual clock at `at` instead of [`start`].
+    pub fn start_at(mut self, at: DateTime<Utc>) -> KitBuilder {
+        self.start = at;
+        self
+    }
+
+    /// Carries terminal sales and cancels through a [`ScriptedHub`].
+    pub fn with_hub(mut self) -> KitBuilder {
+        self.hub = true;
+        self
+    }
+
+    pub async fn build(self) -> Kit {
+        let db = TempDb::new(&self.name);
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&db.url())
+                .await
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", db.url())),
+        );
+        let clock = Arc::new(ManualClock::new(self.start));
+        let secrets = SecretBox::from_hex(SecretBox::generate_key_hex().expose())
+            .unwrap_or_else(|e| panic!("a generated key does not open: {e}"));
+        let credentials = Arc::new(Credentials::new(
+            store.clone(),
+            secrets,
+            clock.clone(),
+            self.config.credential_ttl,
+        ));
+        let mut lifecycle = Lifecycle::new(
+            store.clone(),
+            self.channel,
+            clock.clone(),
+            credentials.clone(),
+            self.config,
+        );
+        let mut hub = None;
+        let mut reports = None;
+        if self.hub {
+            let (events, rx) = tokio::sync::mpsc::channel(64);
+            let scripted = Arc::new(ScriptedHub::new(events));
+            lifecycle = lifecycle.with_hub(scripted.clone() as Arc<dyn TerminalHub>);
+            hub = Some(scripted);
+            reports = Some(rx);
+        }
+        let app = Arc::new(lifecycle);
+        if let Some(rx) = reports {
+            tokio::spawn(app.clone().apply_terminal_events(rx));
+        }
+        Kit {
+            app,
+            store,
+            credentials,
+            clock,
+            hub,
+            db,
+        }
+    }
+}
