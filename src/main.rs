@@ -576,44 +576,34 @@ fn random_hex(len: usize) -> String {
 }
 
 async fn sandbox_settle(server: &str, transaction_no: &str, outcome: &str) -> anyhow::Result<()> {
+    if !server.starts_with("http://") {
+        anyhow::bail!("--server must be an http:// URL, not {server:?}");
+    }
     let url = format!(
         "{}/sandbox/v1/payments/{transaction_no}/settle",
         server.trim_end_matches('/')
     );
-    let body = serde_json::json!({ "outcome": outcome }).to_string();
-    let answer = http_post_json(&url, &body).await?;
+    let answer = post_json(&url, &serde_json::json!({ "outcome": outcome })).await?;
     println!("{answer}");
     Ok(())
 }
 
-/// A minimal HTTP/1.1 POST over a plain TCP connection, enough for the sandbox control API on
-/// the local machine without pulling an HTTP client into the binary.
-async fn http_post_json(url: &str, body: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .context("--server must be an http:// URL")?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let mut stream = tokio::net::TcpStream::connect(host)
+/// POSTs `body` as JSON and returns the answer's body; an answer other than 2xx is an error
+/// that carries the status and the body.
+async fn post_json(url: &str, body: &serde_json::Value) -> anyhow::Result<String> {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
         .await
-        .with_context(|| format!("cannot connect to {host}"))?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("the server sent no HTTP answer")?;
-    let status = head.lines().next().unwrap_or_default();
-    if !status.contains(" 200 ") {
-        anyhow::bail!("{status}: {body}");
+        .with_context(|| format!("cannot reach the gateway at {url}"))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("the gateway's answer from {url} broke off"))?;
+    if !status.is_success() {
+        anyhow::bail!("the gateway answered {status}: {text}");
     }
-    Ok(body.to_owned())
+    Ok(text)
 }
