@@ -311,38 +311,46 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = args.common.config()?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if let Some(s) = args.notify_schedule_s {
-        config.notify.schedule = tillgate_server::config::parse_schedule(&s)?;
-    }
-    if let Some(ms) = args.notify_timeout_ms {
-        config.notify.timeout_ms = ms;
-    }
-    if let Some(token) = args.admin_token {
-        config.admin_token = Some(Secret::new(token));
-    }
-    if let Some(v) = args.channel {
-        config.channel.wallet = v;
-    }
-    if let Some(v) = args.channel_key {
-        config.channel.key = Some(Secret::new(v));
-    }
-    if let Some(v) = args.channel_timeout_ms {
-        config.channel.timeout_ms = v;
-    }
-    if let Some(v) = args.janitor_interval_ms {
-        config.janitor_interval_ms = v;
-    }
-    if let Some(v) = args.terminal_wait_ms {
-        config.terminal_wait_ms = v;
-    }
-    tillgate_server::run(config, shutdown_signal()).await
+    tillgate_server::run(args.config()?, shutdown_signal()).await
 }
 
-/// Resolves on SIGINT or SIGTERM.
+impl ServeArgs {
+    /// The defaults, then the file, then each environment variable or flag that is set (clap
+    /// takes a flag over its variable).
+    fn config(self) -> anyhow::Result<Config> {
+        let args = self;
+        let mut config = args.common.config()?;
+        if let Some(listen) = args.listen {
+            config.listen = listen;
+        }
+        if let Some(s) = args.notify_schedule_s {
+            config.notify.schedule = tillgate_server::config::parse_schedule(&s)?;
+        }
+        if let Some(ms) = args.notify_timeout_ms {
+            config.notify.timeout_ms = ms;
+        }
+        if let Some(token) = args.admin_token {
+            config.admin_token = Some(Secret::new(token));
+        }
+        if let Some(v) = args.channel {
+            config.channel.wallet = v;
+        }
+        if let Some(v) = args.channel_key {
+            config.channel.key = Some(Secret::new(v));
+        }
+        if let Some(v) = args.channel_timeout_ms {
+            config.channel.timeout_ms = v;
+        }
+        if let Some(v) = args.janitor_interval_ms {
+            config.janitor_interval_ms = v;
+        }
+        if let Some(v) = args.terminal_wait_ms {
+            config.terminal_wait_ms = v;
+        }
+        Ok(config)
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
 /// future is first polled, so a signal that arrives right after the server says it listens
 /// still shuts it down gracefully.
@@ -576,44 +584,398 @@ fn random_hex(len: usize) -> String {
 }
 
 async fn sandbox_settle(server: &str, transaction_no: &str, outcome: &str) -> anyhow::Result<()> {
+    if !server.starts_with("http://") {
+        anyhow::bail!("--server must be an http:// URL, not {server:?}");
+    }
     let url = format!(
         "{}/sandbox/v1/payments/{transaction_no}/settle",
         server.trim_end_matches('/')
     );
-    let body = serde_json::json!({ "outcome": outcome }).to_string();
-    let answer = http_post_json(&url, &body).await?;
+    let answer = post_json(&url, &serde_json::json!({ "outcome": outcome })).await?;
     println!("{answer}");
     Ok(())
 }
 
-/// A minimal HTTP/1.1 POST over a plain TCP connection, enough for the sandbox control API on
-/// the local machine without pulling an HTTP client into the binary.
-async fn http_post_json(url: &str, body: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .context("--server must be an http:// URL")?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let mut stream = tokio::net::TcpStream::connect(host)
+/// POSTs `body` as JSON and returns the answer's body; an answer other than 2xx is an error
+/// that carries the status and the body.
+async fn post_json(url: &str, body: &serde_json::Value) -> anyhow::Result<String> {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
         .await
-        .with_context(|| format!("cannot connect to {host}"))?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("the server sent no HTTP answer")?;
-    let status = head.lines().next().unwrap_or_default();
-    if !status.contains(" 200 ") {
-        anyhow::bail!("{status}: {body}");
+        .with_context(|| format!("cannot reach the gateway at {url}"))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("the gateway's answer from {url} broke off"))?;
+    if !status.is_success() {
+        anyhow::bail!("the gateway answered {status}: {text}");
     }
-    Ok(body.to_owned())
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// The environment is the process's: tests that set it take turns.
+    static ENVIRONMENT: Mutex<()> = Mutex::new(());
+
+    /// One setting of `tillgate serve`, with a different value in each layer.
+    struct Setting {
+        flag: &'static str,
+        env: &'static str,
+        /// The TOML table ("" for the top level) and key.
+        table: &'static str,
+        key: &'static str,
+        /// Whether the TOML value is a string.
+        quoted: bool,
+        default: &'static str,
+        file: &'static str,
+        environment: &'static str,
+        command_line: &'static str,
+        read: fn(&Config) -> String,
+    }
+
+    fn secret(s: &Option<Secret<String>>) -> String {
+        s.as_ref().map(|s| s.expose().clone()).unwrap_or_default()
+    }
+
+    fn settings() -> Vec<Setting> {
+        vec![
+            Setting {
+                flag: "--listen",
+                env: "TILLGATE_LISTEN",
+                table: "",
+                key: "listen",
+                quoted: true,
+                default: "127.0.0.1:8080",
+                file: "127.0.0.1:1001",
+                environment: "127.0.0.1:1002",
+                command_line: "127.0.0.1:1003",
+                read: |c| c.listen.clone(),
+            },
+            Setting {
+                flag: "--database-url",
+                env: "TILLGATE_DATABASE_URL",
+                table: "",
+                key: "database_url",
+                quoted: true,
+                default: "sqlite://tillgate.db",
+                file: "sqlite://file.db",
+                environment: "sqlite://env.db",
+                command_line: "sqlite://flag.db",
+                read: |c| c.database_url.clone(),
+            },
+            Setting {
+                flag: "--mode",
+                env: "TILLGATE_MODE",
+                table: "",
+                key: "mode",
+                quoted: true,
+                default: "sandbox",
+                file: "production",
+                environment: "sandbox",
+                command_line: "production",
+                read: |c| format!("{:?}", c.mode).to_lowercase(),
+            },
+            Setting {
+                flag: "--database-max-connections",
+                env: "TILLGATE_DATABASE_MAX_CONNECTIONS",
+                table: "",
+                key: "database_max_connections",
+                quoted: false,
+                default: "16",
+                file: "1",
+                environment: "2",
+                command_line: "3",
+                read: |c| c.database_max_connections.to_string(),
+            },
+            Setting {
+                flag: "--master-key",
+                env: "TILLGATE_MASTER_KEY",
+                table: "",
+                key: "master_key",
+                quoted: true,
+                default: "",
+                file: "1111111111111111111111111111111111111111111111111111111111111111",
+                environment: "2222222222222222222222222222222222222222222222222222222222222222",
+                command_line: "3333333333333333333333333333333333333333333333333333333333333333",
+                read: |c| secret(&c.master_key),
+            },
+            Setting {
+                flag: "--notify-schedule-s",
+                env: "TILLGATE_NOTIFY_SCHEDULE_S",
+                table: "notify",
+                key: "schedule_s",
+                quoted: true,
+                default: "0,30,60,90,120,150",
+                file: "0,1",
+                environment: "0,2",
+                command_line: "0,3",
+                read: |c| c.notify.schedule.to_text(),
+            },
+            Setting {
+                flag: "--notify-timeout-ms",
+                env: "TILLGATE_NOTIFY_TIMEOUT_MS",
+                table: "notify",
+                key: "timeout_ms",
+                quoted: false,
+                default: "10000",
+                file: "11",
+                environment: "12",
+                command_line: "13",
+                read: |c| c.notify.timeout_ms.to_string(),
+            },
+            Setting {
+                flag: "--admin-token",
+                env: "TILLGATE_ADMIN_TOKEN",
+                table: "",
+                key: "admin_token",
+                quoted: true,
+                default: "",
+                file: "file-admin-token",
+                environment: "env-admin-token",
+                command_line: "flag-admin-token",
+                read: |c| secret(&c.admin_token),
+            },
+            Setting {
+                flag: "--channel",
+                env: "TILLGATE_CHANNEL",
+                table: "channel",
+                key: "wallet",
+                quoted: true,
+                default: "sandbox",
+                file: "http://127.0.0.1:9001",
+                environment: "http://127.0.0.1:9002",
+                command_line: "http://127.0.0.1:9003",
+                read: |c| c.channel.wallet.clone(),
+            },
+            Setting {
+                flag: "--channel-key",
+                env: "TILLGATE_CHANNEL_KEY",
+                table: "channel",
+                key: "key",
+                quoted: true,
+                default: "",
+                file: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                environment: "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                command_line: "cccccccccccccccccccccccccccccccc",
+                read: |c| secret(&c.channel.key),
+            },
+            Setting {
+                flag: "--channel-timeout-ms",
+                env: "TILLGATE_CHANNEL_TIMEOUT_MS",
+                table: "channel",
+                key: "timeout_ms",
+                quoted: false,
+                default: "10000",
+                file: "21",
+                environment: "22",
+                command_line: "23",
+                read: |c| c.channel.timeout_ms.to_string(),
+            },
+            Setting {
+                flag: "--janitor-interval-ms",
+                env: "TILLGATE_JANITOR_INTERVAL_MS",
+                table: "",
+                key: "janitor_interval_ms",
+                quoted: false,
+                default: "5000",
+                file: "31",
+                environment: "32",
+                command_line: "33",
+                read: |c| c.janitor_interval_ms.to_string(),
+            },
+            Setting {
+                flag: "--terminal-wait-ms",
+                env: "TILLGATE_TERMINAL_WAIT_MS",
+                table: "",
+                key: "terminal_wait_ms",
+                quoted: false,
+                default: "60000",
+                file: "41",
+                environment: "42",
+                command_line: "43",
+                read: |c| c.terminal_wait_ms.to_string(),
+            },
+        ]
+    }
+
+    /// A directory of its own for one test, removed when dropped.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let dir =
+                std::env::temp_dir().join(format!("tillgate-cli-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Dir(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// `tillgate serve ARGS` parsed with exactly the environment `env` of tillgate's own
+    /// variables, and the configuration it would run with.
+    fn serve_config(args: &[String], env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let _turn = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
+        let ours: Vec<String> = std::env::vars()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("TILLGATE_") && !k.starts_with("TILLGATE_TEST_"))
+            .collect();
+        for k in ours {
+            std::env::remove_var(k);
+        }
+        for (k, v) in env {
+            std::env::set_var(k, v);
+        }
+        let parsed = Cli::try_parse_from(
+            ["tillgate".to_owned(), "serve".to_owned()]
+                .into_iter()
+                .chain(args.iter().cloned()),
+        );
+        for (k, _) in env {
+            std::env::remove_var(k);
+        }
+        match parsed.map_err(|e| anyhow::anyhow!("{e}"))?.command {
+            Command::Serve(serve) => serve.config(),
+            _ => unreachable!("parsed as serve"),
+        }
+    }
+
+    /// A TOML file with the file value of each setting that `with` selects.
+    fn file_text(settings: &[Setting], with: impl Fn(usize) -> bool) -> String {
+        let mut text = String::new();
+        for table in ["", "notify", "channel"] {
+            if !table.is_empty() {
+                text.push_str(&format!("[{table}]\n"));
+            }
+            for (i, s) in settings.iter().enumerate() {
+                if s.table == table && with(i) {
+                    let value = if s.quoted {
+                        format!("\"{}\"", s.file)
+                    } else {
+                        s.file.to_owned()
+                    };
+                    text.push_str(&format!("{} = {value}\n", s.key));
+                }
+            }
+        }
+        text
+    }
+
+    const FILE: u8 = 1;
+    const ENV: u8 = 2;
+    const FLAG: u8 = 4;
+
+    /// Gives each setting the layers `layers(i)` and checks that the highest one present wins.
+    fn check(dir: &Dir, name: &str, layers: impl Fn(usize) -> u8) {
+        let settings = settings();
+        let path = dir.write(name, &file_text(&settings, |i| layers(i) & FILE != 0));
+        let mut args = vec!["--config".to_owned(), path];
+        let mut env = Vec::new();
+        for (i, s) in settings.iter().enumerate() {
+            if layers(i) & ENV != 0 {
+                env.push((s.env, s.environment));
+            }
+            if layers(i) & FLAG != 0 {
+                args.push(s.flag.to_owned());
+                args.push(s.command_line.to_owned());
+            }
+        }
+        let config = serve_config(&args, &env).unwrap();
+        for (i, s) in settings.iter().enumerate() {
+            let layers = layers(i);
+            let expected = if layers & FLAG != 0 {
+                s.command_line
+            } else if layers & ENV != 0 {
+                s.environment
+            } else if layers & FILE != 0 {
+                s.file
+            } else {
+                s.default
+            };
+            assert_eq!(
+                (s.read)(&config),
+                expected,
+                "{} with layers {layers:03b}",
+                s.flag
+            );
+        }
+    }
+
+    #[test]
+    fn a_flag_beats_its_variable_which_beats_the_file_which_beats_the_default() {
+        let dir = Dir::new("precedence");
+        for layers in 0..8 {
+            check(&dir, &format!("all-{layers}.toml"), |_| layers);
+        }
+        // Each setting on its own: the layers of one do not leak into another.
+        for shift in 0..8 {
+            check(&dir, &format!("mixed-{shift}.toml"), |i| {
+                ((i + shift) % 8) as u8
+            });
+        }
+    }
+
+    #[test]
+    fn the_config_flag_beats_its_variable() {
+        let dir = Dir::new("config-flag");
+        let from_env = dir.write("env.toml", "listen = \"127.0.0.1:1\"\n");
+        let from_flag = dir.write("flag.toml", "listen = \"127.0.0.1:2\"\n");
+        let c = serve_config(&[], &[("TILLGATE_CONFIG", &from_env)]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1");
+        let c = serve_config(
+            &["--config".to_owned(), from_flag],
+            &[("TILLGATE_CONFIG", &from_env)],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_message_naming_them() {
+        let dir = Dir::new("refused");
+        let file = dir.write(
+            "typo.toml",
+            "[channel]\nwallet = \"sandbox\"\ntimeout = 5\n",
+        );
+        let err = format!(
+            "{:#}",
+            serve_config(&["--config".to_owned(), file.clone()], &[]).unwrap_err()
+        );
+        assert!(
+            err.contains(&file) && err.contains("unknown field `timeout`"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            serve_config(&[], &[("TILLGATE_NOTIFY_SCHEDULE_S", "0,soon")]).unwrap_err()
+        );
+        assert!(err.contains("\"0,soon\""), "{err}");
+        let err = format!(
+            "{:#}",
+            serve_config(&[], &[("TILLGATE_MODE", "live")]).unwrap_err()
+        );
+        assert!(err.contains("mode must be sandbox or production"), "{err}");
+        let err = format!(
+            "{:#}",
+            serve_config(&["--terminal-wait-ms".to_owned(), "soon".to_owned()], &[]).unwrap_err()
+        );
+        assert!(err.contains("--terminal-wait-ms"), "{err}");
+    }
 }

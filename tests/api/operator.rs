@@ -163,6 +163,41 @@ async fn the_sandbox_cli_plays_the_wallet(app: TestApp) {
         pos.query(&no).await["result"]["transactionStatus"],
         "failed"
     );
+    // Settling it again is refused by the gateway: the command fails with its status and body.
+    let again = sandbox_settle(&app.base, &no, "paid");
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("409") && err.contains("not pending"), "{err}");
+}
+
+fn sandbox_settle(server: &str, transaction_no: &str, outcome: &str) -> std::process::Output {
+    Command::new(binary())
+        .args(["sandbox", "settle", "--server", server])
+        .args(["--transaction-no", transaction_no, "--outcome", outcome])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_sandbox_cli_says_when_it_cannot_reach_the_gateway() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = sandbox_settle(&format!("http://127.0.0.1:{port}"), "1", "paid");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the gateway") && err.contains(&port.to_string()),
+        "{err}"
+    );
+    let out = sandbox_settle("ftp://127.0.0.1:1", "1", "paid");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--server must be an http:// URL"), "{err}");
 }
 
 #[test]

@@ -245,7 +245,8 @@ impl Payment {
     }
 
     /// Rebuilds a payment from stored facts; `None` when they break an invariant
-    /// (refunded plus reserved above the amount, or a state that contradicts the totals).
+    /// (refunded plus reserved above the amount, a state that contradicts the totals, or a
+    /// paid state without the time it was paid, which the same-day rules need).
     pub fn restore(
         amount: Money,
         state: PaymentState,
@@ -259,6 +260,13 @@ impl Payment {
         let reserved = Money::from_minor(reserved_minor, currency)?;
         let committed = refunded.checked_add(reserved)?;
         if amount.is_zero() || committed.minor() > amount.minor() {
+            return None;
+        }
+        let was_paid = matches!(
+            state,
+            PaymentState::Paid | PaymentState::PartiallyRefunded | PaymentState::Refunded
+        );
+        if was_paid && paid_at.is_none() {
             return None;
         }
         let consistent = match state {
@@ -388,9 +396,11 @@ impl Payment {
                 if !self.reserved.is_zero() {
                     return Err(CancelRejected::RefundInProgress);
                 }
-                let paid_at = self.paid_at.unwrap_or(now);
-                if !rule.same_day(paid_at, now) {
-                    return Err(CancelRejected::OutsideSameDayWindow);
+                // A paid payment always knows when it was paid (`settle_submission` sets it,
+                // `restore` requires it); without that time the same day cannot be shown.
+                match self.paid_at {
+                    Some(paid_at) if rule.same_day(paid_at, now) => {}
+                    _ => return Err(CancelRejected::OutsideSameDayWindow),
                 }
                 CancelKind::Reverse
             }
@@ -620,10 +630,42 @@ mod tests {
 
     #[test]
     fn restore_refuses_facts_that_break_an_invariant() {
-        assert!(Payment::restore(usd(100), PaymentState::Paid, 0, 100, None, None).is_some());
-        assert!(Payment::restore(usd(100), PaymentState::Paid, 60, 50, None, None).is_none());
-        assert!(Payment::restore(usd(100), PaymentState::Refunded, 90, 0, None, None).is_none());
+        let at = Some(now());
+        assert!(Payment::restore(usd(100), PaymentState::Paid, 0, 100, None, at).is_some());
+        assert!(Payment::restore(usd(100), PaymentState::Paid, 60, 50, None, at).is_none());
+        assert!(Payment::restore(usd(100), PaymentState::Refunded, 90, 0, None, at).is_none());
         assert!(Payment::restore(usd(100), PaymentState::Created, 0, 1, None, None).is_none());
+    }
+
+    #[test]
+    fn restore_refuses_a_paid_state_without_its_payment_time() {
+        let cases = [
+            (PaymentState::Paid, 0, 0),
+            (PaymentState::Paid, 0, 40),
+            (PaymentState::PartiallyRefunded, 30, 0),
+            (PaymentState::Refunded, 100, 0),
+        ];
+        for (state, refunded, reserved) in cases {
+            assert!(
+                Payment::restore(usd(100), state, refunded, reserved, None, Some(now())).is_some(),
+                "{state:?} with its payment time"
+            );
+            assert_eq!(
+                Payment::restore(usd(100), state, refunded, reserved, None, None),
+                None,
+                "{state:?} without a payment time"
+            );
+        }
+        // Never paid, or voided before payment: no payment time is expected.
+        for state in [
+            PaymentState::Created,
+            PaymentState::Pending,
+            PaymentState::Failed,
+            PaymentState::Cancelled,
+            PaymentState::Closed,
+        ] {
+            assert!(Payment::restore(usd(100), state, 0, 0, None, None).is_some());
+        }
     }
 
     #[derive(Debug, Clone)]
@@ -660,7 +702,32 @@ mod tests {
         ]
     }
 
+    fn cancel_kind() -> impl Strategy<Value = Option<CancelKind>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(CancelKind::Void)),
+            Just(Some(CancelKind::Close)),
+            Just(Some(CancelKind::Reverse)),
+        ]
+    }
+
     proptest! {
+        #[test]
+        fn whatever_restores_in_a_paid_state_knows_when_it_was_paid(
+            state in proptest::sample::select(PaymentState::ALL.to_vec()),
+            amount in 1i64..1_000,
+            refunded in 0i64..1_000,
+            reserved in 0i64..1_000,
+            cancel in cancel_kind(),
+            paid_at in proptest::option::of(Just(now())),
+        ) {
+            if let Some(p) = Payment::restore(usd(amount), state, refunded, reserved, cancel, paid_at) {
+                if matches!(p.state(), PaymentState::Paid | PaymentState::PartiallyRefunded | PaymentState::Refunded) {
+                    prop_assert!(p.paid_at().is_some(), "{:?} restored without a payment time", p);
+                }
+            }
+        }
+
         #[test]
         fn no_sequence_refunds_more_than_was_paid_or_leaves_a_terminal_state(
             amount in 1i64..10_000,

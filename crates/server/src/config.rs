@@ -1,7 +1,12 @@
 //! Configuration: defaults, then a TOML file, then environment and command line.
+//!
+//! The TOML file deserializes straight into [`Config`]: every key is optional, a missing one
+//! keeps its default (`#[serde(default)]` takes the `Default` of each table), and an unknown
+//! one is refused by name. Environment variables and flags are applied afterwards, by the
+//! `tillgate` command.
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use tillgate_core::notify::{Schedule, UrlPolicy};
 use tillgate_core::Secret;
@@ -26,8 +31,9 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// Everything `tillgate serve` needs to know.
-#[derive(Debug, Clone)]
+/// Everything `tillgate serve` needs to know; also the shape of the TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on; port 0 picks a free port.
     pub listen: String,
@@ -35,8 +41,10 @@ pub struct Config {
     pub database_url: String,
     pub mode: Mode,
     /// 64 hex characters; sealing key of credentials at rest.
+    #[serde(deserialize_with = "file::secret")]
     pub master_key: Option<Secret<String>>,
     /// Time zone of merchants created without one.
+    #[serde(deserialize_with = "file::zone")]
     pub default_timezone: MerchantZone,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
@@ -44,6 +52,7 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Bearer token of the admin API; without one the admin API is open in sandbox mode and
     /// off in production.
+    #[serde(deserialize_with = "file::secret")]
     pub admin_token: Option<Secret<String>>,
     pub notify: NotifyConfig,
     pub channel: ChannelConfig,
@@ -56,12 +65,14 @@ pub struct Config {
     pub terminal_wait_ms: u64,
 }
 
-/// Which wallet moves the money.
-#[derive(Debug, Clone)]
+/// Which wallet moves the money (`[channel]`, and each `[merchant_channels."N"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ChannelConfig {
     /// `sandbox` (in-process, the default) or the base URL of an HTTP wallet.
     pub wallet: String,
     /// The shared HMAC key of the HTTP wallet protocol (hex, at least 16 bytes).
+    #[serde(deserialize_with = "file::secret")]
     pub key: Option<Secret<String>>,
     /// How long one wallet call may take before its outcome counts as unknown.
     pub timeout_ms: u64,
@@ -77,23 +88,17 @@ impl Default for ChannelConfig {
     }
 }
 
-/// The `[channel]` table of the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChannelFile {
-    wallet: Option<String>,
-    key: Option<String>,
-    timeout_ms: Option<u64>,
-}
-
 /// Notification settings (`[notify]` in the TOML file).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NotifyConfig {
-    /// Delays before each attempt, counted from the previous one.
+    /// Delays before each attempt, counted from the previous one (`schedule_s = "0,30,60"`).
+    #[serde(rename = "schedule_s", deserialize_with = "file::schedule")]
     pub schedule: Schedule,
     /// How long one POST to a merchant may take.
     pub timeout_ms: u64,
     /// Private networks notifications may reach anyway ("10.1.0.0/16").
+    #[serde(deserialize_with = "file::networks")]
     pub allowed_networks: Vec<(std::net::IpAddr, u8)>,
 }
 
@@ -103,29 +108,6 @@ impl Default for NotifyConfig {
             schedule: Schedule::default(),
             timeout_ms: 10_000,
             allowed_networks: Vec::new(),
-        }
-    }
-}
-
-/// The `[notify]` table of the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NotifyFile {
-    schedule_s: Option<String>,
-    timeout_ms: Option<u64>,
-    allowed_networks: Option<Vec<String>>,
-}
-
-impl ChannelFile {
-    fn apply(self, to: &mut ChannelConfig) {
-        if let Some(v) = self.wallet {
-            to.wallet = v;
-        }
-        if let Some(v) = self.key {
-            to.key = Some(Secret::new(v));
-        }
-        if let Some(v) = self.timeout_ms {
-            to.timeout_ms = v;
         }
     }
 }
@@ -155,85 +137,13 @@ impl Default for Config {
     }
 }
 
-/// The TOML file's shape; every key is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    listen: Option<String>,
-    database_url: Option<String>,
-    mode: Option<Mode>,
-    master_key: Option<String>,
-    default_timezone: Option<String>,
-    max_body_bytes: Option<usize>,
-    database_max_connections: Option<u32>,
-    admin_token: Option<String>,
-    notify: Option<NotifyFile>,
-    channel: Option<ChannelFile>,
-    merchant_channels: Option<std::collections::BTreeMap<String, ChannelFile>>,
-    janitor_interval_ms: Option<u64>,
-    terminal_wait_ms: Option<u64>,
-}
-
 impl Config {
     /// Defaults overridden by the TOML file at `path`.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let file: File = toml::from_str(&text)
-            .with_context(|| format!("config file {} is not valid", path.display()))?;
-        let mut c = Config::default();
-        if let Some(v) = file.listen {
-            c.listen = v;
-        }
-        if let Some(v) = file.database_url {
-            c.database_url = v;
-        }
-        if let Some(v) = file.mode {
-            c.mode = v;
-        }
-        if let Some(v) = file.master_key {
-            c.master_key = Some(Secret::new(v));
-        }
-        if let Some(v) = file.default_timezone {
-            c.default_timezone = parse_zone(&v)?;
-        }
-        if let Some(v) = file.max_body_bytes {
-            c.max_body_bytes = v;
-        }
-        if let Some(v) = file.database_max_connections {
-            c.database_max_connections = v;
-        }
-        if let Some(v) = file.admin_token {
-            c.admin_token = Some(Secret::new(v));
-        }
-        if let Some(ch) = file.channel {
-            ch.apply(&mut c.channel);
-        }
-        for (merchant_no, ch) in file.merchant_channels.unwrap_or_default() {
-            let mut own = ChannelConfig::default();
-            ch.apply(&mut own);
-            c.merchant_channels.insert(merchant_no, own);
-        }
-        if let Some(v) = file.janitor_interval_ms {
-            c.janitor_interval_ms = v;
-        }
-        if let Some(v) = file.terminal_wait_ms {
-            c.terminal_wait_ms = v;
-        }
-        if let Some(n) = file.notify {
-            if let Some(v) = n.schedule_s {
-                c.notify.schedule = parse_schedule(&v)?;
-            }
-            if let Some(v) = n.timeout_ms {
-                c.notify.timeout_ms = v;
-            }
-            for net in n.allowed_networks.unwrap_or_default() {
-                c.notify
-                    .allowed_networks
-                    .push(UrlPolicy::parse_network(&net).map_err(|e| anyhow::anyhow!(e))?);
-            }
-        }
-        Ok(c)
+        toml::from_str(&text)
+            .with_context(|| format!("config file {} is not valid", path.display()))
     }
 
     /// Where sandbox mode keeps its generated master key: beside the SQLite file.
@@ -250,6 +160,33 @@ pub fn parse_zone(name: &str) -> anyhow::Result<MerchantZone> {
     match MerchantZone::parse(name) {
         Some(z) => Ok(z),
         None => bail!("unknown time zone {name:?}; use an IANA name such as Europe/Amsterdam"),
+    }
+}
+
+/// Readers of the TOML values that are not plain strings and numbers in [`Config`].
+mod file {
+    use super::*;
+    use serde::de::Error;
+
+    pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret<String>>, D::Error> {
+        Ok(Some(Secret::new(String::deserialize(d)?)))
+    }
+
+    pub fn zone<'de, D: Deserializer<'de>>(d: D) -> Result<MerchantZone, D::Error> {
+        parse_zone(&String::deserialize(d)?).map_err(|e| D::Error::custom(format!("{e:#}")))
+    }
+
+    pub fn schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Schedule, D::Error> {
+        parse_schedule(&String::deserialize(d)?).map_err(|e| D::Error::custom(format!("{e:#}")))
+    }
+
+    pub fn networks<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(std::net::IpAddr, u8)>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|net| UrlPolicy::parse_network(net).map_err(D::Error::custom))
+            .collect()
     }
 }
 
@@ -284,6 +221,150 @@ mod tests {
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         assert!(Config::from_file(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Reads `text` as the config file `name` of a directory of this test process.
+    fn read(name: &str, text: &str) -> anyhow::Result<Config> {
+        let dir =
+            std::env::temp_dir().join(format!("tillgate-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tillgate.toml");
+        std::fs::write(&path, text).unwrap();
+        let read = Config::from_file(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        read
+    }
+
+    fn error(name: &str, text: &str) -> String {
+        format!("{:#}", read(name, text).expect_err("must be refused"))
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let c = read("empty", "").unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.channel.wallet, "sandbox");
+        assert_eq!(c.notify.timeout_ms, 10_000);
+        // A table given with none of its keys keeps its defaults too.
+        let c = read("empty-tables", "[notify]\n[channel]\n").unwrap();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn every_key_of_the_file_lands_in_the_configuration() {
+        let c = read(
+            "every-key",
+            r#"
+listen = "0.0.0.0:9000"
+database_url = "postgres://db/tillgate"
+mode = "production"
+master_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+default_timezone = "Asia/Shanghai"
+max_body_bytes = 1024
+database_max_connections = 3
+admin_token = "file-admin-token"
+janitor_interval_ms = 250
+terminal_wait_ms = 1500
+
+[notify]
+schedule_s = "0,10,20"
+timeout_ms = 700
+allowed_networks = ["10.20.0.0/16", "fd00::/8"]
+
+[channel]
+wallet = "http://127.0.0.1:9090"
+key = "aabbccddeeff00112233445566778899"
+timeout_ms = 900
+
+[merchant_channels."700001"]
+wallet = "http://127.0.0.1:9191"
+key = "99887766554433221100ffeeddccbbaa"
+
+[merchant_channels."700002"]
+timeout_ms = 42
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.database_url, "postgres://db/tillgate");
+        assert_eq!(c.mode, Mode::Production);
+        assert_eq!(c.master_key.as_ref().map(|k| k.expose().len()), Some(64));
+        assert_eq!(c.default_timezone.name(), "Asia/Shanghai");
+        assert_eq!(c.max_body_bytes, 1024);
+        assert_eq!(c.database_max_connections, 3);
+        assert_eq!(
+            c.admin_token.as_ref().map(|t| t.expose().as_str()),
+            Some("file-admin-token")
+        );
+        assert_eq!(c.janitor_interval_ms, 250);
+        assert_eq!(c.terminal_wait_ms, 1500);
+        assert_eq!(c.notify.schedule.to_text(), "0,10,20");
+        assert_eq!(c.notify.timeout_ms, 700);
+        assert_eq!(
+            c.notify.allowed_networks,
+            vec![
+                ("10.20.0.0".parse().unwrap(), 16),
+                ("fd00::".parse().unwrap(), 8)
+            ]
+        );
+        assert_eq!(c.channel.wallet, "http://127.0.0.1:9090");
+        assert_eq!(
+            c.channel.key.as_ref().map(|k| k.expose().as_str()),
+            Some("aabbccddeeff00112233445566778899")
+        );
+        assert_eq!(c.channel.timeout_ms, 900);
+        let own = &c.merchant_channels["700001"];
+        assert_eq!(own.wallet, "http://127.0.0.1:9191");
+        assert_eq!(
+            own.timeout_ms, 10_000,
+            "a merchant's wallet has its own default"
+        );
+        // Keys a merchant's table leaves out take the defaults, not the [channel] table's.
+        let other = &c.merchant_channels["700002"];
+        assert_eq!(other.wallet, "sandbox");
+        assert!(other.key.is_none());
+        assert_eq!(other.timeout_ms, 42);
+        // Secrets stay hidden when the configuration is printed.
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("file-admin-token") && !printed.contains("aabbcc"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name_in_every_table() {
+        for (name, text, key) in [
+            ("top", "lisen = \"x\"\n", "lisen"),
+            ("notify", "[notify]\nschedule = \"0,5\"\n", "schedule"),
+            ("channel", "[channel]\nwalet = \"sandbox\"\n", "walet"),
+            (
+                "merchant",
+                "[merchant_channels.\"700001\"]\ntimeout = 5\n",
+                "timeout",
+            ),
+            ("table", "[notfy]\ntimeout_ms = 5\n", "notfy"),
+        ] {
+            let err = error(name, text);
+            assert!(err.contains("is not valid"), "{err}");
+            assert!(err.contains(&format!("unknown field `{key}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn values_the_gateway_cannot_use_are_refused_with_their_reason() {
+        let err = error("zone", "default_timezone = \"Mars/Olympus\"\n");
+        assert!(err.contains("unknown time zone \"Mars/Olympus\""), "{err}");
+        let err = error("schedule", "[notify]\nschedule_s = \"0,x\"\n");
+        assert!(err.contains("schedule_s"), "{err}");
+        let err = error(
+            "network",
+            "[notify]\nallowed_networks = [\"10.0.0.0/99\"]\n",
+        );
+        assert!(err.contains("10.0.0.0/99"), "{err}");
+        let err = error("mode", "mode = \"live\"\n");
+        assert!(err.contains("live") && err.contains("production"), "{err}");
+        let err = error("type", "janitor_interval_ms = \"soon\"\n");
+        assert!(err.contains("janitor_interval_ms"), "{err}");
     }
 
     #[test]

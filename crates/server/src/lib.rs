@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+mod dburl;
 pub mod hub;
 pub mod janitor;
 pub mod sandbox;
@@ -54,19 +55,7 @@ pub async fn open_store(
     bail!("database URL must start with sqlite:// or postgres://, not {database_url:?}")
 }
 
-/// A database URL without its password, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use dburl::redact_url;
 
 /// A name for this node, unique among the nodes sharing a database.
 fn node_id() -> String {
