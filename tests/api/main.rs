@@ -17,10 +17,10 @@ macro_rules! on_both_backends {
         mod postgres {
             $(
                 #[tokio::test]
+                #[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]
                 async fn $story() {
-                    if let Some(app) = crate::helpers::spawn_app_on(crate::helpers::Backend::Postgres).await {
-                        super::$story(app).await
-                    }
+                    let app = crate::helpers::spawn_app_on(crate::helpers::Backend::Postgres).await;
+                    super::$story(app.expect("TILLGATE_TEST_POSTGRES_URL is set")).await
                 }
             )*
         }

@@ -245,7 +245,9 @@ macro_rules! notification_stories {
             $( #[tokio::test] async fn $story() { super::$story(crate::helpers::Backend::Sqlite).await } )*
         }
         mod on_postgres {
-            $( #[tokio::test] async fn $story() { super::$story(crate::helpers::Backend::Postgres).await } )*
+            $( #[tokio::test]
+            #[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]
+            async fn $story() { super::$story(crate::helpers::Backend::Postgres).await } )*
         }
     };
 }

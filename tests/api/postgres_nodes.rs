@@ -34,6 +34,7 @@ pub async fn nodes(n: usize) -> Option<(Vec<TestApp>, Arc<PgDatabase>)> {
 }
 
 #[tokio::test]
+#[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]
 async fn three_nodes_never_refund_more_than_was_paid_and_each_key_refunds_once() {
     let Some((apps, _db)) = nodes(3).await else {
         return;
@@ -119,6 +120,7 @@ async fn three_nodes_never_refund_more_than_was_paid_and_each_key_refunds_once()
 }
 
 #[tokio::test]
+#[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]
 async fn a_lost_database_connection_answers_system_error_then_recovers() {
     let Some(app) = spawn_app_on(Backend::Postgres).await else {
         return;

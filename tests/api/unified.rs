@@ -405,6 +405,7 @@ async fn a_unified_acknowledgement_with_white_space_is_retried_on_sqlite() {
 }
 
 #[tokio::test]
+#[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]
 async fn a_unified_acknowledgement_with_white_space_is_retried_on_postgres() {
     a_unified_acknowledgement_with_white_space_is_retried(Backend::Postgres).await
 }

@@ -370,6 +370,7 @@ async fn a_terminal_dropping_mid_reversal_finishes_it_after_reconnecting_on_sqli
 }
 
 #[tokio::test]
+#[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]
 async fn a_terminal_dropping_mid_reversal_finishes_it_after_reconnecting_on_postgres() {
     a_terminal_dropping_mid_reversal_finishes_it_after_reconnecting(Backend::Postgres).await
 }

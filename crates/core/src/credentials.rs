@@ -6,7 +6,7 @@
 use crate::model::{AppRow, MerchantRecord, NewMerchant, StoreAdded, StoreRow};
 use crate::notify::Schedule;
 use crate::secret::{Secret, SecretBox, SecretError};
-use crate::store::{Store, StoreError};
+use crate::store::{CredentialStore, StoreError};
 use crate::terminal::TerminalRow;
 use std::collections::HashMap;
 use std::future::Future;
@@ -98,7 +98,7 @@ fn terminal_context(tid: &str) -> String {
 
 /// Merchants and their credentials.
 pub struct Credentials {
-    store: Arc<dyn Store>,
+    store: Arc<dyn CredentialStore>,
     secrets: SecretBox,
     clock: Arc<dyn Clock>,
     /// How long an opened credential is kept before it is read again.
@@ -110,7 +110,7 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn CredentialStore>,
         secrets: SecretBox,
         clock: Arc<dyn Clock>,
         ttl: Duration,

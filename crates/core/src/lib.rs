@@ -25,4 +25,7 @@ pub use model::*;
 pub use secret::{Secret, SecretBox, SecretError};
 pub use service::{Lifecycle, LifecycleConfig};
 pub use snapshot::Snapshot;
-pub use store::{MutateFn, Mutated, Rejection, Store, StoreError, Writes};
+pub use store::{
+    Conflict, CredentialStore, MutateFn, Mutated, OutboxStore, PaymentStore, Rejection, Store,
+    StoreError, TerminalStore, Writes,
+};

@@ -307,6 +307,8 @@ pub struct Unresolved {
     pub kind: UnresolvedKind,
     /// Since when it waits (its last change).
     pub since: DateTime<Utc>,
+    /// How many times the wallet was asked about it and could not answer.
+    pub unanswered_queries: i64,
 }
 
 /// Which operation waits.

@@ -74,6 +74,56 @@ pub enum CommandState {
     Done,
 }
 
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandOutcome {
+    Approved,
+    Declined,
+}
+
+impl CommandOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandOutcome::Approved => "approved",
+            CommandOutcome::Declined => "declined",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CommandOutcome> {
+        match s {
+            "approved" => Some(CommandOutcome::Approved),
+            "declined" => Some(CommandOutcome::Declined),
+            _ => None,
+        }
+    }
+
+    /// The outcome of a terminal's final answer; `None` for an unknown one (no result yet).
+    pub fn of(outcome: ChannelOutcome) -> Option<CommandOutcome> {
+        match outcome {
+            ChannelOutcome::Approved => Some(CommandOutcome::Approved),
+            ChannelOutcome::Declined => Some(CommandOutcome::Declined),
+            ChannelOutcome::Unknown => None,
+        }
+    }
+}
+
+impl CommandState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CommandState::Open => "open",
+            CommandState::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CommandState> {
+        match s {
+            "open" => Some(CommandState::Open),
+            "done" => Some(CommandState::Done),
+            _ => None,
+        }
+    }
+}
+
 /// A stored command.
 #[derive(Debug, Clone)]
 pub struct CommandRecord {
@@ -82,8 +132,8 @@ pub struct CommandRecord {
     pub payment_id: i64,
     pub cancel_id: Option<i64>,
     pub state: CommandState,
-    /// "approved" or "declined" once done.
-    pub outcome: Option<String>,
+    /// How it ended, once done.
+    pub outcome: Option<CommandOutcome>,
     pub message: Option<String>,
 }
 
@@ -144,6 +194,14 @@ pub trait TerminalHub: Send + Sync + 'static {
         command: &TerminalCommand,
         wait: Duration,
     ) -> Result<TerminalResult, HubError>;
+}
+
+/// Where a terminal's connection is: the node holding it (none when it closed), and when that
+/// node last heard from the terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub node: Option<String>,
+    pub last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A stored terminal credential: the secret is sealed.

@@ -61,7 +61,7 @@ impl PaymentState {
     }
 
     /// The stable name used in storage and logs.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             PaymentState::Created => "created",
             PaymentState::Pending => "pending",

@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tillgate_core::terminal::{
-    CommandRecord, CommandState, HubError, TerminalCommand, TerminalEvent, TerminalHub,
-    TerminalReport, TerminalResult,
+    CommandOutcome, CommandRecord, CommandState, HubError, TerminalCommand, TerminalEvent,
+    TerminalHub, TerminalReport, TerminalResult,
 };
-use tillgate_core::{Credentials, LifecycleError, Store, StoreError};
+use tillgate_core::{Credentials, LifecycleError, StoreError, TerminalStore};
 use tillgate_domain::{ChannelOutcome, Clock};
 use tokio::sync::{mpsc, oneshot};
 
@@ -118,7 +118,7 @@ pub const EVENT_QUEUE: usize = 1024;
 /// they answer as [`TerminalEvent`]s; the lifecycle applies those (`apply_terminal_events`).
 pub struct Hub {
     node: String,
-    store: Arc<dyn Store>,
+    store: Arc<dyn TerminalStore>,
     credentials: Arc<Credentials>,
     clock: Arc<dyn Clock>,
     events: mpsc::Sender<TerminalEvent>,
@@ -146,7 +146,7 @@ impl Drop for Waiting<'_> {
 impl Hub {
     /// A hub for node `node`; what terminals report goes to `events`.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn TerminalStore>,
         credentials: Arc<Credentials>,
         clock: Arc<dyn Clock>,
         node: String,
@@ -513,7 +513,7 @@ impl Hub {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 if let Some(c) = self.store.command(command_id).await? {
                     if c.state == CommandState::Done {
-                        let outcome = if c.outcome.as_deref() == Some("approved") {
+                        let outcome = if c.outcome == Some(CommandOutcome::Approved) {
                             ChannelOutcome::Approved
                         } else {
                             ChannelOutcome::Declined
@@ -598,12 +598,12 @@ impl TerminalHub for Hub {
         {
             return Ok(true);
         }
-        let Some(row) = self.store.terminal_row(tid).await? else {
+        let Some(presence) = self.store.presence(tid).await? else {
             return Ok(false);
         };
         let fresh = self.clock.now()
             - chrono::Duration::from_std(SILENCE_LIMIT).unwrap_or(chrono::Duration::seconds(45));
-        Ok(row.online_node.is_some() && row.last_seen_at.is_some_and(|t| t > fresh))
+        Ok(presence.node.is_some() && presence.last_seen_at.is_some_and(|t| t > fresh))
     }
 
     async fn execute(
@@ -639,7 +639,7 @@ impl TerminalHub for Hub {
 mod tests {
     use super::*;
     use tillgate_core::service::{AddRequest, Lifecycle, LifecycleConfig};
-    use tillgate_core::{Dialect, Secret, SecretBox};
+    use tillgate_core::{Dialect, Secret, SecretBox, Store};
     use tillgate_domain::{Currency, Key, MerchantZone, Money, SystemClock};
 
     const SECRET: &str = "terminal-secret-0123456789";

@@ -3,19 +3,20 @@
 //! time alone: money in flight stays in flight until the wallet says what happened.
 //!
 //! Each node runs one; they may ask about the same operation, which is harmless (queries read,
-//! and settling is idempotent). An operation the wallet cannot answer yet is asked again later,
-//! with a delay that doubles up to five minutes.
+//! and settling is idempotent). When the wallet cannot answer about an operation yet, the next
+//! question is scheduled in the operation's own row (`defer_query`), with a delay that doubles
+//! up to five minutes; each round takes the operations whose question is due, longest due
+//! first, so operations the wallet cannot answer never keep newer ones from being asked. Time
+//! is the lifecycle's injected clock.
 
-use chrono::Utc;
-use std::collections::HashMap;
+use chrono::Duration as Span;
 use std::sync::Arc;
 use std::time::Duration;
 use tillgate_core::service::Lifecycle;
-use tillgate_core::{Unresolved, UnresolvedKind};
-use tokio::time::Instant;
+use tillgate_core::Unresolved;
 
 /// Operations looked at per round (a bound).
-const BATCH: i64 = 100;
+pub const BATCH: i64 = 100;
 /// The longest pause between two questions about one operation.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -25,15 +26,16 @@ pub struct Janitor {
     interval: Duration,
     /// Operations younger than this may still get their own answer.
     min_age: Duration,
-    backoff: HashMap<String, (u32, Instant)>,
 }
 
-fn key(op: &Unresolved) -> String {
-    match &op.kind {
-        UnresolvedKind::Payment => format!("p:{}", op.transaction_no),
-        UnresolvedKind::Refund { refund_no } => format!("r:{refund_no}"),
-        UnresolvedKind::Cancel { cancel_no } => format!("c:{cancel_no}"),
-    }
+/// How long to wait before asking again about an operation the wallet could not answer
+/// `unanswered` times so far (one at least): the interval, doubled each time, at most
+/// [`BACKOFF_MAX`].
+pub fn backoff(interval: Duration, unanswered: i64) -> Duration {
+    let doublings = u32::try_from(unanswered.clamp(1, 16)).unwrap_or(16);
+    interval
+        .saturating_mul(2u32.saturating_pow(doublings))
+        .min(BACKOFF_MAX)
 }
 
 impl Janitor {
@@ -42,49 +44,50 @@ impl Janitor {
             app,
             interval,
             min_age,
-            backoff: HashMap::new(),
         }
     }
 
-    /// One round: asks about every due operation; returns how many got resolved.
-    pub async fn round(&mut self) -> usize {
-        let before = Utc::now()
-            - chrono::Duration::from_std(self.min_age).unwrap_or(chrono::Duration::seconds(10));
-        let waiting = match self.app.unresolved(before, BATCH).await {
-            Ok(w) => w,
+    /// One round: asks about every operation whose question is due; returns how many got
+    /// resolved.
+    pub async fn round(&self) -> usize {
+        let now = self.app.now();
+        let before = now - Span::from_std(self.min_age).unwrap_or(Span::seconds(10));
+        let store = self.app.store();
+        let due = match store.due_queries(before, now, BATCH).await {
+            Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "janitor cannot list unresolved operations");
                 return 0;
             }
         };
-        let now = Instant::now();
         let mut resolved = 0;
-        let live: std::collections::HashSet<String> = waiting.iter().map(key).collect();
-        self.backoff.retain(|k, _| live.contains(k));
-        for op in waiting {
-            let k = key(&op);
-            if self.backoff.get(&k).is_some_and(|(_, next)| *next > now) {
-                continue;
-            }
+        for op in due {
             match self.app.resolve(&op).await {
                 Ok(true) => {
                     tracing::info!(transaction_no = %op.transaction_no, kind = ?op.kind, "resolved by asking the wallet");
-                    self.backoff.remove(&k);
                     resolved += 1;
                 }
-                Ok(false) | Err(_) => {
-                    let tries = self.backoff.get(&k).map_or(0, |(n, _)| *n) + 1;
-                    let delay =
-                        (self.interval * 2u32.saturating_pow(tries.min(16))).min(BACKOFF_MAX);
-                    self.backoff.insert(k, (tries, now + delay));
+                Ok(false) => self.defer(&op).await,
+                Err(e) => {
+                    tracing::warn!(transaction_no = %op.transaction_no, error = %e, "janitor could not resolve an operation");
+                    self.defer(&op).await;
                 }
             }
         }
         resolved
     }
 
+    /// Schedules the next question about an operation the wallet could not answer.
+    async fn defer(&self, op: &Unresolved) {
+        let delay = backoff(self.interval, op.unanswered_queries + 1);
+        let next = self.app.now() + Span::from_std(delay).unwrap_or(Span::seconds(300));
+        if let Err(e) = self.app.store().defer_query(op, next).await {
+            tracing::warn!(transaction_no = %op.transaction_no, error = %e, "janitor cannot schedule its next question");
+        }
+    }
+
     /// Rounds until shutdown.
-    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
             if *shutdown.borrow() {
                 return;
@@ -95,5 +98,21 @@ impl Janitor {
                 _ = shutdown.changed() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_doubles_from_the_interval_up_to_five_minutes() {
+        let i = Duration::from_secs(5);
+        assert_eq!(backoff(i, 1), Duration::from_secs(10));
+        assert_eq!(backoff(i, 2), Duration::from_secs(20));
+        assert_eq!(backoff(i, 5), Duration::from_secs(160));
+        assert_eq!(backoff(i, 6), BACKOFF_MAX);
+        assert_eq!(backoff(i, i64::MAX), BACKOFF_MAX);
+        assert_eq!(backoff(i, 0), Duration::from_secs(10));
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use tillgate_core::service::{Lifecycle, LifecycleError};
-use tillgate_core::store::{Inserted, Rejection, Writes};
+use tillgate_core::store::{Conflict, Inserted, Rejection, Writes};
 use tillgate_core::{NewPayment, Secret, StoreError};
 use tillgate_domain::{ChannelOutcome, Currency, MerchantZone, Money};
 
@@ -81,7 +81,7 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
             {
                 Ok(inserted) => inserted,
                 // Another node starting on the same database created it first.
-                Err(StoreError::Conflict(_)) => continue,
+                Err(StoreError::Conflict(Conflict::UniqueKey)) => continue,
                 Err(e) => return Err(e.into()),
             };
             if let Inserted::Inserted(p) = inserted {

@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "terminals",
         include_str!("../migrations/0003_terminals.sql"),
     ),
+    (
+        4,
+        "query_schedule",
+        include_str!("../migrations/0004_query_schedule.sql"),
+    ),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.

@@ -4,7 +4,9 @@
 use crate::{db_error, shape, Loaded, Written};
 use sqlx::Executor;
 use tillgate_core::store::{CancelWrite, Guard, RefundWrite, Writes};
+use tillgate_core::terminal::CommandState;
 use tillgate_core::{PaymentRecord, StoreError};
+use tillgate_domain::{CancelState, RefundState};
 
 /// Inserts a payment and its "created" event unless the merchant's reference is taken.
 pub const INSERT_PAYMENT: &str = "\
@@ -12,7 +14,7 @@ WITH p AS (
     INSERT INTO payments (transaction_no, merchant_id, merchant_no, store_no, reference,
         amount_minor, currency, settle_currency, state, description, notify_url, fingerprint,
         created_at, updated_at, expires_at, dialect, extra)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $12, $13, $15, $16)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $17, $9, $10, $11, $12, $12, $13, $15, $16)
     ON CONFLICT (merchant_id, reference) DO NOTHING
     RETURNING *),
 e AS (
@@ -20,18 +22,24 @@ e AS (
     SELECT id, $12, 'payment.created', $14 FROM p)
 SELECT * FROM p";
 
-/// The part every change shares: the swap of the payment row, its events and outbox rows.
-/// Parameters $1..$18; the refund or cancel part uses $19 onwards.
+/// The part every change shares: the swap of the payment row (guarded by its version and, when
+/// the change has one, the refund or cancel it requires still in progress), its events, outbox
+/// rows and the terminal command it finishes. Parameters $1..$18 and $26..$39; the refund or
+/// cancel part uses $19..$25. States are bound from the domain's values ($33, $34, $38, $39),
+/// never spelled in the text.
 macro_rules! base {
     () => {
         "WITH u AS (
     UPDATE payments SET state = $3, refunded_minor = $4, reserved_minor = $5,
         cancel_in_flight = $6, paid_at = $7, pay_fingerprint = $8, vendor = $9,
-        updated_at = $10, created_at = $26, version = version + 1
+        updated_at = $10, created_at = COALESCE($26, created_at), version = version + 1
     WHERE id = $1 AND version = $2
-      AND ($31::bigint IS NULL OR EXISTS (SELECT 1 FROM refunds WHERE id = $31 AND state = 1))
-      AND ($32::bigint IS NULL OR EXISTS (SELECT 1 FROM cancels WHERE id = $32 AND state = 1))
+      AND ($31::bigint IS NULL OR EXISTS (SELECT 1 FROM refunds WHERE id = $31 AND state = $33))
+      AND ($32::bigint IS NULL OR EXISTS (SELECT 1 FROM cancels WHERE id = $32 AND state = $34))
     RETURNING id),
+f AS (
+    UPDATE terminal_commands SET state = $38, outcome = $36, message = $37, updated_at = $10
+    WHERE command_id = $35 AND state = $39 AND EXISTS (SELECT 1 FROM u)),
 e AS (
     INSERT INTO events (payment_id, at, kind, detail)
     SELECT u.id, $10, x.k, x.d FROM u, unnest($12::text[], $13::text[]) AS x(k, d)),
@@ -50,8 +58,8 @@ macro_rules! command_cte {
         ",
 t AS (
     INSERT INTO terminal_commands (command_id, tid, kind, payment_id, cancel_id, payload,
-        created_at, updated_at)
-    SELECT $27, $28, $29, u.id, NULL, $30, $10, $10 FROM u WHERE $27::text IS NOT NULL)"
+        state, created_at, updated_at)
+    SELECT $27, $28, $29, u.id, NULL, $30, $39, $10, $10 FROM u WHERE $27::text IS NOT NULL)"
     };
 }
 
@@ -67,7 +75,7 @@ const REFUND_INSERT: &str = concat!(
 r AS (
     INSERT INTO refunds (refund_no, payment_id, merchant_id, refund_reference, amount_minor,
         currency, state, fingerprint, created_at, updated_at, notify_url, extra)
-    SELECT $19, u.id, $11, $20, $21, $22, 1, $23, $10, $10, $24, $25 FROM u
+    SELECT $19, u.id, $11, $20, $21, $22, $33, $23, $10, $10, $24, $25 FROM u
     RETURNING *)",
     command_cte!(),
     "
@@ -92,12 +100,12 @@ const CANCEL_INSERT: &str = concat!(
 c AS (
     INSERT INTO cancels (cancel_no, payment_id, merchant_id, kind, state, created_at, updated_at,
         notify_url, extra)
-    SELECT $19, u.id, $11, $20, 1, $10, $10, $21, $22 FROM u
+    SELECT $19, u.id, $11, $20, $34, $10, $10, $21, $22 FROM u
     RETURNING *),
 t AS (
     INSERT INTO terminal_commands (command_id, tid, kind, payment_id, cancel_id, payload,
-        created_at, updated_at)
-    SELECT $27, $28, $29, c.payment_id, c.id, $30, $10, $10 FROM c WHERE $27::text IS NOT NULL)
+        state, created_at, updated_at)
+    SELECT $27, $28, $29, c.payment_id, c.id, $30, $39, $10, $10 FROM c WHERE $27::text IS NOT NULL)
 SELECT * FROM c"
 );
 
@@ -184,9 +192,10 @@ where
         }
         (None, None) => q,
     };
-    // $26: the payment's creation time, which only the sandbox's ageing changes. Bound last so
-    // that each shape's own parameters keep their numbers; unused numbers are typed by a cast.
-    let q = pad_to_25(q, refund, cancel).bind(rec.created_at.timestamp_millis());
+    // $26: the payment's new creation time, which only the sandbox's ageing sets. Bound after
+    // the padding so that each shape's own parameters keep their numbers (the driver sends
+    // every parameter's type, so numbers a shape does not use are harmless).
+    let q = pad_to_25(q, refund, cancel).bind(writes.created_at.map(|t| t.timestamp_millis()));
     let command = match &writes.command {
         Some(c) => Some((
             c.command.id.clone(),
@@ -209,7 +218,16 @@ where
         .bind(match writes.guard {
             Some(Guard::CancelInProgress(id)) => Some(id),
             _ => None,
-        });
+        })
+        .bind(RefundState::InProgress.code())
+        .bind(CancelState::InProgress.code());
+    let finish = writes.finish_command.as_ref();
+    let q = q
+        .bind(finish.map(|f| f.command_id.clone()))
+        .bind(finish.map(|f| f.outcome.as_str()))
+        .bind(finish.and_then(|f| f.message.clone()))
+        .bind(CommandState::Done.as_str())
+        .bind(CommandState::Open.as_str());
     let row = q.fetch_optional(executor).await.map_err(db_error)?;
     let Some(row) = row else {
         return Ok(Written::Raced(writes.guard));

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use tillgate_core::service::Lifecycle;
+use tillgate_core::store::Conflict;
 use tillgate_core::*;
 use tillgate_domain::{
     CancelKind, CancelState, Currency, MerchantZone, Money, PaymentState, RefundState,
@@ -153,20 +154,26 @@ pub fn terminal_row(
     })
 }
 
+pub fn presence(row: &impl Columns) -> Result<tillgate_core::terminal::Presence, StoreError> {
+    Ok(tillgate_core::terminal::Presence {
+        node: row.opt_text("online_node")?,
+        last_seen_at: row.opt_int("last_seen_at")?.map(time).transpose()?,
+    })
+}
+
 pub fn command(row: &impl Columns) -> Result<tillgate_core::terminal::CommandRecord, StoreError> {
-    use tillgate_core::terminal::{CommandRecord, CommandState};
+    use tillgate_core::terminal::{CommandOutcome, CommandRecord, CommandState};
     let command = serde_json_from(&row.text("payload")?)?;
     Ok(CommandRecord {
         command,
         tid: row.text("tid")?,
         payment_id: row.int("payment_id")?,
         cancel_id: row.opt_int("cancel_id")?,
-        state: match row.text("state")?.as_str() {
-            "open" => CommandState::Open,
-            "done" => CommandState::Done,
-            _ => return Err(corrupt("command state")),
-        },
-        outcome: row.opt_text("outcome")?,
+        state: CommandState::parse(&row.text("state")?).ok_or_else(|| corrupt("command state"))?,
+        outcome: row
+            .opt_text("outcome")?
+            .map(|o| CommandOutcome::parse(&o).ok_or_else(|| corrupt("command outcome")))
+            .transpose()?,
         message: row.opt_text("message")?,
     })
 }
@@ -231,27 +238,49 @@ pub fn claim_sql(skip_locked: bool) -> String {
     )
 }
 
-/// Operations waiting for the wallet, oldest first (`?1` before, `?2` limit). What a POS
-/// terminal is doing (an open command) is the terminal's to answer, not the wallet's: asking
-/// the wallet about a sale it never saw would close a payment the customer is making.
-pub const UNRESOLVED_SQL: &str = "\
-SELECT payment_id, transaction_no, merchant_no, kind, op_no, since FROM (
+/// Operations waiting for the wallet since before `?1`, at most `?2`, whose next question is
+/// due by `?3` (the operator's listing passes the largest time: every one). `due_first` orders
+/// by when each is due (the janitor's order); otherwise oldest first. The states that mean "in
+/// flight" are written into the text from the domain's own values, never spelled by hand, and
+/// as literals, so that the partial indexes on them apply. What a POS terminal is doing (an
+/// open command) is the terminal's to answer, not the wallet's: asking the wallet about a sale
+/// it never saw would close a payment the customer is making.
+pub fn waiting_sql(due_first: bool) -> String {
+    format!(
+        "\
+SELECT payment_id, transaction_no, merchant_no, kind, op_no, since, unanswered_queries FROM (
     SELECT p.id AS payment_id, p.transaction_no, p.merchant_no, 'payment' AS kind,
-           NULL AS op_no, p.updated_at AS since
-    FROM payments p WHERE p.state = 'pending' AND p.updated_at < ?1
+           NULL AS op_no, p.updated_at AS since, p.unanswered_queries, p.next_query_at
+    FROM payments p WHERE p.state = '{pending}' AND p.updated_at < ?1
+      AND (p.next_query_at IS NULL OR p.next_query_at <= ?3)
       AND NOT EXISTS (SELECT 1 FROM terminal_commands t
-                      WHERE t.payment_id = p.id AND t.state = 'open')
+                      WHERE t.payment_id = p.id AND t.state = '{open}')
     UNION ALL
-    SELECT p.id, p.transaction_no, p.merchant_no, 'refund', r.refund_no, r.updated_at
+    SELECT p.id, p.transaction_no, p.merchant_no, 'refund', r.refund_no, r.updated_at,
+           r.unanswered_queries, r.next_query_at
     FROM refunds r JOIN payments p ON p.id = r.payment_id
-    WHERE r.state = 1 AND r.updated_at < ?1
+    WHERE r.state = {refunding} AND r.updated_at < ?1
+      AND (r.next_query_at IS NULL OR r.next_query_at <= ?3)
     UNION ALL
-    SELECT p.id, p.transaction_no, p.merchant_no, 'cancel', c.cancel_no, c.updated_at
+    SELECT p.id, p.transaction_no, p.merchant_no, 'cancel', c.cancel_no, c.updated_at,
+           c.unanswered_queries, c.next_query_at
     FROM cancels c JOIN payments p ON p.id = c.payment_id
-    WHERE c.state = 1 AND c.updated_at < ?1
+    WHERE c.state = {cancelling} AND c.updated_at < ?1
+      AND (c.next_query_at IS NULL OR c.next_query_at <= ?3)
       AND NOT EXISTS (SELECT 1 FROM terminal_commands t
-                      WHERE t.cancel_id = c.id AND t.state = 'open')
-) waiting ORDER BY since LIMIT ?2";
+                      WHERE t.cancel_id = c.id AND t.state = '{open}')
+) waiting ORDER BY {order} LIMIT ?2",
+        pending = PaymentState::Pending.as_str(),
+        open = tillgate_core::terminal::CommandState::Open.as_str(),
+        refunding = RefundState::InProgress.code(),
+        cancelling = CancelState::InProgress.code(),
+        order = if due_first {
+            "COALESCE(next_query_at, since), since"
+        } else {
+            "since"
+        }
+    )
+}
 
 pub fn unresolved(row: &impl Columns) -> Result<Unresolved, StoreError> {
     let kind = match row.text("kind")?.as_str() {
@@ -270,7 +299,33 @@ pub fn unresolved(row: &impl Columns) -> Result<Unresolved, StoreError> {
         merchant_no: row.text("merchant_no")?,
         kind,
         since: time(row.int("since")?)?,
+        unanswered_queries: row.int("unanswered_queries")?,
     })
+}
+
+/// The statement that defers the next question about `op` to `?1` (`?2` the payment id, `?3`
+/// the refund or cancel number), and the value of `?3` when the statement has one.
+pub fn defer_query(op: &Unresolved) -> (&'static str, Option<&str>) {
+    match &op.kind {
+        UnresolvedKind::Payment => (
+            "UPDATE payments SET next_query_at = ?1, \
+             unanswered_queries = unanswered_queries + 1 \
+             WHERE id = ?2",
+            None,
+        ),
+        UnresolvedKind::Refund { refund_no } => (
+            "UPDATE refunds SET next_query_at = ?1, \
+             unanswered_queries = unanswered_queries + 1 \
+             WHERE payment_id = ?2 AND refund_no = ?3",
+            Some(refund_no),
+        ),
+        UnresolvedKind::Cancel { cancel_no } => (
+            "UPDATE cancels SET next_query_at = ?1, \
+             unanswered_queries = unanswered_queries + 1 \
+             WHERE payment_id = ?2 AND cancel_no = ?3",
+            Some(cancel_no),
+        ),
+    }
 }
 
 /// Where a kind of credential (store token, app secret, terminal secret) is kept, for both
@@ -281,7 +336,7 @@ pub struct CredentialTable {
     /// Reads (merchant_id, sealed) of an existing row by (?1 merchant_id, ?2 key).
     pub existing: &'static str,
     /// Whether the key is unique across merchants (then another merchant's key is a conflict).
-    pub global_key: Option<&'static str>,
+    pub global_key: Option<Conflict>,
 }
 
 pub const STORES: CredentialTable = CredentialTable {
@@ -296,14 +351,14 @@ pub const APPS: CredentialTable = CredentialTable {
     insert: "INSERT INTO apps (merchant_id, app_id, secret_sealed, created_at) \
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (app_id) DO NOTHING",
     existing: "SELECT merchant_id, secret_sealed FROM apps WHERE ?1 IS NOT NULL AND app_id = ?2",
-    global_key: Some("app_id belongs to another merchant"),
+    global_key: Some(Conflict::AppOfAnotherMerchant),
 };
 
 pub const TERMINALS: CredentialTable = CredentialTable {
     insert: "INSERT INTO terminals (merchant_id, tid, secret_sealed, created_at) \
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tid) DO NOTHING",
     existing: "SELECT merchant_id, secret_sealed FROM terminals WHERE ?1 IS NOT NULL AND tid = ?2",
-    global_key: Some("tid belongs to another merchant"),
+    global_key: Some(Conflict::TerminalOfAnotherMerchant),
 };
 
 /// A stored dialect name.

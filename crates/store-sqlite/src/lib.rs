@@ -7,8 +7,12 @@
 //! of a refund can never interleave with another. Reads use their own read-only connections on
 //! the caller's thread (WAL readers do not block the writer).
 
+mod credentials;
 mod migrate;
+mod outbox;
+mod payments;
 mod rows;
+mod terminals;
 mod writer;
 
 use async_trait::async_trait;
@@ -16,12 +20,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::ConnectOptions;
 use std::str::FromStr;
 use std::time::Duration;
-use tillgate_core::store::{Inserted, MutateFn, Mutated, Store, StoreError};
-use tillgate_core::*;
+use tillgate_core::store::{Conflict, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 pub use migrate::MIGRATIONS;
-use writer::Bind;
 pub use writer::MAX_BATCH;
 
 /// Read connections: more than the runtime's worker threads, which are the most reads that
@@ -46,7 +48,7 @@ pub struct SqliteStore {
 pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         if db.is_unique_violation() {
-            return StoreError::Conflict("unique key");
+            return Conflict::UniqueKey.into();
         }
     }
     StoreError::Unavailable(e.to_string())
@@ -129,43 +131,35 @@ impl SqliteStore {
         f(&conn)
     }
 
+    /// The query helper of reads: the first row of `sql`, mapped.
     fn read_one<T>(
         &self,
         sql: &str,
         params: impl rusqlite::Params,
         map: impl FnOnce(&rows::Native) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(sql).map_err(writer::native)?;
-            let mut rows = stmt.query(params).map_err(writer::native)?;
-            match rows.next().map_err(writer::native)? {
-                Some(row) => map(&rows::Native(row)).map(Some),
-                None => Ok(None),
-            }
-        })
+        self.read(|conn| writer::one(conn, sql, params, map))
     }
 
+    /// Every row of `sql`, mapped.
     fn read_all<T>(
         &self,
         sql: &str,
         params: impl rusqlite::Params,
         map: impl Fn(&rows::Native) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(sql).map_err(writer::native)?;
-            let mut rows = stmt.query(params).map_err(writer::native)?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(writer::native)? {
-                out.push(map(&rows::Native(row))?);
-            }
-            Ok(out)
-        })
+        self.read(|conn| writer::all(conn, sql, params, map))
     }
 
-    fn read_scalar(&self, sql: &str) -> Result<Option<i64>, StoreError> {
+    /// The one value `sql` selects, given one parameter.
+    fn read_scalar(
+        &self,
+        sql: &str,
+        param: impl rusqlite::ToSql,
+    ) -> Result<Option<i64>, StoreError> {
         self.read(|conn| {
             conn.prepare_cached(sql)
-                .and_then(|mut s| s.query_row([], |r| r.get::<_, Option<i64>>(0)))
+                .and_then(|mut s| s.query_row([param], |r| r.get::<_, Option<i64>>(0)))
                 .map_err(writer::native)
         })
     }
@@ -173,470 +167,6 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError> {
-        self.write(move |conn| writer::upsert_merchant(conn, m))
-            .await
-    }
-
-    async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError> {
-        self.read_one(
-            "SELECT * FROM merchants WHERE merchant_no = ?",
-            rusqlite::params![merchant_no],
-            |r| rows::merchant(r),
-        )
-    }
-
-    async fn merchant_by_id(&self, merchant_id: i64) -> Result<Option<MerchantRecord>, StoreError> {
-        self.read_one(
-            "SELECT * FROM merchants WHERE id = ?",
-            rusqlite::params![merchant_id],
-            |r| tillgate_store_sql::merchant(r),
-        )
-    }
-
-    async fn sandbox_merchant_count(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .read_scalar("SELECT COUNT(*) FROM merchants WHERE sandbox = 1")?
-            .unwrap_or(0))
-    }
-
-    async fn add_store(
-        &self,
-        merchant_id: i64,
-        store_no: &str,
-        token_sealed: &str,
-    ) -> Result<StoreAdded, StoreError> {
-        let (s, t) = (store_no.to_owned(), token_sealed.to_owned());
-        self.write(move |conn| writer::add_store(conn, merchant_id, &s, &t))
-            .await
-    }
-
-    async fn store_row(
-        &self,
-        merchant_no: &str,
-        store_no: &str,
-    ) -> Result<Option<StoreRow>, StoreError> {
-        self.read_one(
-            "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
-             JOIN merchants m ON m.id = s.merchant_id \
-             WHERE m.merchant_no = ? AND s.store_no = ?",
-            rusqlite::params![merchant_no, store_no],
-            |r| rows::store_row(r),
-        )
-    }
-
-    async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError> {
-        self.write(move |conn| writer::insert_payment(conn, p))
-            .await
-    }
-
-    async fn payment(
-        &self,
-        merchant_id: i64,
-        key: &PaymentKey,
-    ) -> Result<Option<PaymentRecord>, StoreError> {
-        let (sql, value) = match key {
-            PaymentKey::TransactionNo(n) => (
-                "SELECT * FROM payments WHERE transaction_no = ? AND merchant_id = ?",
-                n,
-            ),
-            PaymentKey::Reference(r) => (
-                "SELECT * FROM payments WHERE reference = ? AND merchant_id = ?",
-                r,
-            ),
-        };
-        self.read_one(sql, rusqlite::params![value, merchant_id], |r| {
-            rows::payment(r)
-        })
-    }
-
-    async fn payment_by_transaction_no(
-        &self,
-        transaction_no: &str,
-    ) -> Result<Option<PaymentRecord>, StoreError> {
-        self.read_one(
-            "SELECT * FROM payments WHERE transaction_no = ?",
-            rusqlite::params![transaction_no],
-            |r| rows::payment(r),
-        )
-    }
-
-    async fn payment_by_id(&self, payment_id: i64) -> Result<Option<PaymentRecord>, StoreError> {
-        self.read_one(
-            "SELECT * FROM payments WHERE id = ?",
-            rusqlite::params![payment_id],
-            |r| rows::payment(r),
-        )
-    }
-
-    async fn refunds_of(&self, payment_id: i64) -> Result<Vec<RefundRecord>, StoreError> {
-        self.read_all(
-            "SELECT * FROM refunds WHERE payment_id = ? ORDER BY id",
-            rusqlite::params![payment_id],
-            |r| rows::refund(r),
-        )
-    }
-
-    async fn refund_by_reference(
-        &self,
-        merchant_id: i64,
-        refund_reference: &str,
-    ) -> Result<Option<RefundRecord>, StoreError> {
-        self.read_one(
-            "SELECT * FROM refunds WHERE merchant_id = ? AND refund_reference = ?",
-            rusqlite::params![merchant_id, refund_reference],
-            |r| rows::refund(r),
-        )
-    }
-
-    async fn cancels_of(&self, payment_id: i64) -> Result<Vec<CancelRecord>, StoreError> {
-        self.read_all(
-            "SELECT * FROM cancels WHERE payment_id = ? ORDER BY id",
-            rusqlite::params![payment_id],
-            |r| rows::cancel(r),
-        )
-    }
-
-    async fn events_of(&self, payment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
-        self.read_all(
-            "SELECT * FROM events WHERE payment_id = ? ORDER BY id",
-            rusqlite::params![payment_id],
-            |r| rows::event(r),
-        )
-    }
-
-    async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError> {
-        self.write(move |conn| writer::mutate(conn, payment_id, decide))
-            .await
-    }
-
-    async fn refund_by_no(
-        &self,
-        merchant_id: i64,
-        refund_no: &str,
-    ) -> Result<Option<RefundRecord>, StoreError> {
-        self.read_one(
-            "SELECT * FROM refunds WHERE merchant_id = ? AND refund_no = ?",
-            rusqlite::params![merchant_id, refund_no],
-            |r| rows::refund(r),
-        )
-    }
-
-    async fn cancel_by_no(
-        &self,
-        merchant_id: Option<i64>,
-        cancel_no: &str,
-    ) -> Result<Option<CancelRecord>, StoreError> {
-        self.read_one(
-            "SELECT * FROM cancels WHERE cancel_no = ? AND (? IS NULL OR merchant_id = ?)",
-            rusqlite::params![cancel_no, merchant_id, merchant_id],
-            |r| rows::cancel(r),
-        )
-    }
-
-    async fn add_app(
-        &self,
-        merchant_id: i64,
-        app_id: &str,
-        secret_sealed: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<StoreAdded, StoreError> {
-        let (app_id, sealed) = (app_id.to_owned(), secret_sealed.to_owned());
-        let at_ms = at.timestamp_millis();
-        self.write(move |conn| writer::add_app(conn, merchant_id, &app_id, &sealed, at_ms))
-            .await
-    }
-
-    async fn app_row(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
-        self.read_one(
-            "SELECT m.*, a.app_id, a.secret_sealed FROM apps a \
-             JOIN merchants m ON m.id = a.merchant_id WHERE a.app_id = ?",
-            rusqlite::params![app_id],
-            |r| tillgate_store_sql::app_row(r),
-        )
-    }
-
-    async fn set_notify_schedule(
-        &self,
-        merchant_id: i64,
-        schedule: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let schedule = schedule.map(str::to_owned);
-        self.write(move |conn| {
-            writer::execute(
-                conn,
-                "UPDATE merchants SET notify_schedule = ? WHERE id = ?",
-                vec![Bind::Text(schedule), Bind::Int(Some(merchant_id))],
-            )
-            .map(drop)
-        })
-        .await
-    }
-
-    async fn claim_notifications(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-        lease_until: chrono::DateTime<chrono::Utc>,
-        limit: i64,
-    ) -> Result<Vec<OutboxRecord>, StoreError> {
-        let (now_ms, lease_ms) = (now.timestamp_millis(), lease_until.timestamp_millis());
-        self.write(move |conn| writer::claim(conn, now_ms, lease_ms, limit))
-            .await
-    }
-
-    async fn finish_attempt(
-        &self,
-        attempt: AttemptRecord,
-        next: AttemptNext,
-    ) -> Result<(), StoreError> {
-        self.write(move |conn| writer::finish_attempt(conn, attempt, next))
-            .await
-    }
-
-    async fn next_notification_due(
-        &self,
-    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
-        self.read_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")?
-            .map(rows::time)
-            .transpose()
-    }
-
-    async fn notifications(
-        &self,
-        filter: &NotificationFilter,
-    ) -> Result<Vec<OutboxRecord>, StoreError> {
-        let status = filter.status.map(|s| s.as_str().to_owned());
-        self.read_all(
-            "SELECT * FROM outbox WHERE (? IS NULL OR status = ?) AND created_at >= ? \
-             AND (? IS NULL OR payment_id = ?) ORDER BY id LIMIT ?",
-            rusqlite::params![
-                &status,
-                &status,
-                filter.since.map_or(0, |t| t.timestamp_millis()),
-                filter.payment_id,
-                filter.payment_id,
-                filter.limit.clamp(1, 10_000)
-            ],
-            |r| tillgate_store_sql::outbox(r),
-        )
-    }
-
-    async fn notification(&self, id: i64) -> Result<Option<OutboxRecord>, StoreError> {
-        self.read_one(
-            "SELECT * FROM outbox WHERE id = ?",
-            rusqlite::params![id],
-            |r| tillgate_store_sql::outbox(r),
-        )
-    }
-
-    async fn attempts_of(&self, outbox_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
-        self.read_all(
-            "SELECT * FROM notification_attempts WHERE outbox_id = ? ORDER BY id",
-            rusqlite::params![outbox_id],
-            |r| tillgate_store_sql::attempt(r),
-        )
-    }
-
-    async fn resend(
-        &self,
-        what: Resend,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u64, StoreError> {
-        let now_ms = now.timestamp_millis();
-        self.write(move |conn| writer::resend(conn, what, now_ms))
-            .await
-    }
-
-    async fn add_terminal(
-        &self,
-        merchant_id: i64,
-        tid: &str,
-        secret_sealed: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<StoreAdded, StoreError> {
-        let (tid, sealed) = (tid.to_owned(), secret_sealed.to_owned());
-        let at_ms = at.timestamp_millis();
-        self.write(move |conn| writer::add_terminal(conn, merchant_id, &tid, &sealed, at_ms))
-            .await
-    }
-
-    async fn terminal_row(
-        &self,
-        tid: &str,
-    ) -> Result<Option<tillgate_core::terminal::TerminalRow>, StoreError> {
-        self.read_one(
-            "SELECT m.*, t.tid, t.secret_sealed, t.online_node, t.last_seen_at FROM terminals t \
-             JOIN merchants m ON m.id = t.merchant_id WHERE t.tid = ?",
-            rusqlite::params![tid],
-            |r| tillgate_store_sql::terminal_row(r),
-        )
-    }
-
-    async fn terminal_presence(
-        &self,
-        tid: &str,
-        node: Option<&str>,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError> {
-        let binds = vec![
-            Bind::Text(node.map(str::to_owned)),
-            Bind::Int(Some(at.timestamp_millis())),
-            Bind::Text(Some(tid.to_owned())),
-        ];
-        self.write(move |conn| {
-            writer::execute(
-                conn,
-                "UPDATE terminals SET online_node = ?, last_seen_at = ? WHERE tid = ?",
-                binds,
-            )
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn use_nonce(
-        &self,
-        tid: &str,
-        nonce: &str,
-        at: chrono::DateTime<chrono::Utc>,
-        forget_before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, StoreError> {
-        let forget = vec![Bind::Int(Some(forget_before.timestamp_millis()))];
-        let binds = vec![
-            Bind::Text(Some(tid.to_owned())),
-            Bind::Text(Some(nonce.to_owned())),
-            Bind::Int(Some(at.timestamp_millis())),
-        ];
-        self.write(move |conn| {
-            writer::execute(conn, "DELETE FROM terminal_nonces WHERE at < ?", forget)?;
-            writer::execute(
-                conn,
-                "INSERT INTO terminal_nonces (tid, nonce, at) VALUES (?, ?, ?) \
-                 ON CONFLICT (tid, nonce) DO NOTHING",
-                binds,
-            )
-        })
-        .await
-        .map(|n| n == 1)
-    }
-
-    async fn claim_request_key(
-        &self,
-        scope: &str,
-        key: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, StoreError> {
-        let binds = vec![
-            Bind::Text(Some(scope.to_owned())),
-            Bind::Text(Some(key.to_owned())),
-            Bind::Int(Some(at.timestamp_millis())),
-        ];
-        self.write(move |conn| {
-            writer::execute(
-                conn,
-                "INSERT INTO request_keys (scope, request_key, created_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (scope, request_key) DO NOTHING",
-                binds,
-            )
-        })
-        .await
-        .map(|n| n == 1)
-    }
-
-    async fn command(
-        &self,
-        command_id: &str,
-    ) -> Result<Option<tillgate_core::terminal::CommandRecord>, StoreError> {
-        self.read_one(
-            "SELECT * FROM terminal_commands WHERE command_id = ?",
-            rusqlite::params![command_id],
-            |r| tillgate_store_sql::command(r),
-        )
-    }
-
-    async fn open_commands(
-        &self,
-        tid: &str,
-    ) -> Result<Vec<tillgate_core::terminal::CommandRecord>, StoreError> {
-        self.read_all(
-            "SELECT * FROM terminal_commands WHERE tid = ? AND state = 'open' ORDER BY id LIMIT 100",
-            rusqlite::params![tid],
-            |r| tillgate_store_sql::command(r),
-        )
-    }
-
-    async fn finish_command(
-        &self,
-        command_id: &str,
-        outcome: &str,
-        message: Option<&str>,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, StoreError> {
-        let binds = vec![
-            Bind::Text(Some(outcome.to_owned())),
-            Bind::Text(message.map(str::to_owned)),
-            Bind::Int(Some(at.timestamp_millis())),
-            Bind::Text(Some(command_id.to_owned())),
-        ];
-        self.write(move |conn| {
-            writer::execute(
-                conn,
-                "UPDATE terminal_commands SET state = 'done', outcome = ?, message = ?, \
-                 updated_at = ? WHERE command_id = ? AND state = 'open'",
-                binds,
-            )
-        })
-        .await
-        .map(|n| n == 1)
-    }
-
-    async fn append_event(
-        &self,
-        payment_id: i64,
-        at: chrono::DateTime<chrono::Utc>,
-        kind: &str,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        let binds = vec![
-            Bind::Int(Some(payment_id)),
-            Bind::Int(Some(at.timestamp_millis())),
-            Bind::Text(Some(kind.to_owned())),
-            Bind::Text(Some(detail.to_owned())),
-        ];
-        self.write(move |conn| {
-            writer::execute(
-                conn,
-                "INSERT INTO events (payment_id, at, kind, detail) VALUES (?, ?, ?, ?)",
-                binds,
-            )
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn unresolved(
-        &self,
-        before: chrono::DateTime<chrono::Utc>,
-        limit: i64,
-    ) -> Result<Vec<Unresolved>, StoreError> {
-        self.read_all(
-            tillgate_store_sql::UNRESOLVED_SQL,
-            rusqlite::params![before.timestamp_millis(), limit.clamp(1, 10_000)],
-            |r| tillgate_store_sql::unresolved(r),
-        )
-    }
-
-    async fn announce_command(&self, _command_id: &str) -> Result<(), StoreError> {
-        // One node: the hub that wrote the command delivers it itself.
-        Ok(())
-    }
-
-    async fn command_announcements(
-        &self,
-    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError> {
-        Ok(None)
-    }
-
     fn commit_stats(&self) -> tillgate_core::store::CommitStats {
         let (operations, commits) = self.stats.snapshot();
         tillgate_core::store::CommitStats {

@@ -3,7 +3,7 @@
 
 use tillgate_core::StoreError;
 use tillgate_store_sql::Columns;
-pub use tillgate_store_sql::{cancel, event, merchant, payment, refund, store_row, time};
+pub use tillgate_store_sql::{cancel, event, merchant, payment, refund, store_row};
 
 /// A row of a synchronous (rusqlite) connection, seen through the shared column view.
 pub struct Native<'a, 'r>(pub &'a rusqlite::Row<'r>);

@@ -253,6 +253,7 @@ fn refund_op(p: &PaymentRecord, refund_no: &str) -> Unresolved {
             refund_no: refund_no.to_owned(),
         },
         since: chrono::Utc::now(),
+        unanswered_queries: 0,
     }
 }
 
@@ -599,6 +600,7 @@ async fn duplicate_answers_for_a_pending_payment_settle_it_once() {
         merchant_no: p.merchant_no.clone(),
         kind: UnresolvedKind::Payment,
         since: chrono::Utc::now(),
+        unanswered_queries: 0,
     };
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -701,6 +703,7 @@ async fn a_late_answer_for_an_earlier_cancel_does_not_settle_the_cancel_now_in_f
             cancel_no: second.cancel_no.clone(),
         },
         since: chrono::Utc::now(),
+        unanswered_queries: 0,
     };
     let mut tasks = Vec::new();
     for i in 0..6 {

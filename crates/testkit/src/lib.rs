@@ -1,13 +1,17 @@
-//! Test harnesses shared by the crates' tests (dev-only): a fresh SQLite store with the
-//! lifecycle service on a manual clock, merchants with their credentials, a wallet whose
-//! answers a test chooses, and a terminal hub whose terminals approve, decline, stay silent or
-//! are offline. Everything is real but the wallet and the terminals: no store is mocked.
+//! Test harnesses shared by the crates' tests (dev-only): a fresh SQLite (or PostgreSQL) store
+//! with the lifecycle service on a manual clock, merchants with their credentials, a wallet
+//! whose answers a test chooses, and a terminal hub whose terminals approve, decline, stay
+//! silent or are offline. Everything is real but the wallet and the terminals: no store is
+//! mocked.
 
 mod channel;
 mod hub;
+pub mod pg;
+mod requests;
 
 pub use channel::ScriptedWallet;
 pub use hub::{Mode, ScriptedHub};
+pub use requests::{add_request, key, pay_request, refund_request, usd};
 
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
@@ -17,6 +21,7 @@ use tillgate_core::service::{Lifecycle, LifecycleConfig};
 use tillgate_core::terminal::TerminalHub;
 use tillgate_core::{Channel, Credentials, MerchantRecord, Secret, SecretBox, Store};
 use tillgate_domain::{ManualClock, MerchantZone};
+use tillgate_store_postgres::PgStore;
 use tillgate_store_sqlite::SqliteStore;
 
 /// 10:00 UTC on a November day (11:00 in Amsterdam), so the same business day lasts a while
@@ -54,7 +59,48 @@ impl Drop for TempDb {
     }
 }
 
-/// The lifecycle on a fresh SQLite store.
+/// Runs each story, an `async fn(Backend)`, on SQLite and on PostgreSQL, as tests named
+/// `sqlite::story` and `postgres::story`. A crate using it has a build script that sets the
+/// `tillgate_no_postgres` cfg when `TILLGATE_TEST_POSTGRES_URL` is unset outside CI, so that
+/// its PostgreSQL stories are listed as ignored instead of passing without running.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($story:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    super::$story($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                #[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]
+                async fn $story() {
+                    super::$story($crate::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Which store backend a kit runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    /// A fresh database on the server of `TILLGATE_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+/// The database under a kit, removed when the kit goes.
+pub enum KitDb {
+    Sqlite(TempDb),
+    Postgres(pg::PgDatabase),
+}
+
+/// The lifecycle on a fresh store.
 pub struct Kit {
     pub app: Arc<Lifecycle>,
     pub store: Arc<dyn Store>,
@@ -62,7 +108,7 @@ pub struct Kit {
     pub clock: Arc<ManualClock>,
     /// The hub, when the kit was built with one.
     pub hub: Option<Arc<ScriptedHub>>,
-    pub db: TempDb,
+    pub db: KitDb,
 }
 
 /// How a [`Kit`] is built.
@@ -72,6 +118,7 @@ pub struct KitBuilder {
     config: LifecycleConfig,
     start: DateTime<Utc>,
     hub: bool,
+    backend: Backend,
 }
 
 impl Kit {
@@ -83,6 +130,7 @@ impl Kit {
             config: LifecycleConfig::default(),
             start: start(),
             hub: false,
+            backend: Backend::Sqlite,
         }
     }
 
@@ -124,6 +172,28 @@ impl Kit {
     }
 }
 
+/// A fresh database of `backend` and its store.
+async fn open(name: &str, backend: Backend) -> (KitDb, Arc<dyn Store>) {
+    match backend {
+        Backend::Sqlite => {
+            let db = TempDb::new(name);
+            let store = SqliteStore::open(&db.url())
+                .await
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", db.url()));
+            (KitDb::Sqlite(db), Arc::new(store))
+        }
+        Backend::Postgres => {
+            let admin =
+                pg::postgres_admin_url().expect("PostgreSQL kits need TILLGATE_TEST_POSTGRES_URL");
+            let db = pg::PgDatabase::create(&admin).await;
+            let store = PgStore::open(&db.url, 8)
+                .await
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", db.name));
+            (KitDb::Postgres(db), Arc::new(store))
+        }
+    }
+}
+
 impl KitBuilder {
     /// Moves money through `channel` instead of the sandbox wallet.
     pub fn channel(mut self, channel: Arc<dyn Channel>) -> KitBuilder {
@@ -142,6 +212,12 @@ impl KitBuilder {
         self
     }
 
+    /// Runs on `backend` instead of SQLite. PostgreSQL needs `TILLGATE_TEST_POSTGRES_URL`.
+    pub fn on(mut self, backend: Backend) -> KitBuilder {
+        self.backend = backend;
+        self
+    }
+
     /// Carries terminal sales and cancels through a [`ScriptedHub`].
     pub fn with_hub(mut self) -> KitBuilder {
         self.hub = true;
@@ -149,12 +225,7 @@ impl KitBuilder {
     }
 
     pub async fn build(self) -> Kit {
-        let db = TempDb::new(&self.name);
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&db.url())
-                .await
-                .unwrap_or_else(|e| panic!("cannot open {}: {e}", db.url())),
-        );
+        let (db, store) = open(&self.name, self.backend).await;
         let clock = Arc::new(ManualClock::new(self.start));
         let secrets = SecretBox::from_hex(SecretBox::generate_key_hex().expose())
             .unwrap_or_else(|e| panic!("a generated key does not open: {e}"));

@@ -57,9 +57,8 @@ impl Lifecycle {
             },
         };
         let reply = self.channel_for(&payment.merchant_no).execute(op).await;
-        Ok(Outcome::new(
-            self.settle_cancel(payment, cancel, reply).await?,
-        ))
+        let (payment, cancel, _) = self.settle_cancel(payment, cancel, reply, None).await?;
+        Ok(Outcome::new((payment, cancel)))
     }
 
     /// Records the intent of a cancel (and the terminal command that carries it, when it runs

@@ -53,11 +53,11 @@ impl Lifecycle {
                 }
                 Ok(Inserted::Existing(_)) => return Err(LifecycleError::KeyReused),
                 // A generated number clashed: draw another.
-                Err(StoreError::Conflict(_)) => continue,
+                Err(StoreError::Conflict(Conflict::UniqueKey)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(StoreError::Conflict("transaction_no").into())
+        Err(StoreError::Conflict(Conflict::TransactionNo).into())
     }
 
     /// Submits a transaction to the wallet and records its answer. Paying again with the same
@@ -115,7 +115,8 @@ impl Lifecycle {
                 vendor: req.vendor,
             })
             .await;
-        Ok(Outcome::new(self.settle_payment(payment, reply).await?))
+        let (payment, _) = self.settle_payment(payment, reply, None).await?;
+        Ok(Outcome::new(payment))
     }
 
     /// A payment with its refunds.
@@ -155,7 +156,10 @@ impl Lifecycle {
                     )
                     .ok_or(Rejection::Replay)?;
                     p.created_at -= by;
-                    Ok(Writes::at(now).event("sandbox.aged", format!("{}s", by.num_seconds())))
+                    let mut w =
+                        Writes::at(now).event("sandbox.aged", format!("{}s", by.num_seconds()));
+                    w.created_at = Some(p.created_at);
+                    Ok(w)
                 }),
             )
             .await?;

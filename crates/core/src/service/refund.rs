@@ -78,7 +78,7 @@ impl Lifecycle {
                 Ok(Mutated::Rejected(r, _)) => return Err(LifecycleError::Rejected(r)),
                 // A concurrent request with the same reference won the insert: answer as its
                 // replay. A clash of generated numbers simply tries again.
-                Err(StoreError::Conflict(_)) => continue,
+                Err(StoreError::Conflict(Conflict::UniqueKey)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -8,7 +8,7 @@
 use super::*;
 use crate::channel::{ChannelOp, ChannelReply, QueryTarget};
 use crate::snapshot::Topic;
-use crate::terminal::{CommandKind, CommandRecord, CommandState, TerminalResult};
+use crate::terminal::{CommandKind, CommandOutcome, CommandRecord, CommandState, TerminalResult};
 use tillgate_domain::{CancelState, ChannelOutcome, RefundState};
 
 /// An answer for something already settled is not an error when resolving.
@@ -20,14 +20,18 @@ fn ignore_replay(e: LifecycleError) -> Result<(), LifecycleError> {
 }
 
 impl Lifecycle {
-    /// Records the wallet's answer to a submitted payment; an unknown answer changes nothing.
+    /// Records the wallet's (or a terminal's) answer to a submitted payment; an unknown answer
+    /// changes nothing. `finish` is the terminal command whose result this is, finished in the
+    /// same change. The second value says whether the answer was recorded now (false: the
+    /// payment was settled before).
     pub(super) async fn settle_payment(
         &self,
         payment: PaymentRecord,
         reply: ChannelReply,
-    ) -> Result<PaymentRecord, LifecycleError> {
+        finish: Option<FinishCommand>,
+    ) -> Result<(PaymentRecord, bool), LifecycleError> {
         if reply.outcome == ChannelOutcome::Unknown {
-            return Ok(payment);
+            return Ok((payment, false));
         }
         let now = self.now();
         let first_delay = self.config.notify_first_delay;
@@ -47,6 +51,7 @@ impl Lifecycle {
                     };
                     let detail = reply.message.clone().unwrap_or_default();
                     let mut w = Writes::at(now).event(kind, detail);
+                    w.finish_command = finish.clone();
                     // Merchants are told of payments that succeeded (the others they learn
                     // from the answer to their own request).
                     if approved {
@@ -60,8 +65,8 @@ impl Lifecycle {
             .await?;
         self.outbox_wake.notify_one();
         Ok(match settled {
-            Mutated::Done { payment, .. } => payment,
-            Mutated::Rejected(_, p) => p,
+            Mutated::Done { payment, .. } => (payment, true),
+            Mutated::Rejected(_, p) => (p, false),
         })
     }
 
@@ -118,36 +123,31 @@ impl Lifecycle {
             )
             .await?;
         self.outbox_wake.notify_one();
-        match settled {
-            Mutated::Done {
-                payment,
-                refund: Some(refund),
-                ..
-            } => Ok((payment, refund)),
-            Mutated::Done { .. } => Err(LifecycleError::corrupt("refund row")),
+        let (payment, row) = settled_row(settled, |refund, _| refund)?;
+        let refund = match row {
+            Some(row) => row,
             // Another answer for this refund came first: report the refund as it stands.
-            Mutated::Rejected(Rejection::Replay, p) => {
-                let now_refund = self
-                    .store
-                    .refund_by_no(p.merchant_id, &refund.refund_no)
-                    .await?
-                    .unwrap_or(refund);
-                Ok((p, now_refund))
-            }
-            Mutated::Rejected(r, _) => Err(LifecycleError::Rejected(r)),
-        }
+            None => self
+                .store
+                .refund_by_no(payment.merchant_id, &refund.refund_no)
+                .await?
+                .unwrap_or(refund),
+        };
+        Ok((payment, refund))
     }
 
     /// Records the wallet's (or the terminal's) answer to a cancel; an unknown answer leaves it
-    /// in progress.
+    /// in progress. `finish` is the terminal command whose result this is, finished in the
+    /// same change. The third value says whether the answer was recorded now.
     pub(super) async fn settle_cancel(
         &self,
         payment: PaymentRecord,
         cancel: CancelRecord,
         reply: ChannelReply,
-    ) -> Result<(PaymentRecord, CancelRecord), LifecycleError> {
+        finish: Option<FinishCommand>,
+    ) -> Result<(PaymentRecord, CancelRecord, bool), LifecycleError> {
         if reply.outcome == ChannelOutcome::Unknown {
-            return Ok((payment, cancel));
+            return Ok((payment, cancel, false));
         }
         let now = self.now();
         let first_delay = self.config.notify_first_delay;
@@ -175,6 +175,7 @@ impl Lifecycle {
                         state,
                     });
                     w.guard = Some(Guard::CancelInProgress(cancel.id));
+                    w.finish_command = finish.clone();
                     // Seed 004: the merchant is told when the cancel succeeded.
                     if succeeded {
                         let mut done = cancel.clone();
@@ -195,24 +196,18 @@ impl Lifecycle {
             )
             .await?;
         self.outbox_wake.notify_one();
-        match settled {
-            Mutated::Done {
-                payment,
-                cancel: Some(cancel),
-                ..
-            } => Ok((payment, cancel)),
-            Mutated::Done { .. } => Err(LifecycleError::corrupt("cancel row")),
+        let (payment, row) = settled_row(settled, |_, cancel| cancel)?;
+        let written = row.is_some();
+        let cancel = match row {
+            Some(row) => row,
             // Another answer for this cancel came first: report the cancel as it stands.
-            Mutated::Rejected(Rejection::Replay, p) => {
-                let now_cancel = self
-                    .store
-                    .cancel_by_no(Some(p.merchant_id), &cancel.cancel_no)
-                    .await?
-                    .unwrap_or(cancel);
-                Ok((p, now_cancel))
-            }
-            Mutated::Rejected(r, _) => Err(LifecycleError::Rejected(r)),
-        }
+            None => self
+                .store
+                .cancel_by_no(Some(payment.merchant_id), &cancel.cancel_no)
+                .await?
+                .unwrap_or(cancel),
+        };
+        Ok((payment, cancel, written))
     }
 
     /// The wallet's late answer to a pending payment (a callback, or the sandbox control
@@ -226,8 +221,8 @@ impl Lifecycle {
         if payment.payment.state() != PaymentState::Pending {
             return Err(LifecycleError::Rejected(Rejection::Replay));
         }
-        self.settle_payment(payment, ChannelReply::new(outcome))
-            .await
+        let reply = ChannelReply::new(outcome);
+        Ok(self.settle_payment(payment, reply, None).await?.0)
     }
 
     /// The wallet's late answer to a cancel in progress.
@@ -245,8 +240,9 @@ impl Lifecycle {
             return Err(LifecycleError::Rejected(Rejection::Replay));
         }
         let payment = self.payment_of(cancel.payment_id).await?;
-        self.settle_cancel(payment, cancel, ChannelReply::new(outcome))
-            .await
+        let reply = ChannelReply::new(outcome);
+        let (payment, cancel, _) = self.settle_cancel(payment, cancel, reply, None).await?;
+        Ok((payment, cancel))
     }
 
     /// The wallet's late answer to a refund in progress (a callback of the HTTP channel).
@@ -318,8 +314,9 @@ impl Lifecycle {
         Ok(true)
     }
 
-    /// Applies a terminal's final result to the payment its command belongs to. Idempotent: a
-    /// result for a command already done changes nothing.
+    /// Applies a terminal's final result to the payment its command belongs to, finishing the
+    /// command in the same change. Idempotent: a result for a command already done changes
+    /// nothing.
     pub async fn apply_terminal_result(
         &self,
         command_id: &str,
@@ -328,30 +325,38 @@ impl Lifecycle {
         let Some(record) = self.store.command(command_id).await? else {
             return Err(LifecycleError::NotFound);
         };
-        if record.state == CommandState::Done || result.outcome == ChannelOutcome::Unknown {
+        let Some(outcome) = CommandOutcome::of(result.outcome) else {
+            return Ok(());
+        };
+        if record.state == CommandState::Done {
             return Ok(());
         }
+        let finish = FinishCommand {
+            command_id: command_id.to_owned(),
+            outcome,
+            message: result.message.clone(),
+        };
         let reply = ChannelReply {
             outcome: result.outcome,
             channel_ref: None,
             message: result.message.clone(),
         };
         let payment = self.payment_of(record.payment_id).await?;
-        match record.command.kind {
-            CommandKind::Sale => drop(self.settle_payment(payment, reply).await?),
+        let finished = match record.command.kind {
+            CommandKind::Sale => self.settle_payment(payment, reply, Some(finish)).await?.1,
             CommandKind::Reversal | CommandKind::Cancel => {
                 let cancel = self.cancel_of_command(&record, &payment).await?;
-                self.settle_cancel(payment, cancel, reply).await?;
+                let finish = Some(finish);
+                self.settle_cancel(payment, cancel, reply, finish).await?.2
             }
-        }
-        let outcome = if result.outcome == ChannelOutcome::Approved {
-            "approved"
-        } else {
-            "declined"
         };
-        self.store
-            .finish_command(command_id, outcome, result.message.as_deref(), self.now())
-            .await?;
+        if !finished {
+            // The payment was settled before (by another answer): only the command is left
+            // to close, and there is nothing to write with it.
+            self.store
+                .finish_command(command_id, outcome, result.message.as_deref(), self.now())
+                .await?;
+        }
         Ok(())
     }
 
@@ -369,5 +374,25 @@ impl Lifecycle {
             .into_iter()
             .find(|c| c.id == cancel_id)
             .ok_or_else(missing)
+    }
+}
+
+/// The payment and the refund or cancel row a settling change wrote, or `None` for the row
+/// when another answer settled it first (the guard did not hold).
+fn settled_row<T>(
+    settled: Mutated,
+    row: impl FnOnce(Option<RefundRecord>, Option<CancelRecord>) -> Option<T>,
+) -> Result<(PaymentRecord, Option<T>), LifecycleError> {
+    match settled {
+        Mutated::Done {
+            payment,
+            refund,
+            cancel,
+        } => {
+            let row = row(refund, cancel).ok_or_else(|| LifecycleError::corrupt("settled row"))?;
+            Ok((payment, Some(row)))
+        }
+        Mutated::Rejected(Rejection::Replay, p) => Ok((p, None)),
+        Mutated::Rejected(r, _) => Err(LifecycleError::Rejected(r)),
     }
 }

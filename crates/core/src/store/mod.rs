@@ -1,0 +1,286 @@
+//! The store port: what the gateway needs from a database, split by concern.
+//!
+//! - [`PaymentStore`]: payments, their refunds, cancels and timeline, and every state change as
+//!   one [`PaymentStore::mutate`]: the backend loads the payment, runs the decision closure
+//!   against it, and writes the payment, the refund or cancel row, the audit events, the outbox
+//!   rows and the terminal command in one durable transaction, or nothing at all. It also keeps
+//!   the janitor's schedule of questions to the wallet.
+//! - [`OutboxStore`]: notifications and their delivery attempts.
+//! - [`CredentialStore`]: merchants, stores, apps, terminals and once-only request keys.
+//! - [`TerminalStore`]: terminal presence, handshake nonces and terminal commands.
+//!
+//! [`Store`] is all four, with the store's life (commit counters, close). Each backend is one
+//! struct implementing every part, so a part can be handed to a component on its own
+//! (`Arc<dyn Store>` coerces to `Arc<dyn OutboxStore>` and the others).
+
+mod writes;
+
+pub use writes::*;
+
+use crate::model::*;
+use crate::terminal::{CommandOutcome, CommandRecord, Presence, TerminalRow};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+/// Why a unique key could not be taken. Named, so callers match a kind, never a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// A unique key is taken: a generated number clashed, or a concurrent insert won.
+    #[error("a unique key is taken")]
+    UniqueKey,
+    /// The database could not serialize concurrent changes (or found a deadlock); the change
+    /// did not happen and may be tried again.
+    #[error("concurrent changes could not be serialized")]
+    Serialization,
+    /// Freshly generated transaction numbers kept clashing.
+    #[error("no free transaction number")]
+    TransactionNo,
+    /// The unified-API app id belongs to another merchant.
+    #[error("app_id belongs to another merchant")]
+    AppOfAnotherMerchant,
+    /// The terminal id belongs to another merchant.
+    #[error("tid belongs to another merchant")]
+    TerminalOfAnotherMerchant,
+}
+
+/// Why the store could not do what was asked. None of these is the caller's fault.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or failed; the operation did not happen.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Conflict(Conflict),
+    /// A stored row breaks an invariant; this is a bug or tampering, never input.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+}
+
+impl From<Conflict> for StoreError {
+    fn from(c: Conflict) -> StoreError {
+        StoreError::Conflict(c)
+    }
+}
+
+/// How many write operations shared how many durable commits (group commit's effect).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub operations: u64,
+    pub commits: u64,
+}
+
+/// Payments, their refunds, cancels and timelines, and the changes that move their money.
+#[async_trait]
+pub trait PaymentStore: Send + Sync + 'static {
+    /// Inserts a payment with its "created" event, unless the merchant's reference is taken.
+    async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError>;
+    async fn payment(
+        &self,
+        merchant_id: i64,
+        key: &PaymentKey,
+    ) -> Result<Option<PaymentRecord>, StoreError>;
+    /// A payment by transaction number, whoever its merchant is (operator and wallet side only).
+    async fn payment_by_transaction_no(
+        &self,
+        transaction_no: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError>;
+    async fn payment_by_id(&self, payment_id: i64) -> Result<Option<PaymentRecord>, StoreError>;
+    async fn refunds_of(&self, payment_id: i64) -> Result<Vec<RefundRecord>, StoreError>;
+    async fn refund_by_reference(
+        &self,
+        merchant_id: i64,
+        refund_reference: &str,
+    ) -> Result<Option<RefundRecord>, StoreError>;
+    async fn refund_by_no(
+        &self,
+        merchant_id: i64,
+        refund_no: &str,
+    ) -> Result<Option<RefundRecord>, StoreError>;
+    async fn cancels_of(&self, payment_id: i64) -> Result<Vec<CancelRecord>, StoreError>;
+    /// A cancel by its number; `merchant_id` `None` looks across merchants (wallet side only).
+    async fn cancel_by_no(
+        &self,
+        merchant_id: Option<i64>,
+        cancel_no: &str,
+    ) -> Result<Option<CancelRecord>, StoreError>;
+    async fn events_of(&self, payment_id: i64) -> Result<Vec<EventRecord>, StoreError>;
+    /// Appends a line to a payment's timeline without changing the payment (terminal progress).
+    async fn append_event(
+        &self,
+        payment_id: i64,
+        at: DateTime<Utc>,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Runs `decide` against the payment and writes its result atomically.
+    async fn mutate(&self, payment_id: i64, decide: MutateFn) -> Result<Mutated, StoreError>;
+
+    /// Like [`PaymentStore::mutate`], given the payment as the caller last read it. A backend
+    /// may try the decision on that copy first to save a read (its version guards the write);
+    /// it must not answer a rejection decided on that copy without deciding again on a fresh
+    /// read.
+    async fn mutate_from(
+        &self,
+        payment: &PaymentRecord,
+        decide: MutateFn,
+    ) -> Result<Mutated, StoreError> {
+        self.mutate(payment.id, decide).await
+    }
+
+    /// Operations waiting for the wallet's answer since before `before`, oldest first.
+    async fn unresolved(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Unresolved>, StoreError>;
+
+    /// Operations waiting since before `before` whose next question to the wallet is due at
+    /// `now`, the longest due first. An operation the wallet could not answer is put back with
+    /// [`PaymentStore::defer_query`], so it never keeps newer ones from being asked.
+    async fn due_queries(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Unresolved>, StoreError>;
+
+    /// Records that the wallet could not answer about `op`: it is asked again at `next_at`.
+    async fn defer_query(&self, op: &Unresolved, next_at: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// Notifications (the outbox) and their delivery attempts.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Leases up to `limit` due notifications until `lease_until`. A notification is due when
+    /// pending, its time has come, no other node holds its lease, and no earlier notification of
+    /// the same payment is still pending (so a later state never overtakes an earlier one).
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRecord>, StoreError>;
+    /// Records an attempt and what follows it, releasing the lease.
+    async fn finish_attempt(
+        &self,
+        attempt: AttemptRecord,
+        next: AttemptNext,
+    ) -> Result<(), StoreError>;
+    /// When the next pending notification is due, if any.
+    async fn next_notification_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    async fn notifications(
+        &self,
+        filter: &NotificationFilter,
+    ) -> Result<Vec<OutboxRecord>, StoreError>;
+    async fn notification(&self, id: i64) -> Result<Option<OutboxRecord>, StoreError>;
+    async fn attempts_of(&self, outbox_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// Makes notifications pending again, due at `now`; returns how many.
+    async fn resend(&self, what: Resend, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// Merchants and their credentials (sealed), notification schedules and request keys.
+#[async_trait]
+pub trait CredentialStore: Send + Sync + 'static {
+    /// Creates a merchant, or returns the existing one with that number.
+    async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError>;
+    async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError>;
+    async fn merchant_by_id(&self, merchant_id: i64) -> Result<Option<MerchantRecord>, StoreError>;
+    /// The number of merchants created by sandbox mode.
+    async fn sandbox_merchant_count(&self) -> Result<i64, StoreError>;
+    /// Sets (or clears) a merchant's own notification schedule.
+    async fn set_notify_schedule(
+        &self,
+        merchant_id: i64,
+        schedule: Option<&str>,
+    ) -> Result<(), StoreError>;
+    async fn add_store(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        token_sealed: &str,
+    ) -> Result<StoreAdded, StoreError>;
+    async fn store_row(
+        &self,
+        merchant_no: &str,
+        store_no: &str,
+    ) -> Result<Option<StoreRow>, StoreError>;
+    /// Adds a unified-API app to a merchant (or returns the existing app's sealed secret).
+    async fn add_app(
+        &self,
+        merchant_id: i64,
+        app_id: &str,
+        secret_sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<StoreAdded, StoreError>;
+    async fn app_row(&self, app_id: &str) -> Result<Option<AppRow>, StoreError>;
+    async fn add_terminal(
+        &self,
+        merchant_id: i64,
+        tid: &str,
+        secret_sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<StoreAdded, StoreError>;
+    async fn terminal_row(&self, tid: &str) -> Result<Option<TerminalRow>, StoreError>;
+    /// Claims a merchant key that must be unique forever within `scope`; false when taken.
+    async fn claim_request_key(
+        &self,
+        scope: &str,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Where terminals are connected, their handshake nonces, and their commands.
+#[async_trait]
+pub trait TerminalStore: Send + Sync + 'static {
+    /// Records that `node` holds the terminal's connection (or none), heard from at `at`.
+    async fn terminal_presence(
+        &self,
+        tid: &str,
+        node: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Where the terminal's connection is; `None` for an unknown terminal.
+    async fn presence(&self, tid: &str) -> Result<Option<Presence>, StoreError>;
+    /// Spends a handshake nonce; false when it was spent before. Forgets nonces older than
+    /// `forget_before`.
+    async fn use_nonce(
+        &self,
+        tid: &str,
+        nonce: &str,
+        at: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    async fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError>;
+    async fn open_commands(&self, tid: &str) -> Result<Vec<CommandRecord>, StoreError>;
+    /// Marks an open command done with its outcome, on its own; false when it was done
+    /// already. A result that changes the payment finishes its command in the same
+    /// transaction instead ([`Writes::finish_command`]).
+    async fn finish_command(
+        &self,
+        command_id: &str,
+        outcome: CommandOutcome,
+        message: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Tells the other nodes that a command waits for delivery (PostgreSQL NOTIFY).
+    async fn announce_command(&self, command_id: &str) -> Result<(), StoreError>;
+    /// Announcements of other nodes' commands, when the backend has several nodes.
+    async fn command_announcements(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError>;
+}
+
+/// The whole store: every part, and its life.
+#[async_trait]
+pub trait Store: PaymentStore + OutboxStore + CredentialStore + TerminalStore {
+    /// Write operations committed and durable commits made since start.
+    fn commit_stats(&self) -> CommitStats;
+
+    /// Flushes and closes; acknowledged writes are already durable before this.
+    async fn close(&self);
+}

@@ -1,0 +1,184 @@
+//! Merchants, their credentials and request keys on PostgreSQL.
+
+use crate::{db_error, dollar_placeholders, PgStore};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use tillgate_core::store::CredentialStore;
+use tillgate_core::terminal::TerminalRow;
+use tillgate_core::*;
+
+#[async_trait]
+impl CredentialStore for PgStore {
+    async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError> {
+        let q = sqlx::query(
+            "INSERT INTO merchants (merchant_no, zone, sandbox, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (merchant_no) DO NOTHING",
+        )
+        .bind(&m.merchant_no)
+        .bind(m.zone.name())
+        .bind(i64::from(m.sandbox))
+        .bind(m.created_at.timestamp_millis());
+        self.exec(q).await?;
+        self.merchant(&m.merchant_no)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("merchant vanished after insert".into()))
+    }
+
+    async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError> {
+        let q = sqlx::query("SELECT * FROM merchants WHERE merchant_no = $1").bind(merchant_no);
+        self.one(q, tillgate_store_sql::merchant).await
+    }
+
+    async fn merchant_by_id(&self, merchant_id: i64) -> Result<Option<MerchantRecord>, StoreError> {
+        let q = sqlx::query("SELECT * FROM merchants WHERE id = $1").bind(merchant_id);
+        self.one(q, tillgate_store_sql::merchant).await
+    }
+
+    async fn sandbox_merchant_count(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE sandbox = $1")
+            .bind(1_i64)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn set_notify_schedule(
+        &self,
+        merchant_id: i64,
+        schedule: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query("UPDATE merchants SET notify_schedule = $1 WHERE id = $2")
+            .bind(schedule)
+            .bind(merchant_id);
+        self.exec(q).await.map(drop)
+    }
+
+    async fn add_store(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        token_sealed: &str,
+    ) -> Result<StoreAdded, StoreError> {
+        let table = &tillgate_store_sql::STORES;
+        self.add_credential(table, merchant_id, store_no, token_sealed, None)
+            .await
+    }
+
+    async fn store_row(
+        &self,
+        merchant_no: &str,
+        store_no: &str,
+    ) -> Result<Option<StoreRow>, StoreError> {
+        let q = sqlx::query(
+            "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
+             JOIN merchants m ON m.id = s.merchant_id \
+             WHERE m.merchant_no = $1 AND s.store_no = $2",
+        )
+        .bind(merchant_no)
+        .bind(store_no);
+        self.one(q, tillgate_store_sql::store_row).await
+    }
+
+    async fn add_app(
+        &self,
+        merchant_id: i64,
+        app_id: &str,
+        secret_sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<StoreAdded, StoreError> {
+        let at = Some(at.timestamp_millis());
+        let table = &tillgate_store_sql::APPS;
+        self.add_credential(table, merchant_id, app_id, secret_sealed, at)
+            .await
+    }
+
+    async fn app_row(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
+        let q = sqlx::query(
+            "SELECT m.*, a.app_id, a.secret_sealed FROM apps a \
+             JOIN merchants m ON m.id = a.merchant_id WHERE a.app_id = $1",
+        )
+        .bind(app_id);
+        self.one(q, tillgate_store_sql::app_row).await
+    }
+
+    async fn add_terminal(
+        &self,
+        merchant_id: i64,
+        tid: &str,
+        secret_sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<StoreAdded, StoreError> {
+        let at = Some(at.timestamp_millis());
+        let table = &tillgate_store_sql::TERMINALS;
+        self.add_credential(table, merchant_id, tid, secret_sealed, at)
+            .await
+    }
+
+    async fn terminal_row(&self, tid: &str) -> Result<Option<TerminalRow>, StoreError> {
+        let q = sqlx::query(
+            "SELECT m.*, t.tid, t.secret_sealed, t.online_node, t.last_seen_at FROM terminals t \
+             JOIN merchants m ON m.id = t.merchant_id WHERE t.tid = $1",
+        )
+        .bind(tid);
+        self.one(q, tillgate_store_sql::terminal_row).await
+    }
+
+    async fn claim_request_key(
+        &self,
+        scope: &str,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "INSERT INTO request_keys (scope, request_key, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (scope, request_key) DO NOTHING",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(at.timestamp_millis());
+        Ok(self.exec(q).await? == 1)
+    }
+}
+
+impl PgStore {
+    /// Inserts a credential row unless its key exists; answers the existing row's sealed secret
+    /// otherwise.
+    async fn add_credential(
+        &self,
+        table: &tillgate_store_sql::CredentialTable,
+        merchant_id: i64,
+        key: &str,
+        sealed: &str,
+        at_ms: Option<i64>,
+    ) -> Result<StoreAdded, StoreError> {
+        let insert = dollar_placeholders(table.insert);
+        let mut q = sqlx::query(&insert)
+            .bind(merchant_id)
+            .bind(key)
+            .bind(sealed);
+        if let Some(at) = at_ms {
+            q = q.bind(at);
+        }
+        let done = q.execute(&self.pool).await.map_err(db_error)?;
+        if done.rows_affected() == 1 {
+            return Ok(StoreAdded::Added);
+        }
+        let existing = dollar_placeholders(table.existing);
+        let row = sqlx::query(&existing)
+            .bind(merchant_id)
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let owner: i64 = row.try_get(0).map_err(db_error)?;
+        if let Some(conflict) = table.global_key {
+            if owner != merchant_id {
+                return Err(conflict.into());
+            }
+        }
+        Ok(StoreAdded::Exists {
+            sealed: row.try_get(1).map_err(db_error)?,
+        })
+    }
+}

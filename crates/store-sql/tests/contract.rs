@@ -1,0 +1,193 @@
+//! What every store backend promises beyond the use cases' own tests, run on SQLite and on
+//! PostgreSQL: what one change writes, and what it leaves alone.
+
+use chrono::Duration;
+use tillgate_core::store::{FinishCommand, Mutated, Writes};
+use tillgate_core::terminal::{
+    CommandKind, CommandOutcome, CommandState, NewCommand, TerminalCommand,
+};
+use tillgate_domain::MerchantZone;
+use tillgate_testkit::{add_request, on_both_backends, usd, Backend, Kit};
+
+/// An ordinary change never writes `created_at`, whatever the record its decision ran on says;
+/// only a change that asks to move it (the sandbox's ageing) does.
+async fn an_ordinary_change_never_rewrites_the_creation_time(backend: Backend) {
+    let kit = Kit::builder("contract-created").on(backend).build().await;
+    let merchant = kit.merchant("100201", MerchantZone::utc()).await;
+    let added = kit
+        .app
+        .add(&merchant, add_request("created-1", usd(500)))
+        .await
+        .unwrap();
+    let created = added.value.created_at;
+    let now = kit.app.now();
+    let changed = kit
+        .store
+        .mutate(
+            added.value.id,
+            Box::new(move |p| {
+                p.created_at -= Duration::days(3);
+                Ok(Writes::at(now).event("test.touch", String::new()))
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(changed, Mutated::Done { .. }));
+    let stored = kit
+        .store
+        .payment_by_id(added.value.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.created_at, created);
+
+    let moved = created - Duration::days(1);
+    kit.store
+        .mutate(
+            added.value.id,
+            Box::new(move |_| {
+                let mut w = Writes::at(now);
+                w.created_at = Some(moved);
+                Ok(w)
+            }),
+        )
+        .await
+        .unwrap();
+    let stored = kit
+        .store
+        .payment_by_id(added.value.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.created_at, moved);
+}
+
+fn sale(id: &str, transaction_no: &str) -> NewCommand {
+    NewCommand {
+        command: TerminalCommand {
+            id: id.to_owned(),
+            kind: CommandKind::Sale,
+            transaction_no: transaction_no.to_owned(),
+            amount_minor: 500,
+            currency: "USD".into(),
+            description: None,
+        },
+        tid: "T-CONTRACT".into(),
+    }
+}
+
+/// The change that applies a terminal's result finishes its command with it; a command done
+/// already keeps its first outcome.
+async fn a_change_finishes_the_command_whose_result_it_applies(backend: Backend) {
+    let kit = Kit::builder("contract-command").on(backend).build().await;
+    let merchant = kit.merchant("100202", MerchantZone::utc()).await;
+    let added = kit
+        .app
+        .add(&merchant, add_request("command-1", usd(500)))
+        .await
+        .unwrap();
+    let (id, tx) = (added.value.id, added.value.transaction_no.clone());
+    let now = kit.app.now();
+    let command = sale("cmd-contract-1", &tx);
+    kit.store
+        .mutate(
+            id,
+            Box::new(move |_| {
+                let mut w = Writes::at(now);
+                w.command = Some(command.clone());
+                Ok(w)
+            }),
+        )
+        .await
+        .unwrap();
+    let open = kit.store.command("cmd-contract-1").await.unwrap().unwrap();
+    assert_eq!(open.state, CommandState::Open);
+    assert_eq!(
+        kit.store.open_commands("T-CONTRACT").await.unwrap().len(),
+        1
+    );
+
+    let finish = |outcome| FinishCommand {
+        command_id: "cmd-contract-1".into(),
+        outcome,
+        message: Some(format!("{outcome:?}")),
+    };
+    let first = finish(CommandOutcome::Approved);
+    kit.store
+        .mutate(
+            id,
+            Box::new(move |_| {
+                let mut w = Writes::at(now).event("test.result", String::new());
+                w.finish_command = Some(first.clone());
+                Ok(w)
+            }),
+        )
+        .await
+        .unwrap();
+    let done = kit.store.command("cmd-contract-1").await.unwrap().unwrap();
+    assert_eq!(done.state, CommandState::Done);
+    assert_eq!(done.outcome, Some(CommandOutcome::Approved));
+    assert!(kit
+        .store
+        .open_commands("T-CONTRACT")
+        .await
+        .unwrap()
+        .is_empty());
+
+    let second = finish(CommandOutcome::Declined);
+    kit.store
+        .mutate(
+            id,
+            Box::new(move |_| {
+                let mut w = Writes::at(now);
+                w.finish_command = Some(second.clone());
+                Ok(w)
+            }),
+        )
+        .await
+        .unwrap();
+    let still = kit.store.command("cmd-contract-1").await.unwrap().unwrap();
+    assert_eq!(still.outcome, Some(CommandOutcome::Approved));
+    assert_eq!(still.message.as_deref(), Some("Approved"));
+}
+
+/// A rejected decision writes nothing: not its events, and not the command it would finish.
+async fn a_rejected_change_finishes_nothing(backend: Backend) {
+    let kit = Kit::builder("contract-rejected").on(backend).build().await;
+    let merchant = kit.merchant("100203", MerchantZone::utc()).await;
+    let added = kit
+        .app
+        .add(&merchant, add_request("rejected-1", usd(500)))
+        .await
+        .unwrap();
+    let (id, tx) = (added.value.id, added.value.transaction_no.clone());
+    let now = kit.app.now();
+    let command = sale("cmd-contract-2", &tx);
+    kit.store
+        .mutate(
+            id,
+            Box::new(move |_| {
+                let mut w = Writes::at(now);
+                w.command = Some(command.clone());
+                Ok(w)
+            }),
+        )
+        .await
+        .unwrap();
+    let events_before = kit.store.events_of(id).await.unwrap().len();
+    let rejected = kit
+        .store
+        .mutate(id, Box::new(|_| Err(tillgate_core::Rejection::Replay)))
+        .await
+        .unwrap();
+    assert!(matches!(rejected, Mutated::Rejected(..)));
+    assert_eq!(kit.store.events_of(id).await.unwrap().len(), events_before);
+    let open = kit.store.command("cmd-contract-2").await.unwrap().unwrap();
+    assert_eq!(open.state, CommandState::Open);
+}
+
+on_both_backends!(
+    an_ordinary_change_never_rewrites_the_creation_time,
+    a_change_finishes_the_command_whose_result_it_applies,
+    a_rejected_change_finishes_nothing,
+);

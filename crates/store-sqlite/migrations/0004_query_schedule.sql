@@ -1,0 +1,10 @@
+-- The janitor's schedule of questions to the wallet about money in flight: when a waiting
+-- payment, refund or cancel is asked next (NULL: as soon as it is old enough), and how many
+-- times the wallet could not answer. Deferring the ones it cannot answer keeps them from
+-- starving newer operations.
+ALTER TABLE payments ADD COLUMN next_query_at INTEGER;
+ALTER TABLE payments ADD COLUMN unanswered_queries INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE refunds ADD COLUMN next_query_at INTEGER;
+ALTER TABLE refunds ADD COLUMN unanswered_queries INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cancels ADD COLUMN next_query_at INTEGER;
+ALTER TABLE cancels ADD COLUMN unanswered_queries INTEGER NOT NULL DEFAULT 0;

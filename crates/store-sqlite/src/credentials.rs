@@ -1,0 +1,258 @@
+//! Merchants, their credentials and request keys on SQLite.
+
+use crate::writer::{self, native, one, Bind};
+use crate::{rows, SqliteStore};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+use tillgate_core::store::CredentialStore;
+use tillgate_core::terminal::TerminalRow;
+use tillgate_core::*;
+
+#[async_trait]
+impl CredentialStore for SqliteStore {
+    async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError> {
+        self.write(move |conn| upsert_merchant(conn, m)).await
+    }
+
+    async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError> {
+        self.read_one(
+            "SELECT * FROM merchants WHERE merchant_no = ?",
+            params![merchant_no],
+            |r| rows::merchant(r),
+        )
+    }
+
+    async fn merchant_by_id(&self, merchant_id: i64) -> Result<Option<MerchantRecord>, StoreError> {
+        self.read_one(
+            "SELECT * FROM merchants WHERE id = ?",
+            params![merchant_id],
+            |r| rows::merchant(r),
+        )
+    }
+
+    async fn sandbox_merchant_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .read_scalar("SELECT COUNT(*) FROM merchants WHERE sandbox = ?", 1)?
+            .unwrap_or(0))
+    }
+
+    async fn set_notify_schedule(
+        &self,
+        merchant_id: i64,
+        schedule: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(schedule.map(str::to_owned)),
+            Bind::Int(Some(merchant_id)),
+        ];
+        self.write(move |conn| {
+            writer::execute(
+                conn,
+                "UPDATE merchants SET notify_schedule = ? WHERE id = ?",
+                binds,
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn add_store(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        token_sealed: &str,
+    ) -> Result<StoreAdded, StoreError> {
+        let (s, t) = (store_no.to_owned(), token_sealed.to_owned());
+        self.write(move |conn| add_store(conn, merchant_id, &s, &t))
+            .await
+    }
+
+    async fn store_row(
+        &self,
+        merchant_no: &str,
+        store_no: &str,
+    ) -> Result<Option<StoreRow>, StoreError> {
+        self.read_one(
+            "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
+             JOIN merchants m ON m.id = s.merchant_id \
+             WHERE m.merchant_no = ? AND s.store_no = ?",
+            params![merchant_no, store_no],
+            |r| rows::store_row(r),
+        )
+    }
+
+    async fn add_app(
+        &self,
+        merchant_id: i64,
+        app_id: &str,
+        secret_sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<StoreAdded, StoreError> {
+        let (app_id, sealed) = (app_id.to_owned(), secret_sealed.to_owned());
+        let at_ms = at.timestamp_millis();
+        self.write(move |conn| add_app(conn, merchant_id, &app_id, &sealed, at_ms))
+            .await
+    }
+
+    async fn app_row(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
+        self.read_one(
+            "SELECT m.*, a.app_id, a.secret_sealed FROM apps a \
+             JOIN merchants m ON m.id = a.merchant_id WHERE a.app_id = ?",
+            params![app_id],
+            |r| tillgate_store_sql::app_row(r),
+        )
+    }
+
+    async fn add_terminal(
+        &self,
+        merchant_id: i64,
+        tid: &str,
+        secret_sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<StoreAdded, StoreError> {
+        let (tid, sealed) = (tid.to_owned(), secret_sealed.to_owned());
+        let at_ms = at.timestamp_millis();
+        self.write(move |conn| add_terminal(conn, merchant_id, &tid, &sealed, at_ms))
+            .await
+    }
+
+    async fn terminal_row(&self, tid: &str) -> Result<Option<TerminalRow>, StoreError> {
+        self.read_one(
+            "SELECT m.*, t.tid, t.secret_sealed, t.online_node, t.last_seen_at FROM terminals t \
+             JOIN merchants m ON m.id = t.merchant_id WHERE t.tid = ?",
+            params![tid],
+            |r| tillgate_store_sql::terminal_row(r),
+        )
+    }
+
+    async fn claim_request_key(
+        &self,
+        scope: &str,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let binds = vec![
+            Bind::Text(Some(scope.to_owned())),
+            Bind::Text(Some(key.to_owned())),
+            Bind::Int(Some(at.timestamp_millis())),
+        ];
+        self.write(move |conn| {
+            writer::execute(
+                conn,
+                "INSERT INTO request_keys (scope, request_key, created_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (scope, request_key) DO NOTHING",
+                binds,
+            )
+        })
+        .await
+        .map(|n| n == 1)
+    }
+}
+
+fn upsert_merchant(conn: &Connection, m: NewMerchant) -> Result<MerchantRecord, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO merchants (merchant_no, zone, sandbox, created_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (merchant_no) DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.merchant_no,
+            m.zone.name(),
+            i64::from(m.sandbox),
+            m.created_at.timestamp_millis()
+        ])
+    })
+    .map_err(native)?;
+    one(
+        conn,
+        "SELECT * FROM merchants WHERE merchant_no = ?",
+        [&m.merchant_no],
+        |r| tillgate_store_sql::merchant(r),
+    )?
+    .ok_or_else(|| StoreError::Corrupt("merchant vanished after insert".into()))
+}
+
+/// Inserts a credential row unless its key exists; answers the existing row's sealed secret
+/// otherwise.
+fn add_credential(
+    conn: &Connection,
+    table: &tillgate_store_sql::CredentialTable,
+    merchant_id: i64,
+    key: &str,
+    sealed: &str,
+    at_ms: Option<i64>,
+) -> Result<StoreAdded, StoreError> {
+    let inserted = match at_ms {
+        Some(at) => conn
+            .prepare_cached(table.insert)
+            .and_then(|mut s| s.execute(params![merchant_id, key, sealed, at])),
+        None => conn
+            .prepare_cached(table.insert)
+            .and_then(|mut s| s.execute(params![merchant_id, key, sealed])),
+    }
+    .map_err(native)?;
+    if inserted == 1 {
+        return Ok(StoreAdded::Added);
+    }
+    let (owner, sealed): (i64, String) = conn
+        .prepare_cached(table.existing)
+        .and_then(|mut s| s.query_row(params![merchant_id, key], |r| Ok((r.get(0)?, r.get(1)?))))
+        .map_err(native)?;
+    if let Some(conflict) = table.global_key {
+        if owner != merchant_id {
+            return Err(conflict.into());
+        }
+    }
+    Ok(StoreAdded::Exists { sealed })
+}
+
+fn add_store(
+    conn: &Connection,
+    merchant_id: i64,
+    store_no: &str,
+    sealed: &str,
+) -> Result<StoreAdded, StoreError> {
+    add_credential(
+        conn,
+        &tillgate_store_sql::STORES,
+        merchant_id,
+        store_no,
+        sealed,
+        None,
+    )
+}
+
+fn add_app(
+    conn: &Connection,
+    merchant_id: i64,
+    app_id: &str,
+    sealed: &str,
+    at_ms: i64,
+) -> Result<StoreAdded, StoreError> {
+    add_credential(
+        conn,
+        &tillgate_store_sql::APPS,
+        merchant_id,
+        app_id,
+        sealed,
+        Some(at_ms),
+    )
+}
+
+fn add_terminal(
+    conn: &Connection,
+    merchant_id: i64,
+    tid: &str,
+    sealed: &str,
+    at_ms: i64,
+) -> Result<StoreAdded, StoreError> {
+    add_credential(
+        conn,
+        &tillgate_store_sql::TERMINALS,
+        merchant_id,
+        tid,
+        sealed,
+        Some(at_ms),
+    )
+}
