@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use tillgate_core::Secret;
+use tillgate_domain::{Clock, SystemClock};
 use tillgate_server::config::{parse_zone, Config, Mode};
 
 #[derive(Parser)]
@@ -544,7 +545,7 @@ async fn notify_resend(
     };
     let store =
         tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
-    let n = store.resend(what, chrono::Utc::now()).await?;
+    let n = store.resend(what, SystemClock.now()).await?;
     store.close().await;
     println!("{}", serde_json::json!({ "resent": n }));
     Ok(())
@@ -570,7 +571,7 @@ async fn unresolved(common: Common, limit: i64) -> anyhow::Result<()> {
     let store =
         tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
     let listing =
-        tillgate_server::admin::unresolved_listing(store.as_ref(), chrono::Utc::now(), limit)
+        tillgate_server::admin::unresolved_listing(store.as_ref(), SystemClock.now(), limit)
             .await?;
     store.close().await;
     println!("{}", serde_json::to_string_pretty(&listing)?);

@@ -7,6 +7,7 @@ use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::time::Duration;
+use tillgate_domain::Clock;
 use tillgate_server::hub::{handshake_signature, Down, Up};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -62,7 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot connect to {ws_url}"))?;
     let (mut sink, mut stream) = socket.split();
-    let timestamp = chrono::Utc::now().timestamp();
+    let timestamp = tillgate_domain::SystemClock.now().timestamp();
     let nonce = tillgate_core::SecretBox::generate_key_hex().expose()[..24].to_owned();
     let hello = Up::Hello {
         tid: args.tid.clone(),

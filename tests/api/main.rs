@@ -2,6 +2,10 @@
 //! Stories run on SQLite always and on PostgreSQL when `TILLGATE_TEST_POSTGRES_URL` is set
 //! (in CI it must be: a missing URL fails there instead of skipping).
 
+// These tests talk to real processes that run on the wall clock (signed timestamps,
+// handshakes), so they read it too.
+#![allow(clippy::disallowed_methods)]
+
 /// Runs each story (an `async fn(TestApp)`) once on SQLite and once on PostgreSQL.
 macro_rules! on_both_backends {
     ($($story:ident),* $(,)?) => {

@@ -4,6 +4,7 @@
 use crate::db_error;
 use sqlx::{Acquire, PgPool};
 use tillgate_core::StoreError;
+use tillgate_domain::Clock;
 
 /// (version, name, SQL): the same versions and names as the SQLite backend (a test checks it).
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -72,7 +73,7 @@ async fn apply_locked(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
         )
         .bind(version)
         .bind(name)
-        .bind(chrono::Utc::now().timestamp_millis())
+        .bind(tillgate_domain::SystemClock.now().timestamp_millis())
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;

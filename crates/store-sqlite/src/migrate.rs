@@ -3,6 +3,7 @@
 use crate::unavailable;
 use sqlx::{Connection, SqliteConnection};
 use tillgate_core::StoreError;
+use tillgate_domain::Clock;
 
 /// (version, name, SQL). The PostgreSQL backend keeps the same versions and names.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -50,7 +51,7 @@ pub async fn apply(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
             .bind(version)
             .bind(name)
-            .bind(chrono::Utc::now().timestamp_millis())
+            .bind(tillgate_domain::SystemClock.now().timestamp_millis())
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;

@@ -2,6 +2,9 @@
 //! controls: duplicate and late answers, the janitor and a callback at once, concurrent refunds
 //! whose answers are unknown. Each test states a rule that must hold whatever the interleaving.
 
+// Runs the lifecycle on the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 use async_trait::async_trait;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

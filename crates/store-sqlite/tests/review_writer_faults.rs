@@ -6,6 +6,9 @@
 //! batch deterministically, a first job holds the writer inside its decision until the others
 //! are queued (the batch is taken from the queue before BEGIN, so they form the next batch).
 
+// Runs the lifecycle on the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 use async_trait::async_trait;
 use sqlx::ConnectOptions;
 use std::future::Future;

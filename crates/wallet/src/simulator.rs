@@ -63,6 +63,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tillgate_core::Secret;
+use tillgate_domain::{Clock, SystemClock};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
@@ -77,7 +78,7 @@ const MAX_DELAY_MS: u64 = 3_600_000;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything `tillgate wallet-sim` is started with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimulatorConfig {
     /// Where to listen; port 0 picks a free port.
     pub listen: SocketAddr,
@@ -101,6 +102,8 @@ pub struct SimulatorConfig {
     pub callback_retry_base_ms: u64,
     /// How long one callback POST may take.
     pub callback_timeout_ms: u64,
+    /// Where the simulator's time comes from (the system clock unless a test sets another).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl SimulatorConfig {
@@ -122,6 +125,7 @@ impl SimulatorConfig {
             callback_attempts_max: 5,
             callback_retry_base_ms: 500,
             callback_timeout_ms: 5000,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -203,6 +207,7 @@ struct Shared {
     sending: Semaphore,
     callback_attempts_max: u32,
     callback_retry_base: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 /// What a handler knows about its connection.
@@ -231,8 +236,8 @@ fn chance(rng: &Mutex<StdRng>, rate: f64) -> bool {
     rate > 0.0 && rate <= 1.0 && lock(rng).gen_bool(rate)
 }
 
-fn until(at: DateTime<Utc>) -> Duration {
-    (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+fn until(clock: &dyn Clock, at: DateTime<Utc>) -> Duration {
+    (at - clock.now()).to_std().unwrap_or(Duration::ZERO)
 }
 
 impl Simulator {
@@ -277,6 +282,7 @@ impl Simulator {
             sending: Semaphore::new(MAX_CALLBACKS_IN_FLIGHT),
             callback_attempts_max: config.callback_attempts_max.max(1),
             callback_retry_base: Duration::from_millis(config.callback_retry_base_ms),
+            clock: config.clock.clone(),
         });
         let (timers, callbacks) = lock(&shared.ledger).outstanding();
         if !callbacks.is_empty() && shared.callback_url.is_none() {
@@ -458,8 +464,8 @@ async fn run_timer(shared: Arc<Shared>, timer: Timer) {
         let Some(at) = lock(&shared.ledger).timer_due(&timer) else {
             return;
         };
-        if at > Utc::now() {
-            if !pause(&shared, until(at)).await {
+        if at > shared.clock.now() {
+            if !pause(&shared, until(shared.clock.as_ref(), at)).await {
                 return;
             }
             // The wall clock may lag the monotonic one; look again.
@@ -472,7 +478,7 @@ async fn run_timer(shared: Arc<Shared>, timer: Timer) {
                 enabled: shared.callback_url.is_some(),
                 duplicate: &mut duplicate,
             };
-            lock(&shared.ledger).timer_fired(&timer, Utc::now(), &mut calls)
+            lock(&shared.ledger).timer_fired(&timer, shared.clock.now(), &mut calls)
         };
         if let Err(e) = persist(&shared).await {
             tracing::error!(error = %e, "wallet-sim: state file not written");
@@ -495,7 +501,7 @@ async fn deliver(shared: Arc<Shared>, id: u64) {
             }
             _ => return,
         };
-        if !pause(&shared, until(due_at)).await {
+        if !pause(&shared, until(shared.clock.as_ref(), due_at)).await {
             return;
         }
         let mut shutdown = shared.shutdown.clone();
@@ -513,7 +519,7 @@ async fn deliver(shared: Arc<Shared>, id: u64) {
                 return;
             }
         };
-        let timestamp = Utc::now().timestamp();
+        let timestamp = shared.clock.now().timestamp();
         let signature = if corrupt {
             // Signed with a key the gateway does not have: it must refuse this one.
             protocol::sign(b"not the shared key", timestamp, &body)
@@ -540,7 +546,7 @@ async fn deliver(shared: Arc<Shared>, id: u64) {
             id,
             status,
             error.clone(),
-            Utc::now(),
+            shared.clock.now(),
             shared.callback_attempts_max,
             shared.callback_retry_base,
         );
@@ -753,7 +759,7 @@ fn perform(
     request: &Request,
     late: Duration,
 ) -> Result<(Answer, Effects), Refusal> {
-    let now = Utc::now();
+    let now = shared.clock.now();
     let rate = lock(&shared.faults).duplicate_callback_rate;
     let mut duplicate = || chance(&shared.rng, rate);
     let mut calls = CallbackPolicy {
@@ -787,7 +793,7 @@ fn perform(
 /// A JSON answer signed with the shared key.
 fn signed(shared: &Shared, status: StatusCode, value: &impl Serialize) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let timestamp = Utc::now().timestamp();
+    let timestamp = shared.clock.now().timestamp();
     let mut response = (status, body.clone()).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -853,9 +859,12 @@ async fn operation(
             return signed_error(&shared, status, code, &rejection.body_text());
         }
     };
-    if let Err(e) =
-        protocol::verify_headers(shared.key.expose(), &headers, &body, Utc::now().timestamp())
-    {
+    if let Err(e) = protocol::verify_headers(
+        shared.key.expose(),
+        &headers,
+        &body,
+        shared.clock.now().timestamp(),
+    ) {
         tracing::warn!(peer = %conn.peer, endpoint = endpoint.name(), error = %e, "wallet-sim: request refused");
         return signed_error(&shared, StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
     }
@@ -1078,7 +1087,12 @@ async fn control_pay(
             enabled: shared.callback_url.is_some(),
             duplicate: &mut duplicate,
         };
-        lock(&shared.ledger).customer_decides(&transaction_no, outcome, Utc::now(), &mut calls)
+        lock(&shared.ledger).customer_decides(
+            &transaction_no,
+            outcome,
+            shared.clock.now(),
+            &mut calls,
+        )
     };
     let effects = match decided {
         Ok(e) => e,
@@ -1138,7 +1152,7 @@ async fn control_inject_callback(
         if callback.callback_id.is_none() {
             callback.callback_id = Some(format!("inj-{}", ledger.next_callback_id));
         }
-        let Some(id) = ledger.record_callback(callback, Utc::now(), false) else {
+        let Some(id) = ledger.record_callback(callback, shared.clock.now(), false) else {
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -1182,7 +1196,7 @@ async fn control_resend_callback(
         let Some(original) = ledger.callback(id).cloned() else {
             return json_error(StatusCode::NOT_FOUND, "not_found", "no such callback");
         };
-        let Some(copy) = ledger.record_callback(original.callback, Utc::now(), true) else {
+        let Some(copy) = ledger.record_callback(original.callback, shared.clock.now(), true) else {
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

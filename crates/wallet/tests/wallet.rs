@@ -2,6 +2,10 @@
 //! faults that leave the outcome unknown, signatures both ways, idempotent repeats, callbacks,
 //! and the simulator's memory across a restart.
 
+// The simulator under test runs on the wall clock; its signed timestamps are checked
+// against it.
+#![allow(clippy::disallowed_methods)]
+
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
