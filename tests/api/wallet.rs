@@ -80,6 +80,26 @@ impl Wallet {
         resp.json().await.unwrap_or(Value::Null)
     }
 
+    /// Waits until the wallet holds at least `n` callbacks and has finished every one of them
+    /// (the gateway acknowledged or refused it), and returns them.
+    async fn callbacks_finished(&self, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let all = self
+                .control(reqwest::Method::GET, "/control/callbacks", None)
+                .await;
+            let all = all.as_array().cloned().unwrap_or_default();
+            if all.len() >= n && all.iter().all(|c| c["status"] != "owed") {
+                return all;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the wallet did not finish its callbacks: {all:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn faults(&self, faults: Value) {
         self.control(reqwest::Method::POST, "/control/faults", Some(faults))
             .await;
@@ -218,7 +238,7 @@ async fn a_timed_out_payment_stays_pending_until_the_janitor_asks_the_wallet() {
 
 #[tokio::test]
 async fn duplicate_and_late_callbacks_settle_once() {
-    let (app, _wallet) = gateway_and_wallet(&[
+    let (app, wallet) = gateway_and_wallet(&[
         "--duplicate-callback-rate",
         "1",
         "--late-callback-ms",
@@ -231,7 +251,12 @@ async fn duplicate_and_late_callbacks_settle_once() {
     assert_eq!(pos.pay(&no).await["result"]["transactionStatus"], "pending");
     let q = wait_status(&pos, &no, "success", 15).await;
     assert_eq!(q["result"]["transactionStatus"], "success", "{q}");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Both copies reached the gateway and were answered before the timeline is read.
+    let callbacks = wallet.callbacks_finished(2).await;
+    assert!(
+        callbacks.iter().all(|c| c["status"] == "delivered"),
+        "{callbacks:?}"
+    );
     let (_, timeline) = app
         .raw(
             reqwest::Method::GET,
@@ -277,7 +302,12 @@ async fn callbacks_for_unknown_orders_or_other_amounts_are_refused() {
     wallet
         .control(reqwest::Method::POST, "/control/callback", Some(forged))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The gateway answered all three before the payment is looked at: each was refused.
+    let callbacks = wallet.callbacks_finished(3).await;
+    assert!(
+        callbacks.iter().all(|c| c["status"] == "refused"),
+        "{callbacks:?}"
+    );
     assert_eq!(
         pos.query(&no).await["result"]["transactionStatus"],
         "pending",

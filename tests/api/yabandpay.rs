@@ -5,7 +5,6 @@ use crate::helpers::*;
 use crate::terminal_client::TestTerminal;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 const TID: &str = "T125119061";
 const OTHER_TID: &str = "016683";
@@ -424,7 +423,6 @@ async fn a_command_reaches_a_terminal_connected_to_another_node() {
     )
     .await;
     assert_eq!(q["data"]["transaction_info"]["state"], "cancelled");
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
 on_both_backends!(

@@ -669,6 +669,7 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/control/pay/{transaction_no}", post(control_pay))
         .route("/control/callback", post(control_inject_callback))
+        .route("/control/callbacks", get(control_callbacks))
         .route(
             "/control/callbacks/{id}/resend",
             post(control_resend_callback),
@@ -988,6 +989,19 @@ async fn control_orders(
         "callbacksForUnknownOrders": others,
     }))
     .into_response()
+}
+
+/// Every callback owed, delivered, refused or failed, oldest first (injected ones too, whether
+/// or not their order exists).
+async fn control_callbacks(
+    State(shared): State<Arc<Shared>>,
+    Extension(conn): Extension<Conn>,
+) -> Response {
+    if let Some(refused) = refuse_remote(&conn) {
+        return refused;
+    }
+    let ledger = lock(&shared.ledger);
+    Json(&ledger.callbacks).into_response()
 }
 
 async fn control_order(

@@ -18,12 +18,12 @@ use serde_json::Value as Json;
 use std::sync::Arc;
 use std::time::Duration;
 use tillgate_core::service::{
-    AddRequest, CancelOptions, CredentialError, Lifecycle, NotifyTo, PayRequest, RefundKey,
-    RefundRequest, TerminalCredential,
+    AddRequest, CancelOptions, CredentialError, Credentials, Lifecycle, NotifyTo, PayRequest,
+    RefundKey, RefundRequest, TerminalCredential,
 };
 use tillgate_core::{PaymentKey, PaymentRecord};
 use tillgate_domain::{
-    BusinessDayRule, CancelIntent, CancelState, Key, MerchantZone, PaymentState,
+    BusinessDayRule, CancelIntent, CancelState, Clock, Key, MerchantZone, PaymentState,
 };
 
 /// The dialect name the payments of this crate carry (their notifications come back here).
@@ -138,7 +138,7 @@ pub(crate) async fn handle(app: &Lifecycle, config: &YabandConfig, body: &[u8]) 
 }
 
 async fn answer(app: &Lifecycle, config: &YabandConfig, body: &[u8]) -> Result<Data, YabandError> {
-    let s = authenticate(app, config, body).await?;
+    let s = authenticate(app.credentials(), app.clock().as_ref(), config, body).await?;
     match s.method {
         Method::Pos => pos(app, config, &s).await,
         Method::PosReversal => cancel(app, config, &s, Cancel::Reversal).await,
@@ -168,13 +168,13 @@ impl Signed {
 /// Parses the body, finds the user's secret and verifies the sign and the time before anything
 /// else; only then is the method looked at.
 async fn authenticate(
-    app: &Lifecycle,
+    credentials: &Credentials,
+    clock: &dyn Clock,
     config: &YabandConfig,
     body: &[u8],
 ) -> Result<Signed, YabandError> {
     let req = request::parse(body)?;
-    let user = app
-        .credentials()
+    let user = credentials
         .terminal_credential(&req.user)
         .await
         .map_err(|e| match e {
@@ -194,7 +194,7 @@ async fn authenticate(
             "sign is hex(HMAC-SHA256(secret_key, k=v&…)) over user, method, time and every data field, sorted by key",
         ));
     }
-    sign::check_time(&req.time, app.now(), config.time_window).map_err(|e| match e {
+    sign::check_time(&req.time, clock.now(), config.time_window).map_err(|e| match e {
         sign::TimeError::Malformed => YabandError::malformed(e.to_string()),
         sign::TimeError::Stale { .. } => YabandError::new(Code::StaleTime, e.to_string()),
     })?;
@@ -229,10 +229,9 @@ fn terminal_tid(s: &Signed) -> Result<&str, YabandError> {
 /// Spends a `request_id`: unique per terminal, forever, across all terminal methods. It is
 /// spent once the request passed authentication and its field checks, whatever follows (an
 /// offline terminal, an unknown trade): a retry always carries a new one.
-async fn claim(app: &Lifecycle, tid: &str, request_id: &Key) -> Result<(), YabandError> {
+async fn claim(credentials: &Credentials, tid: &str, request_id: &Key) -> Result<(), YabandError> {
     let scope = format!("{DIALECT}:{tid}");
-    let fresh = app
-        .credentials()
+    let fresh = credentials
         .claim_request_key(&scope, request_id.as_str())
         .await
         .map_err(|e| from_lifecycle(Op::Query, e.into()))?;
@@ -273,7 +272,7 @@ async fn pos(app: &Lifecycle, config: &YabandConfig, s: &Signed) -> Result<Data,
     let notify_url = fields::notify_url(p, &|u| app.check_notify_url(u))?;
     fields::sale_operation(p)?;
     let extra = pay_extra(Method::Pos, &description, p)?;
-    claim(app, tid, &request_id).await?;
+    claim(app.credentials(), tid, &request_id).await?;
     let sold = app
         .terminal_sale(
             &s.user.merchant,
@@ -433,7 +432,7 @@ async fn cancel(
     };
     let trade_id = fields::id(p, "trade_id")?;
     if let (Some(tid), Some(request_id)) = (tid, &request_id) {
-        claim(app, tid, request_id).await?;
+        claim(app.credentials(), tid, request_id).await?;
     }
     let merchant = &s.user.merchant;
     let key = PaymentKey::TransactionNo(trade_id);
