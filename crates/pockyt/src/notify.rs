@@ -129,24 +129,10 @@ impl Renderer for PockytRenderer {
     }
 }
 
-/// Form-urlencodes pairs.
+/// Form-urlencodes pairs (the `application/x-www-form-urlencoded` serializer the HTTP stack
+/// uses, so what a receiver decodes is exactly what was signed).
 pub fn form(pairs: &[(String, String)]) -> String {
-    fn enc(s: &str) -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                b' ' => "+".into(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -211,5 +197,17 @@ mod tests {
     #[test]
     fn form_encoding_escapes_reserved_characters() {
         assert_eq!(form(&[("a b".into(), "x&y=z".into())]), "a+b=x%26y%3Dz");
+    }
+
+    #[test]
+    fn a_form_body_decodes_to_exactly_the_pairs_that_were_signed() {
+        let pairs: Vec<(String, String)> = vec![
+            ("reference".into(), "a*b~c d+e/f%g&h=i".into()),
+            ("note".into(), "caf\u{e9} \u{4e2d}\u{6587}".into()),
+            ("empty".into(), String::new()),
+        ];
+        let decoded: Vec<(String, String)> =
+            serde_urlencoded::from_str(&form(&pairs)).expect("a well-formed body");
+        assert_eq!(decoded, pairs);
     }
 }
