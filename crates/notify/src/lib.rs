@@ -8,14 +8,21 @@
 //! either marks it delivered or schedules the next attempt. After the last attempt of the
 //! schedule it is marked failed — kept, never dropped — for an operator to resend.
 //!
+//! Notifications reach only the addresses the gateway's `UrlPolicy` allows: the URL is checked
+//! again before each attempt (with the parser the client uses, so a URL stored before a policy
+//! change is held to the current one), and host names are checked on the addresses they
+//! resolve to, at connect time ([`client`]). Redirects are not followed.
+//!
 //! [`Dispatcher::try_dispatch`] does one round and says what it did; [`Dispatcher::run`] loops
 //! it until shutdown, sleeping until the next notification is due.
+
+pub mod client;
 
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tillgate_core::notify::{RenderError, Renderer, Schedule, Snapshot};
+use tillgate_core::notify::{RenderError, Renderer, Schedule, Snapshot, UrlPolicy};
 use tillgate_core::Dialect;
 use tillgate_core::{AttemptNext, AttemptRecord, OutboxRecord, Store, StoreError};
 use tillgate_domain::Clock;
@@ -37,6 +44,8 @@ pub struct DispatcherConfig {
     pub batch: i64,
     /// The longest sleep between rounds (other nodes' rows, clock steps).
     pub idle_poll: Duration,
+    /// Where notifications may go; the default allows public addresses only.
+    pub urls: UrlPolicy,
 }
 
 impl Default for DispatcherConfig {
@@ -47,6 +56,7 @@ impl Default for DispatcherConfig {
             lease: Duration::from_secs(60),
             batch: 32,
             idle_poll: Duration::from_secs(1),
+            urls: UrlPolicy::default(),
         }
     }
 }
@@ -94,12 +104,7 @@ impl Dispatcher {
         config: DispatcherConfig,
         wake: Arc<tokio::sync::Notify>,
     ) -> Result<Dispatcher, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tillgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = client::notification_client(config.urls.clone(), config.timeout)?;
         Ok(Dispatcher {
             store,
             clock,
@@ -248,13 +253,27 @@ impl Dispatcher {
 
     /// Renders and POSTs; returns (HTTP status, first bytes of the answer, error, delivered).
     async fn post(&self, row: &OutboxRecord) -> (Option<i64>, String, Option<String>, bool) {
+        // IP addresses in the URL never reach the resolver: they are checked here, on the
+        // client's own reading of the URL, which is then what is sent.
+        let url = match self.config.urls.parse(&row.target_url) {
+            Ok(url) => url,
+            Err(why) => {
+                tracing::warn!(id = row.id, %why, "notification URL refused");
+                return (
+                    None,
+                    String::new(),
+                    Some(format!("refused: notifyUrl {why}")),
+                    false,
+                );
+            }
+        };
         let rendered = match self.render(row).await {
             Ok(r) => r,
             Err(e) => return (None, String::new(), Some(e.to_string()), false),
         };
         let sent = self
             .http
-            .post(row.target_url.as_str())
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, rendered.content_type)
             .body(rendered.body)
             .send()
@@ -318,7 +337,9 @@ fn head_of(body: &[u8]) -> String {
 }
 
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    if let Some(forbidden) = client::forbidden_in(e) {
+        format!("refused: {forbidden}")
+    } else if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
         "connection refused or unreachable".into()
