@@ -231,6 +231,8 @@ pub fn dispatcher(service: &Arc<Lifecycle>, config: &Config) -> anyhow::Result<A
             timeout: std::time::Duration::from_millis(config.notify.timeout_ms),
             lease: std::time::Duration::from_millis(config.notify.timeout_ms.saturating_mul(3))
                 .max(std::time::Duration::from_secs(30)),
+            max_in_flight: config.notify.max_in_flight.get(),
+            max_in_flight_per_merchant: config.notify.max_in_flight_per_merchant.get(),
             urls: notify_urls(config),
             ..DispatcherConfig::default()
         },

@@ -591,15 +591,15 @@ impl Store for PgStore {
 
     async fn claim_notifications(
         &self,
-        now: chrono::DateTime<chrono::Utc>,
-        lease_until: chrono::DateTime<chrono::Utc>,
-        limit: i64,
+        claim: &NotificationClaim,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let sql = dollar_placeholders(&tillgate_store_sql::claim_sql(true));
         let rows = sqlx::query(&sql)
-            .bind(now.timestamp_millis())
-            .bind(lease_until.timestamp_millis())
-            .bind(limit)
+            .bind(claim.now.timestamp_millis())
+            .bind(claim.lease_until.timestamp_millis())
+            .bind(claim.limit)
+            .bind(claim.per_merchant)
+            .bind(tillgate_store_sql::held_json(&claim.held))
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?;

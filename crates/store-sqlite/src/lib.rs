@@ -375,13 +375,10 @@ impl Store for SqliteStore {
 
     async fn claim_notifications(
         &self,
-        now: chrono::DateTime<chrono::Utc>,
-        lease_until: chrono::DateTime<chrono::Utc>,
-        limit: i64,
+        claim: &NotificationClaim,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        let (now_ms, lease_ms) = (now.timestamp_millis(), lease_until.timestamp_millis());
-        self.write(move |conn| writer::claim(conn, now_ms, lease_ms, limit))
-            .await
+        let claim = claim.clone();
+        self.write(move |conn| writer::claim(conn, &claim)).await
     }
 
     async fn finish_attempt(

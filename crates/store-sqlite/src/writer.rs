@@ -568,14 +568,18 @@ pub fn mutate(
 
 pub fn claim(
     conn: &Connection,
-    now_ms: i64,
-    lease_ms: i64,
-    limit: i64,
+    claim: &NotificationClaim,
 ) -> Result<Vec<OutboxRecord>, StoreError> {
     let sql = tillgate_store_sql::claim_sql(false);
     let mut stmt = conn.prepare_cached(&sql).map_err(native)?;
     let mut rows = stmt
-        .query(params![now_ms, lease_ms, limit])
+        .query(params![
+            claim.now.timestamp_millis(),
+            claim.lease_until.timestamp_millis(),
+            claim.limit,
+            claim.per_merchant,
+            tillgate_store_sql::held_json(&claim.held),
+        ])
         .map_err(native)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(native)? {
