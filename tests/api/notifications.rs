@@ -421,6 +421,23 @@ async fn production_refuses_notification_urls_into_private_networks() {
         "http://10.0.0.8/ipn",
         "http://169.254.169.254/x",
         "gopher://example.com/",
+        // The same addresses as the HTTP client's URL parser reads them.
+        "http://127.1/",
+        "http://2130706433/",
+        "http://0x7f.0.0.1/",
+        "http://0177.0.0.1/",
+        "http://%31%32%37.0.0.1/",
+        "http://0/",
+        "http://127。0。0。1/",
+        "http://localhost./ipn",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fd00::8]/",
+        "http://[fe80::1]/",
+        // Backslashes and userinfo, which parsers split differently.
+        "http://evil.example\\@127.0.0.1/",
+        "http://127.0.0.1\\@evil.example/",
+        "http://evil.example@127.0.0.1/",
+        "http://127.0.0.1:80@evil.example/",
     ] {
         let r = reference("prod");
         let answer = pos
