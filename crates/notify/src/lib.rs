@@ -193,13 +193,20 @@ impl Dispatcher {
     /// concurrently; returns when all of them were recorded.
     pub async fn try_dispatch(self: &Arc<Self>) -> Result<Round, StoreError> {
         let mut flight = InFlight::default();
-        let claimed = self.fill(&mut flight).await;
+        // Every delivery started is waited for, whatever else fails: dropping the set would
+        // abort them between their POST and its record.
+        let mut failure = self.fill(&mut flight).await.err();
         let mut round = Round::default();
         while let Some(landed) = flight.tasks.join_next_with_id().await {
-            round.count(flight.land(landed)?);
+            match flight.land(landed) {
+                Ok(delivery) => round.count(delivery),
+                Err(e) => failure = failure.or(Some(e)),
+            }
         }
-        claimed?;
-        Ok(round)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(round),
+        }
     }
 
     /// Runs deliveries until `shutdown` is signalled, then lets those in flight finish (each
@@ -237,7 +244,11 @@ impl Dispatcher {
     async fn fill(self: &Arc<Self>, flight: &mut InFlight) -> Result<usize, StoreError> {
         let mut started = 0;
         loop {
-            let free = self.config.max_in_flight.saturating_sub(flight.len());
+            let free = self
+                .config
+                .max_in_flight
+                .max(1)
+                .saturating_sub(flight.len());
             if free == 0 {
                 return Ok(started);
             }
