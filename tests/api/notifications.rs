@@ -239,6 +239,130 @@ async fn a_receiver_that_is_down_gets_retried_and_recorded(backend: Backend) {
     );
 }
 
+/// A receiver that accepts connections, reads what is sent and never answers.
+struct Blackhole {
+    url: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Blackhole {
+    async fn start() -> Blackhole {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/ipn", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        Blackhole {
+            url,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn a_receiver_that_never_answers_delays_no_other_merchants_notifications(backend: Backend) {
+    let timeout = Duration::from_secs(6);
+    let Some(app) = spawn_app_with(backend, &["--notify-timeout-ms", "6000"]).await else {
+        return;
+    };
+    let out = std::process::Command::new(binary())
+        .args(["merchant", "create", "--database-url", &app.database_url])
+        .args(["--merchant-no", "700101", "--store-no", "1"])
+        .args(["--token", "merchant-b-token-0123"])
+        .current_dir(&app.dir.0)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = app.pos_for("700101", "1", "merchant-b-token-0123");
+
+    // Merchant A's receiver takes the connections and never answers.
+    let blackhole = Blackhole::start().await;
+    let a_first = paid_with_ipn(&app, &blackhole.url, "1.00").await;
+    paid_with_ipn(&app, &blackhole.url, "2.00").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while blackhole.accepted() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A's notifications never left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Merchant B's notifications go out while A's wait for their answer.
+    let receiver = Receiver::start().await;
+    let started = std::time::Instant::now();
+    let mut b_numbers = Vec::new();
+    for amount in ["3.00", "4.00"] {
+        let r = reference("b");
+        let added = b
+            .call(
+                "/app-instore/v3/add",
+                &[
+                    ("amount", amount),
+                    ("currency", "USD"),
+                    ("settleCurrency", "USD"),
+                    ("reference", &r),
+                    ("ipnUrl", &receiver.url),
+                ],
+            )
+            .await;
+        assert_eq!(added["ret_code"], "000100", "{added}");
+        let no = added["result"]["transactionNo"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(b.pay(&no).await["result"]["transactionStatus"], "success");
+        b_numbers.push(no);
+    }
+    let got = receiver.wait_for(2, 6).await;
+    assert_eq!(got.len(), 2, "B's notifications arrived");
+    let slowest = got.iter().map(|r| r.at - started).max().unwrap();
+    assert!(
+        slowest < Duration::from_millis(2000),
+        "B's notifications took {slowest:?}, held behind A's receiver (time-out {timeout:?})"
+    );
+    for no in &b_numbers {
+        let n = app.wait_for_notification(no, 0, "delivered", 2).await;
+        assert_eq!(n["status"], "delivered", "{n}");
+    }
+    // A's are still waiting for their answer; then time out, each attempt recorded.
+    let a = app.notifications_of(&a_first).await;
+    assert_eq!(a[0]["status"], "pending", "{a:?}");
+    assert_eq!(a[0]["attempts"], 0, "{a:?}");
+    let deadline = std::time::Instant::now() + timeout + Duration::from_secs(5);
+    loop {
+        let a = app.notifications_of(&a_first).await;
+        if a[0]["attempts"] == 1 {
+            assert_eq!(a[0]["attemptLog"][0]["error"], "timed out", "{a:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{a:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 macro_rules! notification_stories {
     ($($story:ident),* $(,)?) => {
         mod on_sqlite {
@@ -258,6 +382,7 @@ notification_stories!(
     a_later_notification_never_overtakes_an_earlier_one,
     a_restart_in_the_middle_of_a_schedule_loses_nothing,
     a_receiver_that_is_down_gets_retried_and_recorded,
+    a_receiver_that_never_answers_delays_no_other_merchants_notifications,
 );
 
 #[tokio::test]
@@ -298,6 +423,23 @@ async fn production_refuses_notification_urls_into_private_networks() {
         "http://10.0.0.8/ipn",
         "http://169.254.169.254/x",
         "gopher://example.com/",
+        // The same addresses as the HTTP client's URL parser reads them.
+        "http://127.1/",
+        "http://2130706433/",
+        "http://0x7f.0.0.1/",
+        "http://0177.0.0.1/",
+        "http://%31%32%37.0.0.1/",
+        "http://0/",
+        "http://127。0。0。1/",
+        "http://localhost./ipn",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fd00::8]/",
+        "http://[fe80::1]/",
+        // Backslashes and userinfo, which parsers split differently.
+        "http://evil.example\\@127.0.0.1/",
+        "http://127.0.0.1\\@evil.example/",
+        "http://evil.example@127.0.0.1/",
+        "http://127.0.0.1:80@evil.example/",
     ] {
         let r = reference("prod");
         let answer = pos

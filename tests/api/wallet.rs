@@ -7,6 +7,8 @@ use std::process::Child;
 use std::time::Duration;
 
 const KEY: &str = "74696c6c676174652d77616c6c65742d746573742d6b6579";
+/// The key of a second wallet, serving another merchant.
+const OTHER_KEY: &str = "6f746865722d77616c6c65742d6f662d6d65726368616e742d62";
 
 struct Wallet {
     child: Child,
@@ -14,6 +16,7 @@ struct Wallet {
     port: u16,
     state: String,
     callback_url: String,
+    key: &'static str,
 }
 
 impl Drop for Wallet {
@@ -25,7 +28,22 @@ impl Drop for Wallet {
 
 impl Wallet {
     fn start(dir: &TempDir, port: u16, callback_url: &str, faults: &[&str]) -> Wallet {
-        let state = dir.0.join("wallet.json").display().to_string();
+        Wallet::start_with_key(dir, port, callback_url, KEY, faults)
+    }
+
+    /// A wallet signing with `key`, keeping its state in a file of its own.
+    fn start_with_key(
+        dir: &TempDir,
+        port: u16,
+        callback_url: &str,
+        key: &'static str,
+        faults: &[&str],
+    ) -> Wallet {
+        let state = dir
+            .0
+            .join(format!("wallet-{port}.json"))
+            .display()
+            .to_string();
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec![
             "wallet-sim",
@@ -34,7 +52,7 @@ impl Wallet {
             "--state",
             &state,
             "--key",
-            KEY,
+            key,
             "--callback-url",
             callback_url,
         ];
@@ -46,6 +64,7 @@ impl Wallet {
             port,
             state: state.clone(),
             callback_url: callback_url.to_owned(),
+            key,
         }
     }
 
@@ -61,7 +80,7 @@ impl Wallet {
             "--state",
             &self.state,
             "--key",
-            KEY,
+            self.key,
             "--callback-url",
             &self.callback_url,
         ];
@@ -470,5 +489,143 @@ async fn a_merchant_with_a_wallet_of_its_own_pays_through_it_while_the_others_us
             .to_string()
             .contains("approved"),
         "the sandbox merchant's did not go there"
+    );
+}
+
+/// Waits until the wallet's callback about `transaction_no` was answered by the gateway;
+/// returns the gateway's HTTP status.
+async fn callback_answer(wallet: &Wallet, transaction_no: &str) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = wallet
+            .control(reqwest::Method::GET, "/control/orders", None)
+            .await;
+        let records = all["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|o| o["callbacks"].as_array().unwrap().iter())
+            .chain(all["callbacksForUnknownOrders"].as_array().unwrap().iter());
+        for r in records {
+            if r["callback"]["transactionNo"] == transaction_no {
+                if let Some(status) = r["lastHttpStatus"].as_u64() {
+                    return status;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the callback never got an answer: {all}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_wallet_key_settles_only_the_payments_of_the_merchants_its_wallet_serves() {
+    let dir = std::sync::Arc::new(TempDir::new());
+    let gateway_port = free_port();
+    let callback_url = format!("http://127.0.0.1:{gateway_port}/wallet/v1/callbacks");
+    // Both wallets leave an amount ending in 52 pending and call back only when told to.
+    let late = ["--late-callback-ms", "600000"];
+    let default_wallet = Wallet::start(&dir, free_port(), &callback_url, &late);
+    let own_wallet = Wallet::start_with_key(&dir, free_port(), &callback_url, OTHER_KEY, &late);
+    let config = dir.0.join("tillgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[channel]\nwallet = \"{}\"\nkey = \"{KEY}\"\ntimeout_ms = 500\n\n\
+             [merchant_channels.\"700009\"]\nwallet = \"{}\"\nkey = \"{OTHER_KEY}\"\n\
+             timeout_ms = 500\n",
+            default_wallet.base, own_wallet.base
+        ),
+    )
+    .unwrap();
+    let url = format!("sqlite://{}", dir.0.join("tillgate.db").display());
+    let listen = format!("127.0.0.1:{gateway_port}");
+    let config_path = config.display().to_string();
+    let app = spawn_on(
+        dir.clone(),
+        &url,
+        &["--listen", &listen, "--config", &config_path],
+    )
+    .await;
+    let out = std::process::Command::new(binary())
+        .args(["merchant", "create", "--database-url", &url])
+        .args(["--merchant-no", "700009", "--store-no", "1"])
+        .args(["--token", "own-wallet-token-0001"])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = app.pos();
+    let b = app.pos_for("700009", "1", "own-wallet-token-0001");
+    let a_no = added(&a, "20.52").await;
+    assert_eq!(a.pay(&a_no).await["result"]["transactionStatus"], "pending");
+    let b_no = added(&b, "30.52").await;
+    assert_eq!(b.pay(&b_no).await["result"]["transactionStatus"], "pending");
+
+    // Merchant B's wallet signs, with its own valid key, that A's payment was approved; the
+    // default wallet does the same for B's. Neither is that merchant's wallet.
+    let approve = |no: &str, minor: i64| {
+        json!({"kind": "payment", "transactionNo": no, "amountMinor": minor,
+               "currency": "USD", "outcome": "approved"})
+    };
+    own_wallet
+        .control(
+            reqwest::Method::POST,
+            "/control/callback",
+            Some(approve(&a_no, 2052)),
+        )
+        .await;
+    default_wallet
+        .control(
+            reqwest::Method::POST,
+            "/control/callback",
+            Some(approve(&b_no, 3052)),
+        )
+        .await;
+    assert_eq!(
+        callback_answer(&own_wallet, &a_no).await,
+        404,
+        "answered as an unknown transaction"
+    );
+    assert_eq!(callback_answer(&default_wallet, &b_no).await, 404);
+    assert_eq!(
+        a.query(&a_no).await["result"]["transactionStatus"],
+        "pending",
+        "another merchant's wallet key settled nothing"
+    );
+    assert_eq!(
+        b.query(&b_no).await["result"]["transactionStatus"],
+        "pending"
+    );
+
+    // Each payment's own wallet settles it.
+    default_wallet
+        .control(
+            reqwest::Method::POST,
+            "/control/callback",
+            Some(approve(&a_no, 2052)),
+        )
+        .await;
+    own_wallet
+        .control(
+            reqwest::Method::POST,
+            "/control/callback",
+            Some(approve(&b_no, 3052)),
+        )
+        .await;
+    assert_eq!(
+        wait_status(&a, &a_no, "success", 10).await["result"]["transactionStatus"],
+        "success"
+    );
+    assert_eq!(
+        wait_status(&b, &b_no, "success", 10).await["result"]["transactionStatus"],
+        "success"
     );
 }

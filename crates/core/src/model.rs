@@ -291,6 +291,22 @@ pub struct NotificationFilter {
     pub limit: i64,
 }
 
+/// What a node asks for when it leases notifications (`Store::claim_notifications`).
+#[derive(Debug, Clone)]
+pub struct NotificationClaim {
+    pub now: DateTime<Utc>,
+    /// Until when the leased notifications are this node's.
+    pub lease_until: DateTime<Utc>,
+    /// The most notifications leased by this call.
+    pub limit: i64,
+    /// The most notifications of one merchant this node may hold at once, counting those in
+    /// `held`; a merchant at its limit gets none, so one merchant's backlog (or its receiver
+    /// that never answers) cannot take the slots of the others.
+    pub per_merchant: i64,
+    /// How many notifications of each merchant (merchant id, count) this node holds already.
+    pub held: Vec<(i64, i64)>,
+}
+
 /// Which notifications an operator sends again.
 #[derive(Debug, Clone, Copy)]
 pub enum Resend {

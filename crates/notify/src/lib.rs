@@ -8,17 +8,33 @@
 //! either marks it delivered or schedules the next attempt. After the last attempt of the
 //! schedule it is marked failed — kept, never dropped — for an operator to resend.
 //!
-//! [`Dispatcher::try_dispatch`] does one round and says what it did; [`Dispatcher::run`] loops
-//! it until shutdown, sleeping until the next notification is due.
+//! Deliveries are independent: each runs as its own task, bounded by its own time-out, and is
+//! recorded the moment it ends; a freed slot is filled at once. At most `max_in_flight`
+//! deliveries run on a node, at most `max_in_flight_per_merchant` of one merchant (the claim
+//! skips a merchant at its limit), so a receiver that never answers holds only its merchant's
+//! slots, and other merchants' notifications go out on time.
+//!
+//! Notifications reach only the addresses the gateway's `UrlPolicy` allows: the URL is checked
+//! again before each attempt (with the parser the client uses, so a URL stored before a policy
+//! change is held to the current one), and host names are checked on the addresses they
+//! resolve to, at connect time ([`client`]). Redirects are not followed.
+//!
+//! [`Dispatcher::run`] delivers until shutdown, sleeping until the next notification is due;
+//! [`Dispatcher::try_dispatch`] does one round (lease what is due, deliver it, wait for all).
+
+pub mod client;
 
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tillgate_core::notify::{RenderError, Renderer, Schedule, Snapshot};
+use tillgate_core::notify::{RenderError, Renderer, Schedule, Snapshot, UrlPolicy};
 use tillgate_core::Dialect;
-use tillgate_core::{AttemptNext, AttemptRecord, OutboxRecord, Store, StoreError};
+use tillgate_core::{
+    AttemptNext, AttemptRecord, NotificationClaim, OutboxRecord, Store, StoreError,
+};
 use tillgate_domain::Clock;
+use tokio::task::{JoinError, JoinSet};
 
 /// The most bytes of a merchant's answer that are read and kept.
 const ANSWER_HEAD_BYTES: usize = 256;
@@ -28,16 +44,25 @@ const ANSWER_HEAD_BYTES: usize = 256;
 pub struct DispatcherConfig {
     /// The gateway's schedule; a merchant's own overrides it from the second attempt on.
     pub schedule: Schedule,
-    /// How long one POST may take.
+    /// How long one delivery (rendering and POST) may take.
     pub timeout: Duration,
     /// How long a leased row stays with this node; longer than `timeout`, so a crashed node's
     /// rows return to the pool after it.
     pub lease: Duration,
-    /// Rows leased per round, and so the most POSTs in flight at once.
-    pub batch: i64,
+    /// The most deliveries in flight at once on this node.
+    pub max_in_flight: usize,
+    /// The most deliveries of one merchant in flight at once on this node.
+    pub max_in_flight_per_merchant: usize,
     /// The longest sleep between rounds (other nodes' rows, clock steps).
     pub idle_poll: Duration,
+    /// Where notifications may go; the default allows public addresses only.
+    pub urls: UrlPolicy,
 }
+
+/// Default of [`DispatcherConfig::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Default of [`DispatcherConfig::max_in_flight_per_merchant`].
+pub const DEFAULT_MAX_IN_FLIGHT_PER_MERCHANT: usize = 4;
 
 impl Default for DispatcherConfig {
     fn default() -> DispatcherConfig {
@@ -45,8 +70,10 @@ impl Default for DispatcherConfig {
             schedule: Schedule::default(),
             timeout: Duration::from_secs(10),
             lease: Duration::from_secs(60),
-            batch: 32,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_per_merchant: DEFAULT_MAX_IN_FLIGHT_PER_MERCHANT,
             idle_poll: Duration::from_secs(1),
+            urls: UrlPolicy::default(),
         }
     }
 }
@@ -71,6 +98,62 @@ impl Round {
     pub fn attempts(&self) -> usize {
         self.delivered + self.will_retry + self.failed
     }
+
+    fn count(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Delivered => self.delivered += 1,
+            Delivery::WillRetry => self.will_retry += 1,
+            Delivery::Failed => self.failed += 1,
+        }
+    }
+}
+
+/// The deliveries this node has running: one task each, and how many of each merchant.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<Result<Delivery, StoreError>>,
+    merchant_of: HashMap<tokio::task::Id, i64>,
+    per_merchant: HashMap<i64, i64>,
+}
+
+type Landed = Result<(tokio::task::Id, Result<Delivery, StoreError>), JoinError>;
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// What the claim must know: how many rows of each merchant this node holds.
+    fn held(&self) -> Vec<(i64, i64)> {
+        self.per_merchant.iter().map(|(m, n)| (*m, *n)).collect()
+    }
+
+    /// Books a finished task out; returns its outcome.
+    fn land(&mut self, landed: Landed) -> Result<Delivery, StoreError> {
+        let (id, outcome) = match landed {
+            Ok((id, outcome)) => (id, outcome),
+            Err(e) => {
+                let id = e.id();
+                self.release(id);
+                return Err(StoreError::Unavailable(format!(
+                    "a notification delivery ended abnormally: {e}"
+                )));
+            }
+        };
+        self.release(id);
+        outcome
+    }
+
+    fn release(&mut self, id: tokio::task::Id) {
+        if let Some(merchant) = self.merchant_of.remove(&id) {
+            if let Some(n) = self.per_merchant.get_mut(&merchant) {
+                *n -= 1;
+                if *n <= 0 {
+                    self.per_merchant.remove(&merchant);
+                }
+            }
+        }
+    }
 }
 
 type ScheduleCache = HashMap<i64, (Instant, Option<Schedule>)>;
@@ -94,12 +177,7 @@ impl Dispatcher {
         config: DispatcherConfig,
         wake: Arc<tokio::sync::Notify>,
     ) -> Result<Dispatcher, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tillgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = client::notification_client(config.urls.clone(), config.timeout)?;
         Ok(Dispatcher {
             store,
             clock,
@@ -111,57 +189,97 @@ impl Dispatcher {
         })
     }
 
-    /// Leases the due notifications and attempts each once, concurrently.
-    pub async fn try_dispatch(&self) -> Result<Round, StoreError> {
-        let now = self.clock.now();
-        // A read first: leasing is a write, and an idle gateway should not commit (and fsync)
-        // once a second for nothing.
-        match self.store.next_notification_due().await? {
-            Some(due) if due <= now => {}
-            _ => return Ok(Round::default()),
-        }
-        let lease_until = now
-            + chrono::Duration::from_std(self.config.lease)
-                .unwrap_or(chrono::Duration::seconds(60));
-        let rows = self
-            .store
-            .claim_notifications(now, lease_until, self.config.batch)
-            .await?;
+    /// Leases what is due (as much as there are free slots) and attempts each once,
+    /// concurrently; returns when all of them were recorded.
+    pub async fn try_dispatch(self: &Arc<Self>) -> Result<Round, StoreError> {
+        let mut flight = InFlight::default();
+        // Every delivery started is waited for, whatever else fails: dropping the set would
+        // abort them between their POST and its record.
+        let mut failure = self.fill(&mut flight).await.err();
         let mut round = Round::default();
-        // The batch is bounded, so its POSTs may all be in flight at once.
-        let outcomes =
-            futures_util::future::join_all(rows.into_iter().map(|row| self.attempt(row))).await;
-        for outcome in outcomes {
-            match outcome? {
-                Delivery::Delivered => round.delivered += 1,
-                Delivery::WillRetry => round.will_retry += 1,
-                Delivery::Failed => round.failed += 1,
+        while let Some(landed) = flight.tasks.join_next_with_id().await {
+            match flight.land(landed) {
+                Ok(delivery) => round.count(delivery),
+                Err(e) => failure = failure.or(Some(e)),
             }
         }
-        Ok(round)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(round),
+        }
     }
 
-    /// Runs rounds until `shutdown` is signalled.
+    /// Runs deliveries until `shutdown` is signalled, then lets those in flight finish (each
+    /// within its time-out) so that every attempt made is recorded.
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut flight = InFlight::default();
         loop {
             if *shutdown.borrow() {
-                return;
+                break;
             }
-            let busy = match self.try_dispatch().await {
-                Ok(round) => round.attempts() > 0,
-                Err(e) => {
-                    tracing::warn!(error = %e, "notification round failed; retrying");
-                    false
-                }
-            };
-            if busy {
-                continue;
+            if let Err(e) = self.fill(&mut flight).await {
+                tracing::warn!(error = %e, "leasing notifications failed; retrying");
             }
             let sleep = self.until_next_due().await;
             tokio::select! {
+                Some(landed) = flight.tasks.join_next_with_id(), if flight.len() > 0 => {
+                    if let Err(e) = flight.land(landed) {
+                        tracing::warn!(error = %e, "a notification attempt was not recorded");
+                    }
+                }
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.wake.notified() => {}
                 _ = shutdown.changed() => {}
+            }
+        }
+        while let Some(landed) = flight.tasks.join_next_with_id().await {
+            if let Err(e) = flight.land(landed) {
+                tracing::warn!(error = %e, "a notification attempt was not recorded");
+            }
+        }
+    }
+
+    /// Leases due notifications into the free slots and starts a delivery for each; returns
+    /// how many it started.
+    async fn fill(self: &Arc<Self>, flight: &mut InFlight) -> Result<usize, StoreError> {
+        let mut started = 0;
+        loop {
+            let free = self
+                .config
+                .max_in_flight
+                .max(1)
+                .saturating_sub(flight.len());
+            if free == 0 {
+                return Ok(started);
+            }
+            let now = self.clock.now();
+            // A read first: leasing is a write, and an idle gateway should not commit (and
+            // fsync) once a second for nothing.
+            match self.store.next_notification_due().await? {
+                Some(due) if due <= now => {}
+                _ => return Ok(started),
+            }
+            let claim = NotificationClaim {
+                now,
+                lease_until: now
+                    + chrono::Duration::from_std(self.config.lease)
+                        .unwrap_or(chrono::Duration::seconds(60)),
+                limit: i64::try_from(free).unwrap_or(i64::MAX),
+                per_merchant: i64::try_from(self.config.max_in_flight_per_merchant.max(1))
+                    .unwrap_or(i64::MAX),
+                held: flight.held(),
+            };
+            let rows = self.store.claim_notifications(&claim).await?;
+            if rows.is_empty() {
+                return Ok(started);
+            }
+            for row in rows {
+                let merchant = row.merchant_id;
+                let this = self.clone();
+                let task = flight.tasks.spawn(async move { this.attempt(row).await });
+                flight.merchant_of.insert(task.id(), merchant);
+                *flight.per_merchant.entry(merchant).or_insert(0) += 1;
+                started += 1;
             }
         }
     }
@@ -211,7 +329,12 @@ impl Dispatcher {
     async fn attempt(&self, row: OutboxRecord) -> Result<Delivery, StoreError> {
         let started = Instant::now();
         let at = self.clock.now();
-        let (http_status, head, error, delivered) = self.post(&row).await;
+        // The client bounds the POST; this bounds the whole delivery, rendering included.
+        let (http_status, head, error, delivered) =
+            match tokio::time::timeout(self.config.timeout, self.post(&row)).await {
+                Ok(posted) => posted,
+                Err(_) => (None, String::new(), Some("timed out".to_owned()), false),
+            };
         let attempt = AttemptRecord {
             outbox_id: row.id,
             attempt: row.attempts + 1,
@@ -248,13 +371,27 @@ impl Dispatcher {
 
     /// Renders and POSTs; returns (HTTP status, first bytes of the answer, error, delivered).
     async fn post(&self, row: &OutboxRecord) -> (Option<i64>, String, Option<String>, bool) {
+        // IP addresses in the URL never reach the resolver: they are checked here, on the
+        // client's own reading of the URL, which is then what is sent.
+        let url = match self.config.urls.parse(&row.target_url) {
+            Ok(url) => url,
+            Err(why) => {
+                tracing::warn!(id = row.id, %why, "notification URL refused");
+                return (
+                    None,
+                    String::new(),
+                    Some(format!("refused: notifyUrl {why}")),
+                    false,
+                );
+            }
+        };
         let rendered = match self.render(row).await {
             Ok(r) => r,
             Err(e) => return (None, String::new(), Some(e.to_string()), false),
         };
         let sent = self
             .http
-            .post(row.target_url.as_str())
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, rendered.content_type)
             .body(rendered.body)
             .send()
@@ -318,7 +455,9 @@ fn head_of(body: &[u8]) -> String {
 }
 
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    if let Some(forbidden) = client::forbidden_in(e) {
+        format!("refused: {forbidden}")
+    } else if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
         "connection refused or unreachable".into()

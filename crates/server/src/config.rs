@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Deserializer};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use tillgate_core::notify::{Schedule, UrlPolicy};
 use tillgate_core::Secret;
@@ -100,6 +101,11 @@ pub struct NotifyConfig {
     /// Private networks notifications may reach anyway ("10.1.0.0/16").
     #[serde(deserialize_with = "file::networks")]
     pub allowed_networks: Vec<(std::net::IpAddr, u8)>,
+    /// The most notifications this node sends at once.
+    pub max_in_flight: NonZeroUsize,
+    /// The most notifications of one merchant this node sends at once: a merchant whose
+    /// receiver is slow or never answers holds at most this many slots.
+    pub max_in_flight_per_merchant: NonZeroUsize,
 }
 
 impl Default for NotifyConfig {
@@ -108,6 +114,12 @@ impl Default for NotifyConfig {
             schedule: Schedule::default(),
             timeout_ms: 10_000,
             allowed_networks: Vec::new(),
+            max_in_flight: NonZeroUsize::new(tillgate_notify::DEFAULT_MAX_IN_FLIGHT)
+                .unwrap_or(NonZeroUsize::MIN),
+            max_in_flight_per_merchant: NonZeroUsize::new(
+                tillgate_notify::DEFAULT_MAX_IN_FLIGHT_PER_MERCHANT,
+            )
+            .unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
@@ -247,6 +259,8 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.channel.wallet, "sandbox");
         assert_eq!(c.notify.timeout_ms, 10_000);
+        assert_eq!(c.notify.max_in_flight.get(), 64);
+        assert_eq!(c.notify.max_in_flight_per_merchant.get(), 4);
         // A table given with none of its keys keeps its defaults too.
         let c = read("empty-tables", "[notify]\n[channel]\n").unwrap();
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
@@ -272,6 +286,8 @@ terminal_wait_ms = 1500
 schedule_s = "0,10,20"
 timeout_ms = 700
 allowed_networks = ["10.20.0.0/16", "fd00::/8"]
+max_in_flight = 16
+max_in_flight_per_merchant = 2
 
 [channel]
 wallet = "http://127.0.0.1:9090"
@@ -302,6 +318,8 @@ timeout_ms = 42
         assert_eq!(c.terminal_wait_ms, 1500);
         assert_eq!(c.notify.schedule.to_text(), "0,10,20");
         assert_eq!(c.notify.timeout_ms, 700);
+        assert_eq!(c.notify.max_in_flight.get(), 16);
+        assert_eq!(c.notify.max_in_flight_per_merchant.get(), 2);
         assert_eq!(
             c.notify.allowed_networks,
             vec![
@@ -361,6 +379,8 @@ timeout_ms = 42
             "[notify]\nallowed_networks = [\"10.0.0.0/99\"]\n",
         );
         assert!(err.contains("10.0.0.0/99"), "{err}");
+        let err = error("per-merchant", "[notify]\nmax_in_flight_per_merchant = 0\n");
+        assert!(err.contains("max_in_flight_per_merchant"), "{err}");
         let err = error("mode", "mode = \"live\"\n");
         assert!(err.contains("live") && err.contains("production"), "{err}");
         let err = error("type", "janitor_interval_ms = \"soon\"\n");

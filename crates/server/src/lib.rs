@@ -176,10 +176,7 @@ pub fn lifecycle_with(
 ) -> anyhow::Result<Lifecycle> {
     let service_config = LifecycleConfig {
         notify_first_delay: config.notify.schedule.first_delay(),
-        notify_urls: UrlPolicy {
-            allow_loopback: config.mode == Mode::Sandbox,
-            allowed_networks: config.notify.allowed_networks.clone(),
-        },
+        notify_urls: notify_urls(config),
         ..LifecycleConfig::default()
     };
     let mut service = Lifecycle::new(
@@ -197,6 +194,15 @@ pub fn lifecycle_with(
         service = service.with_hub(hub);
     }
     Ok(service)
+}
+
+/// Where notifications may go: public addresses, loopback in sandbox mode, and the networks
+/// the operator allowed. Checked when a merchant gives a URL and again when it is sent.
+fn notify_urls(config: &Config) -> UrlPolicy {
+    UrlPolicy {
+        allow_loopback: config.mode == Mode::Sandbox,
+        allowed_networks: config.notify.allowed_networks.clone(),
+    }
 }
 
 /// The notification dispatcher with every dialect's renderer.
@@ -225,6 +231,9 @@ pub fn dispatcher(service: &Arc<Lifecycle>, config: &Config) -> anyhow::Result<A
             timeout: std::time::Duration::from_millis(config.notify.timeout_ms),
             lease: std::time::Duration::from_millis(config.notify.timeout_ms.saturating_mul(3))
                 .max(std::time::Duration::from_secs(30)),
+            max_in_flight: config.notify.max_in_flight.get(),
+            max_in_flight_per_merchant: config.notify.max_in_flight_per_merchant.get(),
+            urls: notify_urls(config),
             ..DispatcherConfig::default()
         },
         service.outbox_wake(),

@@ -1,12 +1,16 @@
 //! The HTTP wallet's callbacks: `POST /wallet/v1/callbacks`, signed with the channel key.
 //!
-//! The signature is checked before anything is read. A callback is applied only when it names
-//! an operation the gateway knows, for the same amount and currency; anything else is refused
-//! (4xx, so the wallet stops sending it) and logged. A callback for something already settled
+//! The signature is checked before anything is read: it must be made with the key of one of
+//! the configured wallets. A wallet's key then counts only for the merchants that wallet
+//! serves (those configured with it as their own, or, for the default wallet, those without a
+//! wallet of their own): a callback about another merchant's transaction is answered as if
+//! the transaction did not exist. A callback is applied only when it names an operation the
+//! gateway knows, for the same amount and currency; anything else is refused (4xx, so the
+//! wallet stops sending it) and logged. A callback for something already settled
 //! the same way is acknowledged and changes nothing; one that contradicts what was recorded is
 //! logged as an error for an operator.
 
-use crate::config::Config;
+use crate::config::{ChannelConfig, Config};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -14,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tillgate_core::service::{Lifecycle, LifecycleError};
 use tillgate_core::{Rejection, Secret};
@@ -22,21 +27,52 @@ use tillgate_wallet::protocol::{self, Callback, CallbackKind, Outcome};
 
 struct Callbacks {
     app: Arc<Lifecycle>,
-    /// The keys of every HTTP wallet configured (the default one and merchants' own).
-    keys: Vec<Secret<Vec<u8>>>,
+    /// The key of the default wallet, when it is an HTTP wallet.
+    default_key: Option<Secret<Vec<u8>>>,
+    /// Merchants with a wallet of their own (by merchant number): its key, or none when that
+    /// wallet is the sandbox, which never calls back.
+    own_keys: HashMap<String, Option<Secret<Vec<u8>>>>,
+}
+
+impl Callbacks {
+    /// Every HTTP wallet's key.
+    fn keys(&self) -> impl Iterator<Item = &Secret<Vec<u8>>> {
+        self.default_key
+            .iter()
+            .chain(self.own_keys.values().flatten())
+    }
+
+    /// The key of the wallet that moves `merchant_no`'s money.
+    fn key_of(&self, merchant_no: &str) -> Option<&Secret<Vec<u8>>> {
+        match self.own_keys.get(merchant_no) {
+            Some(own) => own.as_ref(),
+            None => self.default_key.as_ref(),
+        }
+    }
+}
+
+/// The key of an HTTP wallet's configuration; none for the sandbox.
+fn key_of(channel: &ChannelConfig) -> Option<Secret<Vec<u8>>> {
+    if channel.wallet == "sandbox" {
+        return None;
+    }
+    protocol::parse_key_hex(channel.key.as_ref()?.expose()).ok()
 }
 
 /// The callback route, when the gateway talks to an HTTP wallet.
 pub fn routes(app: Arc<Lifecycle>, config: &Config) -> Option<Router> {
-    let keys: Vec<Secret<Vec<u8>>> = std::iter::once(&config.channel)
-        .chain(config.merchant_channels.values())
-        .filter(|c| c.wallet != "sandbox")
-        .filter_map(|c| protocol::parse_key_hex(c.key.as_ref()?.expose()).ok())
-        .collect();
-    if keys.is_empty() {
-        return None;
-    }
-    let state = Arc::new(Callbacks { app, keys });
+    let state = Callbacks {
+        app,
+        default_key: key_of(&config.channel),
+        own_keys: config
+            .merchant_channels
+            .iter()
+            .map(|(merchant_no, channel)| (merchant_no.clone(), key_of(channel)))
+            .collect(),
+    };
+    // Without an HTTP wallet nothing calls back.
+    state.keys().next()?;
+    let state = Arc::new(state);
     Some(
         Router::new()
             .route("/wallet/v1/callbacks", post(callback))
@@ -56,7 +92,7 @@ fn refuse(status: StatusCode, cb: &Callback, why: &str) -> Response {
 async fn callback(State(s): State<Arc<Callbacks>>, headers: HeaderMap, body: Bytes) -> Response {
     let now = s.app.now().timestamp();
     let mut verified = Err(None);
-    for key in &s.keys {
+    for key in s.keys() {
         match protocol::verify_headers(key.expose(), &headers, &body, now) {
             Ok(_) => {
                 verified = Ok(());
@@ -89,7 +125,11 @@ async fn callback(State(s): State<Arc<Callbacks>>, headers: HeaderMap, body: Byt
             )
         }
     };
-    match apply(&s.app, &cb, money, outcome).await {
+    let signed_by = |merchant_no: &str| {
+        s.key_of(merchant_no)
+            .is_some_and(|key| protocol::verify_headers(key.expose(), &headers, &body, now).is_ok())
+    };
+    match apply(&s.app, &cb, money, outcome, &signed_by).await {
         Ok(response) => response,
         Err(e) => {
             tracing::warn!(error = %e, "wallet callback could not be applied now");
@@ -122,16 +162,33 @@ async fn contradiction(app: &Lifecycle, payment_id: i64, cb: &Callback) {
     }
 }
 
+/// Applies a verified callback; `signed_by(merchant_no)` says whether it was signed with the
+/// key of the wallet serving that merchant.
 async fn apply(
     app: &Lifecycle,
     cb: &Callback,
     money: Money,
     outcome: ChannelOutcome,
+    signed_by: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Response, LifecycleError> {
     let store = app.store();
     let Some(payment) = store.payment_by_transaction_no(&cb.transaction_no).await? else {
         return Ok(refuse(StatusCode::NOT_FOUND, cb, "no such transaction"));
     };
+    if !signed_by(&payment.merchant_no) {
+        // Another wallet's merchant: the same answer as for an unknown transaction, so a
+        // wallet learns nothing about the transactions of merchants it does not serve.
+        tracing::warn!(
+            transaction_no = %cb.transaction_no,
+            merchant_no = %payment.merchant_no,
+            "wallet callback signed with the key of a wallet that does not serve this merchant"
+        );
+        return Ok(answer(
+            StatusCode::NOT_FOUND,
+            "refused",
+            "no such transaction",
+        ));
+    }
     let ok = || Ok(answer(StatusCode::OK, "", "applied"));
     match cb.kind {
         CallbackKind::Payment => {

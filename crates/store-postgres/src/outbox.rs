@@ -10,15 +10,15 @@ use tillgate_core::*;
 impl OutboxStore for PgStore {
     async fn claim_notifications(
         &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
+        claim: &NotificationClaim,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let text = dollar_placeholders(&tillgate_store_sql::claim_sql(true));
         let q = sqlx::query(&text)
-            .bind(now.timestamp_millis())
-            .bind(lease_until.timestamp_millis())
-            .bind(limit);
+            .bind(claim.now.timestamp_millis())
+            .bind(claim.lease_until.timestamp_millis())
+            .bind(claim.limit)
+            .bind(claim.per_merchant)
+            .bind(tillgate_store_sql::held_json(&claim.held));
         self.all(q, tillgate_store_sql::outbox).await
     }
 

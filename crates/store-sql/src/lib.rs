@@ -214,28 +214,57 @@ pub fn attempt(row: &impl Columns) -> Result<AttemptRecord, StoreError> {
 }
 
 /// The SQL that leases due notifications, for both backends (placeholders `?1`.. are rewritten
-/// to `$1`.. for PostgreSQL). The outer conditions are checked again on the row itself, so two
-/// nodes that pick the same row cannot both lease it.
-pub fn claim_sql(skip_locked: bool) -> String {
+/// to `$1`.. for PostgreSQL): `?1` now, `?2` the lease's end, `?3` the most rows, `?4` the most
+/// of one merchant, `?5` what this node holds already ([`held_json`]).
+///
+/// The innermost query takes the first due rows of merchants below their limit (a merchant at
+/// its limit is skipped, however many rows it has waiting); each row then gets its place among
+/// its merchant's (held ones first), and only places up to the limit are leased. The outer
+/// conditions are checked again on the row itself, so two nodes that pick the same row cannot
+/// both lease it.
+pub fn claim_sql(postgres: bool) -> String {
+    let held = if postgres {
+        "COALESCE((CAST(?5 AS text)::jsonb ->> CAST(o.merchant_id AS text))::bigint, 0)"
+    } else {
+        "COALESCE(json_extract(?5, '$.\"' || o.merchant_id || '\"'), 0)"
+    };
     format!(
         "UPDATE outbox SET leased_until = ?2 \
-         WHERE status = 'pending' AND next_attempt_at <= ?1 \
+         WHERE status = '{pending}' AND next_attempt_at <= ?1 \
            AND (leased_until IS NULL OR leased_until < ?1) \
            AND id IN ( \
-             SELECT o.id FROM outbox o \
-             WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 \
-               AND (o.leased_until IS NULL OR o.leased_until < ?1) \
-               AND NOT EXISTS (SELECT 1 FROM outbox e \
-                               WHERE e.payment_id = o.payment_id AND e.id < o.id \
-                                 AND e.status = 'pending') \
-             ORDER BY o.next_attempt_at, o.id LIMIT ?3{}) \
+             SELECT r.id FROM ( \
+               SELECT c.id, c.next_attempt_at, c.held + ROW_NUMBER() OVER ( \
+                        PARTITION BY c.merchant_id ORDER BY c.next_attempt_at, c.id) AS place \
+               FROM ( \
+                 SELECT o.id, o.merchant_id, o.next_attempt_at, {held} AS held \
+                 FROM outbox o \
+                 WHERE o.status = '{pending}' AND o.next_attempt_at <= ?1 \
+                   AND (o.leased_until IS NULL OR o.leased_until < ?1) \
+                   AND NOT EXISTS (SELECT 1 FROM outbox e \
+                                   WHERE e.payment_id = o.payment_id AND e.id < o.id \
+                                     AND e.status = '{pending}') \
+                   AND {held} < ?4 \
+                 ORDER BY o.next_attempt_at, o.id LIMIT ?3 * ?4{lock}) c) r \
+             WHERE r.place <= ?4 \
+             ORDER BY r.next_attempt_at, r.id LIMIT ?3) \
          RETURNING *",
-        if skip_locked {
+        pending = OutboxStatus::Pending.as_str(),
+        lock = if postgres {
             " FOR UPDATE SKIP LOCKED"
         } else {
             ""
         }
     )
+}
+
+/// What a node holds, as the JSON object `?5` of [`claim_sql`]: `{"merchant id": count}`.
+pub fn held_json(held: &[(i64, i64)]) -> String {
+    let fields: Vec<String> = held
+        .iter()
+        .map(|(merchant_id, count)| format!("\"{merchant_id}\":{count}"))
+        .collect();
+    format!("{{{}}}", fields.join(","))
 }
 
 /// Operations waiting for the wallet since before `?1`, at most `?2`, whose next question is

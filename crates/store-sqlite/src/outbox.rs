@@ -12,13 +12,10 @@ use tillgate_core::*;
 impl OutboxStore for SqliteStore {
     async fn claim_notifications(
         &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
+        claim: &NotificationClaim,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        let (now_ms, lease_ms) = (now.timestamp_millis(), lease_until.timestamp_millis());
-        self.write(move |conn| claim(conn, now_ms, lease_ms, limit))
-            .await
+        let claim = claim.clone();
+        self.write(move |conn| lease(conn, &claim)).await
     }
 
     async fn finish_attempt(
@@ -78,16 +75,20 @@ impl OutboxStore for SqliteStore {
     }
 }
 
-fn claim(
-    conn: &Connection,
-    now_ms: i64,
-    lease_ms: i64,
-    limit: i64,
-) -> Result<Vec<OutboxRecord>, StoreError> {
+fn lease(conn: &Connection, claim: &NotificationClaim) -> Result<Vec<OutboxRecord>, StoreError> {
     let sql = tillgate_store_sql::claim_sql(false);
-    writer::all(conn, &sql, params![now_ms, lease_ms, limit], |r| {
-        tillgate_store_sql::outbox(r)
-    })
+    writer::all(
+        conn,
+        &sql,
+        params![
+            claim.now.timestamp_millis(),
+            claim.lease_until.timestamp_millis(),
+            claim.limit,
+            claim.per_merchant,
+            tillgate_store_sql::held_json(&claim.held),
+        ],
+        |r| tillgate_store_sql::outbox(r),
+    )
 }
 
 /// The outbox columns an attempt's outcome sets: status, next attempt time, delivery time.

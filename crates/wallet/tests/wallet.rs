@@ -490,6 +490,35 @@ async fn fake_wallet(
 }
 
 #[tokio::test]
+async fn a_redirect_is_not_followed_and_leaves_the_outcome_unknown() {
+    let sim = Simulator::start(config("redirect")).await.unwrap();
+    // A wallet address that answers every call with a redirect to the real wallet.
+    let target = format!("{}{}", sim.base_url(), protocol::PAY_PATH);
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, target)],
+            )
+                .into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let ch = HttpChannel::new(&format!("http://{addr}"), key(), Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        outcome(&ch, pay("t-redirected", 1300)).await,
+        ChannelOutcome::Unknown
+    );
+    // The signed request was not re-sent where the redirect pointed.
+    let (status, _) = control_get(&sim, "/control/orders/t-redirected").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn only_a_signed_answer_about_the_same_order_decides() {
     const GOOD: &str = r#"{"transactionNo":"t1","outcome":"approved","walletRef":"W1"}"#;
     let cases: [(u16, &'static str, Option<&'static [u8]>, ChannelOutcome); 7] = [

@@ -155,14 +155,14 @@ pub trait PaymentStore: Send + Sync + 'static {
 /// Notifications (the outbox) and their delivery attempts.
 #[async_trait]
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Leases up to `limit` due notifications until `lease_until`. A notification is due when
-    /// pending, its time has come, no other node holds its lease, and no earlier notification of
-    /// the same payment is still pending (so a later state never overtakes an earlier one).
+    /// Leases up to `claim.limit` due notifications until `claim.lease_until`, at most
+    /// `claim.per_merchant` of one merchant counting those this node holds already. A
+    /// notification is due when pending, its time has come, no other node holds its lease, and
+    /// no earlier notification of the same payment is still pending (so a later state never
+    /// overtakes an earlier one).
     async fn claim_notifications(
         &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
+        claim: &NotificationClaim,
     ) -> Result<Vec<OutboxRecord>, StoreError>;
     /// Records an attempt and what follows it, releasing the lease.
     async fn finish_attempt(
