@@ -251,13 +251,13 @@ async fn unified_order(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError
     let way_code = fields::required_text(p, "wayCode", 32)?;
     let (currency, currency_sent) = fields::currency(p, "currency")?;
     let amount = fields::amount(p, "amount", currency)?;
-    let subject = fields::required_free_text(p, "subject", 64)?;
-    let body = fields::required_free_text(p, "body", 256)?;
+    let subject = fields::required_text(p, "subject", 64)?;
+    let body = fields::required_text(p, "body", 256)?;
     let client_ip = fields::optional_text(p, "clientIp", 64)?;
     let notify_url = fields::notify_url(p, "notifyUrl", &|u| app.check_notify_url(u))?;
     let return_url = fields::optional_text(p, "returnUrl", 512)?;
     let timeout_minutes = fields::expired_minutes(p)?;
-    let ext_param = fields::optional_free_text(p, "extParam", 512)?;
+    let ext_param = fields::optional_text(p, "extParam", 512)?;
     let division_mode = fields::division_mode(p)?;
     let barcode = if BARCODE_WAY_CODES.contains(&way_code.as_str()) {
         Some(fields::auth_code(p)?)
@@ -346,7 +346,7 @@ fn cancel_extra(s: &Signed) -> Result<CancelExtra, UnifiedError> {
     Ok(CancelExtra {
         app_id: Some(s.app.app_id.clone()),
         client_ip: fields::optional_text(&s.params, "clientIp", 64)?,
-        ext_param: fields::optional_free_text(&s.params, "extParam", 512)?,
+        ext_param: fields::optional_text(&s.params, "extParam", 512)?,
     })
 }
 
@@ -439,10 +439,10 @@ async fn refund_order(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError>
     let mch_refund_no = fields::key(p, "mchRefundNo")?;
     let (currency, _) = fields::currency(p, "currency")?;
     let amount = fields::amount(p, "refundAmount", currency)?;
-    let refund_reason = fields::required_free_text(p, "refundReason", 256)?;
+    let refund_reason = fields::required_text(p, "refundReason", 256)?;
     let client_ip = fields::optional_text(p, "clientIp", 64)?;
     let notify_url = fields::notify_url(p, "notifyUrl", &|u| app.check_notify_url(u))?;
-    let ext_param = fields::optional_free_text(p, "extParam", 512)?;
+    let ext_param = fields::optional_text(p, "extParam", 512)?;
     let op = Op::RefundOrder {
         mch_refund_no: mch_refund_no.as_str(),
     };

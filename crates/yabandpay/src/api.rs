@@ -269,7 +269,7 @@ async fn pos(app: &Lifecycle, config: &YabandConfig, s: &Signed) -> Result<Data,
     let currency = fields::currency(p, "currency")?;
     let amount = fields::amount(p, "amount", currency)?;
     let request_id = fields::key(p, "request_id")?;
-    let description = fields::free_text(p, "description", 256)?;
+    let description = fields::text(p, "description", 256)?;
     let notify_url = fields::notify_url(p, &|u| app.check_notify_url(u))?;
     fields::sale_operation(p)?;
     let extra = pay_extra(Method::Pos, &description, p)?;
@@ -334,7 +334,7 @@ async fn barcode(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> {
     let currency = fields::currency(p, "currency")?;
     let amount = fields::amount(p, "amount", currency)?;
     fields::no_tip(p, currency)?;
-    let description = Some(fields::required_free_text(p, "description", 256)?);
+    let description = Some(fields::required_text(p, "description", 256)?);
     let notify_url = fields::notify_url(p, &|u| app.check_notify_url(u))?;
     let extra = pay_extra(Method::BarcodePayment, &description, p)?;
     let vendor = extra.sub_pay_method.clone();
@@ -368,7 +368,7 @@ async fn qr_code(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> {
     let currency = fields::currency(p, "currency")?;
     let amount = fields::amount(p, "amount", currency)?;
     fields::no_tip(p, currency)?;
-    let description = fields::free_text(p, "description", 256)?;
+    let description = fields::text(p, "description", 256)?;
     let notify_url = fields::notify_url(p, &|u| app.check_notify_url(u))?;
     let timeout_minutes = fields::timeout_minutes(p)?;
     let extra = pay_extra(Method::QrCodePayment, &description, p)?;
@@ -541,7 +541,7 @@ async fn create_refund(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError>
     let trade_id = fields::id(p, "trade_id")?;
     let currency = fields::currency(p, "refund_currency")?;
     let amount = fields::amount(p, "refund_amount", currency)?;
-    let refund_description = fields::required_free_text(p, "refund_description", 256)?;
+    let refund_description = fields::required_text(p, "refund_description", 256)?;
     let m_refund_id = fields::optional_key(p, "m_refund_id")?;
     let notify_url = fields::notify_url(p, &|u| app.check_notify_url(u))?;
     let out = app
