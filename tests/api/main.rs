@@ -33,6 +33,7 @@ mod notifications;
 mod operator;
 mod pockyt_story;
 mod postgres_nodes;
+mod strict_input;
 mod terminal_client;
 mod tidy;
 mod unified;
