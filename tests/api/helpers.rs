@@ -13,6 +13,15 @@ pub const MERCHANT_NO: &str = "200043";
 pub const STORE_NO: &str = "303660";
 pub const TOKEN: &str = "359c05eb811c7c8576f4a8a277dc6f6b";
 
+/// A wallet for production-mode tests that move no money: production refuses to start without
+/// one. Nothing listens at the address.
+pub const PRODUCTION_WALLET: [&str; 4] = [
+    "--channel",
+    "http://127.0.0.1:9",
+    "--channel-key",
+    "00112233445566778899aabbccddeeff",
+];
+
 /// A scratch directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 

@@ -126,6 +126,32 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Production moves money only through wallets it was given: the sandbox wallet, which pays
+/// every barcode, is never what production falls back to when no wallet is configured.
+pub fn check_production_wallets(config: &Config) -> anyhow::Result<()> {
+    if config.mode != Mode::Production {
+        return Ok(());
+    }
+    if config.channel.wallet == "sandbox" {
+        bail!(
+            "production mode needs a wallet: set the wallet's base URL with --channel, \
+             TILLGATE_CHANNEL or `wallet` in the config file's [channel] table, and its key with \
+             TILLGATE_CHANNEL_KEY; the sandbox wallet (which pays every barcode) is for sandbox \
+             mode only"
+        );
+    }
+    for (merchant_no, own) in &config.merchant_channels {
+        if own.wallet == "sandbox" {
+            bail!(
+                "production mode: [merchant_channels.\"{merchant_no}\"] has no wallet of its own \
+                 (set its `wallet` to the base URL of the merchant's HTTP wallet); the sandbox \
+                 wallet is for sandbox mode only"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A wallet side: the in-process sandbox, or an HTTP wallet.
 pub fn channel(config: &config::ChannelConfig) -> anyhow::Result<Arc<dyn tillgate_core::Channel>> {
     if config.wallet == "sandbox" {
@@ -328,6 +354,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let secrets = master_key(&config)?;
+    check_production_wallets(&config)?;
     let store = open_store(&config.database_url, config.database_max_connections).await?;
     let credentials = credentials(store.clone(), secrets);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
