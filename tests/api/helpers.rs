@@ -206,12 +206,35 @@ pub async fn spawn_on(dir: std::sync::Arc<TempDir>, database_url: &str, extra: &
 
 /// Starts the server; on failure returns what it wrote to stderr.
 pub fn start(dir: &TempDir, database_url: &str, extra: &[&str]) -> Result<(Child, String), String> {
+    start_limited(dir, database_url, extra, None)
+}
+
+/// Like [`start`]; with `nofile`, the server process may hold at most that many descriptors
+/// (the shell sets the limit, then becomes the server).
+pub fn start_limited(
+    dir: &TempDir,
+    database_url: &str,
+    extra: &[&str],
+    nofile: Option<u32>,
+) -> Result<(Child, String), String> {
     let listen = if extra.contains(&"--listen") {
         vec![]
     } else {
         vec!["--listen", "127.0.0.1:0"]
     };
-    let mut child = Command::new(binary())
+    let mut command = match nofile {
+        None => Command::new(binary()),
+        Some(n) => {
+            let mut sh = Command::new("sh");
+            sh.args([
+                "-c",
+                &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                binary(),
+            ]);
+            sh
+        }
+    };
+    let mut child = command
         .arg("serve")
         .args(listen)
         .args(["--database-url", database_url])

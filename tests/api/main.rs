@@ -28,6 +28,7 @@ macro_rules! on_both_backends {
 }
 
 mod bad_input;
+mod connections;
 mod helpers;
 mod notifications;
 mod operator;

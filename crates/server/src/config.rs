@@ -63,6 +63,42 @@ pub struct Config {
     /// How long a request that runs on a POS terminal waits for the terminal's result before
     /// it answers "processing" (the result is applied when it comes).
     pub terminal_wait_ms: u64,
+    /// Time-outs and connection caps of the HTTP listener (`[http]`).
+    pub http: HttpConfig,
+}
+
+/// What the HTTP listener allows one connection (`[http]` in the TOML file). Every phase of a
+/// request has a time-out, so a client that sends nothing, half a head or part of a body holds
+/// its connection only that long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// How long the request line and headers may take to arrive, counted from when the
+    /// connection is ready for a request (accepted, or done with its previous answer).
+    pub header_read_timeout_ms: u64,
+    /// How long a request's whole body may take to arrive after its headers.
+    pub body_read_timeout_ms: u64,
+    /// How long a kept-alive connection may wait for its next request. The head time-out also
+    /// runs while it waits, so the shorter of the two closes an idle connection.
+    pub idle_timeout_ms: u64,
+    /// Connections held at once; one more is closed as soon as it is accepted. Lowered at
+    /// start to what the process's descriptor limit leaves room for.
+    pub max_connections: usize,
+    /// Connections held at once from one client address (an IPv6 client: its /64); 0 for no
+    /// cap of its own (behind a reverse proxy every client has the proxy's address).
+    pub max_connections_per_address: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            idle_timeout_ms: 5_000,
+            max_connections: 1024,
+            max_connections_per_address: 64,
+        }
+    }
 }
 
 /// Which wallet moves the money (`[channel]`, and each `[merchant_channels."N"]`).
@@ -133,6 +169,7 @@ impl Default for Config {
             merchant_channels: std::collections::BTreeMap::new(),
             janitor_interval_ms: 5_000,
             terminal_wait_ms: 60_000,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -284,6 +321,13 @@ key = "99887766554433221100ffeeddccbbaa"
 
 [merchant_channels."700002"]
 timeout_ms = 42
+
+[http]
+header_read_timeout_ms = 1001
+body_read_timeout_ms = 1002
+idle_timeout_ms = 1003
+max_connections = 77
+max_connections_per_address = 7
 "#,
         )
         .unwrap();
@@ -326,6 +370,16 @@ timeout_ms = 42
         assert_eq!(other.wallet, "sandbox");
         assert!(other.key.is_none());
         assert_eq!(other.timeout_ms, 42);
+        assert_eq!(
+            (
+                c.http.header_read_timeout_ms,
+                c.http.body_read_timeout_ms,
+                c.http.idle_timeout_ms,
+                c.http.max_connections,
+                c.http.max_connections_per_address
+            ),
+            (1001, 1002, 1003, 77, 7)
+        );
         // Secrets stay hidden when the configuration is printed.
         let printed = format!("{c:?}");
         assert!(!printed.contains("file-admin-token") && !printed.contains("aabbcc"));
@@ -343,6 +397,11 @@ timeout_ms = 42
                 "timeout",
             ),
             ("table", "[notfy]\ntimeout_ms = 5\n", "notfy"),
+            (
+                "http",
+                "[http]\nheader_timeout_ms = 5\n",
+                "header_timeout_ms",
+            ),
         ] {
             let err = error(name, text);
             assert!(err.contains("is not valid"), "{err}");

@@ -10,12 +10,14 @@ pub mod config;
 mod dburl;
 pub mod hub;
 pub mod janitor;
+pub mod listener;
 pub mod sandbox;
 pub mod wallet;
 
 use anyhow::{bail, Context};
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -281,11 +283,79 @@ pub fn app(lifecycle: Arc<Lifecycle>, hub: Arc<hub::Hub>, config: &Config) -> Ro
     if config.mode == Mode::Sandbox {
         router = router.merge(sandbox::routes(lifecycle));
     }
+    let body_rules = BodyRules {
+        timeout: std::time::Duration::from_millis(config.http.body_read_timeout_ms.max(1)),
+        max_bytes: config.max_body_bytes,
+    };
     router
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            body_rules,
+            read_body_in_time,
+        ))
         .layer(middleware::from_fn(log_request))
+}
+
+/// How long a request's body may take to arrive, and how much of it is read.
+#[derive(Debug, Clone, Copy)]
+struct BodyRules {
+    timeout: std::time::Duration,
+    max_bytes: usize,
+}
+
+/// Reads the whole body under its deadline before any handler runs, so that a client sending
+/// part of a body holds its connection only that long. A body past the size limit is read no
+/// further and handed on as it is, for the handler's own limit to refuse in its dialect.
+async fn read_body_in_time(
+    State(rules): State<BodyRules>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use http_body_util::BodyExt;
+    let path = request.uri().path().to_owned();
+    let (parts, mut body) = request.into_parts();
+    let read = async {
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                bytes.extend_from_slice(&data);
+                if bytes.len() > rules.max_bytes {
+                    break;
+                }
+            }
+        }
+        Ok::<_, axum::Error>(bytes)
+    };
+    match tokio::time::timeout(rules.timeout, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => refusal(
+            &path,
+            StatusCode::BAD_REQUEST,
+            Refusal::Malformed,
+            "the request body could not be read".into(),
+        ),
+        Err(_) => {
+            let mut answer = refusal(
+                &path,
+                StatusCode::REQUEST_TIMEOUT,
+                Refusal::Malformed,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    rules.timeout.as_millis()
+                ),
+            );
+            // The rest of the body may still come: the connection cannot carry another request.
+            answer
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            answer
+        }
+    }
 }
 
 /// Prometheus text format: the store's operations and durable commits.
@@ -311,26 +381,98 @@ async fn metrics(
     )
 }
 
-/// An error in the envelope of the dialect whose paths `path` looks like.
-fn dialect_error(path: &str, status: StatusCode, message: String) -> Response {
-    if path.starts_with("/api/") {
-        let body = serde_json::json!({ "code": tillgate_unified::Code::ParamsError.as_i64(), "msg": message });
-        return (status, axum::Json(body)).into_response();
+/// Whose answers a path gets: a dialect's envelope, or the operator surfaces' `{"error"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Pockyt,
+    Unified,
+    YabandPay,
+    Operator,
+}
+
+impl Surface {
+    fn of(path: &str) -> Surface {
+        if path.starts_with("/api/") {
+            Surface::Unified
+        } else if path == "/Payments" {
+            Surface::YabandPay
+        } else if ["/admin/", "/sandbox/", "/wallet/", "/terminal"]
+            .iter()
+            .any(|p| path.starts_with(p))
+        {
+            Surface::Operator
+        } else {
+            Surface::Pockyt
+        }
     }
-    PockytError::new(RetCode::ApiVersionError, message)
-        .with_status(status)
-        .into_response()
+}
+
+/// Why a request is answered before any handler saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No route, or not with that method.
+    NoRoute,
+    /// The body is late or unreadable.
+    Malformed,
+}
+
+/// An answer in the envelope of the surface whose paths `path` looks like, with the code of
+/// `why` there.
+fn refusal(path: &str, status: StatusCode, why: Refusal, message: String) -> Response {
+    let surface = match (Surface::of(path), why) {
+        // Unknown paths keep the answer they always had: unified under /api/, else Pockyt's.
+        (Surface::Unified, _) => Surface::Unified,
+        (_, Refusal::NoRoute) => Surface::Pockyt,
+        (s, _) => s,
+    };
+    match surface {
+        Surface::Unified => {
+            let code = tillgate_unified::Code::ParamsError;
+            let body = serde_json::json!({ "code": code.as_i64(), "msg": message });
+            (status, axum::Json(body)).into_response()
+        }
+        Surface::YabandPay => {
+            let code = tillgate_yabandpay::Code::Malformed;
+            tillgate_yabandpay::YabandError {
+                status,
+                ..tillgate_yabandpay::YabandError::new(code, message)
+            }
+            .into_response()
+        }
+        Surface::Operator => {
+            (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+        }
+        Surface::Pockyt => {
+            let code = match why {
+                Refusal::NoRoute => RetCode::ApiVersionError,
+                Refusal::Malformed => RetCode::ParameterValueError,
+            };
+            PockytError::new(code, message)
+                .with_status(status)
+                .into_response()
+        }
+    }
 }
 
 async fn unknown_path(request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    dialect_error(&path, StatusCode::NOT_FOUND, format!("no API at {path}"))
+    refusal(
+        &path,
+        StatusCode::NOT_FOUND,
+        Refusal::NoRoute,
+        format!("no API at {path}"),
+    )
 }
 
 async fn wrong_method(request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let message = format!("method {} is not allowed here; use POST", request.method());
-    dialect_error(&path, StatusCode::METHOD_NOT_ALLOWED, message)
+    refusal(
+        &path,
+        StatusCode::METHOD_NOT_ALLOWED,
+        Refusal::NoRoute,
+        message,
+    )
 }
 
 async fn log_request(request: Request, next: Next) -> Response {
@@ -398,9 +540,11 @@ pub async fn run(
         )
         .run(stopped),
     );
-    axum::serve(listener, app(service, terminals, &config))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // Descriptors kept for the database pool, files and outbound clients.
+    let reserved = u64::from(config.database_max_connections) + 64;
+    let limits = listener::Limits::from_config(&config.http)
+        .within_descriptors(listener::descriptor_limit(), reserved);
+    listener::serve(listener, app(service, terminals, &config), limits, shutdown).await;
     // Attempts in flight finish and are recorded; the rest wait in the outbox for next start.
     let _ = stop_dispatch.send(true);
     let _ = notifications.await;
