@@ -34,6 +34,7 @@ mod notifications;
 mod operator;
 mod pockyt_story;
 mod postgres_nodes;
+mod rate_limits;
 mod strict_input;
 mod terminal_client;
 mod tidy;

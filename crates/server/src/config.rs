@@ -65,6 +65,8 @@ pub struct Config {
     pub terminal_wait_ms: u64,
     /// Time-outs and connection caps of the HTTP listener (`[http]`).
     pub http: HttpConfig,
+    /// Requests per merchant and per client address (`[rate_limit]`).
+    pub rate_limit: RateLimitConfig,
 }
 
 /// What the HTTP listener allows one connection (`[http]` in the TOML file). Every phase of a
@@ -98,6 +100,74 @@ impl Default for HttpConfig {
             max_connections: 1024,
             max_connections_per_address: 64,
         }
+    }
+}
+
+/// Requests answered per second, per merchant and per client address (`[rate_limit]`); a
+/// request over the limit gets its dialect's busy answer with HTTP 429 and changes nothing.
+/// A limit left out takes its mode's default: off in sandbox mode, on in production; 0 is off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per second of one merchant, counted once its signature is verified (so no
+    /// one else can spend a merchant's allowance).
+    pub per_merchant: Option<u32>,
+    /// How many of them may come at once (default: twice the rate).
+    pub per_merchant_burst: Option<u32>,
+    /// Requests per second to the merchant APIs from one client address (an IPv6 client: its
+    /// /64), counted before anything else is read.
+    pub per_address: Option<u32>,
+    /// How many of them may come at once (default: twice the rate).
+    pub per_address_burst: Option<u32>,
+}
+
+/// A rate in force: so many requests per second, so many at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimitConfig {
+    /// Production's rates when none is configured.
+    pub const PRODUCTION_PER_MERCHANT: u32 = 100;
+    pub const PRODUCTION_PER_ADDRESS: u32 = 100;
+
+    /// The per-merchant rate in force in `mode`; `None` when off.
+    pub fn merchant(&self, mode: Mode) -> Option<Rate> {
+        Self::rate(
+            self.per_merchant,
+            self.per_merchant_burst,
+            mode,
+            Self::PRODUCTION_PER_MERCHANT,
+        )
+    }
+
+    /// The per-address rate in force in `mode`; `None` when off.
+    pub fn address(&self, mode: Mode) -> Option<Rate> {
+        Self::rate(
+            self.per_address,
+            self.per_address_burst,
+            mode,
+            Self::PRODUCTION_PER_ADDRESS,
+        )
+    }
+
+    fn rate(rate: Option<u32>, burst: Option<u32>, mode: Mode, production: u32) -> Option<Rate> {
+        let per_second = match (rate, mode) {
+            (Some(r), _) => r,
+            (None, Mode::Sandbox) => 0,
+            (None, Mode::Production) => production,
+        };
+        if per_second == 0 {
+            return None;
+        }
+        Some(Rate {
+            per_second,
+            burst: burst
+                .filter(|b| *b > 0)
+                .unwrap_or(per_second.saturating_mul(2)),
+        })
     }
 }
 
@@ -170,6 +240,7 @@ impl Default for Config {
             janitor_interval_ms: 5_000,
             terminal_wait_ms: 60_000,
             http: HttpConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -328,6 +399,11 @@ body_read_timeout_ms = 1002
 idle_timeout_ms = 1003
 max_connections = 77
 max_connections_per_address = 7
+
+[rate_limit]
+per_merchant = 5
+per_merchant_burst = 6
+per_address = 0
 "#,
         )
         .unwrap();
@@ -380,6 +456,14 @@ max_connections_per_address = 7
             ),
             (1001, 1002, 1003, 77, 7)
         );
+        assert_eq!(
+            c.rate_limit.merchant(Mode::Production),
+            Some(Rate {
+                per_second: 5,
+                burst: 6
+            })
+        );
+        assert_eq!(c.rate_limit.address(Mode::Production), None, "0 is off");
         // Secrets stay hidden when the configuration is printed.
         let printed = format!("{c:?}");
         assert!(!printed.contains("file-admin-token") && !printed.contains("aabbcc"));
@@ -402,6 +486,7 @@ max_connections_per_address = 7
                 "[http]\nheader_timeout_ms = 5\n",
                 "header_timeout_ms",
             ),
+            ("rate", "[rate_limit]\nper_client = 5\n", "per_client"),
         ] {
             let err = error(name, text);
             assert!(err.contains("is not valid"), "{err}");
@@ -424,6 +509,31 @@ max_connections_per_address = 7
         assert!(err.contains("live") && err.contains("production"), "{err}");
         let err = error("type", "janitor_interval_ms = \"soon\"\n");
         assert!(err.contains("janitor_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_are_off_in_sandbox_and_on_in_production_unless_configured() {
+        let none = RateLimitConfig::default();
+        assert_eq!(none.merchant(Mode::Sandbox), None);
+        assert_eq!(none.address(Mode::Sandbox), None);
+        let on = Rate {
+            per_second: 100,
+            burst: 200,
+        };
+        assert_eq!(none.merchant(Mode::Production), Some(on));
+        assert_eq!(none.address(Mode::Production), Some(on));
+        let set = read("rates", "[rate_limit]\nper_address = 3\n")
+            .unwrap()
+            .rate_limit;
+        assert_eq!(
+            set.address(Mode::Sandbox),
+            Some(Rate {
+                per_second: 3,
+                burst: 6
+            }),
+            "a configured rate holds in sandbox mode too"
+        );
+        assert_eq!(set.merchant(Mode::Sandbox), None);
     }
 
     #[test]

@@ -34,6 +34,7 @@ use tillgate_domain::{Clock, SystemClock};
 use tillgate_notify::{Dispatcher, DispatcherConfig};
 use tillgate_pockyt::{PockytError, RetCode};
 use tillgate_store_sqlite::SqliteStore;
+use tillgate_wire::RateLimit;
 
 pub use config::{Config, Mode};
 
@@ -261,16 +262,66 @@ pub fn dispatcher(service: &Arc<Lifecycle>, config: &Config) -> anyhow::Result<A
     Ok(Arc::new(dispatcher))
 }
 
+/// The rate limits in force: per merchant (counted by each dialect once a signature is
+/// verified) and per client address (counted before anything else is read).
+#[derive(Debug, Clone, Default)]
+pub struct RateLimits {
+    pub merchant: RateLimit,
+    pub address: RateLimit,
+}
+
+impl RateLimits {
+    /// The configured rates, or the mode's defaults (off in sandbox mode).
+    pub fn from_config(config: &Config) -> RateLimits {
+        let limit = |rate: Option<config::Rate>| {
+            rate.map_or_else(RateLimit::off, |r| {
+                RateLimit::per_second(r.per_second, r.burst)
+            })
+        };
+        RateLimits {
+            merchant: limit(config.rate_limit.merchant(config.mode)),
+            address: limit(config.rate_limit.address(config.mode)),
+        }
+    }
+
+    /// Forgets, every few seconds until `stopped`, the keys no longer limited, so the tables
+    /// hold only recent clients.
+    pub async fn forget_idle(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    self.merchant.forget_idle();
+                    self.address.forget_idle();
+                }
+                _ = stopped.changed() => return,
+            }
+        }
+    }
+}
+
 /// Every route of the gateway.
-pub fn app(lifecycle: Arc<Lifecycle>, hub: Arc<hub::Hub>, config: &Config) -> Router {
+pub fn app(
+    lifecycle: Arc<Lifecycle>,
+    hub: Arc<hub::Hub>,
+    config: &Config,
+    limits: &RateLimits,
+) -> Router {
     let mut router = Router::new()
         .merge(hub::routes(hub))
-        .merge(tillgate_pockyt::router(lifecycle.clone()))
-        .merge(tillgate_unified::router(lifecycle.clone()))
+        .merge(tillgate_pockyt::router_with(
+            lifecycle.clone(),
+            limits.merchant.clone(),
+        ))
+        .merge(tillgate_unified::router_with(
+            lifecycle.clone(),
+            limits.merchant.clone(),
+        ))
         .merge(tillgate_yabandpay::router_with(
             lifecycle.clone(),
             tillgate_yabandpay::YabandConfig {
                 terminal_wait: std::time::Duration::from_millis(config.terminal_wait_ms),
+                merchant_limit: limits.merchant.clone(),
                 ..tillgate_yabandpay::YabandConfig::default()
             },
         ))
@@ -295,7 +346,46 @@ pub fn app(lifecycle: Arc<Lifecycle>, hub: Arc<hub::Hub>, config: &Config) -> Ro
             body_rules,
             read_body_in_time,
         ))
+        .layer(middleware::from_fn_with_state(
+            limits.address.clone(),
+            limit_address,
+        ))
         .layer(middleware::from_fn(log_request))
+}
+
+/// Counts a request to a merchant API against its client address's rate limit before its body
+/// is read; over the limit it gets its dialect's busy answer, HTTP 429 and `Retry-After`.
+/// Requests that did not come through the listener (no client address) are not counted.
+async fn limit_address(State(limit): State<RateLimit>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let path = request.uri().path();
+    let merchant_api = matches!(Surface::of(path), Surface::Unified | Surface::YabandPay)
+        || path.starts_with("/app-instore/")
+        || path.starts_with("/app-data-search/");
+    if let (Some(peer), true, true) = (peer, merchant_api, limit.is_on()) {
+        let key = listener::address_key(peer.ip()).to_string();
+        if let Err(busy) = limit.check(&key) {
+            let path = path.to_owned();
+            let mut answer = refusal(
+                &path,
+                StatusCode::TOO_MANY_REQUESTS,
+                Refusal::Busy,
+                format!(
+                    "too many requests from this address; nothing was changed; retry in {} s",
+                    busy.retry_after_secs()
+                ),
+            );
+            answer.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(busy.retry_after_secs()),
+            );
+            return answer;
+        }
+    }
+    next.run(request).await
 }
 
 /// How long a request's body may take to arrive, and how much of it is read.
@@ -414,6 +504,8 @@ enum Refusal {
     NoRoute,
     /// The body is late or unreadable.
     Malformed,
+    /// Over a rate limit: retry later.
+    Busy,
 }
 
 /// An answer in the envelope of the surface whose paths `path` looks like, with the code of
@@ -427,12 +519,18 @@ fn refusal(path: &str, status: StatusCode, why: Refusal, message: String) -> Res
     };
     match surface {
         Surface::Unified => {
-            let code = tillgate_unified::Code::ParamsError;
+            let code = match why {
+                Refusal::Busy => tillgate_unified::Code::SystemError,
+                _ => tillgate_unified::Code::ParamsError,
+            };
             let body = serde_json::json!({ "code": code.as_i64(), "msg": message });
             (status, axum::Json(body)).into_response()
         }
         Surface::YabandPay => {
-            let code = tillgate_yabandpay::Code::Malformed;
+            let code = match why {
+                Refusal::Busy => tillgate_yabandpay::Code::Busy,
+                _ => tillgate_yabandpay::Code::Malformed,
+            };
             tillgate_yabandpay::YabandError {
                 status,
                 ..tillgate_yabandpay::YabandError::new(code, message)
@@ -446,6 +544,7 @@ fn refusal(path: &str, status: StatusCode, why: Refusal, message: String) -> Res
             let code = match why {
                 Refusal::NoRoute => RetCode::ApiVersionError,
                 Refusal::Malformed => RetCode::ParameterValueError,
+                Refusal::Busy => RetCode::SystemError,
             };
             PockytError::new(code, message)
                 .with_status(status)
@@ -538,17 +637,21 @@ pub async fn run(
             // to the wallet, and a query must not overtake it.
             std::time::Duration::from_millis(config.channel.timeout_ms.saturating_mul(2)),
         )
-        .run(stopped),
+        .run(stopped.clone()),
     );
     // Descriptors kept for the database pool, files and outbound clients.
     let reserved = u64::from(config.database_max_connections) + 64;
     let limits = listener::Limits::from_config(&config.http)
         .within_descriptors(listener::descriptor_limit(), reserved);
-    listener::serve(listener, app(service, terminals, &config), limits, shutdown).await;
+    let rate_limits = RateLimits::from_config(&config);
+    let forgetting = tokio::spawn(rate_limits.clone().forget_idle(stopped));
+    let router = app(service, terminals, &config, &rate_limits);
+    listener::serve(listener, router, limits, shutdown).await;
     // Attempts in flight finish and are recorded; the rest wait in the outbox for next start.
     let _ = stop_dispatch.send(true);
     let _ = notifications.await;
     let _ = janitor.await;
+    let _ = forgetting.await;
     listening.abort();
     applying.abort();
     tracing::info!("draining the store");

@@ -25,18 +25,21 @@ use tillgate_core::{PaymentKey, PaymentRecord};
 use tillgate_domain::{
     BusinessDayRule, CancelIntent, CancelState, Key, MerchantZone, PaymentState,
 };
+use tillgate_wire::RateLimit;
 
 /// The dialect name the payments of this crate carry (their notifications come back here).
 pub const DIALECT: tillgate_core::Dialect = tillgate_core::Dialect::YabandPay;
 
 /// Tunables of the dialect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct YabandConfig {
     /// How far a request's `time` may be from the gateway's clock, either side.
     pub time_window: Duration,
     /// How long a terminal method waits for the terminal's result before it answers with the
     /// payment still in progress (the result is applied when it comes, and notified).
     pub terminal_wait: Duration,
+    /// Each merchant's requests, counted once their sign and time are verified.
+    pub merchant_limit: RateLimit,
 }
 
 impl Default for YabandConfig {
@@ -44,6 +47,7 @@ impl Default for YabandConfig {
         YabandConfig {
             time_window: Duration::from_secs(300),
             terminal_wait: Duration::from_secs(60),
+            merchant_limit: RateLimit::off(),
         }
     }
 }
@@ -198,6 +202,10 @@ async fn authenticate(
         sign::TimeError::Malformed => YabandError::malformed(e.to_string()),
         sign::TimeError::Stale { .. } => YabandError::new(Code::StaleTime, e.to_string()),
     })?;
+    config
+        .merchant_limit
+        .check(user.merchant.merchant_no.as_str())
+        .map_err(|busy| YabandError::busy(busy, "this merchant"))?;
     let method = Method::parse(&req.method).ok_or_else(|| {
         YabandError::new(
             Code::UnknownMethod,
