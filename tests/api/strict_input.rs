@@ -488,7 +488,56 @@ async fn yabandpay_refuses_what_two_readers_could_read_differently(app: TestApp)
     assert_eq!(paid["data"]["state"], "paid", "{paid}");
 }
 
+/// Path and query parameters of the operator surfaces are held to the same rule: on
+/// PostgreSQL a null byte there used to reach SQL (HTTP 503, or the database's own error text).
+async fn operator_paths_and_queries_refuse_control_characters(app: TestApp) {
+    let pos = app.pos();
+    let no = pos.paid(&reference("strict-admin"), "1.00").await;
+    for (method, path) in [
+        (
+            Method::GET,
+            "/admin/v1/notifications?transactionNo=1%00".to_owned(),
+        ),
+        (Method::GET, format!("/admin/v1/transactions/{no}%00")),
+        (
+            Method::GET,
+            "/admin/v1/notifications?status=%0Afailed".to_owned(),
+        ),
+        (Method::GET, "/admin/v1/transactions/%FF".to_owned()),
+        (Method::POST, format!("/sandbox/v1/payments/{no}%00/settle")),
+    ] {
+        let body = if method == Method::POST {
+            br#"{"outcome":"declined"}"#.to_vec()
+        } else {
+            Vec::new()
+        };
+        let (status, answer) = app.raw(method, &path, JSON, body).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("control character")),
+            "{path}: {answer}"
+        );
+    }
+    // The paid transaction was not settled again.
+    assert_eq!(
+        pos.query(&no).await["result"]["transactionStatus"],
+        "success"
+    );
+    // A Pockyt path with a null byte answers in Pockyt's envelope.
+    let (status, answer) = app
+        .raw(Method::POST, "/app-instore/v3/add%00", JSON, b"{}".to_vec())
+        .await;
+    assert_eq!(
+        (status, &answer["ret_code"]),
+        (400, &json!("000023")),
+        "{answer}"
+    );
+}
+
 on_both_backends!(
+    operator_paths_and_queries_refuse_control_characters,
     pockyt_refuses_what_two_readers_could_read_differently,
     unified_refuses_what_two_readers_could_read_differently,
     yabandpay_refuses_what_two_readers_could_read_differently,

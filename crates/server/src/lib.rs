@@ -350,7 +350,30 @@ pub fn app(
             limits.address.clone(),
             limit_address,
         ))
+        .layer(middleware::from_fn(plain_uri))
         .layer(middleware::from_fn(log_request))
+}
+
+/// Refuses a request whose path or query, percent-decoded, is not UTF-8 or holds a control
+/// character (a null byte among them): path and query parameters of the operator surfaces
+/// (`/admin/v1/transactions/{transactionNo}`, `?transactionNo=`) are held to the same rule
+/// as the merchant APIs' parameters, and such text never reaches a handler or SQL.
+async fn plain_uri(request: Request, next: Next) -> Response {
+    let odd = |raw: &str| {
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+        std::str::from_utf8(&bytes).map_or(true, tillgate_wire::has_control)
+    };
+    let uri = request.uri();
+    if odd(uri.path()) || uri.query().is_some_and(odd) {
+        let path = uri.path().to_owned();
+        return refusal(
+            &path,
+            StatusCode::BAD_REQUEST,
+            Refusal::Malformed,
+            "the path or query holds a control character or bytes that are not UTF-8".into(),
+        );
+    }
+    next.run(request).await
 }
 
 /// Counts a request to a merchant API against its client address's rate limit before its body

@@ -1393,7 +1393,13 @@ async fn every_code_is_reachable() {
         ..fresh.config.clone()
     };
     for expected in [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
-        let body = signed(&fresh, TID, SECRET, "v3.QueryOrder", json!({"trade_id": "1"}));
+        let body = signed(
+            &fresh,
+            TID,
+            SECRET,
+            "v3.QueryOrder",
+            json!({"trade_id": "1"}),
+        );
         let response = handle(&fresh.app, &limited, &body).await;
         assert_eq!(response.status(), expected);
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
