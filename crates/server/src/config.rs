@@ -87,8 +87,23 @@ pub struct HttpConfig {
     /// start to what the process's descriptor limit leaves room for.
     pub max_connections: usize,
     /// Connections held at once from one client address (an IPv6 client: its /64); 0 for no
-    /// cap of its own (behind a reverse proxy every client has the proxy's address).
-    pub max_connections_per_address: usize,
+    /// cap of its own (behind a reverse proxy every client has the proxy's address). Unset:
+    /// 64 in production, none in sandbox mode (a load generator on one machine is one address).
+    pub max_connections_per_address: Option<usize>,
+}
+
+impl HttpConfig {
+    /// The per-address cap when none is configured in production.
+    pub const PRODUCTION_PER_ADDRESS: usize = 64;
+
+    /// The per-address connection cap in force in `mode`; 0 is none.
+    pub fn per_address(&self, mode: Mode) -> usize {
+        match (self.max_connections_per_address, mode) {
+            (Some(n), _) => n,
+            (None, Mode::Sandbox) => 0,
+            (None, Mode::Production) => Self::PRODUCTION_PER_ADDRESS,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -98,7 +113,7 @@ impl Default for HttpConfig {
             body_read_timeout_ms: 10_000,
             idle_timeout_ms: 5_000,
             max_connections: 1024,
-            max_connections_per_address: 64,
+            max_connections_per_address: None,
         }
     }
 }
@@ -452,7 +467,7 @@ per_address = 0
                 c.http.body_read_timeout_ms,
                 c.http.idle_timeout_ms,
                 c.http.max_connections,
-                c.http.max_connections_per_address
+                c.http.per_address(Mode::Sandbox)
             ),
             (1001, 1002, 1003, 77, 7)
         );
@@ -509,6 +524,17 @@ per_address = 0
         assert!(err.contains("live") && err.contains("production"), "{err}");
         let err = error("type", "janitor_interval_ms = \"soon\"\n");
         assert!(err.contains("janitor_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn the_per_address_connection_cap_is_off_in_sandbox_and_on_in_production_unless_configured() {
+        let none = HttpConfig::default();
+        assert_eq!(none.per_address(Mode::Sandbox), 0);
+        assert_eq!(none.per_address(Mode::Production), 64);
+        let off = read("per-address", "[http]\nmax_connections_per_address = 0\n")
+            .unwrap()
+            .http;
+        assert_eq!(off.per_address(Mode::Production), 0);
     }
 
     #[test]

@@ -664,7 +664,7 @@ pub async fn run(
     );
     // Descriptors kept for the database pool, files and outbound clients.
     let reserved = u64::from(config.database_max_connections) + 64;
-    let limits = listener::Limits::from_config(&config.http)
+    let limits = listener::Limits::from_config(&config.http, config.mode)
         .within_descriptors(listener::descriptor_limit(), reserved);
     let rate_limits = RateLimits::from_config(&config);
     let forgetting = tokio::spawn(rate_limits.clone().forget_idle(stopped));

@@ -41,12 +41,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_config(http: &crate::config::HttpConfig) -> Limits {
+    pub fn from_config(http: &crate::config::HttpConfig, mode: crate::config::Mode) -> Limits {
         Limits {
             header_read_timeout: Duration::from_millis(http.header_read_timeout_ms.max(1)),
             idle_timeout: Duration::from_millis(http.idle_timeout_ms.max(1)),
             max_connections: http.max_connections.max(1),
-            max_connections_per_address: http.max_connections_per_address,
+            max_connections_per_address: http.per_address(mode),
         }
     }
 
