@@ -13,6 +13,15 @@ pub const MERCHANT_NO: &str = "200043";
 pub const STORE_NO: &str = "303660";
 pub const TOKEN: &str = "359c05eb811c7c8576f4a8a277dc6f6b";
 
+/// A wallet for production-mode tests that move no money: production refuses to start without
+/// one. Nothing listens at the address.
+pub const PRODUCTION_WALLET: [&str; 4] = [
+    "--channel",
+    "http://127.0.0.1:9",
+    "--channel-key",
+    "00112233445566778899aabbccddeeff",
+];
+
 /// A scratch directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -113,12 +122,35 @@ pub async fn spawn_on(dir: std::sync::Arc<TempDir>, database_url: &str, extra: &
 
 /// Starts the server; on failure returns what it wrote to stderr.
 pub fn start(dir: &TempDir, database_url: &str, extra: &[&str]) -> Result<(Child, String), String> {
+    start_limited(dir, database_url, extra, None)
+}
+
+/// Like [`start`]; with `nofile`, the server process may hold at most that many descriptors
+/// (the shell sets the limit, then becomes the server).
+pub fn start_limited(
+    dir: &TempDir,
+    database_url: &str,
+    extra: &[&str],
+    nofile: Option<u32>,
+) -> Result<(Child, String), String> {
     let listen = if extra.contains(&"--listen") {
         vec![]
     } else {
         vec!["--listen", "127.0.0.1:0"]
     };
-    let mut child = Command::new(binary())
+    let mut command = match nofile {
+        None => Command::new(binary()),
+        Some(n) => {
+            let mut sh = Command::new("sh");
+            sh.args([
+                "-c",
+                &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                binary(),
+            ]);
+            sh
+        }
+    };
+    let mut child = command
         .arg("serve")
         .args(listen)
         .args(["--database-url", database_url])

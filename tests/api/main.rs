@@ -32,11 +32,14 @@ macro_rules! on_both_backends {
 }
 
 mod bad_input;
+mod connections;
 mod helpers;
 mod notifications;
 mod operator;
 mod pockyt_story;
 mod postgres_nodes;
+mod rate_limits;
+mod strict_input;
 mod terminal_client;
 mod tidy;
 mod unified;

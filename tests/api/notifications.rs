@@ -416,7 +416,12 @@ async fn production_refuses_notification_urls_into_private_networks() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let app = spawn_on(dir, &url, &["--mode", "production", "--master-key", &key]).await;
+    let production = [
+        &["--mode", "production", "--master-key", &key][..],
+        &PRODUCTION_WALLET,
+    ]
+    .concat();
+    let app = spawn_on(dir, &url, &production).await;
     let pos = app.pos_for("800001", "1", "prodtoken0123456789");
     for forbidden in [
         "http://127.0.0.1:9/x",

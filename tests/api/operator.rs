@@ -109,17 +109,16 @@ async fn production_mode_refuses_sandbox_credentials_and_a_missing_master_key() 
     let err = start(&dir, &url, &["--mode", "production"]).expect_err("must refuse");
     assert!(err.contains("master key"), "{err}");
     let key = "00".repeat(32);
-    let err = start(&dir, &url, &["--mode", "production", "--master-key", &key])
-        .expect_err("must refuse");
+    let production = [
+        &["--mode", "production", "--master-key", &key][..],
+        &PRODUCTION_WALLET,
+    ]
+    .concat();
+    let err = start(&dir, &url, &production).expect_err("must refuse");
     assert!(err.contains("sandbox merchant"), "{err}");
     // A fresh database in production mode starts, and serves no sandbox control endpoint.
     let fresh = format!("sqlite://{}", dir.0.join("prod.db").display());
-    let (mut child, base) = start(
-        &dir,
-        &fresh,
-        &["--mode", "production", "--master-key", &key],
-    )
-    .unwrap();
+    let (mut child, base) = start(&dir, &fresh, &production).unwrap();
     let status = reqwest::Client::new()
         .post(format!("{base}/sandbox/v1/payments/1/settle"))
         .json(&serde_json::json!({"outcome": "paid"}))
@@ -130,6 +129,59 @@ async fn production_mode_refuses_sandbox_credentials_and_a_missing_master_key() 
     assert_eq!(status.as_u16(), 404);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Runs `tillgate serve` in production mode on a fresh database; returns its exit status and
+/// what it wrote to stderr, or panics when it is still running after 30 s (it started serving).
+async fn serve_exits(dir: &TempDir, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let url = format!("sqlite://{}", dir.0.join("prod.db").display());
+    let key = "00".repeat(32);
+    let run = tokio::process::Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .args(["--mode", "production", "--master-key", &key])
+        .args(extra)
+        .current_dir(&dir.0)
+        .env("RUST_LOG", "warn")
+        .env_remove("TILLGATE_CHANNEL")
+        .env_remove("TILLGATE_CHANNEL_KEY")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("production mode started serving without a wallet")
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn production_refuses_to_start_without_a_wallet_of_its_own() {
+    let dir = TempDir::new();
+    // No wallet configured: the sandbox wallet is not what production falls back to.
+    let (status, err) = serve_exits(&dir, &[]).await;
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("production mode needs a wallet") && err.contains("TILLGATE_CHANNEL"),
+        "{err}"
+    );
+    // Nor when it is asked for by name.
+    let (status, err) = serve_exits(&dir, &["--channel", "sandbox"]).await;
+    assert!(!status.success() && err.contains("needs a wallet"), "{err}");
+    // A merchant's own wallet table that names no wallet would run that merchant on the sandbox.
+    let config = dir.0.join("tillgate.toml");
+    std::fs::write(
+        &config,
+        "[merchant_channels.\"700001\"]\ntimeout_ms = 500\n",
+    )
+    .unwrap();
+    let mut extra = PRODUCTION_WALLET.to_vec();
+    let config_arg = config.display().to_string();
+    extra.extend(["--config", &config_arg]);
+    let (status, err) = serve_exits(&dir, &extra).await;
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("[merchant_channels.\"700001\"]"), "{err}");
 }
 
 async fn the_sandbox_cli_plays_the_wallet(app: TestApp) {

@@ -19,7 +19,13 @@ fn text(v: &Value) -> String {
 
 /// YabandPay's sign, written here independently: user, method, time and the data fields,
 /// sorted, `k=v` joined with `&`, HMAC-SHA256 with the secret, lower-case hex.
-fn yaband_sign(user: &str, method: &str, time: i64, data: &Value, secret: &str) -> String {
+pub(crate) fn yaband_sign(
+    user: &str,
+    method: &str,
+    time: i64,
+    data: &Value,
+    secret: &str,
+) -> String {
     let mut pairs: Vec<(String, String)> = data
         .as_object()
         .unwrap()

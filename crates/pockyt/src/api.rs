@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
+use axum::Extension;
 use axum::Router;
 use std::sync::Arc;
 use tillgate_core::service::{
@@ -17,12 +18,20 @@ use tillgate_core::service::{
 };
 use tillgate_core::{Dialect, PaymentKey};
 use tillgate_domain::{BusinessDayRule, CancelIntent, Currency, Key, Money};
+use tillgate_wire::RateLimit;
 
 type App = State<Arc<Lifecycle>>;
+type Limit = Extension<RateLimit>;
 type Body = Result<Bytes, BytesRejection>;
 
-/// The Pockyt v3 routes, with the aliases the official SDKs use.
+/// The Pockyt v3 routes, with the aliases the official SDKs use, and no rate limit.
 pub fn router(app: Arc<Lifecycle>) -> Router {
+    router_with(app, RateLimit::off())
+}
+
+/// The Pockyt v3 routes; `merchant_limit` counts each merchant's requests once their
+/// signature is verified.
+pub fn router_with(app: Arc<Lifecycle>, merchant_limit: RateLimit) -> Router {
     Router::new()
         .route("/app-instore/v3/add", post(add))
         .route("/app-instore/v3/pay", post(pay))
@@ -32,6 +41,7 @@ pub fn router(app: Arc<Lifecycle>) -> Router {
         .route("/app-instore/v3/reverse", post(cancel))
         .route("/app-data-search/v3/refund", post(refund))
         .route("/app-data-search/v3/tran-query", post(query))
+        .layer(Extension(merchant_limit))
         .with_state(app)
 }
 
@@ -41,9 +51,11 @@ struct Signed {
     credential: Arc<StoreCredential>,
 }
 
-/// Parses the body, finds the store's token and verifies `verifySign` before anything else.
+/// Parses the body, finds the store's token and verifies `verifySign` before anything else;
+/// then counts the request against its merchant's rate limit.
 async fn authenticate(
     credentials: &Credentials,
+    limit: &RateLimit,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Signed, PockytError> {
@@ -98,6 +110,9 @@ async fn authenticate(
             "verifySign does not match the parameters and the store's token",
         ));
     }
+    limit
+        .check(credential.merchant.merchant_no.as_str())
+        .map_err(|busy| PockytError::busy(busy, "this merchant"))?;
     Ok(Signed { params, credential })
 }
 
@@ -162,8 +177,14 @@ fn notify_url(
     Ok(url)
 }
 
-async fn add(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
-    let Signed { params, credential } = authenticate(app.credentials(), &headers, body).await?;
+async fn add(
+    State(app): App,
+    Extension(limit): Limit,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, PockytError> {
+    let Signed { params, credential } =
+        authenticate(app.credentials(), &limit, &headers, body).await?;
     let cur = currency(&params, "currency")?;
     let req = AddRequest {
         amount: amount(&params, "amount", cur)?,
@@ -197,8 +218,14 @@ async fn add(State(app): App, headers: HeaderMap, body: Body) -> Result<Response
     ))
 }
 
-async fn pay(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
-    let Signed { params, credential } = authenticate(app.credentials(), &headers, body).await?;
+async fn pay(
+    State(app): App,
+    Extension(limit): Limit,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, PockytError> {
+    let Signed { params, credential } =
+        authenticate(app.credentials(), &limit, &headers, body).await?;
     let key = payment_key(&params)?;
     let req = PayRequest {
         barcode: Some(
@@ -217,8 +244,14 @@ async fn pay(State(app): App, headers: HeaderMap, body: Body) -> Result<Response
     ))
 }
 
-async fn cancel(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
-    let Signed { params, credential } = authenticate(app.credentials(), &headers, body).await?;
+async fn cancel(
+    State(app): App,
+    Extension(limit): Limit,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, PockytError> {
+    let Signed { params, credential } =
+        authenticate(app.credentials(), &limit, &headers, body).await?;
     let key = payment_key(&params)?;
     let rule = BusinessDayRule::calendar_day(credential.merchant.zone);
     let out = app
@@ -235,8 +268,14 @@ async fn cancel(State(app): App, headers: HeaderMap, body: Body) -> Result<Respo
     Ok(success(render::cancel(payment, cancel), "cancel success"))
 }
 
-async fn refund(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
-    let Signed { params, credential } = authenticate(app.credentials(), &headers, body).await?;
+async fn refund(
+    State(app): App,
+    Extension(limit): Limit,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, PockytError> {
+    let Signed { params, credential } =
+        authenticate(app.credentials(), &limit, &headers, body).await?;
     let key = payment_key(&params)?;
     let cur = currency(&params, "currency")?;
     let req = RefundRequest {
@@ -258,8 +297,14 @@ async fn refund(State(app): App, headers: HeaderMap, body: Body) -> Result<Respo
     Ok(success(render::refund(payment, refund), "refund success "))
 }
 
-async fn query(State(app): App, headers: HeaderMap, body: Body) -> Result<Response, PockytError> {
-    let Signed { params, credential } = authenticate(app.credentials(), &headers, body).await?;
+async fn query(
+    State(app): App,
+    Extension(limit): Limit,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, PockytError> {
+    let Signed { params, credential } =
+        authenticate(app.credentials(), &limit, &headers, body).await?;
     let key = payment_key(&params)?;
     let found = app
         .query(&credential.merchant, &key)

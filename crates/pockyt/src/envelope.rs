@@ -70,6 +70,19 @@ impl PockytError {
     pub fn invalid(field: &str, why: impl std::fmt::Display) -> PockytError {
         PockytError::new(RetCode::ParameterValueError, format!("{field} {why}"))
     }
+
+    /// Over a rate limit (of `whose` requests): Pockyt has no busy code, so `000000` with
+    /// HTTP 429; nothing was changed and a retry after the wait passes.
+    pub fn busy(busy: tillgate_wire::Busy, whose: &str) -> PockytError {
+        PockytError::new(
+            RetCode::SystemError,
+            format!(
+                "too many requests of {whose}; nothing was changed; retry in {} s",
+                busy.retry_after_secs()
+            ),
+        )
+        .with_status(StatusCode::TOO_MANY_REQUESTS)
+    }
 }
 
 /// A successful answer.

@@ -12,6 +12,6 @@ pub use tillgate_wire::params;
 mod render;
 pub mod sign;
 
-pub use api::router;
+pub use api::{router, router_with};
 pub use envelope::{PockytError, RetCode};
 pub use notify::PockytRenderer;

@@ -64,6 +64,127 @@ pub struct Config {
     /// How long a request that runs on a POS terminal waits for the terminal's result before
     /// it answers "processing" (the result is applied when it comes).
     pub terminal_wait_ms: u64,
+    /// Time-outs and connection caps of the HTTP listener (`[http]`).
+    pub http: HttpConfig,
+    /// Requests per merchant and per client address (`[rate_limit]`).
+    pub rate_limit: RateLimitConfig,
+}
+
+/// What the HTTP listener allows one connection (`[http]` in the TOML file). Every phase of a
+/// request has a time-out, so a client that sends nothing, half a head or part of a body holds
+/// its connection only that long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// How long the request line and headers may take to arrive, counted from when the
+    /// connection is ready for a request (accepted, or done with its previous answer).
+    pub header_read_timeout_ms: u64,
+    /// How long a request's whole body may take to arrive after its headers.
+    pub body_read_timeout_ms: u64,
+    /// How long a kept-alive connection may wait for its next request. The head time-out also
+    /// runs while it waits, so the shorter of the two closes an idle connection.
+    pub idle_timeout_ms: u64,
+    /// Connections held at once; one more is closed as soon as it is accepted. Lowered at
+    /// start to what the process's descriptor limit leaves room for.
+    pub max_connections: usize,
+    /// Connections held at once from one client address (an IPv6 client: its /64); 0 for no
+    /// cap of its own (behind a reverse proxy every client has the proxy's address). Unset:
+    /// 64 in production, none in sandbox mode (a load generator on one machine is one address).
+    pub max_connections_per_address: Option<usize>,
+}
+
+impl HttpConfig {
+    /// The per-address cap when none is configured in production.
+    pub const PRODUCTION_PER_ADDRESS: usize = 64;
+
+    /// The per-address connection cap in force in `mode`; 0 is none.
+    pub fn per_address(&self, mode: Mode) -> usize {
+        match (self.max_connections_per_address, mode) {
+            (Some(n), _) => n,
+            (None, Mode::Sandbox) => 0,
+            (None, Mode::Production) => Self::PRODUCTION_PER_ADDRESS,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            idle_timeout_ms: 5_000,
+            max_connections: 1024,
+            max_connections_per_address: None,
+        }
+    }
+}
+
+/// Requests answered per second, per merchant and per client address (`[rate_limit]`); a
+/// request over the limit gets its dialect's busy answer with HTTP 429 and changes nothing.
+/// A limit left out takes its mode's default: off in sandbox mode, on in production; 0 is off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per second of one merchant, counted once its signature is verified (so no
+    /// one else can spend a merchant's allowance).
+    pub per_merchant: Option<u32>,
+    /// How many of them may come at once (default: twice the rate).
+    pub per_merchant_burst: Option<u32>,
+    /// Requests per second to the merchant APIs from one client address (an IPv6 client: its
+    /// /64), counted before anything else is read.
+    pub per_address: Option<u32>,
+    /// How many of them may come at once (default: twice the rate).
+    pub per_address_burst: Option<u32>,
+}
+
+/// A rate in force: so many requests per second, so many at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimitConfig {
+    /// Production's rates when none is configured.
+    pub const PRODUCTION_PER_MERCHANT: u32 = 100;
+    pub const PRODUCTION_PER_ADDRESS: u32 = 100;
+
+    /// The per-merchant rate in force in `mode`; `None` when off.
+    pub fn merchant(&self, mode: Mode) -> Option<Rate> {
+        Self::rate(
+            self.per_merchant,
+            self.per_merchant_burst,
+            mode,
+            Self::PRODUCTION_PER_MERCHANT,
+        )
+    }
+
+    /// The per-address rate in force in `mode`; `None` when off.
+    pub fn address(&self, mode: Mode) -> Option<Rate> {
+        Self::rate(
+            self.per_address,
+            self.per_address_burst,
+            mode,
+            Self::PRODUCTION_PER_ADDRESS,
+        )
+    }
+
+    fn rate(rate: Option<u32>, burst: Option<u32>, mode: Mode, production: u32) -> Option<Rate> {
+        let per_second = match (rate, mode) {
+            (Some(r), _) => r,
+            (None, Mode::Sandbox) => 0,
+            (None, Mode::Production) => production,
+        };
+        if per_second == 0 {
+            return None;
+        }
+        Some(Rate {
+            per_second,
+            burst: burst
+                .filter(|b| *b > 0)
+                .unwrap_or(per_second.saturating_mul(2)),
+        })
+    }
 }
 
 /// Which wallet moves the money (`[channel]`, and each `[merchant_channels."N"]`).
@@ -145,6 +266,8 @@ impl Default for Config {
             merchant_channels: std::collections::BTreeMap::new(),
             janitor_interval_ms: 5_000,
             terminal_wait_ms: 60_000,
+            http: HttpConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -300,6 +423,18 @@ key = "99887766554433221100ffeeddccbbaa"
 
 [merchant_channels."700002"]
 timeout_ms = 42
+
+[http]
+header_read_timeout_ms = 1001
+body_read_timeout_ms = 1002
+idle_timeout_ms = 1003
+max_connections = 77
+max_connections_per_address = 7
+
+[rate_limit]
+per_merchant = 5
+per_merchant_burst = 6
+per_address = 0
 "#,
         )
         .unwrap();
@@ -344,6 +479,24 @@ timeout_ms = 42
         assert_eq!(other.wallet, "sandbox");
         assert!(other.key.is_none());
         assert_eq!(other.timeout_ms, 42);
+        assert_eq!(
+            (
+                c.http.header_read_timeout_ms,
+                c.http.body_read_timeout_ms,
+                c.http.idle_timeout_ms,
+                c.http.max_connections,
+                c.http.per_address(Mode::Sandbox)
+            ),
+            (1001, 1002, 1003, 77, 7)
+        );
+        assert_eq!(
+            c.rate_limit.merchant(Mode::Production),
+            Some(Rate {
+                per_second: 5,
+                burst: 6
+            })
+        );
+        assert_eq!(c.rate_limit.address(Mode::Production), None, "0 is off");
         // Secrets stay hidden when the configuration is printed.
         let printed = format!("{c:?}");
         assert!(!printed.contains("file-admin-token") && !printed.contains("aabbcc"));
@@ -361,6 +514,12 @@ timeout_ms = 42
                 "timeout",
             ),
             ("table", "[notfy]\ntimeout_ms = 5\n", "notfy"),
+            (
+                "http",
+                "[http]\nheader_timeout_ms = 5\n",
+                "header_timeout_ms",
+            ),
+            ("rate", "[rate_limit]\nper_client = 5\n", "per_client"),
         ] {
             let err = error(name, text);
             assert!(err.contains("is not valid"), "{err}");
@@ -385,6 +544,42 @@ timeout_ms = 42
         assert!(err.contains("live") && err.contains("production"), "{err}");
         let err = error("type", "janitor_interval_ms = \"soon\"\n");
         assert!(err.contains("janitor_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn the_per_address_connection_cap_is_off_in_sandbox_and_on_in_production_unless_configured() {
+        let none = HttpConfig::default();
+        assert_eq!(none.per_address(Mode::Sandbox), 0);
+        assert_eq!(none.per_address(Mode::Production), 64);
+        let off = read("per-address", "[http]\nmax_connections_per_address = 0\n")
+            .unwrap()
+            .http;
+        assert_eq!(off.per_address(Mode::Production), 0);
+    }
+
+    #[test]
+    fn rate_limits_are_off_in_sandbox_and_on_in_production_unless_configured() {
+        let none = RateLimitConfig::default();
+        assert_eq!(none.merchant(Mode::Sandbox), None);
+        assert_eq!(none.address(Mode::Sandbox), None);
+        let on = Rate {
+            per_second: 100,
+            burst: 200,
+        };
+        assert_eq!(none.merchant(Mode::Production), Some(on));
+        assert_eq!(none.address(Mode::Production), Some(on));
+        let set = read("rates", "[rate_limit]\nper_address = 3\n")
+            .unwrap()
+            .rate_limit;
+        assert_eq!(
+            set.address(Mode::Sandbox),
+            Some(Rate {
+                per_second: 3,
+                burst: 6
+            }),
+            "a configured rate holds in sandbox mode too"
+        );
+        assert_eq!(set.merchant(Mode::Sandbox), None);
     }
 
     #[test]

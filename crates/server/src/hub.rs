@@ -249,6 +249,10 @@ impl Hub {
         else {
             return Err("the first message must be a hello".into());
         };
+        // Text no terminal id or nonce can hold never reaches the store.
+        if tillgate_wire::has_control(&tid) || tillgate_wire::has_control(&nonce) {
+            return Err("unknown terminal or bad signature".into());
+        }
         let credential = self
             .credentials
             .terminal_credential(&tid)
@@ -741,6 +745,8 @@ mod tests {
         let cases = [
             (hello("wrong-secret-000000", now, "n1"), "bad signature"),
             (hello(SECRET, now - 3600, "n2"), "stale"),
+            // Signed, but a nonce no terminal may send: it never reaches the store.
+            (hello(SECRET, now, "n\u{0}4"), "bad signature"),
             (hello(SECRET, now, "n3"), ""),
             (hello(SECRET, now, "n3"), "replayed"),
         ];

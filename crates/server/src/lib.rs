@@ -10,12 +10,14 @@ pub mod config;
 mod dburl;
 pub mod hub;
 pub mod janitor;
+pub mod listener;
 pub mod sandbox;
 pub mod wallet;
 
 use anyhow::{bail, Context};
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,6 +34,7 @@ use tillgate_domain::{Clock, SystemClock};
 use tillgate_notify::{Dispatcher, DispatcherConfig};
 use tillgate_pockyt::{PockytError, RetCode};
 use tillgate_store_sqlite::SqliteStore;
+use tillgate_wire::RateLimit;
 
 pub use config::{Config, Mode};
 
@@ -124,6 +127,32 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()
+}
+
+/// Production moves money only through wallets it was given: the sandbox wallet, which pays
+/// every barcode, is never what production falls back to when no wallet is configured.
+pub fn check_production_wallets(config: &Config) -> anyhow::Result<()> {
+    if config.mode != Mode::Production {
+        return Ok(());
+    }
+    if config.channel.wallet == "sandbox" {
+        bail!(
+            "production mode needs a wallet: set the wallet's base URL with --channel, \
+             TILLGATE_CHANNEL or `wallet` in the config file's [channel] table, and its key with \
+             TILLGATE_CHANNEL_KEY; the sandbox wallet (which pays every barcode) is for sandbox \
+             mode only"
+        );
+    }
+    for (merchant_no, own) in &config.merchant_channels {
+        if own.wallet == "sandbox" {
+            bail!(
+                "production mode: [merchant_channels.\"{merchant_no}\"] has no wallet of its own \
+                 (set its `wallet` to the base URL of the merchant's HTTP wallet); the sandbox \
+                 wallet is for sandbox mode only"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A wallet side: the in-process sandbox, or an HTTP wallet.
@@ -242,16 +271,66 @@ pub fn dispatcher(service: &Arc<Lifecycle>, config: &Config) -> anyhow::Result<A
     Ok(Arc::new(dispatcher))
 }
 
+/// The rate limits in force: per merchant (counted by each dialect once a signature is
+/// verified) and per client address (counted before anything else is read).
+#[derive(Debug, Clone, Default)]
+pub struct RateLimits {
+    pub merchant: RateLimit,
+    pub address: RateLimit,
+}
+
+impl RateLimits {
+    /// The configured rates, or the mode's defaults (off in sandbox mode).
+    pub fn from_config(config: &Config) -> RateLimits {
+        let limit = |rate: Option<config::Rate>| {
+            rate.map_or_else(RateLimit::off, |r| {
+                RateLimit::per_second(r.per_second, r.burst)
+            })
+        };
+        RateLimits {
+            merchant: limit(config.rate_limit.merchant(config.mode)),
+            address: limit(config.rate_limit.address(config.mode)),
+        }
+    }
+
+    /// Forgets, every few seconds until `stopped`, the keys no longer limited, so the tables
+    /// hold only recent clients.
+    pub async fn forget_idle(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    self.merchant.forget_idle();
+                    self.address.forget_idle();
+                }
+                _ = stopped.changed() => return,
+            }
+        }
+    }
+}
+
 /// Every route of the gateway.
-pub fn app(lifecycle: Arc<Lifecycle>, hub: Arc<hub::Hub>, config: &Config) -> Router {
+pub fn app(
+    lifecycle: Arc<Lifecycle>,
+    hub: Arc<hub::Hub>,
+    config: &Config,
+    limits: &RateLimits,
+) -> Router {
     let mut router = Router::new()
         .merge(hub::routes(hub))
-        .merge(tillgate_pockyt::router(lifecycle.clone()))
-        .merge(tillgate_unified::router(lifecycle.clone()))
+        .merge(tillgate_pockyt::router_with(
+            lifecycle.clone(),
+            limits.merchant.clone(),
+        ))
+        .merge(tillgate_unified::router_with(
+            lifecycle.clone(),
+            limits.merchant.clone(),
+        ))
         .merge(tillgate_yabandpay::router_with(
             lifecycle.clone(),
             tillgate_yabandpay::YabandConfig {
                 terminal_wait: std::time::Duration::from_millis(config.terminal_wait_ms),
+                merchant_limit: limits.merchant.clone(),
                 ..tillgate_yabandpay::YabandConfig::default()
             },
         ))
@@ -264,11 +343,141 @@ pub fn app(lifecycle: Arc<Lifecycle>, hub: Arc<hub::Hub>, config: &Config) -> Ro
     if config.mode == Mode::Sandbox {
         router = router.merge(sandbox::routes(lifecycle));
     }
+    let body_rules = BodyRules {
+        timeout: std::time::Duration::from_millis(config.http.body_read_timeout_ms.max(1)),
+        max_bytes: config.max_body_bytes,
+    };
     router
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            body_rules,
+            read_body_in_time,
+        ))
+        .layer(middleware::from_fn_with_state(
+            limits.address.clone(),
+            limit_address,
+        ))
+        .layer(middleware::from_fn(plain_uri))
         .layer(middleware::from_fn(log_request))
+}
+
+/// Refuses a request whose path or query, percent-decoded, is not UTF-8 or holds a control
+/// character (a null byte among them): path and query parameters of the operator surfaces
+/// (`/admin/v1/transactions/{transactionNo}`, `?transactionNo=`) are held to the same rule
+/// as the merchant APIs' parameters, and such text never reaches a handler or SQL.
+async fn plain_uri(request: Request, next: Next) -> Response {
+    let odd = |raw: &str| {
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+        std::str::from_utf8(&bytes).map_or(true, tillgate_wire::has_control)
+    };
+    let uri = request.uri();
+    if odd(uri.path()) || uri.query().is_some_and(odd) {
+        let path = uri.path().to_owned();
+        return refusal(
+            &path,
+            StatusCode::BAD_REQUEST,
+            Refusal::Malformed,
+            "the path or query holds a control character or bytes that are not UTF-8".into(),
+        );
+    }
+    next.run(request).await
+}
+
+/// Counts a request to a merchant API against its client address's rate limit before its body
+/// is read; over the limit it gets its dialect's busy answer, HTTP 429 and `Retry-After`.
+/// Requests that did not come through the listener (no client address) are not counted.
+async fn limit_address(State(limit): State<RateLimit>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let path = request.uri().path();
+    let merchant_api = matches!(Surface::of(path), Surface::Unified | Surface::YabandPay)
+        || path.starts_with("/app-instore/")
+        || path.starts_with("/app-data-search/");
+    if let (Some(peer), true, true) = (peer, merchant_api, limit.is_on()) {
+        let key = listener::address_key(peer.ip()).to_string();
+        if let Err(busy) = limit.check(&key) {
+            let path = path.to_owned();
+            let mut answer = refusal(
+                &path,
+                StatusCode::TOO_MANY_REQUESTS,
+                Refusal::Busy,
+                format!(
+                    "too many requests from this address; nothing was changed; retry in {} s",
+                    busy.retry_after_secs()
+                ),
+            );
+            answer.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(busy.retry_after_secs()),
+            );
+            return answer;
+        }
+    }
+    next.run(request).await
+}
+
+/// How long a request's body may take to arrive, and how much of it is read.
+#[derive(Debug, Clone, Copy)]
+struct BodyRules {
+    timeout: std::time::Duration,
+    max_bytes: usize,
+}
+
+/// Reads the whole body under its deadline before any handler runs, so that a client sending
+/// part of a body holds its connection only that long. A body past the size limit is read no
+/// further and handed on as it is, for the handler's own limit to refuse in its dialect.
+async fn read_body_in_time(
+    State(rules): State<BodyRules>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use http_body_util::BodyExt;
+    let path = request.uri().path().to_owned();
+    let (parts, mut body) = request.into_parts();
+    let read = async {
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                bytes.extend_from_slice(&data);
+                if bytes.len() > rules.max_bytes {
+                    break;
+                }
+            }
+        }
+        Ok::<_, axum::Error>(bytes)
+    };
+    match tokio::time::timeout(rules.timeout, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => refusal(
+            &path,
+            StatusCode::BAD_REQUEST,
+            Refusal::Malformed,
+            "the request body could not be read".into(),
+        ),
+        Err(_) => {
+            let mut answer = refusal(
+                &path,
+                StatusCode::REQUEST_TIMEOUT,
+                Refusal::Malformed,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    rules.timeout.as_millis()
+                ),
+            );
+            // The rest of the body may still come: the connection cannot carry another request.
+            answer
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            answer
+        }
+    }
 }
 
 /// Prometheus text format: the store's operations and durable commits.
@@ -294,26 +503,107 @@ async fn metrics(
     )
 }
 
-/// An error in the envelope of the dialect whose paths `path` looks like.
-fn dialect_error(path: &str, status: StatusCode, message: String) -> Response {
-    if path.starts_with("/api/") {
-        let body = serde_json::json!({ "code": tillgate_unified::Code::ParamsError.as_i64(), "msg": message });
-        return (status, axum::Json(body)).into_response();
+/// Whose answers a path gets: a dialect's envelope, or the operator surfaces' `{"error"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Pockyt,
+    Unified,
+    YabandPay,
+    Operator,
+}
+
+impl Surface {
+    fn of(path: &str) -> Surface {
+        if path.starts_with("/api/") {
+            Surface::Unified
+        } else if path == "/Payments" {
+            Surface::YabandPay
+        } else if ["/admin/", "/sandbox/", "/wallet/", "/terminal"]
+            .iter()
+            .any(|p| path.starts_with(p))
+        {
+            Surface::Operator
+        } else {
+            Surface::Pockyt
+        }
     }
-    PockytError::new(RetCode::ApiVersionError, message)
-        .with_status(status)
-        .into_response()
+}
+
+/// Why a request is answered before any handler saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No route, or not with that method.
+    NoRoute,
+    /// The body is late or unreadable.
+    Malformed,
+    /// Over a rate limit: retry later.
+    Busy,
+}
+
+/// An answer in the envelope of the surface whose paths `path` looks like, with the code of
+/// `why` there.
+fn refusal(path: &str, status: StatusCode, why: Refusal, message: String) -> Response {
+    let surface = match (Surface::of(path), why) {
+        // Unknown paths keep the answer they always had: unified under /api/, else Pockyt's.
+        (Surface::Unified, _) => Surface::Unified,
+        (_, Refusal::NoRoute) => Surface::Pockyt,
+        (s, _) => s,
+    };
+    match surface {
+        Surface::Unified => {
+            let code = match why {
+                Refusal::Busy => tillgate_unified::Code::SystemError,
+                _ => tillgate_unified::Code::ParamsError,
+            };
+            let body = serde_json::json!({ "code": code.as_i64(), "msg": message });
+            (status, axum::Json(body)).into_response()
+        }
+        Surface::YabandPay => {
+            let code = match why {
+                Refusal::Busy => tillgate_yabandpay::Code::Busy,
+                _ => tillgate_yabandpay::Code::Malformed,
+            };
+            tillgate_yabandpay::YabandError {
+                status,
+                ..tillgate_yabandpay::YabandError::new(code, message)
+            }
+            .into_response()
+        }
+        Surface::Operator => {
+            (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+        }
+        Surface::Pockyt => {
+            let code = match why {
+                Refusal::NoRoute => RetCode::ApiVersionError,
+                Refusal::Malformed => RetCode::ParameterValueError,
+                Refusal::Busy => RetCode::SystemError,
+            };
+            PockytError::new(code, message)
+                .with_status(status)
+                .into_response()
+        }
+    }
 }
 
 async fn unknown_path(request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    dialect_error(&path, StatusCode::NOT_FOUND, format!("no API at {path}"))
+    refusal(
+        &path,
+        StatusCode::NOT_FOUND,
+        Refusal::NoRoute,
+        format!("no API at {path}"),
+    )
 }
 
 async fn wrong_method(request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let message = format!("method {} is not allowed here; use POST", request.method());
-    dialect_error(&path, StatusCode::METHOD_NOT_ALLOWED, message)
+    refusal(
+        &path,
+        StatusCode::METHOD_NOT_ALLOWED,
+        Refusal::NoRoute,
+        message,
+    )
 }
 
 async fn log_request(request: Request, next: Next) -> Response {
@@ -337,6 +627,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let secrets = master_key(&config)?;
+    check_production_wallets(&config)?;
     let store = open_store(&config.database_url, config.database_max_connections).await?;
     let credentials = credentials(store.clone(), secrets);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -378,15 +669,21 @@ pub async fn run(
             // to the wallet, and a query must not overtake it.
             std::time::Duration::from_millis(config.channel.timeout_ms.saturating_mul(2)),
         )
-        .run(stopped),
+        .run(stopped.clone()),
     );
-    axum::serve(listener, app(service, terminals, &config))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // Descriptors kept for the database pool, files and outbound clients.
+    let reserved = u64::from(config.database_max_connections) + 64;
+    let limits = listener::Limits::from_config(&config.http, config.mode)
+        .within_descriptors(listener::descriptor_limit(), reserved);
+    let rate_limits = RateLimits::from_config(&config);
+    let forgetting = tokio::spawn(rate_limits.clone().forget_idle(stopped));
+    let router = app(service, terminals, &config, &rate_limits);
+    listener::serve(listener, router, limits, shutdown).await;
     // Attempts in flight finish and are recorded; the rest wait in the outbox for next start.
     let _ = stop_dispatch.send(true);
     let _ = notifications.await;
     let _ = janitor.await;
+    let _ = forgetting.await;
     listening.abort();
     applying.abort();
     tracing::info!("draining the store");

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::Extension;
 use axum::Router;
 use std::sync::Arc;
 use tillgate_core::service::{
@@ -20,7 +21,7 @@ use tillgate_core::service::{
 };
 use tillgate_core::PaymentKey;
 use tillgate_domain::{BusinessDayRule, CancelIntent, CancelKind, CancelState};
-use tillgate_wire::{Params, ParamsError};
+use tillgate_wire::{Params, ParamsError, RateLimit};
 
 type App = State<Arc<Lifecycle>>;
 type Body = Result<Bytes, BytesRejection>;
@@ -101,13 +102,20 @@ impl Endpoint {
     }
 }
 
-/// The unified routes.
+/// The unified routes, with no rate limit.
 pub fn router(app: Arc<Lifecycle>) -> Router {
+    router_with(app, RateLimit::off())
+}
+
+/// The unified routes; `merchant_limit` counts each merchant's requests once their sign is
+/// verified.
+pub fn router_with(app: Arc<Lifecycle>, merchant_limit: RateLimit) -> Router {
     fn route(ep: Endpoint) -> axum::routing::MethodRouter<Arc<Lifecycle>> {
         post(
-            move |State(app): App, headers: HeaderMap, body: Body| async move {
-                serve(&app, ep, &headers, body).await
-            },
+            move |State(app): App,
+                  Extension(limit): Extension<RateLimit>,
+                  headers: HeaderMap,
+                  body: Body| async move { serve(&app, &limit, ep, &headers, body).await },
         )
     }
     Router::new()
@@ -118,10 +126,17 @@ pub fn router(app: Arc<Lifecycle>) -> Router {
         .route("/api/cancel/query", route(Endpoint::CancelQuery))
         .route("/api/refund/refundOrder", route(Endpoint::RefundOrder))
         .route("/api/refund/query", route(Endpoint::RefundQuery))
+        .layer(Extension(merchant_limit))
         .with_state(app)
 }
 
-async fn serve(app: &Lifecycle, ep: Endpoint, headers: &HeaderMap, body: Body) -> Response {
+async fn serve(
+    app: &Lifecycle,
+    limit: &RateLimit,
+    ep: Endpoint,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -138,17 +153,18 @@ async fn serve(app: &Lifecycle, ep: Endpoint, headers: &HeaderMap, body: Body) -
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    handle(app, ep, content_type, &body).await
+    handle(app, limit, ep, content_type, &body).await
 }
 
 /// Answers one request: the signed data, or the error envelope.
 pub(crate) async fn handle(
     app: &Lifecycle,
+    limit: &RateLimit,
     ep: Endpoint,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Response {
-    let signed = match authenticate(app, ep, content_type, body).await {
+    let signed = match authenticate(app, limit, ep, content_type, body).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -173,9 +189,11 @@ struct Signed {
     app: Arc<AppCredential>,
 }
 
-/// Parses the body, finds the app's secret and verifies the sign before anything else.
+/// Parses the body, finds the app's secret and verifies the sign before anything else; then
+/// counts the request against its merchant's rate limit.
 async fn authenticate(
     app: &Lifecycle,
+    limit: &RateLimit,
     ep: Endpoint,
     content_type: Option<&str>,
     body: &[u8],
@@ -212,6 +230,9 @@ async fn authenticate(
             "验签失败 (sign does not match the parameters and the app's secret)",
         ));
     }
+    limit
+        .check(credential.merchant.merchant_no.as_str())
+        .map_err(|busy| UnifiedError::busy(busy, "this merchant"))?;
     Ok(Signed {
         params,
         app: credential,
@@ -251,13 +272,13 @@ async fn unified_order(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError
     let way_code = fields::required_text(p, "wayCode", 32)?;
     let (currency, currency_sent) = fields::currency(p, "currency")?;
     let amount = fields::amount(p, "amount", currency)?;
-    let subject = fields::required_free_text(p, "subject", 64)?;
-    let body = fields::required_free_text(p, "body", 256)?;
+    let subject = fields::required_text(p, "subject", 64)?;
+    let body = fields::required_text(p, "body", 256)?;
     let client_ip = fields::optional_text(p, "clientIp", 64)?;
     let notify_url = fields::notify_url(p, "notifyUrl", &|u| app.check_notify_url(u))?;
     let return_url = fields::optional_text(p, "returnUrl", 512)?;
     let timeout_minutes = fields::expired_minutes(p)?;
-    let ext_param = fields::optional_free_text(p, "extParam", 512)?;
+    let ext_param = fields::optional_text(p, "extParam", 512)?;
     let division_mode = fields::division_mode(p)?;
     let barcode = if BARCODE_WAY_CODES.contains(&way_code.as_str()) {
         Some(fields::auth_code(p)?)
@@ -346,7 +367,7 @@ fn cancel_extra(s: &Signed) -> Result<CancelExtra, UnifiedError> {
     Ok(CancelExtra {
         app_id: Some(s.app.app_id.clone()),
         client_ip: fields::optional_text(&s.params, "clientIp", 64)?,
-        ext_param: fields::optional_free_text(&s.params, "extParam", 512)?,
+        ext_param: fields::optional_text(&s.params, "extParam", 512)?,
     })
 }
 
@@ -439,10 +460,10 @@ async fn refund_order(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError>
     let mch_refund_no = fields::key(p, "mchRefundNo")?;
     let (currency, _) = fields::currency(p, "currency")?;
     let amount = fields::amount(p, "refundAmount", currency)?;
-    let refund_reason = fields::required_free_text(p, "refundReason", 256)?;
+    let refund_reason = fields::required_text(p, "refundReason", 256)?;
     let client_ip = fields::optional_text(p, "clientIp", 64)?;
     let notify_url = fields::notify_url(p, "notifyUrl", &|u| app.check_notify_url(u))?;
-    let ext_param = fields::optional_free_text(p, "extParam", 512)?;
+    let ext_param = fields::optional_text(p, "extParam", 512)?;
     let op = Op::RefundOrder {
         mch_refund_no: mch_refund_no.as_str(),
     };

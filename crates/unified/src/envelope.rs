@@ -69,6 +69,18 @@ impl UnifiedError {
         UnifiedError::params(format!("参数{field}不能为空 ({field} is required)"))
     }
 
+    /// Code 10 with HTTP 429: over a rate limit (of `whose` requests); nothing was changed.
+    pub fn busy(busy: tillgate_wire::Busy, whose: &str) -> UnifiedError {
+        UnifiedError::new(
+            Code::SystemError,
+            format!(
+                "系统繁忙，请稍后再试 (too many requests of {whose}; nothing was changed; retry in {} s)",
+                busy.retry_after_secs()
+            ),
+        )
+        .with_status(StatusCode::TOO_MANY_REQUESTS)
+    }
+
     /// Code 9999: a business rule, credentials or signature.
     pub fn fail(msg: impl Into<String>) -> UnifiedError {
         UnifiedError::new(Code::CustomFail, msg)

@@ -14,24 +14,15 @@ pub fn required<'a>(params: &'a Params, field: &str) -> Result<&'a str, UnifiedE
         .ok_or_else(|| UnifiedError::missing(field))
 }
 
+/// A text of at most `max` characters on one line. `Params` already refused every control
+/// character at the boundary; the check stays for values built any other way.
 fn check_text(field: &str, t: &str, max: usize) -> Result<(), UnifiedError> {
-    check(field, t, max, char::is_control)
-}
-
-/// Free text (subject, body, refundReason, extParam) may span lines, as merchants write them.
-fn check_free_text(field: &str, t: &str, max: usize) -> Result<(), UnifiedError> {
-    check(field, t, max, |c| {
-        c.is_control() && !matches!(c, '\t' | '\n' | '\r')
-    })
-}
-
-fn check(field: &str, t: &str, max: usize, bad: fn(char) -> bool) -> Result<(), UnifiedError> {
     if t.chars().count() > max {
         return Err(UnifiedError::params(format!(
             "参数{field}长度超过{max} ({field} is longer than {max} characters)"
         )));
     }
-    if t.chars().any(bad) {
+    if t.chars().any(char::is_control) {
         return Err(UnifiedError::params(format!(
             "参数{field}格式错误 ({field} contains a control character)"
         )));
@@ -52,30 +43,6 @@ pub fn optional_text(
         }
         None => Ok(None),
     }
-}
-
-/// An optional free text that may span lines, bounded.
-pub fn optional_free_text(
-    params: &Params,
-    field: &str,
-    max: usize,
-) -> Result<Option<String>, UnifiedError> {
-    match params.text(field) {
-        Some(t) => {
-            check_free_text(field, t, max)?;
-            Ok(Some(t.to_owned()))
-        }
-        None => Ok(None),
-    }
-}
-
-/// A required free text that may span lines, bounded.
-pub fn required_free_text(
-    params: &Params,
-    field: &str,
-    max: usize,
-) -> Result<String, UnifiedError> {
-    optional_free_text(params, field, max)?.ok_or_else(|| UnifiedError::missing(field))
 }
 
 /// A required text on one line, bounded.
@@ -335,9 +302,8 @@ mod tests {
 
     #[test]
     fn urls_texts_and_keys() {
-        let p = json(
-            r#"{"a":"https://shop.example/notify?x=1","b":"ftp://x","c":"http://","d":"a\nb","k":" k"}"#,
-        );
+        let p =
+            json(r#"{"a":"https://shop.example/notify?x=1","b":"ftp://x","c":"http://","k":" k"}"#);
         let any = |_: &str| Ok(());
         assert!(notify_url(&p, "a", &any).unwrap().is_some());
         assert!(notify_url(&p, "b", &any).is_err());
@@ -347,9 +313,6 @@ mod tests {
         let e = notify_url(&p, "a", &refuse).unwrap_err();
         assert_eq!(e.code, crate::envelope::Code::ParamsError);
         assert!(e.msg.contains("private address"));
-        assert!(optional_text(&p, "d", 10).is_err());
-        assert_eq!(optional_free_text(&p, "d", 10), Ok(Some("a\nb".into())));
-        assert!(optional_free_text(&json(r#"{"d":"a\u0000"}"#), "d", 10).is_err());
         assert!(optional_text(&p, "a", 5).is_err());
         assert!(key(&p, "k").is_err());
         assert!(key(&p, "missing").unwrap_err().msg.contains("不能为空"));

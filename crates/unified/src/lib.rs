@@ -19,6 +19,6 @@ pub mod sign;
 #[cfg(test)]
 mod tests;
 
-pub use api::{router, Endpoint, DIALECT};
+pub use api::{router, router_with, Endpoint, DIALECT};
 pub use envelope::{Code, UnifiedError};
 pub use notify::UnifiedRenderer;

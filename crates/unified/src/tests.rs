@@ -81,7 +81,14 @@ fn request(mch: &str, app: &str, secret: &str, fields: &[(&str, Json)]) -> Vec<u
 }
 
 async fn raw(h: &Harness, ep: Endpoint, content_type: &str, body: &[u8]) -> (StatusCode, Json) {
-    let response = handle(&h.app, ep, Some(content_type), body).await;
+    let response = handle(
+        &h.app,
+        &tillgate_wire::RateLimit::off(),
+        ep,
+        Some(content_type),
+        body,
+    )
+    .await;
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await

@@ -1,7 +1,11 @@
 //! What the merchant dialects share on the wire: request bodies (JSON or form) parsed into
 //! parameters that keep the exact text that was sent, so signatures are computed over what the
-//! merchant signed.
+//! merchant signed. Parsing is strict: duplicate keys, bytes that are not UTF-8 and control
+//! characters are refused before anything acts on a request. And the rate limits every
+//! dialect applies to a merchant once its signature is verified.
 
+pub mod limits;
 pub mod params;
 
-pub use params::{Params, ParamsError, Value};
+pub use limits::{Busy, RateLimit};
+pub use params::{has_control, json_object, Params, ParamsError, Value};

@@ -25,18 +25,21 @@ use tillgate_core::{PaymentKey, PaymentRecord};
 use tillgate_domain::{
     BusinessDayRule, CancelIntent, CancelState, Clock, Key, MerchantZone, PaymentState,
 };
+use tillgate_wire::RateLimit;
 
 /// The dialect name the payments of this crate carry (their notifications come back here).
 pub const DIALECT: tillgate_core::Dialect = tillgate_core::Dialect::YabandPay;
 
 /// Tunables of the dialect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct YabandConfig {
     /// How far a request's `time` may be from the gateway's clock, either side.
     pub time_window: Duration,
     /// How long a terminal method waits for the terminal's result before it answers with the
     /// payment still in progress (the result is applied when it comes, and notified).
     pub terminal_wait: Duration,
+    /// Each merchant's requests, counted once their sign and time are verified.
+    pub merchant_limit: RateLimit,
 }
 
 impl Default for YabandConfig {
@@ -44,6 +47,7 @@ impl Default for YabandConfig {
         YabandConfig {
             time_window: Duration::from_secs(300),
             terminal_wait: Duration::from_secs(60),
+            merchant_limit: RateLimit::off(),
         }
     }
 }
@@ -198,6 +202,10 @@ async fn authenticate(
         sign::TimeError::Malformed => YabandError::malformed(e.to_string()),
         sign::TimeError::Stale { .. } => YabandError::new(Code::StaleTime, e.to_string()),
     })?;
+    config
+        .merchant_limit
+        .check(user.merchant.merchant_no.as_str())
+        .map_err(|busy| YabandError::busy(busy, "this merchant"))?;
     let method = Method::parse(&req.method).ok_or_else(|| {
         YabandError::new(
             Code::UnknownMethod,
@@ -268,7 +276,7 @@ async fn pos(app: &Lifecycle, config: &YabandConfig, s: &Signed) -> Result<Data,
     let currency = fields::currency(p, "currency")?;
     let amount = fields::amount(p, "amount", currency)?;
     let request_id = fields::key(p, "request_id")?;
-    let description = fields::free_text(p, "description", 256)?;
+    let description = fields::text(p, "description", 256)?;
     let notify_url = fields::notify_url(p, &|u| app.check_notify_url(u))?;
     fields::sale_operation(p)?;
     let extra = pay_extra(Method::Pos, &description, p)?;
@@ -333,7 +341,7 @@ async fn barcode(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> {
     let currency = fields::currency(p, "currency")?;
     let amount = fields::amount(p, "amount", currency)?;
     fields::no_tip(p, currency)?;
-    let description = Some(fields::required_free_text(p, "description", 256)?);
+    let description = Some(fields::required_text(p, "description", 256)?);
     let notify_url = fields::notify_url(p, &|u| app.check_notify_url(u))?;
     let extra = pay_extra(Method::BarcodePayment, &description, p)?;
     let vendor = extra.sub_pay_method.clone();
@@ -367,7 +375,7 @@ async fn qr_code(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> {
     let currency = fields::currency(p, "currency")?;
     let amount = fields::amount(p, "amount", currency)?;
     fields::no_tip(p, currency)?;
-    let description = fields::free_text(p, "description", 256)?;
+    let description = fields::text(p, "description", 256)?;
     let notify_url = fields::notify_url(p, &|u| app.check_notify_url(u))?;
     let timeout_minutes = fields::timeout_minutes(p)?;
     let extra = pay_extra(Method::QrCodePayment, &description, p)?;
@@ -540,7 +548,7 @@ async fn create_refund(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError>
     let trade_id = fields::id(p, "trade_id")?;
     let currency = fields::currency(p, "refund_currency")?;
     let amount = fields::amount(p, "refund_amount", currency)?;
-    let refund_description = fields::required_free_text(p, "refund_description", 256)?;
+    let refund_description = fields::required_text(p, "refund_description", 256)?;
     let m_refund_id = fields::optional_key(p, "m_refund_id")?;
     let notify_url = fields::notify_url(p, &|u| app.check_notify_url(u))?;
     let out = app

@@ -65,10 +65,13 @@ pub enum Code {
     SystemError,
     /// −5001: the terminal is not connected.
     TerminalOffline,
+    /// −5002: too many requests (of this merchant, or from this address); nothing was
+    /// changed; retry later.
+    Busy,
 }
 
 impl Code {
-    pub const ALL: [Code; 24] = [
+    pub const ALL: [Code; 25] = [
         Code::Success,
         Code::MissingField,
         Code::DuplicateRequestId,
@@ -93,6 +96,7 @@ impl Code {
         Code::RefundNotFound,
         Code::SystemError,
         Code::TerminalOffline,
+        Code::Busy,
     ];
 
     /// The code as the wire carries it (a string, as in seed 003's example).
@@ -122,6 +126,7 @@ impl Code {
             Code::RefundNotFound => "-4122",
             Code::SystemError => "-5000",
             Code::TerminalOffline => "-5001",
+            Code::Busy => "-5002",
         }
     }
 
@@ -152,6 +157,7 @@ impl Code {
             Code::RefundNotFound => "The refund_id does not exist",
             Code::SystemError => "system error; nothing was changed; retry later",
             Code::TerminalOffline => "the terminal is offline",
+            Code::Busy => "too many requests; nothing was changed; retry later",
         }
     }
 }
@@ -186,6 +192,17 @@ impl YabandError {
 
     pub fn malformed(detail: impl AsRef<str>) -> YabandError {
         YabandError::new(Code::Malformed, detail)
+    }
+
+    /// −5002 with HTTP 429: over a rate limit (of `whose` requests).
+    pub fn busy(busy: tillgate_wire::Busy, whose: &str) -> YabandError {
+        YabandError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            ..YabandError::new(
+                Code::Busy,
+                format!("{whose}; retry in {} s", busy.retry_after_secs()),
+            )
+        }
     }
 
     /// −5000 with a status that tells a client whether retrying may help.

@@ -18,14 +18,15 @@ fn given<'a>(p: &'a Params, field: &str) -> Result<Option<&'a str>, YabandError>
     }
 }
 
-fn check(field: &str, t: &str, max: usize, multiline: bool) -> Result<(), YabandError> {
+/// At most `max` characters on one line. `Params` already refused every control character at
+/// the boundary; the check stays for values built any other way.
+fn check(field: &str, t: &str, max: usize) -> Result<(), YabandError> {
     if t.chars().count() > max {
         return Err(YabandError::malformed(format!(
             "data.{field} is longer than {max} characters"
         )));
     }
-    let bad = |c: char| c.is_control() && !(multiline && matches!(c, '\t' | '\n' | '\r'));
-    if t.chars().any(bad) {
+    if t.chars().any(char::is_control) {
         return Err(YabandError::malformed(format!(
             "data.{field} contains a control character"
         )));
@@ -37,7 +38,7 @@ fn check(field: &str, t: &str, max: usize, multiline: bool) -> Result<(), Yaband
 pub fn text(p: &Params, field: &str, max: usize) -> Result<Option<String>, YabandError> {
     match given(p, field)? {
         Some(t) => {
-            check(field, t, max, false)?;
+            check(field, t, max)?;
             Ok(Some(t.to_owned()))
         }
         None => Ok(None),
@@ -47,22 +48,6 @@ pub fn text(p: &Params, field: &str, max: usize) -> Result<Option<String>, Yaban
 /// A required one-line text, bounded.
 pub fn required_text(p: &Params, field: &str, max: usize) -> Result<String, YabandError> {
     text(p, field, max)?.ok_or_else(|| YabandError::missing(&format!("data.{field}")))
-}
-
-/// An optional free text (a description) that may span lines, bounded.
-pub fn free_text(p: &Params, field: &str, max: usize) -> Result<Option<String>, YabandError> {
-    match given(p, field)? {
-        Some(t) => {
-            check(field, t, max, true)?;
-            Ok(Some(t.to_owned()))
-        }
-        None => Ok(None),
-    }
-}
-
-/// A required free text, bounded.
-pub fn required_free_text(p: &Params, field: &str, max: usize) -> Result<String, YabandError> {
-    free_text(p, field, max)?.ok_or_else(|| YabandError::missing(&format!("data.{field}")))
 }
 
 /// A merchant key (`order_id`, `request_id`, `m_refund_id`) when given.
@@ -247,10 +232,8 @@ mod tests {
     }
 
     #[test]
-    fn texts_are_bounded_and_on_one_line_unless_free() {
-        let p = data(r#"{"a":"x\ny","b":"ab","c":" k"}"#);
-        assert!(text(&p, "a", 10).is_err());
-        assert_eq!(free_text(&p, "a", 10).unwrap().as_deref(), Some("x\ny"));
+    fn texts_are_bounded() {
+        let p = data(r#"{"b":"ab","c":" k"}"#);
         assert!(text(&p, "b", 1).is_err());
         assert_eq!(key(&p, "c").unwrap_err().code, Code::Malformed);
         assert_eq!(

@@ -4,7 +4,7 @@
 use crate::envelope::YabandError;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
-use tillgate_wire::{Params, ParamsError, Value};
+use tillgate_wire::{json_object, Params, ParamsError, Value};
 
 /// The top-level fields signed together with `data`; `data` may not repeat them.
 pub const SIGNED_TOP_LEVEL: [&str; 3] = ["user", "method", "time"];
@@ -95,8 +95,13 @@ pub fn parse(body: &[u8]) -> Result<Request, YabandError> {
             "the request body is empty; send a JSON object with user, sign, method, time and data",
         ));
     }
-    let map: BTreeMap<String, &RawValue> = serde_json::from_slice(body).map_err(|e| {
-        YabandError::malformed(format!("the request body is not a JSON object ({e})"))
+    // The same strict reader as every dialect's: no repeated key, only UTF-8.
+    let map = json_object(body).map_err(|e| match e {
+        ParamsError::Duplicate(k) => {
+            YabandError::malformed(format!("the request body gives {k} more than once"))
+        }
+        ParamsError::BadUtf8 => YabandError::malformed("the request body is not valid UTF-8"),
+        other => YabandError::malformed(format!("the request body is not a JSON object ({other})")),
     })?;
     let (user, user_value) = top_level(&map, "user", true)?;
     let (sign, _) = top_level(&map, "sign", false)?;
@@ -206,6 +211,11 @@ mod tests {
             r#"{"user":"u","sign":"s","method":"m","time":1,"data":{"user":"u"}}"#,
             r#"{"user":"u","sign":"s","method":"m","time":1,"data":{"sign":"x"}}"#,
             r#"{"user":"u\n","sign":"s","method":"m","time":1,"data":{}}"#,
+            r#"{"user":"u","sign":"s","method":"m","time":1,"data":{},"user":"v"}"#,
+            r#"{"user":"u","sign":"s","method":"m","time":1,"data":{},"data":{"a":"1"}}"#,
+            r#"{"user":"u","sign":"s","method":"m","time":1,"data":{"a":"1","a":"2"}}"#,
+            r#"{"user":"u","sign":"s","method":"m","time":1,"data":{"a":"\u0000"}}"#,
+            r#"{"user":"u\u0000","sign":"s","method":"m","time":1,"data":{}}"#,
         ] {
             assert_eq!(code(bad), Code::Malformed, "{bad:?}");
         }
@@ -214,5 +224,8 @@ mod tests {
             "u".repeat(65)
         );
         assert_eq!(code(&long), Code::Malformed);
+        let not_utf8 =
+            b"{\"user\":\"u\xff\",\"sign\":\"s\",\"method\":\"m\",\"time\":1,\"data\":{}}";
+        assert_eq!(parse(not_utf8).unwrap_err().code, Code::Malformed);
     }
 }

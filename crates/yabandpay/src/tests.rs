@@ -63,6 +63,7 @@ async fn harness() -> Harness {
         config: YabandConfig {
             time_window: std::time::Duration::from_secs(300),
             terminal_wait: std::time::Duration::from_secs(1),
+            merchant_limit: tillgate_wire::RateLimit::off(),
         },
     }
 }
@@ -1384,6 +1385,28 @@ async fn every_code_is_reachable() {
         .await
         .1,
     );
+    // A merchant over its rate limit: −5002 with HTTP 429 (on a harness of its own, since the
+    // store above was made to fail).
+    let fresh = harness().await;
+    let limited = YabandConfig {
+        merchant_limit: tillgate_wire::RateLimit::per_second(1, 1),
+        ..fresh.config.clone()
+    };
+    for expected in [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
+        let body = signed(
+            &fresh,
+            TID,
+            SECRET,
+            "v3.QueryOrder",
+            json!({"trade_id": "1"}),
+        );
+        let response = handle(&fresh.app, &limited, &body).await;
+        assert_eq!(response.status(), expected);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        note(&serde_json::from_slice(&bytes).unwrap());
+    }
     let all: HashSet<String> = Code::ALL.iter().map(|c| c.as_str().to_owned()).collect();
     let missing: Vec<&String> = all.difference(&seen).collect();
     assert!(missing.is_empty(), "codes never answered: {missing:?}");
