@@ -235,6 +235,42 @@ async fn an_added_payment_paid_at_the_moment_it_expires_is_still_paid() {
     assert_eq!(paid.value.payment.state(), PaymentState::Paid);
 }
 
+/// A void whose answer is unknown may still succeed at the wallet: the payment must not be
+/// handed to the wallet meanwhile, expired or not.
+#[tokio::test]
+async fn paying_an_expired_payment_whose_cancel_is_in_flight_is_refused_without_asking_the_wallet()
+{
+    let (kit, m, wallet) = kit("pay-expired-cancel", ChannelOutcome::Approved).await;
+    wallet.answer_to(OpKind::Cancel, ChannelOutcome::Unknown);
+    let req = AddRequest {
+        timeout_minutes: Some(10),
+        ..add_request("order-1", usd(1_250))
+    };
+    let added = kit.app.add(&m, req).await.unwrap().value;
+    let rule = tillgate_domain::BusinessDayRule::calendar_day(MerchantZone::utc());
+    let (_, cancel) = kit
+        .app
+        .cancel(
+            &m,
+            &key(&added),
+            rule,
+            tillgate_domain::CancelIntent::Cancel,
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(cancel.state, tillgate_domain::CancelState::InProgress);
+    kit.clock.advance(chrono::Duration::minutes(11));
+    let late = kit.app.pay(&m, &key(&added), pay_request()).await;
+    assert_eq!(rejected_pay(late), PayRejected::CancelInProgress);
+    assert_eq!(wallet.asked_to(OpKind::Pay), 0, "{:?}", wallet.asked());
+    assert_eq!(kit.events_of_kind(added.id, "payment.expired").await, 0);
+    let stored = kit.payment(added.id).await;
+    assert_eq!(stored.payment.state(), PaymentState::Created);
+    assert!(stored.payment.cancel_in_flight().is_some());
+}
+
 #[tokio::test]
 async fn a_payment_of_another_merchant_is_not_found() {
     let (kit, m, wallet) = kit("pay-not-found", ChannelOutcome::Approved).await;
