@@ -6,8 +6,8 @@ use chrono::Duration;
 use std::sync::Arc;
 use tillgate_core::service::{AddRequest, LifecycleError, Outcome};
 use tillgate_core::terminal::{CommandKind, CommandOutcome, CommandState, TerminalResult};
-use tillgate_core::{MerchantRecord, PaymentKey, PaymentRecord};
-use tillgate_domain::{ChannelOutcome, MerchantZone, PaymentState};
+use tillgate_core::{MerchantRecord, PaymentKey, PaymentRecord, Rejection};
+use tillgate_domain::{ChannelOutcome, MerchantZone, PayRejected, PaymentState};
 use tillgate_testkit::{add_request, usd, Kit, Mode, ScriptedWallet};
 
 const TID: &str = "T-SALE-1";
@@ -192,6 +192,44 @@ async fn a_sale_without_a_terminal_hub_is_refused_before_anything_is_added() {
         .await
         .unwrap()
         .is_none());
+}
+
+/// An added transaction that waited past its expiry is closed when it is paid (`pay`); a sale
+/// retried on the terminal after that time is the same payment and must be closed the same way,
+/// not shown to the customer.
+#[tokio::test]
+async fn a_sale_asked_again_after_its_transaction_expired_is_closed_and_never_reaches_the_terminal()
+{
+    let (kit, m, _) = kit("terminal-expired").await;
+    kit.hub().set(TID, Mode::Offline);
+    let req = AddRequest {
+        timeout_minutes: Some(10),
+        ..add_request("pos-1", usd(1_250))
+    };
+    let offline = sale_of(&kit, &m, req.clone()).await;
+    assert!(matches!(offline, Err(LifecycleError::TerminalOffline)));
+    kit.clock.advance(Duration::minutes(11));
+    kit.hub().set(TID, Mode::Approve);
+    let late = sale_of(&kit, &m, req).await;
+    assert!(
+        matches!(
+            late,
+            Err(LifecycleError::Rejected(Rejection::Pay(
+                PayRejected::Closed
+            )))
+        ),
+        "{late:?}"
+    );
+    assert_eq!(kit.hub().count(), 0);
+    assert!(kit.open_commands(TID).await.is_empty());
+    let by_reference = PaymentKey::Reference("pos-1".into());
+    let stored = kit
+        .store
+        .payment(m.id, &by_reference)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.payment.state(), PaymentState::Closed);
 }
 
 #[tokio::test]
