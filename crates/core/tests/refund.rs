@@ -328,3 +328,121 @@ async fn a_refund_is_found_by_its_number_or_reference_for_its_own_merchant_only(
         .await;
     assert!(matches!(unknown, Err(LifecycleError::NotFound)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refunds_whose_answers_are_unknown_hold_back_the_refundable_amount() {
+    let (kit, m, wallet, p) = paid("refund-concurrent", ChannelOutcome::Unknown).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (app, m, k) = (kit.app.clone(), m.clone(), key(&p));
+        tasks.push(tokio::spawn(async move {
+            app.refund(&m, &k, refund_request(usd(3_000), Some(&format!("c-{i}"))))
+                .await
+        }));
+    }
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(o) => admitted.push(o.value.1),
+            Err(LifecycleError::Rejected(Rejection::Refund(
+                RefundRejected::ExceedsRefundable { refundable },
+            ))) => {
+                assert_eq!(refundable, usd(1_000));
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected answer: {e:?}"),
+        }
+    }
+    assert_eq!(
+        admitted.len(),
+        3,
+        "three reservations of 30.00 fit in 100.00"
+    );
+    assert_eq!(refused, 5);
+    assert!(admitted.iter().all(|r| r.state == RefundState::InProgress));
+    assert_eq!(kit.payment(p.id).await.payment.reserved(), usd(9_000));
+    kit.assert_totals_agree_with_refund_rows(p.id).await;
+
+    // One comes back declined, one approved, one stays unknown.
+    kit.app
+        .wallet_settles_refund(
+            &p.transaction_no,
+            &admitted[0].refund_no,
+            ChannelOutcome::Declined,
+        )
+        .await
+        .unwrap();
+    kit.app
+        .wallet_settles_refund(
+            &p.transaction_no,
+            &admitted[1].refund_no,
+            ChannelOutcome::Approved,
+        )
+        .await
+        .unwrap();
+    let now = kit.payment(p.id).await;
+    assert_eq!(now.payment.refunded(), usd(3_000));
+    assert_eq!(now.payment.reserved(), usd(3_000));
+    assert_eq!(now.payment.refundable(), usd(4_000));
+    kit.assert_totals_agree_with_refund_rows(p.id).await;
+
+    // What is left is exactly what may be refunded, even with the wallet answering now.
+    wallet.answer_to(OpKind::Refund, ChannelOutcome::Approved);
+    let over = kit
+        .app
+        .refund(&m, &key(&p), refund_request(usd(4_001), None))
+        .await;
+    assert!(matches!(
+        over,
+        Err(LifecycleError::Rejected(Rejection::Refund(
+            RefundRejected::ExceedsRefundable { .. }
+        )))
+    ));
+    kit.app
+        .refund(&m, &key(&p), refund_request(usd(4_000), None))
+        .await
+        .unwrap();
+    // The last unknown one is approved late: the payment is refunded in full, never more.
+    kit.app
+        .wallet_settles_refund(
+            &p.transaction_no,
+            &admitted[2].refund_no,
+            ChannelOutcome::Approved,
+        )
+        .await
+        .unwrap();
+    let end = kit.payment(p.id).await;
+    assert_eq!(end.payment.state(), PaymentState::Refunded);
+    assert_eq!(end.payment.refunded(), usd(10_000));
+    assert_eq!(end.payment.reserved(), usd(0));
+    kit.assert_totals_agree_with_refund_rows(p.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refunds_with_one_reference_reserve_once() {
+    let (kit, m, _, p) = paid("refund-same-key", ChannelOutcome::Unknown).await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (app, m, k) = (kit.app.clone(), m.clone(), key(&p));
+        tasks.push(tokio::spawn(async move {
+            app.refund(&m, &k, refund_request(usd(2_000), Some("one-key")))
+                .await
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(o) => {
+                assert!(!o.replayed);
+                admitted += 1;
+            }
+            Err(LifecycleError::InProgress) => {}
+            Err(e) => panic!("unexpected answer: {e:?}"),
+        }
+    }
+    assert_eq!(admitted, 1);
+    assert_eq!(kit.refunds(p.id).await.len(), 1);
+    assert_eq!(kit.payment(p.id).await.payment.reserved(), usd(2_000));
+    kit.assert_totals_agree_with_refund_rows(p.id).await;
+}

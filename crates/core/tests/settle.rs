@@ -259,3 +259,301 @@ async fn a_callback_names_its_operation_by_numbers_the_gateway_gave_or_is_not_fo
         .await;
     assert!(matches!(unknown, Err(LifecycleError::NotFound)));
 }
+
+/// A kit whose wallet approves payments, leaves refunds unknown and answers the janitor's
+/// questions with an approval, and a payment of `minor` paid.
+async fn paid_with_refunds_unknown(
+    name: &str,
+    minor: i64,
+) -> (Kit, MerchantRecord, Arc<ScriptedWallet>, PaymentRecord) {
+    let (kit, m, wallet) = kit(name).await;
+    wallet.answer_to(OpKind::Pay, ChannelOutcome::Approved);
+    wallet.answer_to(OpKind::Refund, ChannelOutcome::Unknown);
+    wallet.answer_to(OpKind::Query, ChannelOutcome::Approved);
+    let p = kit.added_and_paid(&m, "order-1", usd(minor)).await;
+    (kit, m, wallet, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_answered_by_callbacks_and_the_janitor_at_once_settles_exactly_once() {
+    let (kit, m, _, p) = paid_with_refunds_unknown("settle-refund-race", 10_000).await;
+    // Two refunds of the same size wait for the wallet: the second one's reservation would
+    // cover a second settlement of the first, so only the guard can refuse it.
+    let a = kit
+        .app
+        .refund(&m, &key(&p), refund_request(usd(3_000), Some("ra")))
+        .await
+        .unwrap()
+        .value
+        .1;
+    let b = kit
+        .app
+        .refund(&m, &key(&p), refund_request(usd(3_000), Some("rb")))
+        .await
+        .unwrap()
+        .value
+        .1;
+    assert_eq!(a.state, RefundState::InProgress);
+    assert_eq!(b.state, RefundState::InProgress);
+
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let app = kit.app.clone();
+        let (tx, no) = (p.transaction_no.clone(), a.refund_no.clone());
+        let refund_no = a.refund_no.clone();
+        let op = waiting(&kit, &p, UnresolvedKind::Refund { refund_no });
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                app.wallet_settles_refund(&tx, &no, ChannelOutcome::Approved)
+                    .await
+                    .map(drop)
+            } else {
+                app.resolve(&op).await.map(drop)
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+
+    let now = kit.payment(p.id).await;
+    assert_eq!(
+        kit.refund(&p, &a.refund_no).await.state,
+        RefundState::Succeeded
+    );
+    assert_eq!(
+        kit.refund(&p, &b.refund_no).await.state,
+        RefundState::InProgress
+    );
+    assert_eq!(now.payment.refunded(), usd(3_000), "settled once");
+    assert_eq!(
+        now.payment.reserved(),
+        usd(3_000),
+        "the other refund keeps its reservation"
+    );
+    assert_eq!(kit.events_of_kind(p.id, "refund.succeeded").await, 1);
+    assert_eq!(kit.notifications_of(p.id, "refund.succeeded").await, 1);
+    kit.assert_totals_agree_with_refund_rows(p.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_janitor_s_answer_arriving_after_a_callback_settled_the_refund_changes_nothing() {
+    let (kit, m, wallet, p) = paid_with_refunds_unknown("settle-refund-held-query", 10_000).await;
+    wallet.hold(OpKind::Query);
+    let a = kit
+        .app
+        .refund(&m, &key(&p), refund_request(usd(2_500), None))
+        .await
+        .unwrap()
+        .value
+        .1;
+    let b = kit
+        .app
+        .refund(&m, &key(&p), refund_request(usd(2_500), None))
+        .await
+        .unwrap()
+        .value
+        .1;
+
+    // The janitor asks about refund A; its question is inside the wallet...
+    let janitor = {
+        let refund_no = a.refund_no.clone();
+        let op = waiting(&kit, &p, UnresolvedKind::Refund { refund_no });
+        let app = kit.app.clone();
+        tokio::spawn(async move { app.resolve(&op).await })
+    };
+    wallet.reached().await;
+    // ...while the wallet's callback settles A.
+    kit.app
+        .wallet_settles_refund(&p.transaction_no, &a.refund_no, ChannelOutcome::Approved)
+        .await
+        .unwrap();
+    // Now the janitor's answer comes back and is applied to a payment that still has 25.00
+    // reserved (refund B's): only the guard tells it that A is settled already.
+    wallet.let_one_answer();
+    assert!(janitor.await.unwrap().unwrap());
+
+    let now = kit.payment(p.id).await;
+    assert_eq!(now.payment.refunded(), usd(2_500));
+    assert_eq!(now.payment.reserved(), usd(2_500));
+    assert_eq!(
+        kit.refund(&p, &b.refund_no).await.state,
+        RefundState::InProgress
+    );
+    assert_eq!(kit.events_of_kind(p.id, "refund.succeeded").await, 1);
+    kit.assert_totals_agree_with_refund_rows(p.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_approval_then_a_contradicting_decline_leave_the_refund_succeeded() {
+    let (kit, m, _, p) = paid_with_refunds_unknown("settle-refund-late", 5_000).await;
+    let (_, r) = kit
+        .app
+        .refund(&m, &key(&p), refund_request(usd(5_000), Some("late-r")))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(r.state, RefundState::InProgress);
+    // The merchant's retry while the wallet has not answered is refused as retryable.
+    assert!(matches!(
+        kit.app
+            .refund(&m, &key(&p), refund_request(usd(5_000), Some("late-r")))
+            .await,
+        Err(LifecycleError::InProgress)
+    ));
+
+    let (_, settled) = kit
+        .app
+        .wallet_settles_refund(&p.transaction_no, &r.refund_no, ChannelOutcome::Approved)
+        .await
+        .unwrap();
+    assert_eq!(settled.state, RefundState::Succeeded);
+    let (after, again) = kit
+        .app
+        .wallet_settles_refund(&p.transaction_no, &r.refund_no, ChannelOutcome::Declined)
+        .await
+        .unwrap();
+    assert_eq!(again.state, RefundState::Succeeded);
+    assert_eq!(after.payment.state(), PaymentState::Refunded);
+    assert_eq!(after.payment.refunded(), usd(5_000));
+    assert_eq!(after.payment.reserved(), usd(0));
+    assert_eq!(kit.events_of_kind(p.id, "refund.succeeded").await, 1);
+    assert_eq!(kit.events_of_kind(p.id, "refund.failed").await, 0);
+    assert_eq!(kit.notifications_of(p.id, "refund.succeeded").await, 1);
+    assert_eq!(kit.notifications_of(p.id, "refund.failed").await, 0);
+    // The retry now replays the succeeded refund.
+    let replay = kit
+        .app
+        .refund(&m, &key(&p), refund_request(usd(5_000), Some("late-r")))
+        .await
+        .unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.value.1.state, RefundState::Succeeded);
+    kit.assert_totals_agree_with_refund_rows(p.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_answers_for_a_pending_payment_settle_it_once() {
+    let (kit, m, wallet) = kit("settle-payment-duplicates").await;
+    wallet.answer_to(OpKind::Query, ChannelOutcome::Approved);
+    let p = kit.added_and_paid(&m, "order-1", usd(1_234)).await;
+    assert_eq!(p.payment.state(), PaymentState::Pending);
+    let op = waiting(&kit, &p, UnresolvedKind::Payment);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (app, tx, op) = (kit.app.clone(), p.transaction_no.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            if i % 4 == 3 {
+                app.resolve(&op).await.map(drop)
+            } else {
+                match app
+                    .wallet_settles_payment(&tx, ChannelOutcome::Approved)
+                    .await
+                {
+                    Ok(_) | Err(LifecycleError::Rejected(Rejection::Replay)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // A late decline after the approval changes nothing.
+    assert!(matches!(
+        kit.app
+            .wallet_settles_payment(&p.transaction_no, ChannelOutcome::Declined)
+            .await,
+        Err(LifecycleError::Rejected(Rejection::Replay))
+    ));
+    let now = kit.payment(p.id).await;
+    assert_eq!(now.payment.state(), PaymentState::Paid);
+    assert_eq!(kit.events_of_kind(p.id, "payment.paid").await, 1);
+    assert_eq!(kit.events_of_kind(p.id, "payment.declined").await, 0);
+    assert_eq!(kit.notifications_of(p.id, "payment.paid").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_for_an_earlier_cancel_does_not_settle_the_cancel_now_in_flight() {
+    let (kit, m, wallet) = kit("settle-cancel-late").await;
+    wallet.answer_to(OpKind::Pay, ChannelOutcome::Approved);
+    // The first reversal is declined, the second one's answer is lost.
+    wallet.answers_to(
+        OpKind::Cancel,
+        &[ChannelOutcome::Declined, ChannelOutcome::Unknown],
+    );
+    wallet.answer_to(OpKind::Query, ChannelOutcome::Approved);
+    let p = kit.added_and_paid(&m, "order-1", usd(4_200)).await;
+    let rule = BusinessDayRule::calendar_day(MerchantZone::utc());
+    let (_, first) = kit
+        .app
+        .cancel(
+            &m,
+            &key(&p),
+            rule,
+            CancelIntent::Cancel,
+            CancelOptions::default(),
+        )
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(first.state, CancelState::Failed);
+    let (_, second) = kit
+        .app
+        .cancel(
+            &m,
+            &key(&p),
+            rule,
+            CancelIntent::Cancel,
+            CancelOptions::default(),
+        )
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(second.state, CancelState::InProgress);
+
+    // A duplicate, contradicting answer for the first cancel arrives: it must not reverse the
+    // payment on the strength of the second cancel being in flight.
+    match kit
+        .app
+        .wallet_settles_cancel(&first.cancel_no, ChannelOutcome::Approved)
+        .await
+    {
+        Ok(_) | Err(LifecycleError::Rejected(Rejection::Replay)) => {}
+        Err(e) => panic!("unexpected answer: {e:?}"),
+    }
+    let now = kit.payment(p.id).await;
+    assert_eq!(now.payment.state(), PaymentState::Paid);
+    assert!(now.payment.cancel_in_flight().is_some());
+
+    // The janitor and the wallet's callback answer the second one at once: settled once.
+    let cancel_no = second.cancel_no.clone();
+    let op = waiting(&kit, &p, UnresolvedKind::Cancel { cancel_no });
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let (app, op, no) = (kit.app.clone(), op.clone(), second.cancel_no.clone());
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                app.resolve(&op).await.map(drop)
+            } else {
+                match app
+                    .wallet_settles_cancel(&no, ChannelOutcome::Approved)
+                    .await
+                {
+                    Ok(_) | Err(LifecycleError::Rejected(Rejection::Replay)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let end = kit.payment(p.id).await;
+    assert_eq!(end.payment.state(), PaymentState::Cancelled);
+    assert!(end.payment.cancel_in_flight().is_none());
+    assert_eq!(kit.events_of_kind(p.id, "cancel.succeeded").await, 1);
+    let cancels = kit.cancels(p.id).await;
+    assert_eq!(cancels[0].state, CancelState::Failed);
+    assert_eq!(cancels[1].state, CancelState::Succeeded);
+}

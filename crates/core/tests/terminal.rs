@@ -343,3 +343,42 @@ async fn the_terminal_s_progress_is_written_to_the_payment_s_timeline_in_order()
         PaymentState::Pending
     );
 }
+
+/// A sale still on the POS terminal is the terminal's to answer. Were the janitor to ask the
+/// wallet, which never saw it, a "declined" would fail a payment the customer is making and the
+/// terminal's approval would then be dropped as a replay. The janitor leaves operations with an
+/// open terminal command alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_still_on_the_terminal_is_not_closed_by_asking_the_wallet() {
+    let (kit, m, wallet) = kit("terminal-janitor").await;
+    wallet.answer(ChannelOutcome::Unknown);
+    wallet.answer_to(tillgate_testkit::OpKind::Query, ChannelOutcome::Declined);
+    kit.hub().set(TID, Mode::Silent);
+    let sale = sale(&kit, &m, "pos-1", 2_000).await.unwrap().value;
+    assert_eq!(sale.payment.state(), PaymentState::Pending);
+    let command = kit.open_commands(TID).await.remove(0);
+
+    // The janitor's round.
+    let later = kit.app.now() + Duration::hours(1);
+    for op in kit.app.unresolved(later, 100).await.unwrap() {
+        let _ = kit.app.resolve(&op).await;
+    }
+    // The customer pays on the terminal; its result arrives.
+    kit.app
+        .apply_terminal_result(
+            &command.command.id,
+            TerminalResult {
+                outcome: ChannelOutcome::Approved,
+                message: None,
+            },
+        )
+        .await
+        .unwrap();
+    let now = kit.payment(sale.id).await;
+    assert_eq!(
+        now.payment.state(),
+        PaymentState::Paid,
+        "the terminal took the money; the gateway recorded {:?}",
+        now.payment.state()
+    );
+}
