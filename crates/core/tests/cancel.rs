@@ -366,7 +366,8 @@ async fn a_cancel_on_a_terminal_that_is_offline_is_refused_before_anything_is_wr
 }
 
 #[tokio::test]
-async fn a_reversal_the_terminal_has_not_answered_stays_in_progress_until_its_result_comes() {
+async fn a_reversal_the_terminal_has_not_answered_stays_in_progress_and_is_left_to_it_until_its_result_comes(
+) {
     let (kit, m, _) = kit("cancel-terminal-silent").await;
     let p = kit.added_and_paid(&m, "order-1", usd(1_000)).await;
     kit.hub().set(TID, Mode::Silent);
@@ -376,6 +377,9 @@ async fn a_reversal_the_terminal_has_not_answered_stays_in_progress_until_its_re
     let open = kit.open_commands(TID).await;
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].cancel_id, Some(c.id));
+    // It is the terminal's to answer: the janitor does not ask the wallet about it.
+    let later = kit.app.now() + Duration::hours(1);
+    assert!(kit.app.unresolved(later, 100).await.unwrap().is_empty());
     // The terminal's result, when it comes, settles the cancel and closes its command.
     let result = tillgate_core::terminal::TerminalResult {
         outcome: ChannelOutcome::Approved,
