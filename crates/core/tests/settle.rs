@@ -106,12 +106,7 @@ async fn the_janitor_settles_a_refund_the_wallet_declined_and_its_reservation_go
     let (kit, m, wallet) = kit("settle-janitor-refund").await;
     wallet.answer_to(OpKind::Pay, ChannelOutcome::Approved);
     let p = kit.added_and_paid(&m, "order-1", usd(10_000)).await;
-    let (_, r) = kit
-        .app
-        .refund(&m, &key(&p), refund_request(usd(4_000), None))
-        .await
-        .unwrap()
-        .value;
+    let r = kit.refunded(&m, &p, usd(4_000), None).await;
     assert_eq!(r.state, RefundState::InProgress);
     kit.clock.advance(chrono::Duration::minutes(5));
     let ops = kit.app.unresolved(kit.app.now(), 100).await.unwrap();
@@ -205,12 +200,7 @@ async fn an_unknown_late_answer_leaves_the_refund_in_progress_and_its_amount_res
     let (kit, m, wallet) = kit("settle-late-unknown").await;
     wallet.answer_to(OpKind::Pay, ChannelOutcome::Approved);
     let p = kit.added_and_paid(&m, "order-1", usd(10_000)).await;
-    let (_, r) = kit
-        .app
-        .refund(&m, &key(&p), refund_request(usd(4_000), None))
-        .await
-        .unwrap()
-        .value;
+    let r = kit.refunded(&m, &p, usd(4_000), None).await;
     let (after, still) = kit
         .app
         .wallet_settles_refund(&p.transaction_no, &r.refund_no, ChannelOutcome::Unknown)
@@ -228,12 +218,7 @@ async fn a_callback_names_its_operation_by_numbers_the_gateway_gave_or_is_not_fo
     wallet.answer_to(OpKind::Pay, ChannelOutcome::Approved);
     let a = kit.added_and_paid(&m, "order-1", usd(10_000)).await;
     let b = kit.added_and_paid(&m, "order-2", usd(10_000)).await;
-    let (_, r) = kit
-        .app
-        .refund(&m, &key(&b), refund_request(usd(1_000), None))
-        .await
-        .unwrap()
-        .value;
+    let r = kit.refunded(&m, &b, usd(1_000), None).await;
     // A refund of B under A's transaction number.
     let crossed = kit
         .app
@@ -279,20 +264,8 @@ async fn a_refund_answered_by_callbacks_and_the_janitor_at_once_settles_exactly_
     let (kit, m, _, p) = paid_with_refunds_unknown("settle-refund-race", 10_000).await;
     // Two refunds of the same size wait for the wallet: the second one's reservation would
     // cover a second settlement of the first, so only the guard can refuse it.
-    let a = kit
-        .app
-        .refund(&m, &key(&p), refund_request(usd(3_000), Some("ra")))
-        .await
-        .unwrap()
-        .value
-        .1;
-    let b = kit
-        .app
-        .refund(&m, &key(&p), refund_request(usd(3_000), Some("rb")))
-        .await
-        .unwrap()
-        .value
-        .1;
+    let a = kit.refunded(&m, &p, usd(3_000), Some("ra")).await;
+    let b = kit.refunded(&m, &p, usd(3_000), Some("rb")).await;
     assert_eq!(a.state, RefundState::InProgress);
     assert_eq!(b.state, RefundState::InProgress);
 
@@ -340,20 +313,8 @@ async fn a_refund_answered_by_callbacks_and_the_janitor_at_once_settles_exactly_
 async fn the_janitor_s_answer_arriving_after_a_callback_settled_the_refund_changes_nothing() {
     let (kit, m, wallet, p) = paid_with_refunds_unknown("settle-refund-held-query", 10_000).await;
     wallet.hold(OpKind::Query);
-    let a = kit
-        .app
-        .refund(&m, &key(&p), refund_request(usd(2_500), None))
-        .await
-        .unwrap()
-        .value
-        .1;
-    let b = kit
-        .app
-        .refund(&m, &key(&p), refund_request(usd(2_500), None))
-        .await
-        .unwrap()
-        .value
-        .1;
+    let a = kit.refunded(&m, &p, usd(2_500), None).await;
+    let b = kit.refunded(&m, &p, usd(2_500), None).await;
 
     // The janitor asks about refund A; its question is inside the wallet...
     let janitor = {
@@ -484,32 +445,9 @@ async fn a_late_answer_for_an_earlier_cancel_does_not_settle_the_cancel_now_in_f
     );
     wallet.answer_to(OpKind::Query, ChannelOutcome::Approved);
     let p = kit.added_and_paid(&m, "order-1", usd(4_200)).await;
-    let rule = BusinessDayRule::calendar_day(MerchantZone::utc());
-    let (_, first) = kit
-        .app
-        .cancel(
-            &m,
-            &key(&p),
-            rule,
-            CancelIntent::Cancel,
-            CancelOptions::default(),
-        )
-        .await
-        .unwrap()
-        .value;
+    let first = kit.cancelled(&m, &p).await;
     assert_eq!(first.state, CancelState::Failed);
-    let (_, second) = kit
-        .app
-        .cancel(
-            &m,
-            &key(&p),
-            rule,
-            CancelIntent::Cancel,
-            CancelOptions::default(),
-        )
-        .await
-        .unwrap()
-        .value;
+    let second = kit.cancelled(&m, &p).await;
     assert_eq!(second.state, CancelState::InProgress);
 
     // A duplicate, contradicting answer for the first cancel arrives: it must not reverse the
