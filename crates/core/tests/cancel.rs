@@ -403,3 +403,26 @@ async fn a_reversal_declined_on_the_terminal_fails_and_the_payment_stays_paid() 
     assert!(after.payment.cancel_in_flight().is_none());
     assert!(kit.open_commands(TID).await.is_empty());
 }
+
+/// A retry of a cancel is answered with the earlier cancel (its key is the transaction); that
+/// answer needs nothing of the terminal, so it does not depend on the terminal being online.
+#[tokio::test]
+async fn asking_again_for_a_reversal_done_on_the_terminal_answers_with_it_while_the_terminal_is_offline(
+) {
+    let (kit, m, _) = kit("cancel-terminal-retry-offline").await;
+    let p = kit.added_and_paid(&m, "order-1", usd(1_000)).await;
+    let (_, done) = cancel_on_terminal(&kit, &m, &p).await.unwrap().value;
+    assert_eq!(done.state, CancelState::Succeeded);
+    kit.hub().set(TID, Mode::Offline);
+    let again = cancel_on_terminal(&kit, &m, &p).await;
+    let again = again.unwrap_or_else(|e| panic!("the retry was answered {e:?}"));
+    assert!(again.replayed);
+    assert_eq!(again.value.1.cancel_no, done.cancel_no);
+    assert_eq!(again.value.1.state, CancelState::Succeeded);
+    assert_eq!(kit.hub().count(), 1);
+    // A cancel that is not a retry still needs the terminal.
+    let other = kit.added_and_paid(&m, "order-2", usd(1_000)).await;
+    let offline = cancel_on_terminal(&kit, &m, &other).await;
+    assert!(matches!(offline, Err(LifecycleError::TerminalOffline)));
+    assert!(kit.cancels(other.id).await.is_empty());
+}
