@@ -642,58 +642,29 @@ impl TerminalHub for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tillgate_core::service::{AddRequest, Lifecycle, LifecycleConfig};
-    use tillgate_core::{Dialect, Secret, SecretBox, Store};
-    use tillgate_domain::{Currency, Key, MerchantZone, Money, SystemClock};
+    use tillgate_core::service::AddRequest;
+    use tillgate_core::Dialect;
+    use tillgate_domain::{Currency, Key, MerchantZone, Money};
+    use tillgate_testkit::Kit;
 
     const SECRET: &str = "terminal-secret-0123456789";
 
-    /// A service on a fresh SQLite file with one terminal, and its hub.
-    async fn setup(name: &str) -> (Arc<Lifecycle>, Arc<Hub>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("tillgate-hub-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("t.db").display());
-        let store: Arc<dyn Store> = Arc::new(
-            tillgate_store_sqlite::SqliteStore::open(&url)
-                .await
-                .unwrap(),
-        );
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let credentials = Arc::new(Credentials::new(
-            store.clone(),
-            SecretBox::from_hex(SecretBox::generate_key_hex().expose()).unwrap(),
-            clock.clone(),
-            Duration::from_secs(60),
-        ));
-        let (events, reports) = mpsc::channel(EVENT_QUEUE);
-        let hub = Hub::new(
-            store.clone(),
-            credentials.clone(),
-            clock.clone(),
-            "node-test".into(),
-            events,
-        );
-        let app = Arc::new(
-            Lifecycle::new(
-                store,
-                Arc::new(tillgate_channels::SandboxWallet),
-                clock,
-                credentials.clone(),
-                LifecycleConfig::default(),
-            )
-            .with_hub(hub.clone()),
-        );
-        tokio::spawn(app.clone().apply_terminal_events(reports));
-        let m = credentials
-            .create_merchant("900001", MerchantZone::utc(), false)
-            .await
-            .unwrap();
-        credentials
-            .add_terminal(&m, "T1", &Secret::new(SECRET.into()))
-            .await
-            .unwrap();
-        (app, hub, dir)
+    /// The lifecycle on a fresh store with one terminal, and the hub it is carried out through.
+    async fn setup(name: &str) -> (Kit, Arc<Hub>) {
+        let (kit, hub) = Kit::builder(&format!("hub-{name}"))
+            .build_with_hub(|parts| {
+                Hub::new(
+                    parts.store,
+                    parts.credentials,
+                    parts.clock,
+                    "node-test".into(),
+                    parts.events,
+                )
+            })
+            .await;
+        let m = kit.merchant("900001", MerchantZone::utc()).await;
+        kit.terminal_of(&m, "T1", SECRET).await;
+        (kit, hub)
     }
 
     /// A terminal end of a session made of channels: what it sends, what it receives.
@@ -740,8 +711,8 @@ mod tests {
 
     #[tokio::test]
     async fn bad_stale_and_replayed_handshakes_are_refused() {
-        let (app, hub, dir) = setup("refused").await;
-        let now = SystemClock.now().timestamp();
+        let (kit, hub) = setup("refused").await;
+        let now = kit.app.now().timestamp();
         let cases = [
             (hello("wrong-secret-000000", now, "n1"), "bad signature"),
             (hello(SECRET, now - 3600, "n2"), "stale"),
@@ -766,16 +737,15 @@ mod tests {
             }
             session.await.unwrap();
         }
-        drop(app);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn a_sale_goes_down_progress_and_result_come_up_and_the_payment_is_paid() {
-        let (app, hub, dir) = setup("sale").await;
+        let (kit, hub) = setup("sale").await;
+        let app = kit.app.clone();
         let (up, mut down, sink, stream) = channels();
         let session = tokio::spawn(hub.clone().run_session(sink, stream));
-        up.send(hello(SECRET, SystemClock.now().timestamp(), "sale-nonce"))
+        up.send(hello(SECRET, kit.app.now().timestamp(), "sale-nonce"))
             .await
             .unwrap();
         assert!(matches!(next_down(&mut down).await, Down::Welcome { .. }));
@@ -849,12 +819,11 @@ mod tests {
         assert_eq!(next_down(&mut down).await, Down::Done { id: command.id });
         drop(up);
         session.await.unwrap();
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn a_store_error_while_sending_a_command_leaves_no_waiter_behind() {
-        let (app, hub, dir) = setup("waiter").await;
+        let (kit, hub) = setup("waiter").await;
         let command = TerminalCommand {
             id: "C1".into(),
             kind: tillgate_core::terminal::CommandKind::Sale,
@@ -865,7 +834,7 @@ mod tests {
         };
         // T1 is not connected here, so the hub asks the database whether another node holds
         // it; with the store closed that read fails.
-        app.store().close().await;
+        kit.store.close().await;
         let sent = hub.execute("T1", &command, Duration::from_secs(1)).await;
         assert!(matches!(sent, Err(HubError::Store(_))), "{sent:?}");
         assert_eq!(hub.waiting(), 0, "the failed send left its waiter behind");
@@ -874,6 +843,5 @@ mod tests {
             .await;
         assert!(offline.is_err());
         assert_eq!(hub.waiting(), 0);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,15 +1,16 @@
 //! Test harnesses shared by the crates' tests (dev-only): a fresh SQLite (or PostgreSQL) store
 //! with the lifecycle service on a manual clock, merchants with their credentials, a wallet
 //! whose answers a test chooses, and a terminal hub whose terminals approve, decline, stay
-//! silent or are offline. Everything is real but the wallet and the terminals: no store is
-//! mocked.
+//! silent or are offline, and readers of what the store holds. Everything is real but the
+//! wallet and the terminals: no store is mocked.
 
 mod channel;
 mod hub;
 pub mod pg;
 mod requests;
+mod stored;
 
-pub use channel::ScriptedWallet;
+pub use channel::{OpKind, ScriptedWallet};
 pub use hub::{Mode, ScriptedHub};
 pub use requests::{add_request, key, pay_request, refund_request, usd};
 
@@ -18,11 +19,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tillgate_core::service::{Lifecycle, LifecycleConfig};
-use tillgate_core::terminal::TerminalHub;
+use tillgate_core::terminal::{TerminalEvent, TerminalHub};
 use tillgate_core::{Channel, Credentials, MerchantRecord, Secret, SecretBox, Store};
-use tillgate_domain::{ManualClock, MerchantZone};
+use tillgate_domain::{Clock, ManualClock, MerchantZone};
 use tillgate_store_postgres::PgStore;
 use tillgate_store_sqlite::SqliteStore;
+use tokio::sync::mpsc;
 
 /// 10:00 UTC on a November day (11:00 in Amsterdam), so the same business day lasts a while
 /// in the zones the tests use.
@@ -115,10 +117,20 @@ pub struct Kit {
 pub struct KitBuilder {
     name: String,
     channel: Arc<dyn Channel>,
+    merchant_channels: Vec<(String, Arc<dyn Channel>)>,
     config: LifecycleConfig,
     start: DateTime<Utc>,
     hub: bool,
     backend: Backend,
+}
+
+/// What a terminal hub of a test is made of: the kit's store, credentials and clock, and the
+/// sender of the events the kit's lifecycle applies.
+pub struct HubParts {
+    pub store: Arc<dyn Store>,
+    pub credentials: Arc<Credentials>,
+    pub clock: Arc<dyn Clock>,
+    pub events: mpsc::Sender<TerminalEvent>,
 }
 
 impl Kit {
@@ -127,6 +139,7 @@ impl Kit {
         KitBuilder {
             name: name.to_owned(),
             channel: Arc::new(tillgate_channels::SandboxWallet),
+            merchant_channels: Vec::new(),
             config: LifecycleConfig::default(),
             start: start(),
             hub: false,
@@ -170,6 +183,14 @@ impl Kit {
     pub fn hub(&self) -> &Arc<ScriptedHub> {
         self.hub.as_ref().expect("the kit was built without a hub")
     }
+
+    /// The URL of the kit's database, for tests that open a connection of their own to it.
+    pub fn database_url(&self) -> String {
+        match &self.db {
+            KitDb::Sqlite(db) => db.url(),
+            KitDb::Postgres(db) => db.url.clone(),
+        }
+    }
 }
 
 /// A fresh database of `backend` and its store.
@@ -201,6 +222,13 @@ impl KitBuilder {
         self
     }
 
+    /// Moves the money of `merchant_no` through `channel`, the others' through the default.
+    pub fn merchant_channel(mut self, merchant_no: &str, channel: Arc<dyn Channel>) -> KitBuilder {
+        self.merchant_channels
+            .push((merchant_no.to_owned(), channel));
+        self
+    }
+
     pub fn config(mut self, config: LifecycleConfig) -> KitBuilder {
         self.config = config;
         self
@@ -225,6 +253,27 @@ impl KitBuilder {
     }
 
     pub async fn build(self) -> Kit {
+        let scripted = self.hub;
+        let (kit, hub) = self
+            .build_on(|parts| scripted.then(|| Arc::new(ScriptedHub::new(parts.events))))
+            .await;
+        Kit { hub, ..kit }
+    }
+
+    /// Builds the kit with the hub `make` returns, made of the kit's parts (the real hub, say),
+    /// and answers the hub too. The kit's lifecycle applies the events the hub sends.
+    pub async fn build_with_hub<H: TerminalHub>(
+        self,
+        make: impl FnOnce(HubParts) -> Arc<H>,
+    ) -> (Kit, Arc<H>) {
+        let (kit, hub) = self.build_on(|parts| Some(make(parts))).await;
+        (kit, hub.expect("the hub was made"))
+    }
+
+    async fn build_on<H: TerminalHub>(
+        self,
+        make: impl FnOnce(HubParts) -> Option<Arc<H>>,
+    ) -> (Kit, Option<Arc<H>>) {
         let (db, store) = open(&self.name, self.backend).await;
         let clock = Arc::new(ManualClock::new(self.start));
         let secrets = SecretBox::from_hex(SecretBox::generate_key_hex().expose())
@@ -242,26 +291,29 @@ impl KitBuilder {
             credentials.clone(),
             self.config,
         );
-        let mut hub = None;
-        let mut reports = None;
-        if self.hub {
-            let (events, rx) = tokio::sync::mpsc::channel(64);
-            let scripted = Arc::new(ScriptedHub::new(events));
-            lifecycle = lifecycle.with_hub(scripted.clone() as Arc<dyn TerminalHub>);
-            hub = Some(scripted);
-            reports = Some(rx);
+        for (merchant_no, channel) in self.merchant_channels {
+            lifecycle = lifecycle.with_merchant_channel(&merchant_no, channel);
+        }
+        let (events, reports) = mpsc::channel(64);
+        let hub = make(HubParts {
+            store: store.clone(),
+            credentials: credentials.clone(),
+            clock: clock.clone(),
+            events,
+        });
+        if let Some(hub) = &hub {
+            lifecycle = lifecycle.with_hub(hub.clone() as Arc<dyn TerminalHub>);
         }
         let app = Arc::new(lifecycle);
-        if let Some(rx) = reports {
-            tokio::spawn(app.clone().apply_terminal_events(rx));
-        }
-        Kit {
+        tokio::spawn(app.clone().apply_terminal_events(reports));
+        let kit = Kit {
             app,
             store,
             credentials,
             clock,
-            hub,
+            hub: None,
             db,
-        }
+        };
+        (kit, hub)
     }
 }

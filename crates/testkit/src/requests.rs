@@ -1,9 +1,11 @@
 //! Requests as a merchant's POS sends them, for tests that drive the lifecycle directly.
 
 use crate::Kit;
-use tillgate_core::service::{AddRequest, NotifyTo, PayRequest, RefundRequest};
-use tillgate_core::{Dialect, MerchantRecord, PaymentKey, PaymentRecord};
-use tillgate_domain::{Currency, Key, Money};
+use tillgate_core::service::{AddRequest, CancelOptions, NotifyTo, PayRequest, RefundRequest};
+use tillgate_core::{
+    CancelRecord, Dialect, MerchantRecord, PaymentKey, PaymentRecord, RefundRecord,
+};
+use tillgate_domain::{BusinessDayRule, CancelIntent, Currency, Key, Money};
 
 /// `minor` US cents.
 pub fn usd(minor: i64) -> Money {
@@ -68,5 +70,35 @@ impl Kit {
             .await
             .unwrap_or_else(|e| panic!("pay {reference}: {e}"))
             .value
+    }
+
+    /// Refunds `amount` of `p`, keyed by `reference` when given; the wallet's answer is
+    /// whatever it is told. Answers the refund as it then stands.
+    pub async fn refunded(
+        &self,
+        merchant: &MerchantRecord,
+        p: &PaymentRecord,
+        amount: Money,
+        reference: Option<&str>,
+    ) -> RefundRecord {
+        self.app
+            .refund(merchant, &key(p), refund_request(amount, reference))
+            .await
+            .unwrap_or_else(|e| panic!("refund of {}: {e}", p.transaction_no))
+            .value
+            .1
+    }
+
+    /// Cancels `p` through the wallet, within the calendar day of the merchant's zone; the
+    /// wallet's answer is whatever it is told. Answers the cancel as it then stands.
+    pub async fn cancelled(&self, merchant: &MerchantRecord, p: &PaymentRecord) -> CancelRecord {
+        let rule = BusinessDayRule::calendar_day(merchant.zone);
+        let options = CancelOptions::default();
+        self.app
+            .cancel(merchant, &key(p), rule, CancelIntent::Cancel, options)
+            .await
+            .unwrap_or_else(|e| panic!("cancel of {}: {e}", p.transaction_no))
+            .value
+            .1
     }
 }

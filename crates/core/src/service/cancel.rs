@@ -22,7 +22,15 @@ impl Lifecycle {
         let found = self.find(merchant, key).await?;
         let wait = options.terminal_wait;
         let terminal = match &options.terminal {
-            Some(tid) => Some((self.online_hub(tid).await?, tid.clone())),
+            Some(tid) => match self.online_hub(tid).await {
+                Ok(hub) => Some((hub, tid.clone())),
+                // A retry is answered with the earlier cancel, which needs no terminal.
+                Err(LifecycleError::TerminalOffline) => {
+                    let retried = self.retried_cancel(&found, rule, intent).await?;
+                    return retried.ok_or(LifecycleError::TerminalOffline);
+                }
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         let begun = self.begin_cancel(&found, rule, intent, options).await?;
@@ -144,6 +152,28 @@ impl Lifecycle {
         match earlier {
             Some(c) => Ok(Outcome::replay((p, c))),
             None => Err(LifecycleError::Rejected(Rejection::Cancel(rejected))),
+        }
+    }
+
+    /// The earlier cancel that answers a retry, decided on `found` without writing anything;
+    /// `None` when the request is no retry.
+    async fn retried_cancel(
+        &self,
+        found: &PaymentRecord,
+        rule: BusinessDayRule,
+        intent: CancelIntent,
+    ) -> Result<Option<Outcome<(PaymentRecord, CancelRecord)>>, LifecycleError> {
+        let Err(rejected) = found
+            .payment
+            .clone()
+            .begin_cancel(self.now(), &rule, intent)
+        else {
+            return Ok(None);
+        };
+        match self.earlier_cancel(found.clone(), rejected).await {
+            Ok(earlier) => Ok(Some(earlier)),
+            Err(LifecycleError::Rejected(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

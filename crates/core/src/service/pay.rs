@@ -85,8 +85,9 @@ impl Lifecycle {
                     {
                         return Err(Rejection::Replay);
                     }
-                    if p.payment.state() == PaymentState::Created && now > p.expires_at {
-                        p.payment.expire();
+                    // An expired payment is closed, unless a cancel of it is in flight (then
+                    // `submit` refuses it: the wallet may be abandoning it right now).
+                    if now > p.expires_at && p.payment.expire() {
                         return Ok(Writes::at(now).event("payment.expired", String::new()));
                     }
                     p.payment.submit().map_err(Rejection::Pay)?;

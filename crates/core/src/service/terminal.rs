@@ -45,7 +45,8 @@ impl Lifecycle {
         Ok(Outcome::new(value))
     }
 
-    /// Marks an added payment submitted to terminal `tid` and writes the sale command with it.
+    /// Marks an added payment submitted to terminal `tid` and writes the sale command with it;
+    /// an expired one is closed instead, and nothing is sent.
     async fn submit_to_terminal(
         &self,
         p: &PaymentRecord,
@@ -60,6 +61,10 @@ impl Lifecycle {
             .mutate_from(
                 p,
                 Box::new(move |p| {
+                    // As in `pay`: an added payment that waited past its expiry is closed.
+                    if now > p.expires_at && p.payment.expire() {
+                        return Ok(Writes::at(now).event("payment.expired", String::new()));
+                    }
                     p.payment.submit().map_err(Rejection::Pay)?;
                     p.pay_fingerprint = Some(fp.clone());
                     p.vendor = Some("terminal".into());
@@ -73,6 +78,11 @@ impl Lifecycle {
             )
             .await?;
         match submitted {
+            Mutated::Done { payment, .. } if payment.payment.state() == PaymentState::Closed => {
+                Err(LifecycleError::Rejected(Rejection::Pay(
+                    PayRejected::Closed,
+                )))
+            }
             Mutated::Done { payment, .. } => Ok(payment),
             // The same sale already runs on this terminal.
             Mutated::Rejected(Rejection::Pay(PayRejected::AlreadySubmitted), p)

@@ -6,114 +6,53 @@
 //! batch deterministically, a first job holds the writer inside its decision until the others
 //! are queued (the batch is taken from the queue before BEGIN, so they form the next batch).
 
-// Runs the lifecycle on the wall clock.
-#![allow(clippy::disallowed_methods)]
-
-use async_trait::async_trait;
 use sqlx::ConnectOptions;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use tillgate_core::service::{AddRequest, PayRequest};
+use tillgate_core::service::AddRequest;
 use tillgate_core::store::{Mutated, Store, Writes};
-use tillgate_core::{
-    Channel, ChannelOp, ChannelReply, Lifecycle, LifecycleConfig, PaymentKey, PaymentRecord,
-    SecretBox, StoreError,
-};
-use tillgate_domain::{ChannelOutcome, Currency, Key, MerchantZone, Money, SystemClock};
-
-struct ApprovingWallet;
-
-#[async_trait]
-impl Channel for ApprovingWallet {
-    async fn execute(&self, _op: ChannelOp) -> ChannelReply {
-        ChannelReply::new(ChannelOutcome::Approved)
-    }
-}
+use tillgate_core::{PaymentRecord, StoreError};
+use tillgate_domain::{ChannelOutcome, MerchantZone};
+use tillgate_testkit::{add_request, key, pay_request, start, usd, Kit, ScriptedWallet};
 
 struct World {
-    store: Arc<dyn Store>,
+    /// The store, on a database the kit removes when the world goes.
+    kit: Kit,
     /// A second connection, for injecting faults and for reading behind the store's back.
     side: sqlx::SqliteConnection,
     payments: Vec<PaymentRecord>,
 }
 
-fn usd(minor: i64) -> Money {
-    Money::from_minor(minor, Currency::from_code("USD").unwrap()).unwrap()
-}
-
 /// A store with three paid payments of 100.00.
 async fn world(name: &str) -> World {
-    let dir = std::env::temp_dir().join(format!(
-        "tillgate-review-writer-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("t.db").display());
-    let store: Arc<dyn Store> = Arc::new(
-        tillgate_store_sqlite::SqliteStore::open(&url)
-            .await
-            .unwrap(),
-    );
-    let app = Lifecycle::new(
-        store.clone(),
-        Arc::new(ApprovingWallet),
-        Arc::new(SystemClock),
-        Arc::new(tillgate_core::Credentials::new(
-            store.clone(),
-            SecretBox::from_hex(SecretBox::generate_key_hex().expose()).unwrap(),
-            Arc::new(SystemClock),
-            std::time::Duration::from_secs(60),
-        )),
-        LifecycleConfig::default(),
-    );
-    let merchant = app
-        .credentials()
-        .create_merchant("920001", MerchantZone::utc(), false)
-        .await
-        .unwrap();
+    let wallet = Arc::new(ScriptedWallet::new(ChannelOutcome::Approved));
+    let kit = Kit::builder(name).channel(wallet).build().await;
+    let merchant = kit.merchant("920001", MerchantZone::utc()).await;
     let mut payments = Vec::new();
     for i in 0..3 {
-        let added = app
-            .add(
-                &merchant,
-                AddRequest {
-                    store_no: "1".into(),
-                    reference: Key::parse(&format!("w-{i}")).unwrap(),
-                    amount: usd(10_000),
-                    settle_currency: Currency::from_code("USD").unwrap(),
-                    description: None,
-                    notify_url: None,
-                    timeout_minutes: None,
-                    dialect: tillgate_core::Dialect::Pockyt,
-                    extra: None,
-                },
-            )
-            .await
-            .unwrap();
-        let paid = app
-            .pay(
-                &merchant,
-                &PaymentKey::TransactionNo(added.value.transaction_no.clone()),
-                PayRequest {
-                    barcode: Some("281234567890123456".into()),
-                    vendor: None,
-                },
-            )
+        let req = AddRequest {
+            store_no: "1".into(),
+            notify_url: None,
+            ..add_request(&format!("w-{i}"), usd(10_000))
+        };
+        let added = kit.app.add(&merchant, req).await.unwrap();
+        let paid = kit
+            .app
+            .pay(&merchant, &key(&added.value), pay_request())
             .await
             .unwrap();
         payments.push(paid.value);
     }
-    let side = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+    let side = sqlx::sqlite::SqliteConnectOptions::from_str(&kit.database_url())
         .unwrap()
         .connect()
         .await
         .unwrap();
     World {
-        store,
+        kit,
         side,
         payments,
     }
@@ -148,7 +87,7 @@ fn reserve_with_event(kind: &'static str) -> tillgate_core::MutateFn {
         p.payment
             .reserve_refund(usd(1_000))
             .map_err(tillgate_core::Rejection::Refund)?;
-        Ok(Writes::at(chrono::Utc::now()).event(kind, String::new()))
+        Ok(Writes::at(start()).event(kind, String::new()))
     })
 }
 
@@ -181,7 +120,7 @@ async fn one_batch(
                 let _ = tx.send(());
                 let _ = release_rx.recv();
             }
-            Ok(Writes::at(chrono::Utc::now()).event("test.hold", String::new()))
+            Ok(Writes::at(start()).event("test.hold", String::new()))
         }),
     );
     let hold = tokio::spawn(hold);
@@ -204,12 +143,12 @@ async fn a_job_that_fails_half_way_undoes_only_its_own_writes_and_its_batch_comm
     let mut w = world("abort").await;
     side_exec(
         &mut w,
-        "CREATE TRIGGER review_abort BEFORE INSERT ON events WHEN NEW.kind = 'test.abort' \
+        "CREATE TRIGGER fault_abort BEFORE INSERT ON events WHEN NEW.kind = 'test.abort' \
          BEGIN SELECT RAISE(ABORT, 'injected statement failure'); END",
     )
     .await;
     let (a, b, c) = (w.payments[0].id, w.payments[1].id, w.payments[2].id);
-    let store: &'static Arc<dyn Store> = Box::leak(Box::new(w.store.clone()));
+    let store: &'static Arc<dyn Store> = Box::leak(Box::new(w.kit.store.clone()));
     let before = store.commit_stats();
     let (held, answers) = one_batch(
         store,
@@ -251,12 +190,12 @@ async fn a_failure_that_rolls_back_the_whole_transaction_is_never_answered_again
     let mut w = world("rollback").await;
     side_exec(
         &mut w,
-        "CREATE TRIGGER review_rollback BEFORE INSERT ON events WHEN NEW.kind = 'test.rollback' \
+        "CREATE TRIGGER fault_rollback BEFORE INSERT ON events WHEN NEW.kind = 'test.rollback' \
          BEGIN SELECT RAISE(ROLLBACK, 'injected transaction rollback'); END",
     )
     .await;
     let (a, b, c) = (w.payments[0].id, w.payments[1].id, w.payments[2].id);
-    let store: &'static Arc<dyn Store> = Box::leak(Box::new(w.store.clone()));
+    let store: &'static Arc<dyn Store> = Box::leak(Box::new(w.kit.store.clone()));
     let (held, answers) = one_batch(
         store,
         a,
@@ -286,18 +225,18 @@ async fn when_the_commit_fails_every_job_of_the_batch_is_refused_and_none_of_its
     // A deferred foreign key is checked at COMMIT: the commit fails, the jobs had succeeded.
     side_exec(
         &mut w,
-        "CREATE TABLE review_deferred (id INTEGER PRIMARY KEY, payment_id INTEGER \
+        "CREATE TABLE fault_deferred (id INTEGER PRIMARY KEY, payment_id INTEGER \
          REFERENCES payments (id) DEFERRABLE INITIALLY DEFERRED)",
     )
     .await;
     side_exec(
         &mut w,
-        "CREATE TRIGGER review_defer AFTER INSERT ON events WHEN NEW.kind = 'test.defer' \
-         BEGIN INSERT INTO review_deferred (payment_id) VALUES (-1); END",
+        "CREATE TRIGGER fault_defer AFTER INSERT ON events WHEN NEW.kind = 'test.defer' \
+         BEGIN INSERT INTO fault_deferred (payment_id) VALUES (-1); END",
     )
     .await;
     let (a, b, c) = (w.payments[0].id, w.payments[1].id, w.payments[2].id);
-    let store: &'static Arc<dyn Store> = Box::leak(Box::new(w.store.clone()));
+    let store: &'static Arc<dyn Store> = Box::leak(Box::new(w.kit.store.clone()));
     let before = store.commit_stats();
     let (held, answers) = one_batch(
         store,
