@@ -464,7 +464,7 @@ impl Pos {
     }
 }
 
-fn serde_urlencoded_pairs(pairs: &[(String, String)]) -> String {
+pub fn serde_urlencoded_pairs(pairs: &[(String, String)]) -> String {
     fn enc(s: &str) -> String {
         s.bytes()
             .map(|b| match b {

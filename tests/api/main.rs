@@ -39,6 +39,7 @@ mod operator;
 mod pockyt_story;
 mod postgres_nodes;
 mod rate_limits;
+mod replays;
 mod strict_input;
 mod terminal_client;
 mod tidy;

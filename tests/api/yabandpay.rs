@@ -431,7 +431,53 @@ async fn a_command_reaches_a_terminal_connected_to_another_node() {
     assert_eq!(q["data"]["transaction_info"]["state"], "cancelled");
 }
 
+/// A refund without `m_refund_id`, captured and sent again within its signed time's window,
+/// is answered with the first answer and refunds once; a fresh request of the same refund is
+/// another refund.
+async fn a_captured_refund_without_m_refund_id_refunds_once(app: TestApp) {
+    let base = &app.base;
+    let paid = call(base, TID, "v3.BarcodePayment", json!({"order_id": order_id(), "auth_code": "2812", "amount": "9.00", "currency": "EUR", "description": "x"})).await;
+    let trade = paid["data"]["trade_id"].as_str().unwrap().to_owned();
+    let time = chrono::Utc::now().timestamp();
+    let data = json!({"trade_id": trade, "refund_amount": "1.00", "refund_currency": "EUR", "refund_description": "x"});
+    let body = json!({
+        "user": TID,
+        "method": "v3.CreateRefund",
+        "time": time,
+        "sign": yaband_sign(TID, "v3.CreateRefund", time, &data, SECRET),
+        "data": data,
+    })
+    .to_string();
+    let send = || async {
+        reqwest::Client::new()
+            .post(format!("{base}/Payments"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    };
+    let first = send().await;
+    let first_json: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(first_json["status"], true, "{first_json}");
+    for _ in 0..3 {
+        assert_eq!(send().await, first, "a copy gets the first answer");
+    }
+    let q = call(base, TID, "v3.QueryOrder", json!({"trade_id": trade})).await;
+    assert_eq!(
+        q["data"]["transaction_info"]["refund_amount"], "1.00",
+        "{q}"
+    );
+    // The same refund asked afresh (a new time, so a new sign) is a second refund.
+    let again = call(base, TID, "v3.CreateRefund", json!({"trade_id": trade, "refund_amount": "1.00", "refund_currency": "EUR", "refund_description": "x"})).await;
+    assert_eq!(again["status"], true, "{again}");
+}
+
 on_both_backends!(
+    a_captured_refund_without_m_refund_id_refunds_once,
     seed_003_reversal_is_shown_live_on_the_terminal,
     the_silent_cancel_needs_no_terminal,
     seed_003_codes_offline_terminal_and_another_terminals_trade,

@@ -15,6 +15,9 @@ pub enum LifecycleError {
     Rejected(Rejection),
     #[error("the terminal is not connected")]
     TerminalOffline,
+    /// The merchant's policy says a refund must carry the merchant's own refund reference.
+    #[error("this merchant's refunds must carry a refund reference")]
+    RefundReferenceRequired,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

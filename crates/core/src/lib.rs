@@ -12,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod model;
 pub mod notify;
+pub mod replay;
 pub mod secret;
 pub mod service;
 pub mod snapshot;
@@ -26,6 +27,6 @@ pub use secret::{Secret, SecretBox, SecretError};
 pub use service::{Lifecycle, LifecycleConfig};
 pub use snapshot::Snapshot;
 pub use store::{
-    Conflict, CredentialStore, MutateFn, Mutated, OutboxStore, PaymentStore, Rejection, Store,
-    StoreError, TerminalStore, Writes,
+    Conflict, CredentialStore, MutateFn, Mutated, OutboxStore, PaymentStore, Rejection,
+    ReplayStore, Store, StoreError, TerminalStore, Writes,
 };

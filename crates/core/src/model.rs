@@ -52,6 +52,8 @@ pub struct MerchantRecord {
     pub created_at: DateTime<Utc>,
     /// The merchant's own notification schedule ("0,30,60"), overriding the gateway's.
     pub notify_schedule: Option<String>,
+    /// Whether its refunds must carry its own refund reference; `None`: the gateway's default.
+    pub refund_reference_required: Option<bool>,
 }
 
 /// A Pockyt store credential as stored: the token is sealed.

@@ -7,14 +7,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Extension;
 use axum::Router;
 use std::sync::Arc;
+use tillgate_core::replay::{self, StoredAnswer};
 use tillgate_core::service::{
-    AddRequest, CancelOptions, CredentialError, Credentials, Lifecycle, NotifyTo, PayRequest,
-    RefundRequest, StoreCredential,
+    AddRequest, CancelOptions, CredentialError, Credentials, Lifecycle, LifecycleError, NotifyTo,
+    PayRequest, RefundRequest, StoreCredential,
 };
 use tillgate_core::{Dialect, PaymentKey};
 use tillgate_domain::{BusinessDayRule, CancelIntent, Currency, Key, Money};
@@ -274,8 +275,40 @@ async fn refund(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PockytError> {
-    let Signed { params, credential } =
-        authenticate(app.credentials(), &limit, &headers, body).await?;
+    let signed = authenticate(app.credentials(), &limit, &headers, body).await?;
+    if signed.params.text("refundReference").is_some() {
+        return refund_signed(&app, signed).await;
+    }
+    // No key of the merchant's, and Pockyt signs no time or nonce: an exact copy of this
+    // signed request gets the first answer instead of refunding again.
+    let signature = signed.params.text("verifySign").unwrap_or_default();
+    let digest = replay::digest(Dialect::Pockyt.as_str(), "refund", signature);
+    let merchant_id = signed.credential.merchant.id;
+    let answer = app
+        .replays()
+        .run(merchant_id, digest, || async {
+            let response = refund_signed(&app, signed).await.into_response();
+            let (status, content_type, body) = tillgate_wire::replay::capture(response).await;
+            StoredAnswer {
+                status,
+                content_type,
+                body,
+            }
+        })
+        .await
+        .map_err(|e| from_lifecycle(Op::Refund, e.into()))?;
+    match answer {
+        Some(a) => Ok(tillgate_wire::replay::restore(
+            a.status,
+            &a.content_type,
+            a.body,
+        )),
+        None => Err(from_lifecycle(Op::Refund, LifecycleError::InProgress)),
+    }
+}
+
+async fn refund_signed(app: &Lifecycle, signed: Signed) -> Result<Response, PockytError> {
+    let Signed { params, credential } = signed;
     let key = payment_key(&params)?;
     let cur = currency(&params, "currency")?;
     let req = RefundRequest {
@@ -283,7 +316,7 @@ async fn refund(
         settle_currency: Some(currency(&params, "settleCurrency")?),
         refund_reference: self::key(&params, "refundReference")?,
         // Refund notifications go to the refund's own ipnUrl, else to the transaction's.
-        notify: match notify_url(&app, &params, "ipnUrl")? {
+        notify: match notify_url(app, &params, "ipnUrl")? {
             Some(url) => NotifyTo::Url(url),
             None => NotifyTo::PaymentUrl,
         },

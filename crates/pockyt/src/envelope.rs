@@ -132,6 +132,10 @@ pub fn from_lifecycle(op: Op, e: LifecycleError) -> PockytError {
             TransactionStatusError,
             "a request with the same key is still in progress; retry later",
         ),
+        LifecycleError::RefundReferenceRequired => PockytError::new(
+            ParameterNull,
+            "refundReference is required: this merchant's refunds must carry their own reference",
+        ),
         LifecycleError::Rejected(r) => rejection(r),
         LifecycleError::Store(e) => store(e),
     }

@@ -68,6 +68,39 @@ pub struct Config {
     pub http: HttpConfig,
     /// Requests per merchant and per client address (`[rate_limit]`).
     pub rate_limit: RateLimitConfig,
+    /// Replays of signed requests (`[replay]`).
+    pub replay: ReplayConfig,
+}
+
+/// What stops a captured request from acting twice (`[replay]` in the TOML file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// How long a signed request without a key of the merchant's (a Pockyt refund without
+    /// `refundReference`, a YabandPay refund without `m_refund_id`) is remembered: an exact
+    /// copy within this window gets the first answer instead of acting again.
+    pub window_s: u64,
+    /// Whether refunds must carry the merchant's own refund reference, for merchants without a
+    /// policy of their own (`tillgate merchant update --require-refund-reference`). Unset: on
+    /// in production, off in sandbox.
+    pub require_refund_reference: Option<bool>,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> ReplayConfig {
+        ReplayConfig {
+            window_s: 600,
+            require_refund_reference: None,
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// Whether refunds need the merchant's reference in `mode`, unless a merchant says.
+    pub fn refund_reference_required(&self, mode: Mode) -> bool {
+        self.require_refund_reference
+            .unwrap_or(mode == Mode::Production)
+    }
 }
 
 /// What the HTTP listener allows one connection (`[http]` in the TOML file). Every phase of a
@@ -268,6 +301,7 @@ impl Default for Config {
             terminal_wait_ms: 60_000,
             http: HttpConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            replay: ReplayConfig::default(),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! question is scheduled in the operation's own row (`defer_query`), with a delay that doubles
 //! up to five minutes; each round takes the operations whose question is due, longest due
 //! first, so operations the wallet cannot answer never keep newer ones from being asked. Time
-//! is the lifecycle's injected clock.
+//! is the lifecycle's injected clock. Each round also forgets the signed requests whose replay
+//! window has passed.
 
 use chrono::Duration as Span;
 use std::sync::Arc;
@@ -50,6 +51,9 @@ impl Janitor {
     /// One round: asks about every operation whose question is due; returns how many got
     /// resolved.
     pub async fn round(&self) -> usize {
+        if let Err(e) = self.app.replays().forget_expired().await {
+            tracing::warn!(error = %e, "janitor cannot forget expired replays");
+        }
         let now = self.app.now();
         let before = now - Span::from_std(self.min_age).unwrap_or(Span::seconds(10));
         let store = self.app.store();

@@ -206,6 +206,8 @@ pub fn lifecycle_with(
     let service_config = LifecycleConfig {
         notify_first_delay: config.notify.schedule.first_delay(),
         notify_urls: notify_urls(config),
+        refund_reference_required: config.replay.refund_reference_required(config.mode),
+        replay_window: std::time::Duration::from_secs(config.replay.window_s.max(1)),
         ..LifecycleConfig::default()
     };
     let mut service = Lifecycle::new(

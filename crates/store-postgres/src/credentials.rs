@@ -25,6 +25,17 @@ impl CredentialStore for PgStore {
             .ok_or_else(|| StoreError::Corrupt("merchant vanished after insert".into()))
     }
 
+    async fn set_refund_reference_required(
+        &self,
+        merchant_id: i64,
+        required: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query("UPDATE merchants SET refund_reference_required = $1 WHERE id = $2")
+            .bind(required.map(i64::from))
+            .bind(merchant_id);
+        self.exec(q).await.map(drop)
+    }
+
     async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError> {
         let q = sqlx::query("SELECT * FROM merchants WHERE merchant_no = $1").bind(merchant_no);
         self.one(q, tillgate_store_sql::merchant).await

@@ -12,6 +12,7 @@ mod credentials;
 mod migrate;
 mod outbox;
 mod payments;
+mod replays;
 mod sql;
 mod terminals;
 

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "query_schedule",
         include_str!("../migrations/0004_query_schedule.sql"),
     ),
+    (5, "replays", include_str!("../migrations/0005_replays.sql")),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.

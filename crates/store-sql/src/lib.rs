@@ -39,6 +39,7 @@ pub fn merchant(row: &impl Columns) -> Result<MerchantRecord, StoreError> {
         sandbox: row.int("sandbox")? != 0,
         created_at: time(row.int("created_at")?)?,
         notify_schedule: row.opt_text("notify_schedule")?,
+        refund_reference_required: row.opt_int("refund_reference_required")?.map(|v| v != 0),
     })
 }
 
@@ -400,4 +401,43 @@ fn dialect(name: &str) -> Result<tillgate_core::Dialect, StoreError> {
 fn topic(name: &str) -> Result<tillgate_core::Topic, StoreError> {
     tillgate_core::Topic::parse(name)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown notification topic {name:?}")))
+}
+
+/// Claims a signed request for the exact-replay guard (`?1` merchant, `?2` digest, `?3` now,
+/// `?4` the window's start): inserts it, or takes over a sighting older than the window. One
+/// row changed means the request is fresh.
+pub const CLAIM_REPLAY: &str = "\
+INSERT INTO replays (merchant_id, digest, first_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (merchant_id, digest) DO UPDATE
+    SET first_at = excluded.first_at, status = NULL, content_type = NULL, body = NULL
+    WHERE replays.first_at < ?4";
+
+/// Records the answer of a claimed request (`?1` status, `?2` content type, `?3` body, `?4`
+/// merchant, `?5` digest, `?6` the claim's time: a later claim's row is not overwritten).
+pub const ANSWER_REPLAY: &str = "\
+UPDATE replays SET status = ?1, content_type = ?2, body = ?3
+WHERE merchant_id = ?4 AND digest = ?5 AND first_at = ?6";
+
+/// Gives up the claim of a request (`?1` merchant, `?2` digest, `?3` the claim's time) that
+/// was not answered, so that its retry acts.
+pub const RELEASE_REPLAY: &str = "\
+DELETE FROM replays WHERE merchant_id = ?1 AND digest = ?2 AND first_at = ?3 AND status IS NULL";
+
+/// A remembered request's answer from its columns: all set, or none (not answered yet).
+pub fn stored_answer(
+    status: Option<i64>,
+    content_type: Option<String>,
+    body: Option<Vec<u8>>,
+) -> Result<Option<tillgate_core::replay::StoredAnswer>, StoreError> {
+    match (status, content_type, body) {
+        (Some(status), Some(content_type), Some(body)) => {
+            Ok(Some(tillgate_core::replay::StoredAnswer {
+                status: u16::try_from(status).map_err(|_| corrupt("replay status"))?,
+                content_type,
+                body,
+            }))
+        }
+        (None, None, None) => Ok(None),
+        _ => Err(corrupt("a replay answer in part")),
+    }
 }

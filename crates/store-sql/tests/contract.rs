@@ -2,6 +2,7 @@
 //! PostgreSQL: what one change writes, and what it leaves alone.
 
 use chrono::Duration;
+use tillgate_core::replay::{self, ReplayCheck, StoredAnswer};
 use tillgate_core::store::{FinishCommand, Mutated, Writes};
 use tillgate_core::terminal::{
     CommandKind, CommandOutcome, CommandState, NewCommand, TerminalCommand,
@@ -186,7 +187,111 @@ async fn a_rejected_change_finishes_nothing(backend: Backend) {
     assert_eq!(open.state, CommandState::Open);
 }
 
+fn answer(body: &str) -> StoredAnswer {
+    StoredAnswer {
+        status: 200,
+        content_type: "application/json".into(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// The exact-replay guard: a request acts once per window; its copies get its answer, or
+/// "in flight" while it is being answered; a released claim or an ended window acts again.
+async fn a_signed_request_acts_once_per_window(backend: Backend) {
+    let kit = Kit::builder("contract-replay").on(backend).build().await;
+    let merchant = kit.merchant("100204", MerchantZone::utc()).await;
+    let other = kit.merchant("100205", MerchantZone::utc()).await;
+    let guard = kit.app.replays();
+    let key = || replay::digest("pockyt", "refund", "abc123");
+
+    let acted = std::sync::atomic::AtomicU32::new(0);
+    let act = |body: &'static str| {
+        let acted = &acted;
+        move || async move {
+            acted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            answer(body)
+        }
+    };
+    let first = guard.run(merchant.id, key(), act("first")).await.unwrap();
+    assert_eq!(first, Some(answer("first")));
+    // A copy, even with its hex signature in capitals, gets the first answer without acting.
+    let copy = guard
+        .run(
+            merchant.id,
+            replay::digest("pockyt", "refund", "ABC123"),
+            act("second"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(copy, Some(answer("first")));
+    assert_eq!(acted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Another merchant's identical signature is its own request.
+    let theirs = guard.run(other.id, key(), act("theirs")).await.unwrap();
+    assert_eq!(theirs, Some(answer("theirs")));
+
+    // While a request is being answered its copy is told so.
+    let ReplayCheck::Fresh(ticket) = guard
+        .check(merchant.id, replay::digest("pockyt", "refund", "in-flight"))
+        .await
+        .unwrap()
+    else {
+        panic!("a new request is fresh")
+    };
+    assert!(matches!(
+        guard
+            .check(merchant.id, replay::digest("pockyt", "refund", "in-flight"))
+            .await
+            .unwrap(),
+        ReplayCheck::InFlight
+    ));
+    // A released claim (the request failed in a way worth retrying) acts again.
+    guard.release(ticket).await.unwrap();
+    assert!(matches!(
+        guard
+            .check(merchant.id, replay::digest("pockyt", "refund", "in-flight"))
+            .await
+            .unwrap(),
+        ReplayCheck::Fresh(_)
+    ));
+    // An answer of 500 or more is not remembered.
+    let failed = StoredAnswer {
+        status: 503,
+        ..answer("down")
+    };
+    let f = failed.clone();
+    guard
+        .run(
+            merchant.id,
+            replay::digest("pockyt", "refund", "failing"),
+            || async { f },
+        )
+        .await
+        .unwrap();
+    let retried = guard
+        .run(
+            merchant.id,
+            replay::digest("pockyt", "refund", "failing"),
+            act("retried"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(retried, Some(answer("retried")));
+
+    // Once the window has passed, the same request acts again, and the old ones are forgotten.
+    kit.clock.advance(guard.window() + Duration::seconds(1));
+    let later = guard.run(merchant.id, key(), act("later")).await.unwrap();
+    assert_eq!(later, Some(answer("later")));
+    assert!(guard.forget_expired().await.unwrap() >= 2);
+    let again = guard.run(merchant.id, key(), act("again")).await.unwrap();
+    assert_eq!(
+        again,
+        Some(answer("later")),
+        "the new sighting is remembered"
+    );
+}
+
 on_both_backends!(
+    a_signed_request_acts_once_per_window,
     an_ordinary_change_never_rewrites_the_creation_time,
     a_change_finishes_the_command_whose_result_it_applies,
     a_rejected_change_finishes_nothing,

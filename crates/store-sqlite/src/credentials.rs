@@ -15,6 +15,26 @@ impl CredentialStore for SqliteStore {
         self.write(move |conn| upsert_merchant(conn, m)).await
     }
 
+    async fn set_refund_reference_required(
+        &self,
+        merchant_id: i64,
+        required: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Int(required.map(i64::from)),
+            Bind::Int(Some(merchant_id)),
+        ];
+        self.write(move |conn| {
+            writer::execute(
+                conn,
+                "UPDATE merchants SET refund_reference_required = ? WHERE id = ?",
+                binds,
+            )
+            .map(drop)
+        })
+        .await
+    }
+
     async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError> {
         self.read_one(
             "SELECT * FROM merchants WHERE merchant_no = ?",

@@ -11,6 +11,7 @@ mod credentials;
 mod migrate;
 mod outbox;
 mod payments;
+mod replays;
 mod rows;
 mod terminals;
 mod writer;

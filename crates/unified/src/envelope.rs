@@ -151,6 +151,10 @@ pub fn from_lifecycle(op: Op<'_>, e: LifecycleError) -> UnifiedError {
             }
             _ => "请求处理中，请稍后再试 (a request with the same key is in progress; retry later)",
         }),
+        // mchRefundNo is always required by this dialect; the policy cannot fail here.
+        LifecycleError::RefundReferenceRequired => {
+            UnifiedError::fail("商户退款单号不能为空 (mchRefundNo is required)")
+        }
         LifecycleError::Rejected(r) => rejection(op, r),
         LifecycleError::Store(e) => store(e),
     }

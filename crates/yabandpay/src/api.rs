@@ -17,9 +17,10 @@ use axum::Router;
 use serde_json::Value as Json;
 use std::sync::Arc;
 use std::time::Duration;
+use tillgate_core::replay::{self, StoredAnswer};
 use tillgate_core::service::{
-    AddRequest, CancelOptions, CredentialError, Credentials, Lifecycle, NotifyTo, PayRequest,
-    RefundKey, RefundRequest, TerminalCredential,
+    AddRequest, CancelOptions, CredentialError, Credentials, Lifecycle, LifecycleError, NotifyTo,
+    PayRequest, RefundKey, RefundRequest, TerminalCredential,
 };
 use tillgate_core::{PaymentKey, PaymentRecord};
 use tillgate_domain::{
@@ -135,24 +136,60 @@ async fn serve(d: &Dialect, body: Body) -> Response {
 
 /// Answers one request body: the data, or the error envelope.
 pub(crate) async fn handle(app: &Lifecycle, config: &YabandConfig, body: &[u8]) -> Response {
-    match answer(app, config, body).await {
+    let s = match authenticate(app.credentials(), app.clock().as_ref(), config, body).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let keyed = matches!(fields::optional_key(s.data(), "m_refund_id"), Ok(Some(_)));
+    if s.method == Method::CreateRefund && !keyed {
+        return refund_once(app, config, s).await;
+    }
+    respond(answer(app, config, &s).await)
+}
+
+fn respond(answer: Result<Data, YabandError>) -> Response {
+    match answer {
         Ok(data) => success(data),
         Err(e) => e.into_response(),
     }
 }
 
-async fn answer(app: &Lifecycle, config: &YabandConfig, body: &[u8]) -> Result<Data, YabandError> {
-    let s = authenticate(app.credentials(), app.clock().as_ref(), config, body).await?;
+/// A refund without the merchant's `m_refund_id`: an exact copy of the signed request within
+/// the replay window (its signed `time` is fresh for five minutes) gets the first answer
+/// instead of refunding again.
+async fn refund_once(app: &Lifecycle, config: &YabandConfig, s: Signed) -> Response {
+    let digest = replay::digest(DIALECT.as_str(), Method::CreateRefund.name(), &s.req.sign);
+    let merchant_id = s.user.merchant.id;
+    let remembered = app
+        .replays()
+        .run(merchant_id, digest, || async {
+            let response = respond(answer(app, config, &s).await);
+            let (status, content_type, body) = tillgate_wire::replay::capture(response).await;
+            StoredAnswer {
+                status,
+                content_type,
+                body,
+            }
+        })
+        .await;
+    match remembered {
+        Ok(Some(a)) => tillgate_wire::replay::restore(a.status, &a.content_type, a.body),
+        Ok(None) => from_lifecycle(Op::Refund, LifecycleError::InProgress).into_response(),
+        Err(e) => from_lifecycle(Op::Refund, e.into()).into_response(),
+    }
+}
+
+async fn answer(app: &Lifecycle, config: &YabandConfig, s: &Signed) -> Result<Data, YabandError> {
     match s.method {
-        Method::Pos => pos(app, config, &s).await,
-        Method::PosReversal => cancel(app, config, &s, Cancel::Reversal).await,
-        Method::PosCancel => cancel(app, config, &s, Cancel::OnTerminal).await,
-        Method::CancelPayment => cancel(app, config, &s, Cancel::Silent).await,
-        Method::BarcodePayment => barcode(app, &s).await,
-        Method::QrCodePayment => qr_code(app, &s).await,
-        Method::QueryOrder => query_order(app, &s).await,
-        Method::CreateRefund => create_refund(app, &s).await,
-        Method::QueryRefundOrder => query_refund(app, &s).await,
+        Method::Pos => pos(app, config, s).await,
+        Method::PosReversal => cancel(app, config, s, Cancel::Reversal).await,
+        Method::PosCancel => cancel(app, config, s, Cancel::OnTerminal).await,
+        Method::CancelPayment => cancel(app, config, s, Cancel::Silent).await,
+        Method::BarcodePayment => barcode(app, s).await,
+        Method::QrCodePayment => qr_code(app, s).await,
+        Method::QueryOrder => query_order(app, s).await,
+        Method::CreateRefund => create_refund(app, s).await,
+        Method::QueryRefundOrder => query_refund(app, s).await,
     }
 }
 

@@ -278,6 +278,10 @@ pub fn from_lifecycle(op: Op, e: LifecycleError) -> YabandError {
             Code::TerminalOffline,
             "the terminal holds no connection to the gateway; nothing was sent to it",
         ),
+        LifecycleError::RefundReferenceRequired => YabandError::new(
+            Code::MissingField,
+            "data.m_refund_id is required: this merchant's refunds must carry their own id",
+        ),
         LifecycleError::Rejected(r) => rejection(r),
         LifecycleError::Store(e) => store(e),
     }

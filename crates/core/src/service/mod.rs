@@ -24,6 +24,7 @@ pub use crate::error::LifecycleError;
 
 use crate::channel::Channel;
 use crate::model::*;
+use crate::replay::ReplayGuard;
 use crate::snapshot::Snapshot;
 use crate::store::*;
 use crate::terminal::{HubError, TerminalCommand, TerminalHub, TerminalResult};
@@ -46,6 +47,11 @@ pub struct LifecycleConfig {
     pub notify_first_delay: chrono::Duration,
     /// Which notification URLs merchants may give.
     pub notify_urls: crate::notify::UrlPolicy,
+    /// Whether refunds must carry the merchant's own refund reference, for merchants without a
+    /// policy of their own (on in production).
+    pub refund_reference_required: bool,
+    /// How long the exact-replay guard remembers a signed request without a merchant key.
+    pub replay_window: std::time::Duration,
 }
 
 impl Default for LifecycleConfig {
@@ -55,6 +61,8 @@ impl Default for LifecycleConfig {
             default_timeout_minutes: 120,
             notify_first_delay: chrono::Duration::zero(),
             notify_urls: crate::notify::UrlPolicy::default(),
+            refund_reference_required: false,
+            replay_window: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -166,6 +174,8 @@ pub struct Lifecycle {
     outbox_wake: Arc<tokio::sync::Notify>,
     /// The POS terminals, when the gateway has a hub.
     hub: Option<Arc<dyn TerminalHub>>,
+    /// Remembers signed requests that carry no key of the merchant's.
+    replays: ReplayGuard,
 }
 
 /// A digest of a request's parameters, for idempotent replays.
@@ -187,7 +197,9 @@ impl Lifecycle {
         credentials: Arc<Credentials>,
         config: LifecycleConfig,
     ) -> Lifecycle {
+        let replays = ReplayGuard::new(store.clone(), clock.clone(), config.replay_window);
         Lifecycle {
+            replays,
             store,
             channel,
             merchant_channels: HashMap::new(),
@@ -226,6 +238,18 @@ impl Lifecycle {
 
     pub fn credentials(&self) -> &Arc<Credentials> {
         &self.credentials
+    }
+
+    /// The exact-replay guard the dialects put requests without a merchant key through.
+    pub fn replays(&self) -> &ReplayGuard {
+        &self.replays
+    }
+
+    /// Whether `merchant`'s refunds must carry its own refund reference.
+    pub fn refund_reference_required(&self, merchant: &MerchantRecord) -> bool {
+        merchant
+            .refund_reference_required
+            .unwrap_or(self.config.refund_reference_required)
     }
 
     pub fn now(&self) -> DateTime<Utc> {

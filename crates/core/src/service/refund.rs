@@ -15,6 +15,9 @@ impl Lifecycle {
         key: &PaymentKey,
         req: RefundRequest,
     ) -> Result<Outcome<(PaymentRecord, RefundRecord)>, LifecycleError> {
+        if req.refund_reference.is_none() && self.refund_reference_required(merchant) {
+            return Err(LifecycleError::RefundReferenceRequired);
+        }
         let found = self.find(merchant, key).await?;
         let mismatch = req.amount.currency() != found.payment.amount().currency()
             || req

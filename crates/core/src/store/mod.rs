@@ -8,6 +8,7 @@
 //! - [`OutboxStore`]: notifications and their delivery attempts.
 //! - [`CredentialStore`]: merchants, stores, apps, terminals and once-only request keys.
 //! - [`TerminalStore`]: terminal presence, handshake nonces and terminal commands.
+//! - [`ReplayStore`]: the exact-replay guard's memory of signed requests.
 //!
 //! [`Store`] is all four, with the store's life (commit counters, close). Each backend is one
 //! struct implementing every part, so a part can be handed to a component on its own
@@ -18,6 +19,7 @@ mod writes;
 pub use writes::*;
 
 use crate::model::*;
+use crate::replay::StoredAnswer;
 use crate::terminal::{CommandOutcome, CommandRecord, Presence, TerminalRow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -187,6 +189,13 @@ pub trait OutboxStore: Send + Sync + 'static {
 pub trait CredentialStore: Send + Sync + 'static {
     /// Creates a merchant, or returns the existing one with that number.
     async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError>;
+    /// Sets (or clears, back to the gateway's default) whether the merchant's refunds must
+    /// carry the merchant's own refund reference.
+    async fn set_refund_reference_required(
+        &self,
+        merchant_id: i64,
+        required: Option<bool>,
+    ) -> Result<(), StoreError>;
     async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError>;
     async fn merchant_by_id(&self, merchant_id: i64) -> Result<Option<MerchantRecord>, StoreError>;
     /// The number of merchants created by sandbox mode.
@@ -275,9 +284,49 @@ pub trait TerminalStore: Send + Sync + 'static {
     ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError>;
 }
 
+/// The exact-replay guard's memory of signed requests (see `crate::replay`).
+#[async_trait]
+pub trait ReplayStore: Send + Sync + 'static {
+    /// Claims a request for acting on it: true when it was not seen since `window_start` (an
+    /// older sighting is forgotten by the claim); false when it was.
+    async fn claim_replay(
+        &self,
+        merchant_id: i64,
+        digest: &str,
+        at: DateTime<Utc>,
+        window_start: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// A remembered request: `Some(None)` while its answer is not recorded; `None` when it is
+    /// not remembered.
+    async fn replay_answer(
+        &self,
+        merchant_id: i64,
+        digest: &str,
+    ) -> Result<Option<Option<StoredAnswer>>, StoreError>;
+    /// Records the answer of the request claimed at `claimed_at`.
+    async fn answer_replay(
+        &self,
+        merchant_id: i64,
+        digest: &str,
+        claimed_at: DateTime<Utc>,
+        answer: &StoredAnswer,
+    ) -> Result<(), StoreError>;
+    /// Forgets the request claimed at `claimed_at`, unanswered (its claim is given up).
+    async fn release_replay(
+        &self,
+        merchant_id: i64,
+        digest: &str,
+        claimed_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Forgets requests first seen before `before`; returns how many.
+    async fn forget_replays(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
 /// The whole store: every part, and its life.
 #[async_trait]
-pub trait Store: PaymentStore + OutboxStore + CredentialStore + TerminalStore {
+pub trait Store:
+    PaymentStore + OutboxStore + CredentialStore + TerminalStore + ReplayStore
+{
     /// Write operations committed and durable commits made since start.
     fn commit_stats(&self) -> CommitStats;
 

@@ -1,0 +1,15 @@
+-- The exact-replay guard: signed requests that carry no key of the merchant's, remembered by
+-- a digest of their signature for a window, with the answer they got (a copy within the
+-- window gets that answer again instead of acting). And the merchant's refund policy: whether
+-- its refunds must carry its own refund reference (NULL: the gateway's default).
+CREATE TABLE replays (
+    merchant_id  INTEGER NOT NULL REFERENCES merchants (id),
+    digest       TEXT    NOT NULL,
+    first_at     INTEGER NOT NULL,
+    status       INTEGER,
+    content_type TEXT,
+    body         BLOB,
+    PRIMARY KEY (merchant_id, digest)
+);
+CREATE INDEX replays_first_at ON replays (first_at);
+ALTER TABLE merchants ADD COLUMN refund_reference_required INTEGER;
