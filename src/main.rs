@@ -214,6 +214,10 @@ enum MerchantCommand {
         /// IANA time zone of the merchant's business day (default: the configured default).
         #[arg(long)]
         timezone: Option<String>,
+        /// The store's default currency (ISO 4217): what a Pockyt add naming no currency or
+        /// settle currency is in (USD when never set).
+        #[arg(long)]
+        currency: Option<String>,
         /// The unified-API app id; random (24 hex digits) when absent.
         #[arg(long)]
         app_id: Option<String>,
@@ -268,6 +272,7 @@ fn main() -> anyhow::Result<()> {
                 store_no,
                 token,
                 timezone,
+                currency,
                 app_id,
                 app_secret,
                 notify_schedule_s,
@@ -281,6 +286,7 @@ fn main() -> anyhow::Result<()> {
                     store_no,
                     token,
                     timezone,
+                    currency,
                     app_id,
                     app_secret,
                     notify_schedule_s,
@@ -400,6 +406,7 @@ struct NewMerchantArgs {
     store_no: String,
     token: Option<String>,
     timezone: Option<String>,
+    currency: Option<String>,
     app_id: Option<String>,
     app_secret: Option<String>,
     notify_schedule_s: Option<String>,
@@ -417,6 +424,13 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
         Some(z) => parse_zone(&z)?,
         None => config.default_timezone,
     };
+    let currency = args
+        .currency
+        .map(|c| {
+            tillgate_domain::Currency::from_code(&c.to_ascii_uppercase())
+                .ok_or_else(|| anyhow::anyhow!("--currency {c} is not an ISO 4217 code"))
+        })
+        .transpose()?;
     let token = secret_arg("--token", args.token, 32)?;
     let app_id = match args.app_id {
         Some(id) => tillgate_domain::Key::parse(&id)
@@ -451,6 +465,12 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
         .add_store(&merchant, store_no.as_str(), &token)
         .await
         .context("cannot add the store")?;
+    if let Some(currency) = currency {
+        service
+            .set_store_currency(&merchant, store_no.as_str(), Some(currency))
+            .await
+            .context("cannot set the store's currency")?;
+    }
     let (app_secret, app_created) = service
         .add_app(&merchant, &app_id, &app_secret)
         .await
@@ -473,6 +493,7 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
             "merchantNo": merchant.merchant_no,
             "storeNo": store_no.as_str(),
             "token": token.expose(),
+            "currency": currency.as_ref().map(tillgate_domain::Currency::code),
             "created": store_created,
         },
         "unified": {

@@ -62,6 +62,8 @@ pub struct StoreRow {
     pub merchant: MerchantRecord,
     pub store_no: String,
     pub token_sealed: String,
+    /// What an add naming no currency is in (`None`: USD).
+    pub default_currency: Option<Currency>,
 }
 
 /// A unified-API app as stored: the secret is sealed.

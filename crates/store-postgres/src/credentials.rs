@@ -82,13 +82,28 @@ impl CredentialStore for PgStore {
         store_no: &str,
     ) -> Result<Option<StoreRow>, StoreError> {
         let q = sqlx::query(
-            "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
+            "SELECT m.*, s.store_no, s.token_sealed, s.default_currency FROM stores s \
              JOIN merchants m ON m.id = s.merchant_id \
              WHERE m.merchant_no = $1 AND s.store_no = $2",
         )
         .bind(merchant_no)
         .bind(store_no);
         self.one(q, tillgate_store_sql::store_row).await
+    }
+
+    async fn set_store_currency(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        currency: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query(
+            "UPDATE stores SET default_currency = $1 WHERE merchant_id = $2 AND store_no = $3",
+        )
+        .bind(currency)
+        .bind(merchant_id)
+        .bind(store_no);
+        self.exec(q).await.map(drop)
     }
 
     async fn add_app(

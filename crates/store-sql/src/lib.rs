@@ -56,6 +56,10 @@ pub fn store_row(row: &impl Columns) -> Result<StoreRow, StoreError> {
         merchant: merchant(row)?,
         store_no: row.text("store_no")?,
         token_sealed: row.text("token_sealed")?,
+        default_currency: row
+            .opt_text("default_currency")?
+            .map(|c| currency(&c))
+            .transpose()?,
     })
 }
 

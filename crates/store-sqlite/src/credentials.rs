@@ -94,12 +94,34 @@ impl CredentialStore for SqliteStore {
         store_no: &str,
     ) -> Result<Option<StoreRow>, StoreError> {
         self.read_one(
-            "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
+            "SELECT m.*, s.store_no, s.token_sealed, s.default_currency FROM stores s \
              JOIN merchants m ON m.id = s.merchant_id \
              WHERE m.merchant_no = ? AND s.store_no = ?",
             params![merchant_no, store_no],
             |r| rows::store_row(r),
         )
+    }
+
+    async fn set_store_currency(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        currency: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(currency.map(str::to_owned)),
+            Bind::Int(Some(merchant_id)),
+            Bind::Text(Some(store_no.to_owned())),
+        ];
+        self.write(move |conn| {
+            writer::execute(
+                conn,
+                "UPDATE stores SET default_currency = ? WHERE merchant_id = ? AND store_no = ?",
+                binds,
+            )
+            .map(drop)
+        })
+        .await
     }
 
     async fn add_app(

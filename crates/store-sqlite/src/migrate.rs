@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0004_query_schedule.sql"),
     ),
     (5, "replays", include_str!("../migrations/0005_replays.sql")),
+    (
+        6,
+        "store_currency",
+        include_str!("../migrations/0006_store_currency.sql"),
+    ),
 ];
 
 pub async fn apply(conn: &mut SqliteConnection) -> Result<(), StoreError> {

@@ -217,6 +217,13 @@ pub trait CredentialStore: Send + Sync + 'static {
         merchant_no: &str,
         store_no: &str,
     ) -> Result<Option<StoreRow>, StoreError>;
+    /// Sets (or clears) a store's default currency (an ISO 4217 code).
+    async fn set_store_currency(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        currency: Option<&str>,
+    ) -> Result<(), StoreError>;
     /// Adds a unified-API app to a merchant (or returns the existing app's sealed secret).
     async fn add_app(
         &self,
