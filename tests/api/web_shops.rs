@@ -111,3 +111,134 @@ async fn an_add_without_currency_is_in_the_stores_default_currency_usd_when_unse
 }
 
 on_both_backends!(an_add_without_currency_is_in_the_stores_default_currency_usd_when_unset,);
+
+/// A server whose configuration allows the pages of `origins` to read the merchant APIs.
+async fn with_origins(origins: &str) -> (TestApp, TempDir) {
+    let config_dir = TempDir::new();
+    let config = config_dir.0.join("tillgate.toml");
+    std::fs::write(&config, format!("[cors]\nallowed_origins = [{origins}]\n")).unwrap();
+    let config = config.display().to_string();
+    let app = spawn_app_with(Backend::Sqlite, &["--config", &config])
+        .await
+        .expect("SQLite always runs");
+    (app, config_dir)
+}
+
+async fn preflight(app: &TestApp, path: &str, origin: &str) -> reqwest::Response {
+    app.client
+        .request(reqwest::Method::OPTIONS, format!("{}{path}", app.base))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn add_from(app: &TestApp, origin: &str) -> reqwest::Response {
+    let pos = app.pos();
+    let params = [
+        ("merchantNo", pos.merchant_no.as_str()),
+        ("storeNo", pos.store_no.as_str()),
+        ("amount", "2.00"),
+        ("currency", "USD"),
+        ("settleCurrency", "USD"),
+        ("reference", &reference("cors")),
+    ];
+    let sign = verify_sign(&params, &pos.token);
+    let mut body: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    body.insert("verifySign".into(), sign.into());
+    app.client
+        .post(format!("{}/app-instore/v3/add", app.base))
+        .header("origin", origin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn allow_origin(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_listed_origin_may_read_the_merchant_apis_and_others_may_not() {
+    let (app, _config) = with_origins("\"https://shop.example\", \"http://127.0.0.1:9\"").await;
+
+    // The browser's preflight of the listed origin is answered: POST, the asked headers.
+    let pre = preflight(&app, "/app-instore/v3/add", "https://shop.example").await;
+    assert_eq!(pre.status(), 204);
+    assert_eq!(allow_origin(&pre).as_deref(), Some("https://shop.example"));
+    assert_eq!(pre.headers()["access-control-allow-methods"], "POST");
+    assert_eq!(
+        pre.headers()["access-control-allow-headers"],
+        "content-type"
+    );
+    // The same for the other dialects' paths.
+    for path in [
+        "/api/pay/unifiedOrder",
+        "/Payments",
+        "/app-data-search/v3/refund",
+    ] {
+        let pre = preflight(&app, path, "http://127.0.0.1:9").await;
+        assert_eq!(
+            allow_origin(&pre).as_deref(),
+            Some("http://127.0.0.1:9"),
+            "{path}"
+        );
+    }
+    // The add itself: carried out, and the page may read the answer.
+    let added = add_from(&app, "https://shop.example").await;
+    assert_eq!(
+        allow_origin(&added).as_deref(),
+        Some("https://shop.example")
+    );
+    let body: serde_json::Value = added.json().await.unwrap();
+    assert_eq!(body["ret_code"], "000100", "{body}");
+
+    // An origin not listed: its preflight gets no CORS headers (the browser sends nothing),
+    // and a request it sends anyway gets an answer the page may not read.
+    let pre = preflight(&app, "/app-instore/v3/add", "https://evil.example").await;
+    assert_eq!(allow_origin(&pre), None);
+    assert!(pre.headers().get("access-control-allow-methods").is_none());
+    let added = add_from(&app, "https://evil.example").await;
+    assert_eq!(allow_origin(&added), None);
+    // The operator's surfaces never answer another origin, listed or not.
+    let pre = preflight(&app, "/admin/v1/notifications", "https://shop.example").await;
+    assert_eq!(allow_origin(&pre), None);
+}
+
+#[tokio::test]
+async fn by_default_no_origin_may_read_the_merchant_apis() {
+    let app = spawn_app_on(Backend::Sqlite)
+        .await
+        .expect("SQLite always runs");
+    let pre = preflight(&app, "/app-instore/v3/add", "https://shop.example").await;
+    assert_eq!(allow_origin(&pre), None);
+    assert!(pre.headers().get("access-control-allow-methods").is_none());
+    let added = add_from(&app, "https://shop.example").await;
+    assert_eq!(allow_origin(&added), None);
+    let body: serde_json::Value = added.json().await.unwrap();
+    assert_eq!(body["ret_code"], "000100", "{body}");
+}
+
+#[tokio::test]
+async fn an_origin_that_is_no_origin_stops_the_gateway_at_start() {
+    let config_dir = TempDir::new();
+    let config = config_dir.0.join("tillgate.toml");
+    std::fs::write(
+        &config,
+        "[cors]\nallowed_origins = [\"https://shop.example/cart\"]\n",
+    )
+    .unwrap();
+    let dir = TempDir::new();
+    let url = format!("sqlite://{}", dir.0.join("tillgate.db").display());
+    let config = config.display().to_string();
+    let err = start(&dir, &url, &["--config", &config]).expect_err("refused");
+    assert!(err.contains("origin"), "{err}");
+}

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod cors;
 mod dburl;
 pub mod hub;
 pub mod janitor;
@@ -362,6 +363,10 @@ pub fn app(
             limit_address,
         ))
         .layer(middleware::from_fn(plain_uri))
+        .layer(middleware::from_fn_with_state(
+            cors::Cors::new(&config.cors.allowed_origins),
+            cors::cors,
+        ))
         .layer(middleware::from_fn(log_request))
 }
 
