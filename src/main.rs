@@ -218,6 +218,10 @@ enum MerchantCommand {
         /// settle currency is in (USD when never set).
         #[arg(long)]
         currency: Option<String>,
+        /// An origin (https://shop.example) whose browser pages may read this merchant's
+        /// answers (CORS); repeat for several. Given, it replaces the merchant's list.
+        #[arg(long = "cors-origin")]
+        cors_origins: Vec<String>,
         /// The unified-API app id; random (24 hex digits) when absent.
         #[arg(long)]
         app_id: Option<String>,
@@ -273,6 +277,7 @@ fn main() -> anyhow::Result<()> {
                 token,
                 timezone,
                 currency,
+                cors_origins,
                 app_id,
                 app_secret,
                 notify_schedule_s,
@@ -287,6 +292,7 @@ fn main() -> anyhow::Result<()> {
                     token,
                     timezone,
                     currency,
+                    cors_origins,
                     app_id,
                     app_secret,
                     notify_schedule_s,
@@ -407,6 +413,7 @@ struct NewMerchantArgs {
     token: Option<String>,
     timezone: Option<String>,
     currency: Option<String>,
+    cors_origins: Vec<String>,
     app_id: Option<String>,
     app_secret: Option<String>,
     notify_schedule_s: Option<String>,
@@ -431,6 +438,13 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
                 .ok_or_else(|| anyhow::anyhow!("--currency {c} is not an ISO 4217 code"))
         })
         .transpose()?;
+    let cors_origins = args
+        .cors_origins
+        .iter()
+        .map(|o| {
+            tillgate_server::cors::parse_origin(o).map_err(|e| anyhow::anyhow!("--cors-origin {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let token = secret_arg("--token", args.token, 32)?;
     let app_id = match args.app_id {
         Some(id) => tillgate_domain::Key::parse(&id)
@@ -465,6 +479,12 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
         .add_store(&merchant, store_no.as_str(), &token)
         .await
         .context("cannot add the store")?;
+    if !cors_origins.is_empty() {
+        service
+            .set_cors_origins(&merchant, &cors_origins)
+            .await
+            .context("cannot set the merchant's CORS origins")?;
+    }
     if let Some(currency) = currency {
         service
             .set_store_currency(&merchant, store_no.as_str(), Some(currency))
@@ -488,6 +508,7 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
     let out = serde_json::json!({
         "merchantNo": merchant.merchant_no,
         "timezone": merchant.zone.name(),
+        "corsOrigins": if cors_origins.is_empty() { merchant.cors_origins.clone() } else { cors_origins },
         "notifySchedule": schedule.map(|s| s.to_text()).or(merchant.notify_schedule),
         "pockyt": {
             "merchantNo": merchant.merchant_no,

@@ -110,7 +110,10 @@ async fn an_add_without_currency_is_in_the_stores_default_currency_usd_when_unse
     assert!(!out.status.success());
 }
 
-on_both_backends!(an_add_without_currency_is_in_the_stores_default_currency_usd_when_unset,);
+on_both_backends!(
+    an_add_without_currency_is_in_the_stores_default_currency_usd_when_unset,
+    a_merchants_own_origin_reads_its_answers_and_no_other_merchants,
+);
 
 /// A server whose configuration allows the pages of `origins` to read the merchant APIs.
 async fn with_origins(origins: &str) -> (TestApp, TempDir) {
@@ -241,4 +244,113 @@ async fn an_origin_that_is_no_origin_stops_the_gateway_at_start() {
     let config = config.display().to_string();
     let err = start(&dir, &url, &["--config", &config]).expect_err("refused");
     assert!(err.contains("origin"), "{err}");
+}
+
+async fn a_merchants_own_origin_reads_its_answers_and_no_other_merchants(app: TestApp) {
+    let out = merchant_create(
+        &app,
+        &[
+            "--merchant-no",
+            "700601",
+            "--store-no",
+            "1",
+            "--cors-origin",
+            "https://Shop-A.example/",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["corsOrigins"][0], "https://shop-a.example");
+    let token = created["pockyt"]["token"].as_str().unwrap().to_owned();
+
+    // The preflight names no merchant: a merchant's origin is answered.
+    let pre = preflight(&app, "/app-instore/v3/add", "https://shop-a.example").await;
+    assert_eq!(pre.status(), 204);
+    assert_eq!(
+        allow_origin(&pre).as_deref(),
+        Some("https://shop-a.example")
+    );
+    let pre = preflight(&app, "/app-instore/v3/add", "https://shop-b.example").await;
+    assert_eq!(allow_origin(&pre), None);
+
+    // The merchant's own request from its origin: the page reads the answer.
+    let shop = app.pos_for("700601", "1", &token);
+    let added = add_from_pos(&app, &shop, "https://shop-a.example").await;
+    assert_eq!(
+        allow_origin(&added).as_deref(),
+        Some("https://shop-a.example")
+    );
+    let body: serde_json::Value = added.json().await.unwrap();
+    assert_eq!(body["ret_code"], "000100", "{body}");
+    // Another merchant's request from that origin: carried out, not readable by the page.
+    let other = add_from(&app, "https://shop-a.example").await;
+    assert_eq!(allow_origin(&other), None);
+    // The same as a form: the merchant is read from the form too.
+    let form = shop
+        .client
+        .post(format!("{}/app-instore/v3/tran-query", app.base))
+        .header("origin", "https://shop-a.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded_pairs(&signed_pairs(
+            &shop,
+            &[("reference", "nothing-here")],
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        allow_origin(&form).as_deref(),
+        Some("https://shop-a.example")
+    );
+
+    // A merchant origin that is no origin is refused by the operator's command.
+    let out = merchant_create(
+        &app,
+        &[
+            "--merchant-no",
+            "700602",
+            "--store-no",
+            "1",
+            "--cors-origin",
+            "*",
+        ],
+    );
+    assert!(!out.status.success());
+}
+
+fn signed_pairs(pos: &Pos, params: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all = vec![
+        ("merchantNo", pos.merchant_no.as_str()),
+        ("storeNo", pos.store_no.as_str()),
+    ];
+    all.extend_from_slice(params);
+    let sign = verify_sign(&all, &pos.token);
+    let mut out: Vec<(String, String)> = all
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    out.push(("verifySign".into(), sign));
+    out
+}
+
+async fn add_from_pos(app: &TestApp, pos: &Pos, origin: &str) -> reqwest::Response {
+    let pairs = signed_pairs(
+        pos,
+        &[("amount", "2.00"), ("reference", &reference("cors"))],
+    );
+    let body: serde_json::Map<String, serde_json::Value> = pairs
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::from(v)))
+        .collect();
+    app.client
+        .post(format!("{}/app-instore/v3/add", app.base))
+        .header("origin", origin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
 }

@@ -180,6 +180,19 @@ impl Credentials {
         .await
     }
 
+    /// Sets a merchant's CORS origins (none: clears them); each already checked to be an
+    /// origin (`scheme://host[:port]`, lower case).
+    pub async fn set_cors_origins(
+        &self,
+        merchant: &MerchantRecord,
+        origins: &[String],
+    ) -> Result<(), StoreError> {
+        let text = origins.join(" ");
+        self.store
+            .set_cors_origins(merchant.id, (!text.is_empty()).then_some(text.as_str()))
+            .await
+    }
+
     /// Sets (or clears) the default currency of a merchant's store: what an add naming no
     /// currency is in. A running gateway sees it once its cached credential is read again.
     pub async fn set_store_currency(

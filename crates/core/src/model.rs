@@ -54,6 +54,8 @@ pub struct MerchantRecord {
     pub notify_schedule: Option<String>,
     /// Whether its refunds must carry its own refund reference; `None`: the gateway's default.
     pub refund_reference_required: Option<bool>,
+    /// Origins whose browser pages may read its answers (CORS), besides the gateway's own.
+    pub cors_origins: Vec<String>,
 }
 
 /// A Pockyt store credential as stored: the token is sealed.

@@ -319,6 +319,7 @@ pub fn app(
     config: &Config,
     limits: &RateLimits,
 ) -> Router {
+    let cors = cors::Cors::new(&config.cors.allowed_origins, lifecycle.store().clone());
     let mut router = Router::new()
         .merge(hub::routes(hub))
         .merge(tillgate_pockyt::router_with(
@@ -354,6 +355,7 @@ pub fn app(
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(cors, cors::cors))
         .layer(middleware::from_fn_with_state(
             body_rules,
             read_body_in_time,
@@ -363,10 +365,6 @@ pub fn app(
             limit_address,
         ))
         .layer(middleware::from_fn(plain_uri))
-        .layer(middleware::from_fn_with_state(
-            cors::Cors::new(&config.cors.allowed_origins),
-            cors::cors,
-        ))
         .layer(middleware::from_fn(log_request))
 }
 

@@ -91,6 +91,29 @@ impl CredentialStore for PgStore {
         self.one(q, tillgate_store_sql::store_row).await
     }
 
+    async fn set_cors_origins(
+        &self,
+        merchant_id: i64,
+        origins: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query("UPDATE merchants SET cors_origins = $1 WHERE id = $2")
+            .bind(origins)
+            .bind(merchant_id);
+        self.exec(q).await.map(drop)
+    }
+
+    async fn origin_of_a_merchant(&self, origin: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM merchants \
+             WHERE strpos(' ' || cors_origins || ' ', ' ' || $1 || ' ') > 0",
+        )
+        .bind(origin)
+        .fetch_one(&self.pool)
+        .await
+        .map(|n| n > 0)
+        .map_err(db_error)
+    }
+
     async fn set_store_currency(
         &self,
         merchant_id: i64,

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "store_currency",
         include_str!("../migrations/0006_store_currency.sql"),
     ),
+    (
+        7,
+        "cors_origins",
+        include_str!("../migrations/0007_cors_origins.sql"),
+    ),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.

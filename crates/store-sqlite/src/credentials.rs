@@ -102,6 +102,35 @@ impl CredentialStore for SqliteStore {
         )
     }
 
+    async fn set_cors_origins(
+        &self,
+        merchant_id: i64,
+        origins: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(origins.map(str::to_owned)),
+            Bind::Int(Some(merchant_id)),
+        ];
+        self.write(move |conn| {
+            writer::execute(
+                conn,
+                "UPDATE merchants SET cors_origins = ? WHERE id = ?",
+                binds,
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn origin_of_a_merchant(&self, origin: &str) -> Result<bool, StoreError> {
+        let n = self.read_scalar(
+            "SELECT COUNT(*) FROM merchants \
+             WHERE instr(' ' || cors_origins || ' ', ' ' || ? || ' ') > 0",
+            origin,
+        )?;
+        Ok(n.unwrap_or(0) > 0)
+    }
+
     async fn set_store_currency(
         &self,
         merchant_id: i64,

@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "store_currency",
         include_str!("../migrations/0006_store_currency.sql"),
     ),
+    (
+        7,
+        "cors_origins",
+        include_str!("../migrations/0007_cors_origins.sql"),
+    ),
 ];
 
 pub async fn apply(conn: &mut SqliteConnection) -> Result<(), StoreError> {
