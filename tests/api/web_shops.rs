@@ -2,6 +2,7 @@
 //! names no currency, the cashier number, ISV fields tillgate does not use.
 
 use crate::helpers::*;
+use serde_json::{json, Value};
 use std::process::Command;
 
 fn merchant_create(app: &TestApp, args: &[&str]) -> std::process::Output {
@@ -113,6 +114,7 @@ async fn an_add_without_currency_is_in_the_stores_default_currency_usd_when_unse
 on_both_backends!(
     an_add_without_currency_is_in_the_stores_default_currency_usd_when_unset,
     a_merchants_own_origin_reads_its_answers_and_no_other_merchants,
+    a_web_shop_checkout_with_create_payments,
 );
 
 /// A server whose configuration allows the pages of `origins` to read the merchant APIs.
@@ -353,4 +355,170 @@ async fn add_from_pos(app: &TestApp, pos: &Pos, origin: &str) -> reqwest::Respon
         .send()
         .await
         .unwrap()
+}
+
+/// The sandbox's YabandPay terminal (seed 003) and its secret.
+const YABAND_TID: &str = "T125119061";
+const YABAND_SECRET: &str = "62184c09df1aeb63239e07079875be81";
+
+async fn yaband(app: &TestApp, user: &str, secret: &str, method: &str, data: Value) -> Value {
+    let time = chrono::Utc::now().timestamp();
+    let body = json!({
+        "user": user,
+        "method": method,
+        "time": time,
+        "sign": crate::yabandpay::yaband_sign(user, method, time, &data, secret),
+        "data": data,
+    });
+    let resp = app
+        .client
+        .post(format!("{}/Payments", app.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status().as_u16(), 500);
+    resp.json().await.unwrap()
+}
+
+fn online(order_id: &str, sub: &str, amount: &str, notify_url: &str) -> Value {
+    json!({
+        "pay_method": "online",
+        "sub_pay_method": sub,
+        "order_id": order_id,
+        "amount": amount,
+        "currency": "EUR",
+        "description": "webshop order",
+        "notify_url": notify_url,
+        "timeout": "0",
+        "redirect_url": "https://shop.example/thanks",
+        "cancel_url": "https://shop.example/cart",
+    })
+}
+
+fn code(v: &Value) -> &str {
+    v["code"].as_str().unwrap_or("?")
+}
+
+async fn a_web_shop_checkout_with_create_payments(app: TestApp) {
+    let receiver = Receiver::start().await;
+    let call = |method: &'static str, data: Value| {
+        let app = &app;
+        async move { yaband(app, YABAND_TID, YABAND_SECRET, method, data).await }
+    };
+
+    // Each online method creates a payment awaiting the customer, with its page.
+    let mut trades = Vec::new();
+    for sub in ["WeChat Pay", "Alipay", "iDEAL", "Payconiq"] {
+        let order = reference("ws");
+        let created = call(
+            "v3.CreatePayments",
+            online(&order, sub, "24.99", &receiver.url),
+        )
+        .await;
+        assert_eq!(created["status"], true, "{created}");
+        let d = &created["data"];
+        assert_eq!(d["order_id"], order.as_str());
+        assert_eq!(d["amount"], "24.99");
+        assert_eq!(d["currency"], "EUR");
+        assert_eq!(d["settlement_amount"], "24.99");
+        assert_eq!(d["settlement_currency"], "EUR");
+        assert_eq!(d["exchange_rate"], "1");
+        assert_eq!(d["pay_method"], "online");
+        assert_eq!(d["sub_pay_method"], sub);
+        assert_ne!(d["state"], "paid");
+        let trade_id = d["trade_id"].as_str().unwrap().to_owned();
+        assert!(d["url"].as_str().unwrap().ends_with(&trade_id), "{d}");
+        trades.push(trade_id);
+    }
+
+    // The customer pays the first (the sandbox wallet's answer); QueryOrder says paid.
+    let paid = trades[0].clone();
+    let (status, _) = app.settle(&paid, "paid").await;
+    assert_eq!(status, 200);
+    let q = call("v3.QueryOrder", json!({ "trade_id": paid })).await;
+    assert_eq!(q["data"]["transaction_info"]["state"], "paid", "{q}");
+    // The signed notification reaches the shop's notify_url.
+    let got = receiver.wait_for(1, 20).await;
+    assert!(
+        got.iter().any(|r| r
+            .form
+            .iter()
+            .any(|(k, _)| k.contains(&paid) && k.contains("paid"))),
+        "{got:?}"
+    );
+
+    // Refunded in part once paid; a cancel after a refund is refused by the documented rule.
+    let refund = call(
+        "v3.CreateRefund",
+        json!({
+            "trade_id": paid,
+            "refund_amount": "4.99",
+            "refund_currency": "EUR",
+            "refund_description": "one item back",
+        }),
+    )
+    .await;
+    assert_eq!(refund["status"], true, "{refund}");
+    assert_eq!(refund["data"]["refund_amount"], "4.99");
+    let cancel = call("v3.CancelPayment", json!({ "trade_id": paid })).await;
+    assert_eq!(code(&cancel), "-4112", "{cancel}");
+    // An unpaid one is cancelled in full.
+    let cancel = call("v3.CancelPayment", json!({ "trade_id": trades[1] })).await;
+    assert_eq!(cancel["data"]["state"], "cancelled", "{cancel}");
+    let q = call("v3.QueryOrder", json!({ "trade_id": trades[1] })).await;
+    assert_eq!(q["data"]["transaction_info"]["state"], "cancelled", "{q}");
+
+    // Bad input: precise codes, never a 500.
+    let mut offline = online(&reference("ws"), "WeChat Pay", "1.00", &receiver.url);
+    offline["pay_method"] = "offline".into();
+    assert_eq!(code(&call("v3.CreatePayments", offline).await), "-3008");
+    let bitcoin = online(&reference("ws"), "Bitcoin", "1.00", &receiver.url);
+    assert_eq!(code(&call("v3.CreatePayments", bitcoin).await), "-3008");
+    let mut no_notify = online(&reference("ws"), "iDEAL", "1.00", &receiver.url);
+    no_notify.as_object_mut().unwrap().remove("notify_url");
+    assert_eq!(code(&call("v3.CreatePayments", no_notify).await), "-3001");
+    let garbage = online(&reference("ws"), "iDEAL", "1.0.0", &receiver.url);
+    assert_eq!(code(&call("v3.CreatePayments", garbage).await), "-3007");
+    let mut bad_return = online(&reference("ws"), "iDEAL", "1.00", &receiver.url);
+    bad_return["redirect_url"] = "javascript:alert(1)".into();
+    assert_eq!(code(&call("v3.CreatePayments", bad_return).await), "-3007");
+    let variant = online(&reference("ws"), "WeChat Pay", "1.00", &receiver.url);
+    let v = call("v3.CreatePaymentsWechatH5Pay", variant.clone()).await;
+    assert_eq!(code(&v), "-3008", "{v}");
+    assert_eq!(code(&call("v3.NoSuchThing", variant).await), "-3006");
+
+    // Another merchant's terminal reads none of it.
+    let out = merchant_create(
+        &app,
+        &[
+            "--merchant-no",
+            "700701",
+            "--store-no",
+            "1",
+            "--tid",
+            "T700701",
+            "--terminal-secret",
+            "another-merchants-secret",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = |method: &'static str, data: Value| {
+        let app = &app;
+        async move { yaband(app, "T700701", "another-merchants-secret", method, data).await }
+    };
+    let q = other("v3.QueryOrder", json!({ "trade_id": paid })).await;
+    assert_eq!(code(&q), "-4114", "{q}");
+    let r = other(
+        "v3.CreateRefund",
+        json!({"trade_id": paid, "refund_amount": "1.00", "refund_currency": "EUR", "refund_description": "x"}),
+    )
+    .await;
+    assert_eq!(code(&r), "-4114", "{r}");
+    let c = other("v3.CancelPayment", json!({ "trade_id": trades[2] })).await;
+    assert_eq!(code(&c), "-4114", "{c}");
 }
