@@ -195,6 +195,10 @@ struct ServeArgs {
     /// How long a POS terminal request waits for the terminal (default 60000 ms).
     #[arg(long, env = "TILLGATE_TERMINAL_WAIT_MS")]
     terminal_wait_ms: Option<u64>,
+    /// A listener of its own for /healthz, /readyz and /metrics, e.g. 127.0.0.1:9100 (open
+    /// there; in production they then leave the gateway's own listener).
+    #[arg(long, env = "TILLGATE_OBSERVABILITY_LISTEN")]
+    observability_listen: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -347,6 +351,9 @@ impl ServeArgs {
         }
         if let Some(v) = args.terminal_wait_ms {
             config.terminal_wait_ms = v;
+        }
+        if let Some(v) = args.observability_listen {
+            config.observability.listen = Some(v);
         }
         Ok(config)
     }

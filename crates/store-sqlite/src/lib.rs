@@ -25,7 +25,7 @@ use tillgate_core::store::{Conflict, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 pub use migrate::MIGRATIONS;
-pub use writer::MAX_BATCH;
+pub use writer::{BATCH_METRIC, MAX_BATCH};
 
 /// Read connections: more than the runtime's worker threads, which are the most reads that
 /// can run at once (each runs on the thread of the request that makes it).

@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 /// The most operations one transaction carries.
 pub const MAX_BATCH: usize = 256;
 
+/// The histogram of operations per commit.
+pub const BATCH_METRIC: &str = "tillgate_store_batch_operations";
+
 /// Sends a job's answer once the batch's commit result is known.
 type AnswerFn = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
 
@@ -93,8 +96,7 @@ impl Stats {
                     self.operations
                         .fetch_add(operations as u64, Ordering::Relaxed);
                     self.commits.fetch_add(1, Ordering::Relaxed);
-                    metrics::histogram!("tillgate_store_batch_operations")
-                        .record(operations as f64);
+                    metrics::histogram!(BATCH_METRIC).record(operations as f64);
                 }
             }
             Err(e) => *failure = Some(e.to_string()),
