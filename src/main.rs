@@ -3,6 +3,7 @@
 //! `main` only parses the command line and wires things up; the gateway itself is built by
 //! `tillgate_server::run`, which the tests call through this binary.
 
+mod logging;
 mod terminal_sim;
 
 use anyhow::Context;
@@ -19,6 +20,14 @@ use tillgate_server::config::{parse_zone, Config, Mode};
     about = "A self-hosted wallet payment gateway"
 )]
 struct Cli {
+    /// How log lines are written to standard error: text or json (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "TILLGATE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -252,14 +261,8 @@ enum SandboxCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
