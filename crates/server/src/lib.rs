@@ -628,21 +628,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let observing = match &config.observability.listen {
-        Some(at) => Some(
-            tokio::net::TcpListener::bind(at)
-                .await
-                .with_context(|| format!("cannot listen on {at} ([observability] listen)"))?,
-        ),
-        None => None,
-    };
+    let observing = observe::OwnListener::bind(&config).await?;
     let addr = listener.local_addr()?;
-    if let Some(observing) = &observing {
-        println!(
-            "observability listening on http://{}",
-            observing.local_addr()?
-        );
-    }
     println!("listening on http://{addr}");
     tracing::info!(%addr, mode = ?config.mode, "tillgate is ready");
     let listening = tokio::spawn(terminals.clone().listen());
@@ -670,31 +657,23 @@ pub async fn run(
         terminals.clone(),
     ));
     let upkeep = tokio::spawn(observability.clone().upkeep(stopped.clone()));
-    if observing.is_none() && observe::Exposure::on_main_listener(&config).is_off() {
-        tracing::info!(
-            "health and metrics are not served: set [observability] listen, or an admin token"
-        );
-    }
-    // The listener of health and metrics stops with the gateway's own.
-    let (stop_observing, observing_stopped) = tokio::sync::watch::channel(false);
-    let observed = observing.map(|observing| {
-        let router = observe::routes(observability.clone(), observe::Exposure::Open)
-            .layer(middleware::from_fn(observe::requests::observe));
-        let mut stopped = observing_stopped;
-        tokio::spawn(listener::serve(
-            observing,
-            router,
+    let observed = match observing {
+        Some(own) => Some(observe::OwnListener::serve(
+            own,
+            &observability,
             limits.clone(),
-            async move {
-                let _ = stopped.changed().await;
-            },
-        ))
-    });
+        )),
+        None => {
+            if observe::Exposure::on_main_listener(&config).is_off() {
+                tracing::info!("health and metrics are not served: set [observability] listen, or an admin token");
+            }
+            None
+        }
+    };
     let router = app(service, terminals, observability, &config, &rate_limits);
     listener::serve(listener, router, limits, shutdown).await;
-    let _ = stop_observing.send(true);
     if let Some(observed) = observed {
-        let _ = observed.await;
+        observed.stop().await;
     }
     // Attempts in flight finish and are recorded; the rest wait in the outbox for next start.
     let _ = stop_dispatch.send(true);

@@ -127,6 +127,58 @@ impl Exposure {
     }
 }
 
+/// The listener of health and metrics when they have one of their own: open, and stopped with
+/// the gateway's.
+pub struct OwnListener {
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl OwnListener {
+    /// Binds `[observability] listen`, when set, and prints `observability listening on
+    /// http://HOST:PORT`.
+    pub async fn bind(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+        use anyhow::Context;
+        let Some(at) = &config.observability.listen else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("cannot listen on {at} ([observability] listen)"))?;
+        println!(
+            "observability listening on http://{}",
+            listener.local_addr()?
+        );
+        Ok(Some(listener))
+    }
+
+    /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until [`OwnListener::stop`].
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        observability: &Arc<Observability>,
+        limits: crate::listener::Limits,
+    ) -> OwnListener {
+        let router = routes(observability.clone(), Exposure::Open)
+            .layer(middleware::from_fn(requests::observe));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let serving = tokio::spawn(crate::listener::serve(
+            listener,
+            router,
+            limits,
+            async move {
+                let _ = stopped.changed().await;
+            },
+        ));
+        OwnListener { stop, serving }
+    }
+
+    /// Stops accepting, and returns once its connections are done.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.serving.await;
+    }
+}
+
 /// `/healthz`, `/readyz` and `/metrics`, as `exposure` says.
 pub fn routes(observability: Arc<Observability>, exposure: Exposure) -> Router {
     let token = match exposure {
