@@ -70,6 +70,21 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Replays of signed requests (`[replay]`).
     pub replay: ReplayConfig,
+    /// Where health and metrics are served (`[observability]`).
+    pub observability: ObservabilityConfig,
+}
+
+/// Where `/healthz`, `/readyz` and `/metrics` are served (`[observability]` in the TOML file).
+///
+/// On a listener of their own when `listen` is set, open there (bind it to an address only the
+/// operator's network reaches). On the gateway's own listener: open in sandbox mode; in
+/// production only when no listener of their own is set, and then behind the admin token
+/// (`Authorization: Bearer …`), or not at all without one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    /// Address of the listener of their own, e.g. "127.0.0.1:9100"; port 0 picks one.
+    pub listen: Option<String>,
 }
 
 /// What stops a captured request from acting twice (`[replay]` in the TOML file).
@@ -302,6 +317,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             rate_limit: RateLimitConfig::default(),
             replay: ReplayConfig::default(),
+            observability: ObservabilityConfig::default(),
         }
     }
 }
@@ -554,6 +570,11 @@ per_address = 0
                 "header_timeout_ms",
             ),
             ("rate", "[rate_limit]\nper_client = 5\n", "per_client"),
+            (
+                "observability",
+                "[observability]\nlisten_on = \"127.0.0.1:9100\"\n",
+                "listen_on",
+            ),
         ] {
             let err = error(name, text);
             assert!(err.contains("is not valid"), "{err}");
@@ -614,6 +635,17 @@ per_address = 0
             "a configured rate holds in sandbox mode too"
         );
         assert_eq!(set.merchant(Mode::Sandbox), None);
+    }
+
+    #[test]
+    fn health_and_metrics_get_a_listener_of_their_own_only_when_configured() {
+        assert_eq!(Config::default().observability.listen, None);
+        let c = read(
+            "observability",
+            "[observability]\nlisten = \"127.0.0.1:9100\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.observability.listen.as_deref(), Some("127.0.0.1:9100"));
     }
 
     #[test]
