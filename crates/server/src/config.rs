@@ -410,8 +410,11 @@ mod tests {
 
     /// Reads `text` as the config file `name` of a directory of this test process.
     fn read(name: &str, text: &str) -> anyhow::Result<Config> {
+        // Tests run at once: each read has a directory of its own, whatever its name.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
-            std::env::temp_dir().join(format!("tillgate-config-{}-{name}", std::process::id()));
+            std::env::temp_dir().join(format!("tillgate-config-{}-{name}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tillgate.toml");
         std::fs::write(&path, text).unwrap();
