@@ -3,6 +3,7 @@
 //! `main` only parses the command line and wires things up; the gateway itself is built by
 //! `tillgate_server::run`, which the tests call through this binary.
 
+mod logging;
 mod terminal_sim;
 
 use anyhow::Context;
@@ -19,6 +20,14 @@ use tillgate_server::config::{parse_zone, Config, Mode};
     about = "A self-hosted wallet payment gateway"
 )]
 struct Cli {
+    /// How log lines are written to standard error: text or json (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "TILLGATE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -195,6 +204,10 @@ struct ServeArgs {
     /// How long a POS terminal request waits for the terminal (default 60000 ms).
     #[arg(long, env = "TILLGATE_TERMINAL_WAIT_MS")]
     terminal_wait_ms: Option<u64>,
+    /// A listener of its own for /healthz, /readyz and /metrics, e.g. 127.0.0.1:9100 (open
+    /// there; in production they then leave the gateway's own listener).
+    #[arg(long, env = "TILLGATE_OBSERVABILITY_LISTEN")]
+    observability_listen: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -256,14 +269,8 @@ enum SandboxCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -359,6 +366,9 @@ impl ServeArgs {
         }
         if let Some(v) = args.terminal_wait_ms {
             config.terminal_wait_ms = v;
+        }
+        if let Some(v) = args.observability_listen {
+            config.observability.listen = Some(v);
         }
         Ok(config)
     }

@@ -35,6 +35,7 @@ mod bad_input;
 mod connections;
 mod helpers;
 mod notifications;
+mod observability;
 mod operator;
 mod pockyt_story;
 mod postgres_nodes;

@@ -264,10 +264,13 @@ impl Credentials {
     ) -> Result<Arc<StoreCredential>, CredentialError> {
         let key = (merchant_no.to_owned(), store_no.to_owned());
         let context = store_context(merchant_no, store_no);
-        self.open(&self.stores, key, &context, || {
-            self.store.store_row(merchant_no, store_no)
-        })
-        .await
+        let opened = self
+            .open(&self.stores, key, &context, || {
+                self.store.store_row(merchant_no, store_no)
+            })
+            .await?;
+        crate::note::merchant(opened.merchant.merchant_no.as_str());
+        Ok(opened)
     }
 
     /// The opened credential of a unified-API app, cached for a short while.
@@ -275,10 +278,13 @@ impl Credentials {
         &self,
         app_id: &str,
     ) -> Result<Arc<AppCredential>, CredentialError> {
-        self.open(&self.apps, app_id.to_owned(), &app_context(app_id), || {
-            self.store.app_row(app_id)
-        })
-        .await
+        let opened = self
+            .open(&self.apps, app_id.to_owned(), &app_context(app_id), || {
+                self.store.app_row(app_id)
+            })
+            .await?;
+        crate::note::merchant(opened.merchant.merchant_no.as_str());
+        Ok(opened)
     }
 
     /// The opened credential of a terminal, cached for a short while.
@@ -286,13 +292,16 @@ impl Credentials {
         &self,
         tid: &str,
     ) -> Result<Arc<TerminalCredential>, CredentialError> {
-        self.open(
-            &self.terminals,
-            tid.to_owned(),
-            &terminal_context(tid),
-            || self.store.terminal_row(tid),
-        )
-        .await
+        let opened = self
+            .open(
+                &self.terminals,
+                tid.to_owned(),
+                &terminal_context(tid),
+                || self.store.terminal_row(tid),
+            )
+            .await?;
+        crate::note::merchant(opened.merchant.merchant_no.as_str());
+        Ok(opened)
     }
 
     /// The one way every kind of credential is loaded: from the cache while fresh, else the

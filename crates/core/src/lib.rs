@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod note;
 pub mod notify;
 pub mod replay;
 pub mod secret;

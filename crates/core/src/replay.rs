@@ -135,7 +135,10 @@ impl ReplayGuard {
     {
         let ticket = match self.check(merchant_id, digest).await? {
             ReplayCheck::Fresh(ticket) => ticket,
-            ReplayCheck::Answered(answer) => return Ok(Some(answer)),
+            ReplayCheck::Answered(answer) => {
+                crate::note::replayed();
+                return Ok(Some(answer));
+            }
             ReplayCheck::InFlight => return Ok(None),
         };
         let answer = act().await;

@@ -36,6 +36,13 @@ use tillgate_core::{
 use tillgate_domain::Clock;
 use tokio::task::{JoinError, JoinSet};
 
+/// Notification attempts, by `dialect` and `outcome` (delivered, retry, failed).
+pub const ATTEMPTS_METRIC: &str = "tillgate_notification_attempts_total";
+/// Time of one attempt, rendering and POST, by `dialect`.
+pub const ATTEMPT_SECONDS_METRIC: &str = "tillgate_notification_attempt_duration_seconds";
+/// Deliveries this node has running.
+pub const IN_FLIGHT_METRIC: &str = "tillgate_notifications_in_flight";
+
 /// The most bytes of a merchant's answer that are read and kept.
 const ANSWER_HEAD_BYTES: usize = 256;
 
@@ -141,7 +148,13 @@ impl InFlight {
             }
         };
         self.release(id);
+        self.report();
         outcome
+    }
+
+    /// Tells the metrics how many deliveries run.
+    fn report(&self) {
+        metrics::gauge!(IN_FLIGHT_METRIC).set(self.tasks.len() as f64);
     }
 
     fn release(&mut self, id: tokio::task::Id) {
@@ -281,6 +294,7 @@ impl Dispatcher {
                 *flight.per_merchant.entry(merchant).or_insert(0) += 1;
                 started += 1;
             }
+            flight.report();
         }
     }
 
@@ -362,6 +376,14 @@ impl Dispatcher {
             ?delivery,
             "notification attempt"
         );
+        let outcome = match delivery {
+            Delivery::Delivered => "delivered",
+            Delivery::WillRetry => "retry",
+            Delivery::Failed => "failed",
+        };
+        let dialect = row.dialect.as_str();
+        metrics::counter!(ATTEMPTS_METRIC, "dialect" => dialect, "outcome" => outcome).increment(1);
+        metrics::histogram!(ATTEMPT_SECONDS_METRIC, "dialect" => dialect).record(started.elapsed());
         if delivery == Delivery::Failed {
             tracing::warn!(id = row.id, topic = %row.topic, "notification failed after its last attempt");
         }

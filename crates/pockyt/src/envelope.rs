@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value as Json};
 use tillgate_core::service::LifecycleError;
-use tillgate_core::{Rejection, StoreError};
+use tillgate_core::{Dialect, Rejection, StoreError};
 use tillgate_domain::{CancelRejected, PayRejected, RefundRejected};
 
 /// Pockyt's `ret_code` values (docs "notes" page).
@@ -87,6 +87,7 @@ impl PockytError {
 
 /// A successful answer.
 pub fn success(result: Json, message: &str) -> Response {
+    tillgate_core::note::answer(Dialect::Pockyt, RetCode::Success.as_str());
     axum::Json(
         json!({ "result": result, "ret_code": RetCode::Success.as_str(), "ret_msg": message }),
     )
@@ -95,6 +96,7 @@ pub fn success(result: Json, message: &str) -> Response {
 
 impl IntoResponse for PockytError {
     fn into_response(self) -> Response {
+        tillgate_core::note::answer(Dialect::Pockyt, self.code.as_str());
         let body = json!({ "ret_code": self.code.as_str(), "ret_msg": self.message });
         (self.status, axum::Json(body)).into_response()
     }

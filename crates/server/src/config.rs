@@ -72,6 +72,8 @@ pub struct Config {
     pub replay: ReplayConfig,
     /// Which other origins' pages may read the merchant APIs' answers (`[cors]`).
     pub cors: CorsConfig,
+    /// Where health and metrics are served (`[observability]`).
+    pub observability: ObservabilityConfig,
 }
 
 /// Browser pages of other origins (`[cors]` in the TOML file): none unless listed.
@@ -81,6 +83,19 @@ pub struct CorsConfig {
     /// Origins (`https://shop.example`) whose pages may call the merchant APIs.
     #[serde(deserialize_with = "file::origins")]
     pub allowed_origins: Vec<String>,
+}
+
+/// Where `/healthz`, `/readyz` and `/metrics` are served (`[observability]` in the TOML file).
+///
+/// On a listener of their own when `listen` is set, open there (bind it to an address only the
+/// operator's network reaches). On the gateway's own listener: open in sandbox mode; in
+/// production only when no listener of their own is set, and then behind the admin token
+/// (`Authorization: Bearer …`), or not at all without one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    /// Address of the listener of their own, e.g. "127.0.0.1:9100"; port 0 picks one.
+    pub listen: Option<String>,
 }
 
 /// What stops a captured request from acting twice (`[replay]` in the TOML file).
@@ -314,6 +329,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             replay: ReplayConfig::default(),
             cors: CorsConfig::default(),
+            observability: ObservabilityConfig::default(),
         }
     }
 }
@@ -413,8 +429,11 @@ mod tests {
 
     /// Reads `text` as the config file `name` of a directory of this test process.
     fn read(name: &str, text: &str) -> anyhow::Result<Config> {
+        // Tests run at once: each read has a directory of its own, whatever its name.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
-            std::env::temp_dir().join(format!("tillgate-config-{}-{name}", std::process::id()));
+            std::env::temp_dir().join(format!("tillgate-config-{}-{name}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tillgate.toml");
         std::fs::write(&path, text).unwrap();
@@ -573,6 +592,11 @@ per_address = 0
                 "header_timeout_ms",
             ),
             ("rate", "[rate_limit]\nper_client = 5\n", "per_client"),
+            (
+                "observability",
+                "[observability]\nlisten_on = \"127.0.0.1:9100\"\n",
+                "listen_on",
+            ),
         ] {
             let err = error(name, text);
             assert!(err.contains("is not valid"), "{err}");
@@ -633,6 +657,17 @@ per_address = 0
             "a configured rate holds in sandbox mode too"
         );
         assert_eq!(set.merchant(Mode::Sandbox), None);
+    }
+
+    #[test]
+    fn health_and_metrics_get_a_listener_of_their_own_only_when_configured() {
+        assert_eq!(Config::default().observability.listen, None);
+        let c = read(
+            "observability",
+            "[observability]\nlisten = \"127.0.0.1:9100\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.observability.listen.as_deref(), Some("127.0.0.1:9100"));
     }
 
     #[test]

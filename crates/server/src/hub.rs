@@ -186,6 +186,14 @@ impl Hub {
         &self.node
     }
 
+    /// How many terminals hold a connection to this node.
+    pub fn online(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     /// Listens for commands other nodes wrote for terminals connected here.
     pub async fn listen(self: Arc<Self>) {
         let mut rx = match self.store.command_announcements().await {

@@ -16,6 +16,9 @@ use std::time::Duration;
 use tillgate_core::service::Lifecycle;
 use tillgate_core::Unresolved;
 
+/// The janitor's questions to the wallet, by `outcome` (resolved, unanswered, error).
+pub const QUERIES_METRIC: &str = "tillgate_janitor_queries_total";
+
 /// Operations looked at per round (a bound).
 pub const BATCH: i64 = 100;
 /// The longest pause between two questions about one operation.
@@ -66,7 +69,14 @@ impl Janitor {
         };
         let mut resolved = 0;
         for op in due {
-            match self.app.resolve(&op).await {
+            let answer = self.app.resolve(&op).await;
+            let outcome = match &answer {
+                Ok(true) => "resolved",
+                Ok(false) => "unanswered",
+                Err(_) => "error",
+            };
+            metrics::counter!(QUERIES_METRIC, "outcome" => outcome).increment(1);
+            match answer {
                 Ok(true) => {
                     tracing::info!(transaction_no = %op.transaction_no, kind = ?op.kind, "resolved by asking the wallet");
                     resolved += 1;

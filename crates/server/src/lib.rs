@@ -12,6 +12,7 @@ mod dburl;
 pub mod hub;
 pub mod janitor;
 pub mod listener;
+pub mod observe;
 pub mod sandbox;
 pub mod wallet;
 
@@ -21,7 +22,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use std::collections::HashMap;
 use std::future::Future;
@@ -156,10 +156,12 @@ pub fn check_production_wallets(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A wallet side: the in-process sandbox, or an HTTP wallet.
+/// A wallet side: the in-process sandbox, or an HTTP wallet; its calls are measured.
 pub fn channel(config: &config::ChannelConfig) -> anyhow::Result<Arc<dyn tillgate_core::Channel>> {
     if config.wallet == "sandbox" {
-        return Ok(Arc::new(SandboxWallet));
+        return Ok(Arc::new(observe::wallet::Measured::new(Arc::new(
+            SandboxWallet,
+        ))));
     }
     let key = config
         .key
@@ -173,7 +175,7 @@ pub fn channel(config: &config::ChannelConfig) -> anyhow::Result<Arc<dyn tillgat
         std::time::Duration::from_millis(config.timeout_ms),
     )
     .map_err(|e| anyhow::anyhow!("channel: {e}"))?;
-    Ok(Arc::new(http))
+    Ok(Arc::new(observe::wallet::Measured::new(Arc::new(http))))
 }
 
 /// Merchants' credentials on a store, opened with the master key.
@@ -312,10 +314,12 @@ impl RateLimits {
     }
 }
 
-/// Every route of the gateway.
+/// Every route of the gateway; health and metrics as [`observe::Exposure::on_main_listener`]
+/// says.
 pub fn app(
     lifecycle: Arc<Lifecycle>,
     hub: Arc<hub::Hub>,
+    observability: Arc<observe::Observability>,
     config: &Config,
     limits: &RateLimits,
 ) -> Router {
@@ -338,8 +342,10 @@ pub fn app(
                 ..tillgate_yabandpay::YabandConfig::default()
             },
         ))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics).with_state(lifecycle.clone()));
+        .merge(observe::routes(
+            observability,
+            observe::Exposure::on_main_listener(config),
+        ));
     router = router.merge(admin::routes(lifecycle.clone(), config));
     if let Some(callbacks) = wallet::routes(lifecycle.clone(), config) {
         router = router.merge(callbacks);
@@ -365,7 +371,7 @@ pub fn app(
             limit_address,
         ))
         .layer(middleware::from_fn(plain_uri))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(observe::requests::observe))
 }
 
 /// Refuses a request whose path or query, percent-decoded, is not UTF-8 or holds a control
@@ -485,29 +491,6 @@ async fn read_body_in_time(
     }
 }
 
-/// Prometheus text format: the store's operations and durable commits.
-async fn metrics(
-    axum::extract::State(app): axum::extract::State<Arc<Lifecycle>>,
-) -> impl IntoResponse {
-    let stats = app.store().commit_stats();
-    let body = format!(
-        "# HELP tillgate_store_operations_total Write operations committed.\n\
-         # TYPE tillgate_store_operations_total counter\n\
-         tillgate_store_operations_total {}\n\
-         # HELP tillgate_store_commits_total Durable commits (one fsync each on SQLite).\n\
-         # TYPE tillgate_store_commits_total counter\n\
-         tillgate_store_commits_total {}\n",
-        stats.operations, stats.commits
-    );
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        body,
-    )
-}
-
 /// Whose answers a path gets: a dialect's envelope, or the operator surfaces' `{"error"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Surface {
@@ -560,8 +543,9 @@ fn refusal(path: &str, status: StatusCode, why: Refusal, message: String) -> Res
                 Refusal::Busy => tillgate_unified::Code::SystemError,
                 _ => tillgate_unified::Code::ParamsError,
             };
-            let body = serde_json::json!({ "code": code.as_i64(), "msg": message });
-            (status, axum::Json(body)).into_response()
+            tillgate_unified::UnifiedError::new(code, message)
+                .with_status(status)
+                .into_response()
         }
         Surface::YabandPay => {
             let code = match why {
@@ -611,26 +595,13 @@ async fn wrong_method(request: Request) -> Response {
     )
 }
 
-async fn log_request(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    tracing::debug!(
-        %method,
-        %path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
-    response
-}
-
 /// Runs the gateway until `shutdown` resolves, then drains requests and closes the store.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Counted from the first write on (the sandbox bootstrap's included).
+    observe::exporter::recorder();
     let secrets = master_key(&config)?;
     check_production_wallets(&config)?;
     let store = open_store(&config.database_url, config.database_max_connections).await?;
@@ -660,6 +631,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let observing = observe::OwnListener::bind(&config).await?;
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     tracing::info!(%addr, mode = ?config.mode, "tillgate is ready");
@@ -681,14 +653,37 @@ pub async fn run(
     let limits = listener::Limits::from_config(&config.http, config.mode)
         .within_descriptors(listener::descriptor_limit(), reserved);
     let rate_limits = RateLimits::from_config(&config);
-    let forgetting = tokio::spawn(rate_limits.clone().forget_idle(stopped));
-    let router = app(service, terminals, &config, &rate_limits);
+    let forgetting = tokio::spawn(rate_limits.clone().forget_idle(stopped.clone()));
+    let observability = Arc::new(observe::Observability::new(
+        store.clone(),
+        service.clock().clone(),
+        terminals.clone(),
+    ));
+    let upkeep = tokio::spawn(observability.clone().upkeep(stopped.clone()));
+    let observed = match observing {
+        Some(own) => Some(observe::OwnListener::serve(
+            own,
+            &observability,
+            limits.clone(),
+        )),
+        None => {
+            if observe::Exposure::on_main_listener(&config).is_off() {
+                tracing::info!("health and metrics are not served: set [observability] listen, or an admin token");
+            }
+            None
+        }
+    };
+    let router = app(service, terminals, observability, &config, &rate_limits);
     listener::serve(listener, router, limits, shutdown).await;
+    if let Some(observed) = observed {
+        observed.stop().await;
+    }
     // Attempts in flight finish and are recorded; the rest wait in the outbox for next start.
     let _ = stop_dispatch.send(true);
     let _ = notifications.await;
     let _ = janitor.await;
     let _ = forgetting.await;
+    let _ = upkeep.await;
     listening.abort();
     applying.abort();
     tracing::info!("draining the store");

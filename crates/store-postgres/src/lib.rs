@@ -162,6 +162,50 @@ impl Store for PgStore {
         }
     }
 
+    async fn health(&self, within: Duration) -> Result<(), StoreError> {
+        if self.pool.is_closed() {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        // One round trip: the schema version, and whether this server takes writes (a standby
+        // promoted away from, or one in recovery, answers reads and refuses every change).
+        let asked = sqlx::query_as::<_, (Option<i64>, bool)>(
+            "SELECT (SELECT MAX(version) FROM schema_migrations), pg_is_in_recovery()",
+        )
+        .fetch_one(&self.pool);
+        let (version, read_only) = match tokio::time::timeout(within, asked).await {
+            Ok(answer) => answer.map_err(db_error)?,
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "the database did not answer within {} ms",
+                    within.as_millis()
+                )))
+            }
+        };
+        if read_only {
+            return Err(StoreError::Unavailable(
+                "the database is in recovery (a standby): it refuses writes".into(),
+            ));
+        }
+        migrate::check_version(version)
+    }
+
+    async fn backlog(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<tillgate_core::store::Backlog, StoreError> {
+        let sql = dollar_placeholders(&tillgate_store_sql::backlog_sql());
+        let (pending, due, unresolved) = sqlx::query_as::<_, (i64, i64, i64)>(&sql)
+            .bind(now.timestamp_millis())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(tillgate_core::store::Backlog {
+            notifications_pending: pending,
+            notifications_due: due,
+            unresolved,
+        })
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -140,19 +140,49 @@ where
         (_, Some(CancelWrite::Insert(_))) => CANCEL_INSERT,
         (_, Some(CancelWrite::SetState { .. })) => CANCEL_STATE,
     };
+    let q = bind_payment(sqlx::query(text), rec, version, at_ms, &writes);
+    let q = pad_to_25(bind_order(q, refund, cancel), refund, cancel);
+    let q = bind_tail(q, &writes)?;
+    let row = q.fetch_optional(executor).await.map_err(db_error)?;
+    let Some(row) = row else {
+        return Ok(Written::Raced(writes.guard));
+    };
+    let loaded = Loaded(row);
+    Ok(match (refund, cancel) {
+        (None, None) => {
+            if tillgate_store_sql::Columns::int(&loaded, "updated")? == 1 {
+                Written::Done(None, None)
+            } else {
+                Written::Raced(writes.guard)
+            }
+        }
+        (Some(_), _) => Written::Done(Some(tillgate_store_sql::refund(&loaded)?), None),
+        (_, Some(_)) => Written::Done(None, Some(tillgate_store_sql::cancel(&loaded)?)),
+    })
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// $1..$18: the payment's swap, its events and outbox rows.
+fn bind_payment<'q>(
+    q: PgQuery<'q>,
+    rec: &PaymentRecord,
+    version: i64,
+    at_ms: i64,
+    writes: &Writes,
+) -> PgQuery<'q> {
     let p = &rec.payment;
     let (kinds, details): (Vec<String>, Vec<String>) = writes.events.iter().cloned().unzip();
-    let topics: Vec<&str> = writes.outbox.iter().map(|o| o.topic.as_str()).collect();
-    let urls: Vec<String> = writes.outbox.iter().map(|o| o.target_url.clone()).collect();
-    let snapshots: Vec<String> = writes.outbox.iter().map(|o| o.snapshot.clone()).collect();
-    let dues: Vec<i64> = writes
-        .outbox
+    let outbox = &writes.outbox;
+    let topics: Vec<&str> = outbox.iter().map(|o| o.topic.as_str()).collect();
+    let urls: Vec<String> = outbox.iter().map(|o| o.target_url.clone()).collect();
+    let snapshots: Vec<String> = outbox.iter().map(|o| o.snapshot.clone()).collect();
+    let dues: Vec<i64> = outbox
         .iter()
         .map(|o| o.first_attempt_at.timestamp_millis())
         .collect();
-    let dialects: Vec<&str> = writes.outbox.iter().map(|o| o.dialect.as_str()).collect();
-    let mut q = sqlx::query(text)
-        .bind(rec.id)
+    let dialects: Vec<&str> = outbox.iter().map(|o| o.dialect.as_str()).collect();
+    q.bind(rec.id)
         .bind(version)
         .bind(p.state().as_str())
         .bind(p.refunded().minor())
@@ -169,8 +199,16 @@ where
         .bind(urls)
         .bind(snapshots)
         .bind(dues)
-        .bind(dialects);
-    q = match (refund, cancel) {
+        .bind(dialects)
+}
+
+/// $19 on: the refund or cancel row the change writes.
+fn bind_order<'q>(
+    q: PgQuery<'q>,
+    refund: Option<&RefundWrite>,
+    cancel: Option<&CancelWrite>,
+) -> PgQuery<'q> {
+    match (refund, cancel) {
         (Some(RefundWrite::Insert(n)), _) => q
             .bind(n.refund_no.clone())
             .bind(n.refund_reference.clone())
@@ -191,11 +229,14 @@ where
             q.bind(*cancel_id).bind(state.code())
         }
         (None, None) => q,
-    };
-    // $26: the payment's new creation time, which only the sandbox's ageing sets. Bound after
-    // the padding so that each shape's own parameters keep their numbers (the driver sends
-    // every parameter's type, so numbers a shape does not use are harmless).
-    let q = pad_to_25(q, refund, cancel).bind(writes.created_at.map(|t| t.timestamp_millis()));
+    }
+}
+
+/// $26..$39: the creation time the sandbox's ageing sets, the terminal command written, the
+/// guard, the command finished, and the states these compare with. Bound after the padding so
+/// that each shape's own parameters keep their numbers (the driver sends every parameter's
+/// type, so numbers a shape does not use are harmless).
+fn bind_tail<'q>(q: PgQuery<'q>, writes: &Writes) -> Result<PgQuery<'q>, StoreError> {
     let command = match &writes.command {
         Some(c) => Some((
             c.command.id.clone(),
@@ -206,7 +247,8 @@ where
         )),
         None => None,
     };
-    let q = q
+    let finish = writes.finish_command.as_ref();
+    Ok(q.bind(writes.created_at.map(|t| t.timestamp_millis()))
         .bind(command.as_ref().map(|c| c.0.clone()))
         .bind(command.as_ref().map(|c| c.1.clone()))
         .bind(command.as_ref().map(|c| c.2))
@@ -220,38 +262,20 @@ where
             _ => None,
         })
         .bind(RefundState::InProgress.code())
-        .bind(CancelState::InProgress.code());
-    let finish = writes.finish_command.as_ref();
-    let q = q
+        .bind(CancelState::InProgress.code())
         .bind(finish.map(|f| f.command_id.clone()))
         .bind(finish.map(|f| f.outcome.as_str()))
         .bind(finish.and_then(|f| f.message.clone()))
         .bind(CommandState::Done.as_str())
-        .bind(CommandState::Open.as_str());
-    let row = q.fetch_optional(executor).await.map_err(db_error)?;
-    let Some(row) = row else {
-        return Ok(Written::Raced(writes.guard));
-    };
-    let loaded = Loaded(row);
-    Ok(match (refund, cancel) {
-        (None, None) => {
-            if tillgate_store_sql::Columns::int(&loaded, "updated")? == 1 {
-                Written::Done(None, None)
-            } else {
-                Written::Raced(writes.guard)
-            }
-        }
-        (Some(_), _) => Written::Done(Some(tillgate_store_sql::refund(&loaded)?), None),
-        (_, Some(_)) => Written::Done(None, Some(tillgate_store_sql::cancel(&loaded)?)),
-    })
+        .bind(CommandState::Open.as_str()))
 }
 
 /// Binds NULLs up to parameter $25, so that $26 is the same for every statement shape.
 fn pad_to_25<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    mut q: PgQuery<'q>,
     refund: Option<&RefundWrite>,
     cancel: Option<&CancelWrite>,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+) -> PgQuery<'q> {
     let bound = 18
         + match (refund, cancel) {
             (Some(RefundWrite::Insert(_)), _) => 7,

@@ -278,45 +278,93 @@ pub fn held_json(held: &[(i64, i64)]) -> String {
 
 /// Operations waiting for the wallet since before `?1`, at most `?2`, whose next question is
 /// due by `?3` (the operator's listing passes the largest time: every one). `due_first` orders
-/// by when each is due (the janitor's order); otherwise oldest first. The states that mean "in
-/// flight" are written into the text from the domain's own values, never spelled by hand, and
-/// as literals, so that the partial indexes on them apply. What a POS terminal is doing (an
-/// open command) is the terminal's to answer, not the wallet's: asking the wallet about a sale
-/// it never saw would close a payment the customer is making.
+/// by when each is due (the janitor's order); otherwise oldest first.
 pub fn waiting_sql(due_first: bool) -> String {
     format!(
         "\
 SELECT payment_id, transaction_no, merchant_no, kind, op_no, since, unanswered_queries FROM (
+{union}
+) waiting ORDER BY {order} LIMIT ?2",
+        union = waiting_union(true),
+        order = if due_first {
+            "COALESCE(next_query_at, since), since"
+        } else {
+            "since"
+        }
+    )
+}
+
+/// Whether a database at schema `version` is at `known`, the version this build migrates to
+/// (the health check's question: a newer node may have migrated it further since start).
+pub fn schema_current(version: Option<i64>, known: i64) -> Result<(), StoreError> {
+    match version.unwrap_or(0) {
+        v if v == known => Ok(()),
+        v => Err(StoreError::Unavailable(format!(
+            "the database is at schema version {v}, this tillgate migrates to {known}"
+        ))),
+    }
+}
+
+/// What the store's backlog counts in one statement: pending notifications, those due by `?1`,
+/// and every operation waiting for the wallet (the rows [`waiting_sql`] lists, whenever they
+/// began and whenever their next question is due).
+pub fn backlog_sql() -> String {
+    format!(
+        "\
+SELECT (SELECT COUNT(*) FROM outbox WHERE status = '{pending}') AS notifications_pending,
+       (SELECT COUNT(*) FROM outbox WHERE status = '{pending}' AND next_attempt_at <= ?1)
+           AS notifications_due,
+       (SELECT COUNT(*) FROM (
+{union}
+       ) waiting) AS unresolved",
+        pending = OutboxStatus::Pending.as_str(),
+        union = waiting_union(false),
+    )
+}
+
+/// The operations waiting for the wallet: payments, refunds and cancels in flight. With
+/// `filtered`, only those waiting since before `?1` whose next question is due by `?3`. The
+/// states that mean "in flight" are written into the text from the domain's own values, never
+/// spelled by hand, and as literals, so that the partial indexes on them apply. What a POS
+/// terminal is doing (an open command) is the terminal's to answer, not the wallet's: asking
+/// the wallet about a sale it never saw would close a payment the customer is making.
+fn waiting_union(filtered: bool) -> String {
+    let filter = |table: &str| {
+        if filtered {
+            format!(
+                " AND {table}.updated_at < ?1 \
+                 AND ({table}.next_query_at IS NULL OR {table}.next_query_at <= ?3)"
+            )
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        "\
     SELECT p.id AS payment_id, p.transaction_no, p.merchant_no, 'payment' AS kind,
            NULL AS op_no, p.updated_at AS since, p.unanswered_queries, p.next_query_at
-    FROM payments p WHERE p.state = '{pending}' AND p.updated_at < ?1
-      AND (p.next_query_at IS NULL OR p.next_query_at <= ?3)
+    FROM payments p WHERE p.state = '{pending}'{payments}
       AND NOT EXISTS (SELECT 1 FROM terminal_commands t
                       WHERE t.payment_id = p.id AND t.state = '{open}')
     UNION ALL
     SELECT p.id, p.transaction_no, p.merchant_no, 'refund', r.refund_no, r.updated_at,
            r.unanswered_queries, r.next_query_at
     FROM refunds r JOIN payments p ON p.id = r.payment_id
-    WHERE r.state = {refunding} AND r.updated_at < ?1
-      AND (r.next_query_at IS NULL OR r.next_query_at <= ?3)
+    WHERE r.state = {refunding}{refunds}
     UNION ALL
     SELECT p.id, p.transaction_no, p.merchant_no, 'cancel', c.cancel_no, c.updated_at,
            c.unanswered_queries, c.next_query_at
     FROM cancels c JOIN payments p ON p.id = c.payment_id
-    WHERE c.state = {cancelling} AND c.updated_at < ?1
-      AND (c.next_query_at IS NULL OR c.next_query_at <= ?3)
+    WHERE c.state = {cancelling}{cancels}
       AND NOT EXISTS (SELECT 1 FROM terminal_commands t
-                      WHERE t.cancel_id = c.id AND t.state = '{open}')
-) waiting ORDER BY {order} LIMIT ?2",
+                      WHERE t.cancel_id = c.id AND t.state = '{open}')",
         pending = PaymentState::Pending.as_str(),
         open = tillgate_core::terminal::CommandState::Open.as_str(),
         refunding = RefundState::InProgress.code(),
         cancelling = CancelState::InProgress.code(),
-        order = if due_first {
-            "COALESCE(next_query_at, since), since"
-        } else {
-            "since"
-        }
+        payments = filter("p"),
+        refunds = filter("r"),
+        cancels = filter("c"),
     )
 }
 

@@ -3,11 +3,12 @@
 
 use chrono::Duration;
 use tillgate_core::replay::{self, ReplayCheck, StoredAnswer};
-use tillgate_core::store::{FinishCommand, Mutated, Writes};
+use tillgate_core::store::{Backlog, FinishCommand, Mutated, Writes};
 use tillgate_core::terminal::{
     CommandKind, CommandOutcome, CommandState, NewCommand, TerminalCommand,
 };
-use tillgate_domain::MerchantZone;
+use tillgate_core::{NotificationFilter, OutboxStatus};
+use tillgate_domain::{MerchantZone, PaymentState};
 use tillgate_testkit::{add_request, on_both_backends, usd, Backend, Kit};
 
 /// An ordinary change never writes `created_at`, whatever the record its decision ran on says;
@@ -290,7 +291,75 @@ async fn a_signed_request_acts_once_per_window(backend: Backend) {
     );
 }
 
+/// The health check passes on a working store and says why not once it is closed; the backlog
+/// counts what the listings list: pending notifications (and those due), and operations the
+/// wallet has not answered.
+async fn health_and_backlog_tell_what_the_store_holds(backend: Backend) {
+    let kit = Kit::builder("contract-health").on(backend).build().await;
+    let within = std::time::Duration::from_secs(5);
+    kit.store
+        .health(within)
+        .await
+        .expect("a fresh store is healthy");
+    let empty = kit.store.backlog(kit.app.now()).await.unwrap();
+    assert_eq!(empty, Backlog::default());
+
+    let merchant = kit.merchant("100206", MerchantZone::utc()).await;
+    // The sandbox wallet approves 5.00 (a notification follows) and leaves 10.52 unknown.
+    kit.added_and_paid(&merchant, "health-paid", usd(500)).await;
+    let unknown = kit
+        .added_and_paid(&merchant, "health-unknown", usd(1052))
+        .await;
+    assert_eq!(unknown.payment.state(), PaymentState::Pending);
+
+    let pending = NotificationFilter {
+        status: Some(OutboxStatus::Pending),
+        since: None,
+        payment_id: None,
+        limit: 1000,
+    };
+    let listed = kit.store.notifications(&pending).await.unwrap().len() as i64;
+    assert!(listed > 0, "the paid payment has a notification waiting");
+    // The listing takes what waits since before its time; the kit's clock has not moved.
+    let unresolved = kit
+        .store
+        .unresolved(kit.app.now() + Duration::seconds(1), 1000)
+        .await
+        .unwrap();
+    assert_eq!(unresolved.len(), 1);
+
+    let later = kit.app.now() + Duration::hours(1);
+    let before = kit
+        .store
+        .backlog(kit.app.now() - Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            before.notifications_pending,
+            before.notifications_due,
+            before.unresolved
+        ),
+        (listed, 0, 1),
+        "nothing is due before it was written"
+    );
+    let after = kit.store.backlog(later).await.unwrap();
+    assert_eq!(
+        (
+            after.notifications_pending,
+            after.notifications_due,
+            after.unresolved
+        ),
+        (listed, listed, 1)
+    );
+
+    kit.store.close().await;
+    let closed = kit.store.health(within).await.unwrap_err();
+    assert!(closed.to_string().contains("closed"), "{closed}");
+}
+
 on_both_backends!(
+    health_and_backlog_tell_what_the_store_holds,
     a_signed_request_acts_once_per_window,
     an_ordinary_change_never_rewrites_the_creation_time,
     a_change_finishes_the_command_whose_result_it_applies,

@@ -25,7 +25,7 @@ use tillgate_core::store::{Conflict, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 pub use migrate::MIGRATIONS;
-pub use writer::MAX_BATCH;
+pub use writer::{BATCH_METRIC, MAX_BATCH};
 
 /// Read connections: more than the runtime's worker threads, which are the most reads that
 /// can run at once (each runs on the thread of the request that makes it).
@@ -44,6 +44,35 @@ pub struct SqliteStore {
     writes: mpsc::Sender<writer::Job>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: std::sync::Arc<writer::Stats>,
+    /// The database file, and which file it was when opened (see [`FileId`]).
+    path: std::path::PathBuf,
+    file: Option<FileId>,
+}
+
+/// Which file a path names: a database file removed or replaced while the gateway runs keeps
+/// taking writes through the open connections, and every one of them is lost at the next
+/// start. The health check compares the path's file with the one opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    device: u64,
+    inode: u64,
+}
+
+impl FileId {
+    #[cfg(unix)]
+    fn of(path: &std::path::Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileId {
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn of(_path: &std::path::Path) -> Option<FileId> {
+        None
+    }
 }
 
 pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
@@ -71,6 +100,7 @@ impl SqliteStore {
         migrate::apply(&mut conn).await?;
         sqlx::Connection::close(conn).await.map_err(unavailable)?;
         let path = options.get_filename().to_owned();
+        let file = FileId::of(&path);
         let native = writer::open(&path)?;
         let reads = (0..READ_CONNECTIONS)
             .map(|_| writer::open_read_only(&path).map(std::sync::Mutex::new))
@@ -91,7 +121,44 @@ impl SqliteStore {
             writes: tx,
             writer: std::sync::Mutex::new(Some(handle)),
             stats,
+            path,
+            file,
         })
+    }
+
+    /// The writer's answer to a probe: it takes the write lock and commits an empty
+    /// transaction, after the writes queued before it.
+    async fn probe_writer(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(writer::Job::Probe(tx))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
+    }
+
+    /// Everything the health check asks that does not wait for the writer.
+    fn check_file_and_schema(&self) -> Result<(), StoreError> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        if let Some(opened) = self.file {
+            if FileId::of(&self.path) != Some(opened) {
+                return Err(StoreError::Unavailable(format!(
+                    "the database file {} was removed or replaced since start; writes would be \
+                     lost: restart the gateway on the right file",
+                    self.path.display()
+                )));
+            }
+        }
+        let version = self.read(|conn| {
+            conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map_err(writer::native)
+        })?;
+        migrate::check_version(version)
     }
 
     /// Queues `f` for the writer; answers after the batch that holds it committed.
@@ -174,6 +241,42 @@ impl Store for SqliteStore {
             operations,
             commits,
         }
+    }
+
+    async fn health(&self, within: Duration) -> Result<(), StoreError> {
+        self.check_file_and_schema()?;
+        match tokio::time::timeout(within, self.probe_writer()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Unavailable(match self.stats.failure() {
+                Some(why) => format!(
+                    "the writer has not committed within {} ms; its last transaction failed: \
+                     {why}",
+                    within.as_millis()
+                ),
+                None => format!(
+                    "the writer has not committed within {} ms (another process may hold the \
+                     database's write lock, or the disk is stalled)",
+                    within.as_millis()
+                ),
+            })),
+        }
+    }
+
+    async fn backlog(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<tillgate_core::store::Backlog, StoreError> {
+        let sql = tillgate_store_sql::backlog_sql();
+        self.read(|conn| {
+            conn.query_row(&sql, [now.timestamp_millis()], |r| {
+                Ok(tillgate_core::store::Backlog {
+                    notifications_pending: r.get(0)?,
+                    notifications_due: r.get(1)?,
+                    unresolved: r.get(2)?,
+                })
+            })
+            .map_err(writer::native)
+        })
     }
 
     async fn close(&self) {

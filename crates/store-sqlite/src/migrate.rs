@@ -83,3 +83,8 @@ pub async fn apply(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Whether a database at schema `version` is the one this build migrates to.
+pub fn check_version(version: Option<i64>) -> Result<(), StoreError> {
+    tillgate_store_sql::schema_current(version, MIGRATIONS.last().map_or(0, |m| m.0))
+}

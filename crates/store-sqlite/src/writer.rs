@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 /// The most operations one transaction carries.
 pub const MAX_BATCH: usize = 256;
 
+/// The histogram of operations per commit.
+pub const BATCH_METRIC: &str = "tillgate_store_batch_operations";
+
 /// Sends a job's answer once the batch's commit result is known.
 type AnswerFn = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
 
@@ -30,6 +33,9 @@ type Work = Box<dyn FnOnce(&Connection) -> Ran + Send>;
 /// One write waiting for the writer.
 pub enum Job {
     Work(Work),
+    /// Answered with the outcome of the next transaction, writing nothing itself: whether the
+    /// writer is alive and can take the write lock and commit (the store's health).
+    Probe(oneshot::Sender<Result<(), StoreError>>),
     /// Finish what was queued before, then stop.
     Shutdown,
 }
@@ -55,11 +61,13 @@ where
     }))
 }
 
-/// Counters for the benchmark: how many operations shared how many commits.
+/// Counters for the benchmark and the metrics: how many operations shared how many commits;
+/// and why the last transaction failed, until one succeeds again.
 #[derive(Debug, Default)]
 pub struct Stats {
     operations: AtomicU64,
     commits: AtomicU64,
+    failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Stats {
@@ -68,6 +76,31 @@ impl Stats {
             self.operations.load(Ordering::Relaxed),
             self.commits.load(Ordering::Relaxed),
         )
+    }
+
+    /// Why the writer's last transaction failed, when no later one succeeded.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn record(&self, outcome: &Result<(), StoreError>, operations: usize) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => {
+                *failure = None;
+                // A transaction that carried only probes wrote nothing: no durable commit.
+                if operations > 0 {
+                    self.operations
+                        .fetch_add(operations as u64, Ordering::Relaxed);
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    metrics::histogram!(BATCH_METRIC).record(operations as f64);
+                }
+            }
+            Err(e) => *failure = Some(e.to_string()),
+        }
     }
 }
 
@@ -126,17 +159,25 @@ pub fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "could not begin a write transaction");
+            let failed = Err(native(e));
+            stats.record(&failed, 0);
+            stopping = batch.iter().any(|j| matches!(j, Job::Shutdown));
             // Dropping the jobs drops their answer channels: each caller learns that its
             // write was not committed.
-            stopping = batch.iter().any(|j| matches!(j, Job::Shutdown));
-            batch.clear();
+            for job in batch.drain(..) {
+                if let Job::Probe(tx) = job {
+                    let _ = tx.send(failed.clone());
+                }
+            }
             continue;
         }
         let mut answers = Vec::with_capacity(batch.len());
+        let mut probes = Vec::new();
         let mut broken = None;
         for job in std::mem::take(&mut batch) {
             match job {
                 Job::Shutdown => stopping = true,
+                Job::Probe(tx) => probes.push(tx),
                 // Once the transaction is in doubt no further job runs: dropping it tells its
                 // caller that nothing was committed.
                 Job::Work(_) if broken.is_some() => {}
@@ -168,14 +209,12 @@ pub fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
                 }
             },
         };
-        if commit.is_ok() {
-            stats
-                .operations
-                .fetch_add(answers.len() as u64, Ordering::Relaxed);
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-        }
+        stats.record(&commit, answers.len());
         for ran in answers {
             (ran.reply)(&commit);
+        }
+        for tx in probes {
+            let _ = tx.send(commit.clone());
         }
     }
     if let Err((_, e)) = conn.close() {

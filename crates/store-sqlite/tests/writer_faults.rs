@@ -262,3 +262,52 @@ async fn when_the_commit_fails_every_job_of_the_batch_is_refused_and_none_of_its
     ));
     assert_eq!(stored(&mut w, c, "test.plain").await, (1_000, 1));
 }
+
+/// The health check goes through the writer: while another connection holds the database's
+/// write lock the writer cannot begin, and the check says so; once the lock is let go, the
+/// probe that waited commits and the check passes again.
+#[tokio::test]
+async fn the_health_check_fails_while_the_writer_cannot_take_the_write_lock() {
+    let mut w = world("health-lock").await;
+    let store = w.kit.store.clone();
+    store
+        .health(std::time::Duration::from_secs(10))
+        .await
+        .expect("healthy at first");
+    side_exec(&mut w, "BEGIN EXCLUSIVE").await;
+    let locked = store
+        .health(std::time::Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(
+        locked.to_string().contains("writer has not committed"),
+        "{locked}"
+    );
+    side_exec(&mut w, "ROLLBACK").await;
+    // However long the waiting probe took, this one is answered after it: the writer is free.
+    store
+        .health(std::time::Duration::from_secs(60))
+        .await
+        .expect("healthy once the lock is gone");
+}
+
+/// A database file moved away while the gateway runs still takes writes through the open
+/// connections (and loses them at the next start): the health check compares the file at the
+/// path with the one opened, and passes again once it is back.
+#[tokio::test]
+async fn the_health_check_fails_while_the_database_file_is_not_at_its_path() {
+    let w = world("health-moved").await;
+    let store = w.kit.store.clone();
+    let within = std::time::Duration::from_secs(10);
+    store.health(within).await.expect("healthy at first");
+    let path = match &w.kit.db {
+        tillgate_testkit::KitDb::Sqlite(db) => db.path.clone(),
+        tillgate_testkit::KitDb::Postgres(_) => unreachable!("the world is on SQLite"),
+    };
+    let aside = path.with_extension("aside");
+    std::fs::rename(&path, &aside).unwrap();
+    let moved = store.health(within).await.unwrap_err();
+    assert!(moved.to_string().contains("removed or replaced"), "{moved}");
+    std::fs::rename(&aside, &path).unwrap();
+    store.health(within).await.expect("healthy once it is back");
+}

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tillgate_core::service::LifecycleError;
-use tillgate_core::{Rejection, StoreError};
+use tillgate_core::{Dialect, Rejection, StoreError};
 use tillgate_domain::{CancelRejected, PayRejected, RefundRejected};
 
 /// Jeepay's `ApiCodeEnum` values the gateway answers with.
@@ -33,6 +33,16 @@ impl Code {
             Code::SystemError => 10,
             Code::ParamsError => 11,
             Code::CustomFail => 9999,
+        }
+    }
+
+    /// The code as text, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Success => "0",
+            Code::SystemError => "10",
+            Code::ParamsError => "11",
+            Code::CustomFail => "9999",
         }
     }
 }
@@ -98,6 +108,7 @@ impl UnifiedError {
 
 impl IntoResponse for UnifiedError {
     fn into_response(self) -> Response {
+        tillgate_core::note::answer(Dialect::Unified, self.code.as_str());
         let body = json!({ "code": self.code.as_i64(), "msg": self.msg });
         (self.status, axum::Json(body)).into_response()
     }
@@ -105,6 +116,7 @@ impl IntoResponse for UnifiedError {
 
 /// A successful answer: the data and its sign with the app's secret.
 pub fn success(data: &Data, secret: &str) -> Response {
+    tillgate_core::note::answer(Dialect::Unified, Code::Success.as_str());
     axum::Json(json!({
         "code": Code::Success.as_i64(),
         "msg": "SUCCESS",

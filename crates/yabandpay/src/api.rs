@@ -285,6 +285,8 @@ async fn authenticate(
             ),
         )
     })?;
+    // One path serves every method: the method is the endpoint in logs and metrics.
+    tillgate_core::note::endpoint(method.name());
     Ok(Signed { req, user, method })
 }
 

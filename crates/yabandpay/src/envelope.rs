@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value as Json};
 use tillgate_core::service::LifecycleError;
-use tillgate_core::{Rejection, StoreError};
+use tillgate_core::{Dialect, Rejection, StoreError};
 use tillgate_domain::{CancelRejected, PayRejected, RefundRejected};
 
 /// Every code the dialect answers with.
@@ -216,6 +216,7 @@ impl YabandError {
 
 impl IntoResponse for YabandError {
     fn into_response(self) -> Response {
+        tillgate_core::note::answer(Dialect::YabandPay, self.code.as_str());
         let body = json!({
             "status": false,
             "code": self.code.as_str(),
@@ -228,6 +229,7 @@ impl IntoResponse for YabandError {
 
 /// A success answer: `{"status":true,"code":"200","data":{…},"message":""}`.
 pub fn success(data: Map<String, Json>) -> Response {
+    tillgate_core::note::answer(Dialect::YabandPay, Code::Success.as_str());
     axum::Json(json!({
         "status": true,
         "code": Code::Success.as_str(),

@@ -312,10 +312,13 @@ impl Lifecycle {
         merchant: &MerchantRecord,
         key: &PaymentKey,
     ) -> Result<PaymentRecord, LifecycleError> {
-        self.store
+        let found = self
+            .store
             .payment(merchant.id, key)
             .await?
-            .ok_or(LifecycleError::NotFound)
+            .ok_or(LifecycleError::NotFound)?;
+        crate::note::transaction(&found.transaction_no);
+        Ok(found)
     }
 
     /// A payment by its row id, which a refund, cancel or command row names.
@@ -331,10 +334,13 @@ impl Lifecycle {
         &self,
         transaction_no: &str,
     ) -> Result<PaymentRecord, LifecycleError> {
-        self.store
+        let found = self
+            .store
             .payment_by_transaction_no(transaction_no)
             .await?
-            .ok_or(LifecycleError::NotFound)
+            .ok_or(LifecycleError::NotFound)?;
+        crate::note::transaction(&found.transaction_no);
+        Ok(found)
     }
 
     /// Restores a stored payment; used by store backends to check rows as they load them.

@@ -46,7 +46,11 @@ impl Lifecycle {
                 created_at: now,
                 expires_at: now + Duration::minutes(timeout),
             };
-            match self.store.insert_payment(new).await {
+            let inserted = self.store.insert_payment(new).await;
+            if let Ok(Inserted::Inserted(p) | Inserted::Existing(p)) = &inserted {
+                crate::note::transaction(&p.transaction_no);
+            }
+            match inserted {
                 Ok(Inserted::Inserted(p)) => return Ok(Outcome::new(p)),
                 Ok(Inserted::Existing(p)) if p.fingerprint == fingerprint => {
                     return Ok(Outcome::replay(p))

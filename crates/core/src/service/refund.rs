@@ -43,49 +43,62 @@ impl Lifecycle {
                     return self.replay_refund(existing, &fingerprint).await;
                 }
             }
-            let now = self.now();
-            let new = NewRefund {
-                refund_no: new_number(now),
-                refund_reference: req.refund_reference.as_ref().map(|k| k.as_str().to_owned()),
-                amount: req.amount,
-                fingerprint: fingerprint.clone(),
-                notify_url: match &req.notify {
-                    NotifyTo::Nowhere => None,
-                    NotifyTo::Url(url) => Some(url.clone()),
-                    NotifyTo::PaymentUrl => found.notify_url.clone(),
-                },
-                extra: req.extra.clone(),
-            };
-            let reserved = self
-                .store
-                .mutate_from(
-                    &found,
-                    Box::new(move |p| {
-                        p.payment
-                            .reserve_refund(new.amount)
-                            .map_err(Rejection::Refund)?;
-                        let mut w = Writes::at(now)
-                            .event("refund.requested", new.amount.minor().to_string());
-                        w.refund = Some(RefundWrite::Insert(new.clone()));
-                        Ok(w)
-                    }),
-                )
-                .await;
-            match reserved {
-                Ok(Mutated::Done {
-                    payment,
-                    refund: Some(refund),
-                    ..
-                }) => return self.execute_refund(payment, refund).await,
-                Ok(Mutated::Done { .. }) => return Err(LifecycleError::corrupt("refund row")),
-                Ok(Mutated::Rejected(r, _)) => return Err(LifecycleError::Rejected(r)),
+            match self.reserve_refund(&found, &req, &fingerprint).await {
+                Ok((payment, refund)) => return self.execute_refund(payment, refund).await,
                 // A concurrent request with the same reference won the insert: answer as its
                 // replay. A clash of generated numbers simply tries again.
-                Err(StoreError::Conflict(Conflict::UniqueKey)) => continue,
-                Err(e) => return Err(e.into()),
+                Err(LifecycleError::Store(StoreError::Conflict(Conflict::UniqueKey))) => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(LifecycleError::InProgress)
+    }
+
+    /// Checks the refundable amount and reserves the refund's amount in one atomic change,
+    /// writing the refund row (in progress) with it.
+    async fn reserve_refund(
+        &self,
+        found: &PaymentRecord,
+        req: &RefundRequest,
+        fingerprint: &str,
+    ) -> Result<(PaymentRecord, RefundRecord), LifecycleError> {
+        let now = self.now();
+        let new = NewRefund {
+            refund_no: new_number(now),
+            refund_reference: req.refund_reference.as_ref().map(|k| k.as_str().to_owned()),
+            amount: req.amount,
+            fingerprint: fingerprint.to_owned(),
+            notify_url: match &req.notify {
+                NotifyTo::Nowhere => None,
+                NotifyTo::Url(url) => Some(url.clone()),
+                NotifyTo::PaymentUrl => found.notify_url.clone(),
+            },
+            extra: req.extra.clone(),
+        };
+        let reserved = self
+            .store
+            .mutate_from(
+                found,
+                Box::new(move |p| {
+                    p.payment
+                        .reserve_refund(new.amount)
+                        .map_err(Rejection::Refund)?;
+                    let mut w =
+                        Writes::at(now).event("refund.requested", new.amount.minor().to_string());
+                    w.refund = Some(RefundWrite::Insert(new.clone()));
+                    Ok(w)
+                }),
+            )
+            .await?;
+        match reserved {
+            Mutated::Done {
+                payment,
+                refund: Some(refund),
+                ..
+            } => Ok((payment, refund)),
+            Mutated::Done { .. } => Err(LifecycleError::corrupt("refund row")),
+            Mutated::Rejected(r, _) => Err(LifecycleError::Rejected(r)),
+        }
     }
 
     /// The answer to a refund whose reference was used before.

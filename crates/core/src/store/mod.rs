@@ -10,9 +10,9 @@
 //! - [`TerminalStore`]: terminal presence, handshake nonces and terminal commands.
 //! - [`ReplayStore`]: the exact-replay guard's memory of signed requests.
 //!
-//! [`Store`] is all four, with the store's life (commit counters, close). Each backend is one
-//! struct implementing every part, so a part can be handed to a component on its own
-//! (`Arc<dyn Store>` coerces to `Arc<dyn OutboxStore>` and the others).
+//! [`Store`] is all four, with the store's life (commit counters, health, backlog, close).
+//! Each backend is one struct implementing every part, so a part can be handed to a component
+//! on its own (`Arc<dyn Store>` coerces to `Arc<dyn OutboxStore>` and the others).
 
 mod writes;
 
@@ -72,6 +72,19 @@ impl From<Conflict> for StoreError {
 pub struct CommitStats {
     pub operations: u64,
     pub commits: u64,
+}
+
+/// What waits to be done, counted for the metrics: notifications not yet delivered, and
+/// operations whose outcome only the wallet can tell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Notifications pending, due now or later.
+    pub notifications_pending: i64,
+    /// Of those, the ones already due (waiting for a free slot, or for an earlier notification
+    /// of their payment).
+    pub notifications_due: i64,
+    /// Operations waiting for the wallet's answer: what `tillgate unresolved` lists.
+    pub unresolved: i64,
 }
 
 /// Payments, their refunds, cancels and timelines, and the changes that move their money.
@@ -344,6 +357,14 @@ pub trait Store:
 {
     /// Write operations committed and durable commits made since start.
     fn commit_stats(&self) -> CommitStats;
+
+    /// Whether the store can serve requests now: the database answers, its schema is the one
+    /// this build migrates to, and writes go through (SQLite: the writer commits). Answers
+    /// within about `within`; `StoreError::Unavailable` says what is wrong.
+    async fn health(&self, within: std::time::Duration) -> Result<(), StoreError>;
+
+    /// What waits (see [`Backlog`]), as of `now`.
+    async fn backlog(&self, now: DateTime<Utc>) -> Result<Backlog, StoreError>;
 
     /// Flushes and closes; acknowledged writes are already durable before this.
     async fn close(&self);
