@@ -227,6 +227,14 @@ enum MerchantCommand {
         /// IANA time zone of the merchant's business day (default: the configured default).
         #[arg(long)]
         timezone: Option<String>,
+        /// The store's default currency (ISO 4217): what a Pockyt add naming no currency or
+        /// settle currency is in (USD when never set).
+        #[arg(long)]
+        currency: Option<String>,
+        /// An origin (https://shop.example) whose browser pages may read this merchant's
+        /// answers (CORS); repeat for several. Given, it replaces the merchant's list.
+        #[arg(long = "cors-origin")]
+        cors_origins: Vec<String>,
         /// The unified-API app id; random (24 hex digits) when absent.
         #[arg(long)]
         app_id: Option<String>,
@@ -275,6 +283,8 @@ fn main() -> anyhow::Result<()> {
                 store_no,
                 token,
                 timezone,
+                currency,
+                cors_origins,
                 app_id,
                 app_secret,
                 notify_schedule_s,
@@ -288,6 +298,8 @@ fn main() -> anyhow::Result<()> {
                     store_no,
                     token,
                     timezone,
+                    currency,
+                    cors_origins,
                     app_id,
                     app_secret,
                     notify_schedule_s,
@@ -410,6 +422,8 @@ struct NewMerchantArgs {
     store_no: String,
     token: Option<String>,
     timezone: Option<String>,
+    currency: Option<String>,
+    cors_origins: Vec<String>,
     app_id: Option<String>,
     app_secret: Option<String>,
     notify_schedule_s: Option<String>,
@@ -427,6 +441,20 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
         Some(z) => parse_zone(&z)?,
         None => config.default_timezone,
     };
+    let currency = args
+        .currency
+        .map(|c| {
+            tillgate_domain::Currency::from_code(&c.to_ascii_uppercase())
+                .ok_or_else(|| anyhow::anyhow!("--currency {c} is not an ISO 4217 code"))
+        })
+        .transpose()?;
+    let cors_origins = args
+        .cors_origins
+        .iter()
+        .map(|o| {
+            tillgate_server::cors::parse_origin(o).map_err(|e| anyhow::anyhow!("--cors-origin {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let token = secret_arg("--token", args.token, 32)?;
     let app_id = match args.app_id {
         Some(id) => tillgate_domain::Key::parse(&id)
@@ -461,6 +489,18 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
         .add_store(&merchant, store_no.as_str(), &token)
         .await
         .context("cannot add the store")?;
+    if !cors_origins.is_empty() {
+        service
+            .set_cors_origins(&merchant, &cors_origins)
+            .await
+            .context("cannot set the merchant's CORS origins")?;
+    }
+    if let Some(currency) = currency {
+        service
+            .set_store_currency(&merchant, store_no.as_str(), Some(currency))
+            .await
+            .context("cannot set the store's currency")?;
+    }
     let (app_secret, app_created) = service
         .add_app(&merchant, &app_id, &app_secret)
         .await
@@ -478,11 +518,13 @@ async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Resul
     let out = serde_json::json!({
         "merchantNo": merchant.merchant_no,
         "timezone": merchant.zone.name(),
+        "corsOrigins": if cors_origins.is_empty() { merchant.cors_origins.clone() } else { cors_origins },
         "notifySchedule": schedule.map(|s| s.to_text()).or(merchant.notify_schedule),
         "pockyt": {
             "merchantNo": merchant.merchant_no,
             "storeNo": store_no.as_str(),
             "token": token.expose(),
+            "currency": currency.as_ref().map(tillgate_domain::Currency::code),
             "created": store_created,
         },
         "unified": {

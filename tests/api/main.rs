@@ -46,4 +46,5 @@ mod terminal_client;
 mod tidy;
 mod unified;
 mod wallet;
+mod web_shops;
 mod yabandpay;

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tillgate_domain::{Clock, MerchantZone};
+use tillgate_domain::{Clock, Currency, MerchantZone};
 
 /// Why a merchant's credentials could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,8 @@ pub enum CredentialError {
 pub struct StoreCredential {
     pub merchant: MerchantRecord,
     pub store_no: String,
+    /// What an add naming no currency is in (`None`: USD).
+    pub default_currency: Option<Currency>,
     pub token: Secret<String>,
 }
 
@@ -178,6 +180,32 @@ impl Credentials {
         .await
     }
 
+    /// Sets a merchant's CORS origins (none: clears them); each already checked to be an
+    /// origin (`scheme://host[:port]`, lower case).
+    pub async fn set_cors_origins(
+        &self,
+        merchant: &MerchantRecord,
+        origins: &[String],
+    ) -> Result<(), StoreError> {
+        let text = origins.join(" ");
+        self.store
+            .set_cors_origins(merchant.id, (!text.is_empty()).then_some(text.as_str()))
+            .await
+    }
+
+    /// Sets (or clears) the default currency of a merchant's store: what an add naming no
+    /// currency is in. A running gateway sees it once its cached credential is read again.
+    pub async fn set_store_currency(
+        &self,
+        merchant: &MerchantRecord,
+        store_no: &str,
+        currency: Option<Currency>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .set_store_currency(merchant.id, store_no, currency.as_ref().map(Currency::code))
+            .await
+    }
+
     /// Adds a unified-API app to a merchant; returns the secret in force and whether the app is
     /// new. An existing app keeps its secret.
     pub async fn add_app(
@@ -317,6 +345,7 @@ impl SealedRow for StoreRow {
         StoreCredential {
             merchant: self.merchant,
             store_no: self.store_no,
+            default_currency: self.default_currency,
             token,
         }
     }

@@ -54,6 +54,8 @@ pub struct MerchantRecord {
     pub notify_schedule: Option<String>,
     /// Whether its refunds must carry its own refund reference; `None`: the gateway's default.
     pub refund_reference_required: Option<bool>,
+    /// Origins whose browser pages may read its answers (CORS), besides the gateway's own.
+    pub cors_origins: Vec<String>,
 }
 
 /// A Pockyt store credential as stored: the token is sealed.
@@ -62,6 +64,8 @@ pub struct StoreRow {
     pub merchant: MerchantRecord,
     pub store_no: String,
     pub token_sealed: String,
+    /// What an add naming no currency is in (`None`: USD).
+    pub default_currency: Option<Currency>,
 }
 
 /// A unified-API app as stored: the secret is sealed.

@@ -137,6 +137,22 @@ fn currency(params: &Params, field: &str) -> Result<Currency, PockytError> {
         .ok_or_else(|| PockytError::invalid(field, "is not a supported ISO 4217 currency code"))
 }
 
+/// A currency the official SDKs may leave out (`add`'s `currency` and `settleCurrency`):
+/// absent, it is the store's default currency, USD when the store has none.
+fn currency_or_default(
+    params: &Params,
+    field: &str,
+    credential: &StoreCredential,
+) -> Result<Currency, PockytError> {
+    if params.text(field).is_none() {
+        return credential
+            .default_currency
+            .or_else(|| Currency::from_code("USD"))
+            .ok_or_else(|| PockytError::missing(field));
+    }
+    currency(params, field)
+}
+
 fn amount(params: &Params, field: &str, currency: Currency) -> Result<Money, PockytError> {
     let text = params
         .text(field)
@@ -186,10 +202,14 @@ async fn add(
 ) -> Result<Response, PockytError> {
     let Signed { params, credential } =
         authenticate(app.credentials(), &limit, &headers, body).await?;
-    let cur = currency(&params, "currency")?;
+    let cur = currency_or_default(&params, "currency", &credential)?;
+    // storeAdminNo (the cashier) is kept with the payment and echoed in its answers.
+    let extra = optional_text(&params, "storeAdminNo", 64)?
+        .filter(|s| !s.is_empty())
+        .map(|s| serde_json::json!({ "storeAdminNo": s }).to_string());
     let req = AddRequest {
         amount: amount(&params, "amount", cur)?,
-        settle_currency: currency(&params, "settleCurrency")?,
+        settle_currency: currency_or_default(&params, "settleCurrency", &credential)?,
         reference: key(&params, "reference")?.ok_or_else(|| PockytError::missing("reference"))?,
         store_no: credential.store_no.clone(),
         description: optional_text(&params, "description", 256)?,
@@ -206,7 +226,7 @@ async fn add(
             ),
         },
         dialect: Dialect::Pockyt,
-        extra: None,
+        extra,
     };
     let zone = credential.merchant.zone;
     let out = app

@@ -58,6 +58,12 @@ fn refunded(p: &PaymentRecord) -> Money {
         .unwrap_or(p.payment.amount())
 }
 
+/// The cashier the add named (`storeAdminNo`), kept in the payment's dialect-owned JSON.
+fn store_admin_no(p: &PaymentRecord) -> Option<String> {
+    let extra: Json = serde_json::from_str(p.extra.as_deref()?).ok()?;
+    extra.get("storeAdminNo")?.as_str().map(str::to_owned)
+}
+
 /// The transaction object of add and pay answers.
 pub fn transaction(p: &PaymentRecord, zone: MerchantZone) -> Json {
     json!({
@@ -70,7 +76,7 @@ pub fn transaction(p: &PaymentRecord, zone: MerchantZone) -> Json {
         "reference": p.reference,
         "refundAmount": money(refunded(p)),
         "settleCurrency": p.settle_currency.code(),
-        "storeAdminNo": null,
+        "storeAdminNo": store_admin_no(p),
         "storeNo": p.store_no,
         "transactionNo": p.transaction_no,
         "transactionStatus": transaction_status(p),

@@ -70,8 +70,19 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Replays of signed requests (`[replay]`).
     pub replay: ReplayConfig,
+    /// Which other origins' pages may read the merchant APIs' answers (`[cors]`).
+    pub cors: CorsConfig,
     /// Where health and metrics are served (`[observability]`).
     pub observability: ObservabilityConfig,
+}
+
+/// Browser pages of other origins (`[cors]` in the TOML file): none unless listed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins (`https://shop.example`) whose pages may call the merchant APIs.
+    #[serde(deserialize_with = "file::origins")]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Where `/healthz`, `/readyz` and `/metrics` are served (`[observability]` in the TOML file).
@@ -317,6 +328,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             rate_limit: RateLimitConfig::default(),
             replay: ReplayConfig::default(),
+            cors: CorsConfig::default(),
             observability: ObservabilityConfig::default(),
         }
     }
@@ -363,6 +375,13 @@ mod file {
 
     pub fn schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Schedule, D::Error> {
         parse_schedule(&String::deserialize(d)?).map_err(|e| D::Error::custom(format!("{e:#}")))
+    }
+
+    pub fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|o| crate::cors::parse_origin(o).map_err(D::Error::custom))
+            .collect()
     }
 
     pub fn networks<'de, D: Deserializer<'de>>(

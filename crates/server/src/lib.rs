@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod cors;
 mod dburl;
 pub mod hub;
 pub mod janitor;
@@ -322,6 +323,7 @@ pub fn app(
     config: &Config,
     limits: &RateLimits,
 ) -> Router {
+    let cors = cors::Cors::new(&config.cors.allowed_origins, lifecycle.store().clone());
     let mut router = Router::new()
         .merge(hub::routes(hub))
         .merge(tillgate_pockyt::router_with(
@@ -359,6 +361,7 @@ pub fn app(
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(cors, cors::cors))
         .layer(middleware::from_fn_with_state(
             body_rules,
             read_body_in_time,

@@ -82,13 +82,51 @@ impl CredentialStore for PgStore {
         store_no: &str,
     ) -> Result<Option<StoreRow>, StoreError> {
         let q = sqlx::query(
-            "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
+            "SELECT m.*, s.store_no, s.token_sealed, s.default_currency FROM stores s \
              JOIN merchants m ON m.id = s.merchant_id \
              WHERE m.merchant_no = $1 AND s.store_no = $2",
         )
         .bind(merchant_no)
         .bind(store_no);
         self.one(q, tillgate_store_sql::store_row).await
+    }
+
+    async fn set_cors_origins(
+        &self,
+        merchant_id: i64,
+        origins: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query("UPDATE merchants SET cors_origins = $1 WHERE id = $2")
+            .bind(origins)
+            .bind(merchant_id);
+        self.exec(q).await.map(drop)
+    }
+
+    async fn origin_of_a_merchant(&self, origin: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM merchants \
+             WHERE strpos(' ' || cors_origins || ' ', ' ' || $1 || ' ') > 0",
+        )
+        .bind(origin)
+        .fetch_one(&self.pool)
+        .await
+        .map(|n| n > 0)
+        .map_err(db_error)
+    }
+
+    async fn set_store_currency(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        currency: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query(
+            "UPDATE stores SET default_currency = $1 WHERE merchant_id = $2 AND store_no = $3",
+        )
+        .bind(currency)
+        .bind(merchant_id)
+        .bind(store_no);
+        self.exec(q).await.map(drop)
     }
 
     async fn add_app(

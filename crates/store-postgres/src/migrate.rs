@@ -25,6 +25,16 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0004_query_schedule.sql"),
     ),
     (5, "replays", include_str!("../migrations/0005_replays.sql")),
+    (
+        6,
+        "store_currency",
+        include_str!("../migrations/0006_store_currency.sql"),
+    ),
+    (
+        7,
+        "cors_origins",
+        include_str!("../migrations/0007_cors_origins.sql"),
+    ),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.

@@ -39,6 +39,10 @@ pub fn merchant(row: &impl Columns) -> Result<MerchantRecord, StoreError> {
         sandbox: row.int("sandbox")? != 0,
         created_at: time(row.int("created_at")?)?,
         notify_schedule: row.opt_text("notify_schedule")?,
+        cors_origins: row
+            .opt_text("cors_origins")?
+            .map(|o| o.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
         refund_reference_required: row.opt_int("refund_reference_required")?.map(|v| v != 0),
     })
 }
@@ -56,6 +60,10 @@ pub fn store_row(row: &impl Columns) -> Result<StoreRow, StoreError> {
         merchant: merchant(row)?,
         store_no: row.text("store_no")?,
         token_sealed: row.text("token_sealed")?,
+        default_currency: row
+            .opt_text("default_currency")?
+            .map(|c| currency(&c))
+            .transpose()?,
     })
 }
 

@@ -94,12 +94,63 @@ impl CredentialStore for SqliteStore {
         store_no: &str,
     ) -> Result<Option<StoreRow>, StoreError> {
         self.read_one(
-            "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
+            "SELECT m.*, s.store_no, s.token_sealed, s.default_currency FROM stores s \
              JOIN merchants m ON m.id = s.merchant_id \
              WHERE m.merchant_no = ? AND s.store_no = ?",
             params![merchant_no, store_no],
             |r| rows::store_row(r),
         )
+    }
+
+    async fn set_cors_origins(
+        &self,
+        merchant_id: i64,
+        origins: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(origins.map(str::to_owned)),
+            Bind::Int(Some(merchant_id)),
+        ];
+        self.write(move |conn| {
+            writer::execute(
+                conn,
+                "UPDATE merchants SET cors_origins = ? WHERE id = ?",
+                binds,
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn origin_of_a_merchant(&self, origin: &str) -> Result<bool, StoreError> {
+        let n = self.read_scalar(
+            "SELECT COUNT(*) FROM merchants \
+             WHERE instr(' ' || cors_origins || ' ', ' ' || ? || ' ') > 0",
+            origin,
+        )?;
+        Ok(n.unwrap_or(0) > 0)
+    }
+
+    async fn set_store_currency(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        currency: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(currency.map(str::to_owned)),
+            Bind::Int(Some(merchant_id)),
+            Bind::Text(Some(store_no.to_owned())),
+        ];
+        self.write(move |conn| {
+            writer::execute(
+                conn,
+                "UPDATE stores SET default_currency = ? WHERE merchant_id = ? AND store_no = ?",
+                binds,
+            )
+            .map(drop)
+        })
+        .await
     }
 
     async fn add_app(

@@ -62,19 +62,40 @@ pub enum Method {
     CancelPayment,
     BarcodePayment,
     QrCodePayment,
+    CreatePayments,
     QueryOrder,
     CreateRefund,
     QueryRefundOrder,
 }
 
+/// The `v3.Create…` variants YabandPay documents and tillgate does not build: answered with
+/// "not supported" (−3008) rather than "unknown method".
+pub const NOT_SUPPORTED: [&str; 9] = [
+    "v3.CreatePaymentsWechatMiniPay",
+    "v3.CreatePaymentsWechatAPPPay",
+    "v3.CreatePaymentsWechatH5Pay",
+    "v3.CreatePaymentsAlipayWap",
+    "v3.CreatePaymentsAlipayAppPay",
+    "v3.CreateWechatNativePay",
+    "v3.CreateCardPayments",
+    "v3.BankTransfer",
+    "v3.CreatePaymentsVoucher",
+];
+
+/// The `sub_pay_method`s of `v3.CreatePayments` (pay_method online). In the sandbox each one
+/// waits for the customer on the hosted page, who pays or declines there or through the
+/// sandbox control endpoint.
+pub const ONLINE_METHODS: [&str; 4] = ["WeChat Pay", "Alipay", "iDEAL", "Payconiq"];
+
 impl Method {
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::Pos,
         Method::PosReversal,
         Method::PosCancel,
         Method::CancelPayment,
         Method::BarcodePayment,
         Method::QrCodePayment,
+        Method::CreatePayments,
         Method::QueryOrder,
         Method::CreateRefund,
         Method::QueryRefundOrder,
@@ -89,6 +110,7 @@ impl Method {
             Method::CancelPayment => "v3.CancelPayment",
             Method::BarcodePayment => "v3.BarcodePayment",
             Method::QrCodePayment => "v3.QRcodePayment",
+            Method::CreatePayments => "v3.CreatePayments",
             Method::QueryOrder => "v3.QueryOrder",
             Method::CreateRefund => "v3.CreateRefund",
             Method::QueryRefundOrder => "v3.QueryRefundOrder",
@@ -187,6 +209,7 @@ async fn answer(app: &Lifecycle, config: &YabandConfig, s: &Signed) -> Result<Da
         Method::CancelPayment => cancel(app, config, s, Cancel::Silent).await,
         Method::BarcodePayment => barcode(app, s).await,
         Method::QrCodePayment => qr_code(app, s).await,
+        Method::CreatePayments => create_payments(app, s).await,
         Method::QueryOrder => query_order(app, s).await,
         Method::CreateRefund => create_refund(app, s).await,
         Method::QueryRefundOrder => query_refund(app, s).await,
@@ -243,6 +266,15 @@ async fn authenticate(
         .merchant_limit
         .check(user.merchant.merchant_no.as_str())
         .map_err(|busy| YabandError::busy(busy, "this merchant"))?;
+    if NOT_SUPPORTED.contains(&req.method.as_str()) {
+        return Err(YabandError::new(
+            Code::Unsupported,
+            format!(
+                "{} is not supported by this gateway; use v3.CreatePayments with pay_method online",
+                req.method
+            ),
+        ));
+    }
     let method = Method::parse(&req.method).ok_or_else(|| {
         YabandError::new(
             Code::UnknownMethod,
@@ -304,6 +336,7 @@ fn pay_extra(
         sub_pay_method: fields::text(p, "sub_pay_method", 32)?,
         description: description.clone(),
         demo: fields::text(p, "demo", 64)?,
+        ..PayExtra::default()
     })
 }
 
@@ -445,6 +478,76 @@ async fn qr_code(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> {
     )
     .await?;
     Ok(render::qr_payment(&PaymentView::of(&paid.snapshot())))
+}
+
+/// A return address of the shop's (`redirect_url`, `cancel_url`): http or https, bounded.
+fn return_url(p: &tillgate_wire::Params, field: &str) -> Result<Option<String>, YabandError> {
+    let Some(text) = fields::text(p, field, 512)? else {
+        return Ok(None);
+    };
+    match url::Url::parse(&text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(Some(text)),
+        _ => Err(YabandError::malformed(format!(
+            "data.{field} is not an http or https URL"
+        ))),
+    }
+}
+
+/// `v3.CreatePayments`: an online payment (WeChat Pay, Alipay, iDEAL, Payconiq) the customer
+/// completes on the hosted page at `url`; pending until the customer pays.
+async fn create_payments(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> {
+    let p = s.data();
+    match fields::required_text(p, "pay_method", 32)?.as_str() {
+        "online" => {}
+        other => {
+            return Err(YabandError::new(
+                Code::Unsupported,
+                format!("data.pay_method {other:?}: v3.CreatePayments takes online"),
+            ))
+        }
+    }
+    let sub_pay_method = fields::required_text(p, "sub_pay_method", 32)?;
+    if !ONLINE_METHODS.contains(&sub_pay_method.as_str()) {
+        return Err(YabandError::new(
+            Code::Unsupported,
+            format!(
+                "data.sub_pay_method {sub_pay_method:?} is not one of {}",
+                ONLINE_METHODS.join(", ")
+            ),
+        ));
+    }
+    let order_id = fields::key(p, "order_id")?;
+    let currency = fields::currency(p, "currency")?;
+    let amount = fields::amount(p, "amount", currency)?;
+    let description = Some(fields::required_text(p, "description", 256)?);
+    let notify_url = fields::notify_url(p, &|u| app.check_notify_url(u))?
+        .ok_or_else(|| YabandError::missing("data.notify_url"))?;
+    let timeout_minutes = fields::timeout_minutes(p)?;
+    let mut extra = pay_extra(Method::CreatePayments, &description, p)?;
+    extra.redirect_url = return_url(p, "redirect_url")?;
+    extra.cancel_url = return_url(p, "cancel_url")?;
+    extra.ideal_email = fields::text(p, "ideal_email", 256)?;
+    let paid = add_and_pay(
+        app,
+        s,
+        AddRequest {
+            store_no: s.user.tid.clone(),
+            reference: order_id,
+            amount,
+            settle_currency: currency,
+            description,
+            notify_url: Some(notify_url),
+            timeout_minutes,
+            dialect: DIALECT,
+            extra: Some(extra::to_json(&extra)),
+        },
+        PayRequest {
+            barcode: None,
+            vendor: Some(sub_pay_method),
+        },
+    )
+    .await?;
+    Ok(render::online_payment(&PaymentView::of(&paid.snapshot())))
 }
 
 /// The three ways to cancel.

@@ -24,6 +24,13 @@ pub struct PayExtra {
     /// The merchant's `demo` field, echoed in answers (seed 003's example shows it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demo: Option<String>,
+    /// `v3.CreatePayments`: where the customer goes once paid, and once cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ideal_email: Option<String>,
 }
 
 impl PayExtra {

@@ -141,7 +141,7 @@ pub fn payment_core(v: &PaymentView, state: &str) -> Data {
 pub fn payment(v: &PaymentView) -> Data {
     let mut d = payment_core(v, v.state_name());
     d.extend(data(vec![
-        ("pay_method", "offline".into()),
+        ("pay_method", pay_method(v).into()),
         ("sub_pay_method", opt(&v.extra.sub_pay_method)),
         ("settlement_amount", v.amount.to_decimal_string()),
         ("settlement_currency", v.amount.currency().code().to_owned()),
@@ -173,6 +173,26 @@ pub fn query_order(v: &PaymentView) -> Data {
     );
     let mut d = Data::new();
     d.insert("transaction_info".into(), Json::Object(info));
+    d
+}
+
+/// `online` for a payment of `v3.CreatePayments`, `offline` for the others.
+fn pay_method(v: &PaymentView) -> &'static str {
+    if v.extra.method.as_deref() == Some(crate::api::Method::CreatePayments.name()) {
+        "online"
+    } else {
+        "offline"
+    }
+}
+
+/// `v3.CreatePayments`' answer: the payment and the hosted page the customer completes it on.
+pub fn online_payment(v: &PaymentView) -> Data {
+    let mut d = payment(v);
+    d.insert(
+        "url".into(),
+        Json::String(format!("{QR_URL}{}", v.trade_id)),
+    );
+    d.insert("exchange_rate".into(), Json::String("1".into()));
     d
 }
 

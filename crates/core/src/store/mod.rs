@@ -230,6 +230,21 @@ pub trait CredentialStore: Send + Sync + 'static {
         merchant_no: &str,
         store_no: &str,
     ) -> Result<Option<StoreRow>, StoreError>;
+    /// Sets (or clears) a merchant's CORS origins (separated by spaces).
+    async fn set_cors_origins(
+        &self,
+        merchant_id: i64,
+        origins: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Whether some merchant lists `origin` among its CORS origins.
+    async fn origin_of_a_merchant(&self, origin: &str) -> Result<bool, StoreError>;
+    /// Sets (or clears) a store's default currency (an ISO 4217 code).
+    async fn set_store_currency(
+        &self,
+        merchant_id: i64,
+        store_no: &str,
+        currency: Option<&str>,
+    ) -> Result<(), StoreError>;
     /// Adds a unified-API app to a merchant (or returns the existing app's sealed secret).
     async fn add_app(
         &self,
