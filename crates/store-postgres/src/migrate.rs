@@ -25,13 +25,31 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0004_query_schedule.sql"),
     ),
     (5, "replays", include_str!("../migrations/0005_replays.sql")),
+    (
+        6,
+        "key_check",
+        include_str!("../migrations/0006_key_check.sql"),
+    ),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.
 const LOCK_KEY: i64 = 0x7469_6c6c_6761_7465;
 
-pub async fn apply(pool: &PgPool) -> Result<(), StoreError> {
+/// Applies pending migrations; without `create`, a database that holds no tillgate schema yet
+/// is refused ([`StoreError::Missing`]) and left as it is.
+pub async fn apply(pool: &PgPool, create: bool) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await.map_err(db_error)?;
+    if !create {
+        let ours: bool = sqlx::query_scalar("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        if !ours {
+            return Err(StoreError::Missing(
+                "the database holds no tillgate data".into(),
+            ));
+        }
+    }
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(LOCK_KEY)
         .execute(&mut *conn)

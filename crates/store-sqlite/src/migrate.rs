@@ -24,9 +24,29 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0004_query_schedule.sql"),
     ),
     (5, "replays", include_str!("../migrations/0005_replays.sql")),
+    (
+        6,
+        "key_check",
+        include_str!("../migrations/0006_key_check.sql"),
+    ),
 ];
 
-pub async fn apply(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+/// Applies pending migrations; without `create`, a database that holds no tillgate schema yet
+/// is refused ([`StoreError::Missing`]) and left as it is.
+pub async fn apply(conn: &mut SqliteConnection, create: bool) -> Result<(), StoreError> {
+    if !create {
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        if tables == 0 {
+            return Err(StoreError::Missing(
+                "the database holds no tillgate data".into(),
+            ));
+        }
+    }
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (\
              version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
