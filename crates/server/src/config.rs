@@ -44,6 +44,8 @@ pub struct Config {
     /// 64 hex characters; sealing key of credentials at rest.
     #[serde(deserialize_with = "file::secret")]
     pub master_key: Option<Secret<String>>,
+    /// A file holding the master key (64 hex characters); it takes the place of `master_key`.
+    pub master_key_file: Option<PathBuf>,
     /// Time zone of merchants created without one.
     #[serde(deserialize_with = "file::zone")]
     pub default_timezone: MerchantZone,
@@ -290,6 +292,7 @@ impl Default for Config {
             database_url: "sqlite://tillgate.db".into(),
             mode: Mode::Sandbox,
             master_key: None,
+            master_key_file: None,
             default_timezone: MerchantZone::utc(),
             max_body_bytes: 64 * 1024,
             database_max_connections: 16,
@@ -311,8 +314,15 @@ impl Config {
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("config file {} is not valid", path.display()))
+        let config: Config = toml::from_str(&text)
+            .with_context(|| format!("config file {} is not valid", path.display()))?;
+        if config.master_key.is_some() && config.master_key_file.is_some() {
+            bail!(
+                "config file {} gives both master_key and master_key_file; keep one",
+                path.display()
+            );
+        }
+        Ok(config)
     }
 
     /// Where sandbox mode keeps its generated master key: beside the SQLite file.
