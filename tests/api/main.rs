@@ -36,6 +36,7 @@ mod connections;
 mod helpers;
 mod notifications;
 mod operator;
+mod operator_safety;
 mod pockyt_story;
 mod postgres_nodes;
 mod rate_limits;
