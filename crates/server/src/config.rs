@@ -626,6 +626,88 @@ per_address = 0
         assert_eq!(set.merchant(Mode::Sandbox), None);
     }
 
+    /// Every setting of the configuration file, as `table.key` (`merchant_channels.N.key` for
+    /// a merchant's wallet). A new setting goes here and into `tillgate.example.toml`.
+    const EVERY_SETTING: &[&str] = &[
+        "listen",
+        "database_url",
+        "mode",
+        "master_key",
+        "master_key_file",
+        "default_timezone",
+        "max_body_bytes",
+        "database_max_connections",
+        "admin_token",
+        "janitor_interval_ms",
+        "terminal_wait_ms",
+        "notify.schedule_s",
+        "notify.timeout_ms",
+        "notify.allowed_networks",
+        "notify.max_in_flight",
+        "notify.max_in_flight_per_merchant",
+        "channel.wallet",
+        "channel.key",
+        "channel.timeout_ms",
+        "merchant_channels.N.wallet",
+        "merchant_channels.N.key",
+        "merchant_channels.N.timeout_ms",
+        "http.header_read_timeout_ms",
+        "http.body_read_timeout_ms",
+        "http.idle_timeout_ms",
+        "http.max_connections",
+        "http.max_connections_per_address",
+        "rate_limit.per_merchant",
+        "rate_limit.per_merchant_burst",
+        "rate_limit.per_address",
+        "rate_limit.per_address_burst",
+        "replay.window_s",
+        "replay.require_refund_reference",
+    ];
+
+    /// The `table.key` paths of a TOML document (a merchant's number reads as N).
+    fn settings_of(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let key = if prefix == "merchant_channels." {
+                "N"
+            } else {
+                key
+            };
+            match value {
+                toml::Value::Table(inner) => settings_of(inner, &format!("{prefix}{key}."), out),
+                _ => out.push(format!("{prefix}{key}")),
+            }
+        }
+    }
+
+    #[test]
+    fn the_sample_configuration_names_every_setting_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tillgate.example.toml");
+        // As shipped, it loads, and every value in it is the default.
+        let shipped = Config::from_file(&path).unwrap();
+        assert_eq!(format!("{shipped:?}"), format!("{:?}", Config::default()));
+        // With the settings it shows commented out switched on, it still loads, and it names
+        // every setting there is.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let on: String = text
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let everything: Config = toml::from_str(&on).unwrap();
+        assert!(everything.master_key.is_some() && everything.merchant_channels.len() == 1);
+        let mut named = Vec::new();
+        settings_of(&toml::from_str(&on).unwrap(), "", &mut named);
+        named.sort();
+        let mut every: Vec<String> = EVERY_SETTING.iter().map(|s| s.to_string()).collect();
+        every.sort();
+        assert_eq!(named, every);
+    }
+
     #[test]
     fn sqlite_urls_name_their_file() {
         assert_eq!(sqlite_path("sqlite://tillgate.db"), Some("tillgate.db"));
