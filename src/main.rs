@@ -268,6 +268,18 @@ enum SandboxCommand {
         #[arg(long)]
         outcome: String,
     },
+    /// Answer for the wallet on a transaction's cancel in progress (amounts ending in 53).
+    SettleCancel {
+        /// The running gateway, e.g. http://127.0.0.1:8080
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// The transactionNo of the payment whose cancel is in progress.
+        #[arg(long)]
+        transaction_no: String,
+        /// succeeded or failed
+        #[arg(long)]
+        outcome: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -312,7 +324,12 @@ fn main() -> anyhow::Result<()> {
                 server,
                 transaction_no,
                 outcome,
-            }) => sandbox_settle(&server, &transaction_no, &outcome).await,
+            }) => sandbox_settle(&server, &transaction_no, "settle", &outcome).await,
+            Command::Sandbox(SandboxCommand::SettleCancel {
+                server,
+                transaction_no,
+                outcome,
+            }) => sandbox_settle(&server, &transaction_no, "cancel/settle", &outcome).await,
         }
     })
 }
@@ -606,12 +623,19 @@ async fn unresolved(common: Common, limit: i64, format: Format) -> anyhow::Resul
     }
 }
 
-async fn sandbox_settle(server: &str, transaction_no: &str, outcome: &str) -> anyhow::Result<()> {
+/// Plays the wallet's answer through the sandbox control endpoint
+/// `/sandbox/v1/payments/{transactionNo}/{what}`.
+async fn sandbox_settle(
+    server: &str,
+    transaction_no: &str,
+    what: &str,
+    outcome: &str,
+) -> anyhow::Result<()> {
     if !server.starts_with("http://") {
         anyhow::bail!("--server must be an http:// URL, not {server:?}");
     }
     let url = format!(
-        "{}/sandbox/v1/payments/{transaction_no}/settle",
+        "{}/sandbox/v1/payments/{transaction_no}/{what}",
         server.trim_end_matches('/')
     );
     let answer = post_json(&url, &serde_json::json!({ "outcome": outcome })).await?;

@@ -579,6 +579,7 @@ on_both_backends!(
     merchant_create_is_idempotent_and_atomic,
     merchant_update_changes_what_create_leaves_alone,
     listings_print_as_tables,
+    the_sandbox_cli_settles_a_cancel_found_by_its_transaction,
 );
 
 /// Runs `tillgate ARGS` with its standard output closed before it writes.
@@ -690,4 +691,33 @@ async fn shutdown_says_what_it_waits_for_and_a_second_signal_ends_it() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "a second Ctrl-C ends it at once");
     sale.abort();
+}
+
+async fn the_sandbox_cli_settles_a_cancel_found_by_its_transaction(app: TestApp) {
+    let pos = app.pos();
+    let no = pos.paid(&reference("cancel-53"), "5.53").await;
+    let cancel = pos.cancel(&no).await;
+    assert_eq!(cancel["ret_code"], "000100", "{cancel}");
+    let settle = |outcome: &str| {
+        Command::new(binary())
+            .args(["sandbox", "settle-cancel", "--server", &app.base])
+            .args(["--transaction-no", &no, "--outcome", outcome])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = settle("succeeded");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["transactionNo"], no.as_str(), "{answer}");
+    assert_eq!(answer["cancelState"], 2, "{answer}");
+    let q = pos.query(&no).await;
+    assert_eq!(q["result"]["refundAmount"], "5.53", "reversed in full: {q}");
+    // Nothing is in progress any more: the gateway says so, and the command fails with it.
+    let out = settle("succeeded");
+    assert!(
+        !out.status.success() && stderr(&out).contains("no cancel in progress"),
+        "{}",
+        stderr(&out)
+    );
 }
