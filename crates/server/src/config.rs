@@ -709,6 +709,32 @@ per_address = 0
     }
 
     #[test]
+    fn every_toml_snippet_of_the_readme_is_a_configuration_the_gateway_accepts() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let snippets: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap_or(""))
+            .collect();
+        assert!(
+            snippets.len() >= 3,
+            "too few TOML snippets: {}",
+            snippets.len()
+        );
+        for snippet in snippets {
+            let c: Config = toml::from_str(snippet)
+                .unwrap_or_else(|e| panic!("README snippet refused: {e}\n{snippet}"));
+            for wallet in std::iter::once(&c.channel).chain(c.merchant_channels.values()) {
+                if let Some(key) = &wallet.key {
+                    tillgate_wallet::protocol::parse_key_hex(key.expose())
+                        .unwrap_or_else(|e| panic!("README wallet key refused: {e}\n{snippet}"));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn sqlite_urls_name_their_file() {
         assert_eq!(sqlite_path("sqlite://tillgate.db"), Some("tillgate.db"));
         assert_eq!(sqlite_path("sqlite:/tmp/x.db?mode=rwc"), Some("/tmp/x.db"));
