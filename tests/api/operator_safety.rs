@@ -188,7 +188,7 @@ async fn a_wrong_master_key_is_refused_by_the_server_and_every_command(db: Fresh
     let out = db.run(&create);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("holds credentials sealed with a master key"),
+        stderr(&out).contains("was first used with a master key"),
         "{}",
         stderr(&out)
     );

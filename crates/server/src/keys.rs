@@ -122,8 +122,8 @@ async fn sandbox_key(config: &Config, store: &dyn Store) -> anyhow::Result<Maste
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if store.key_check().await?.is_some() || store.first_store_row().await?.is_some() {
                 bail!(
-                    "the database {} holds credentials sealed with a master key, and none is \
-                     given (there is no sandbox key file {}): set {SETTINGS}",
+                    "the database {} was first used with a master key, and none is given (there \
+                     is no sandbox key file {}): set {SETTINGS}",
                     redact_url(&config.database_url),
                     path.display()
                 );
