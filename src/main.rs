@@ -1,17 +1,21 @@
-//! The `tillgate` command: `serve`, `merchant create`, `sandbox settle`.
+//! The `tillgate` command: `serve`, `merchant`, `notify`, `unresolved`, `sandbox`, `terminal`,
+//! `wallet-sim` and `completions`.
 //!
 //! `main` only parses the command line and wires things up; the gateway itself is built by
 //! `tillgate_server::run`, which the tests call through this binary.
 
 mod logging;
+mod merchant;
+mod output;
 mod terminal_sim;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use output::{emit, emit_json, Format};
 use std::path::PathBuf;
 use tillgate_core::Secret;
 use tillgate_domain::{Clock, SystemClock};
-use tillgate_server::config::{parse_zone, Config, Mode};
+use tillgate_server::config::{Config, Mode};
 
 #[derive(Parser)]
 #[command(
@@ -51,12 +55,23 @@ enum Command {
     /// A standalone wallet server speaking the HTTP wallet protocol, with fault injection.
     WalletSim(WalletSimArgs),
     /// Operations the wallet has not answered yet (money possibly in flight), with their
-    /// timelines, as JSON.
+    /// timelines.
     Unresolved {
         #[command(flatten)]
         common: Common,
+        /// The most operations listed, oldest first.
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// json (every event of each timeline) or table (one line each).
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Prints a completion script for SHELL, e.g. `tillgate completions bash >
+    /// /etc/bash_completion.d/tillgate`.
+    Completions {
+        /// bash, elvish, fish, powershell or zsh.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -99,7 +114,7 @@ struct WalletSimArgs {
 
 #[derive(Subcommand)]
 enum NotifyCommand {
-    /// Print notifications and every attempt as JSON.
+    /// Print notifications with every attempt.
     List {
         #[command(flatten)]
         common: Common,
@@ -112,14 +127,19 @@ enum NotifyCommand {
         /// Only those of this transaction.
         #[arg(long)]
         transaction_no: Option<String>,
+        /// The most notifications listed, newest first.
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// json (every attempt of each) or table (one line each).
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
     },
     /// Make notifications pending again, due now: one by id, or all failed since a time. A
     /// running gateway sends them within a second.
     Resend {
         #[command(flatten)]
         common: Common,
+        /// The notification to send again (its `id` in `notify list`).
         #[arg(
             long,
             conflicts_with = "failed_since",
@@ -146,8 +166,12 @@ struct Common {
     /// Size of this node's PostgreSQL connection pool (default 16).
     #[arg(long, env = "TILLGATE_DATABASE_MAX_CONNECTIONS")]
     database_max_connections: Option<u32>,
-    /// Master key sealing credentials at rest (64 hex characters).
-    #[arg(long, env = "TILLGATE_MASTER_KEY", hide_env_values = true)]
+    /// A file holding the master key that seals credentials at rest (64 hex characters); or
+    /// set TILLGATE_MASTER_KEY to the key itself.
+    #[arg(long, env = "TILLGATE_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Refused: a key on the command line shows to every user of the machine (ps).
+    #[arg(long, hide = true)]
     master_key: Option<String>,
 }
 
@@ -166,8 +190,30 @@ impl Common {
         if let Some(v) = self.mode {
             c.mode = v;
         }
-        if let Some(v) = &self.master_key {
-            c.master_key = Some(Secret::new(v.clone()));
+        if self.master_key.is_some() {
+            anyhow::bail!(
+                "--master-key is not accepted: a key on the command line shows to every user of \
+                 this machine (ps). Give it with --master-key-file or TILLGATE_MASTER_KEY_FILE (a \
+                 file holding the key), or TILLGATE_MASTER_KEY"
+            );
+        }
+        let from_env = std::env::var("TILLGATE_MASTER_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+        match (&self.master_key_file, from_env) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "TILLGATE_MASTER_KEY and a master key file (--master-key-file or \
+                 TILLGATE_MASTER_KEY_FILE) are both given; give the master key one way"
+            ),
+            (Some(file), None) => {
+                c.master_key_file = Some(file.clone());
+                c.master_key = None;
+            }
+            (None, Some(key)) => {
+                c.master_key = Some(Secret::new(key));
+                c.master_key_file = None;
+            }
+            (None, None) => {}
         }
         Ok(c)
     }
@@ -212,45 +258,13 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum MerchantCommand {
-    /// Create a merchant with a store (or add a store to an existing merchant) and print the
-    /// credentials as JSON.
-    Create {
-        #[command(flatten)]
-        common: Common,
-        #[arg(long)]
-        merchant_no: String,
-        #[arg(long)]
-        store_no: String,
-        /// The store's API token; random when absent.
-        #[arg(long)]
-        token: Option<String>,
-        /// IANA time zone of the merchant's business day (default: the configured default).
-        #[arg(long)]
-        timezone: Option<String>,
-        /// The store's default currency (ISO 4217): what a Pockyt add naming no currency or
-        /// settle currency is in (USD when never set).
-        #[arg(long)]
-        currency: Option<String>,
-        /// An origin (https://shop.example) whose browser pages may read this merchant's
-        /// answers (CORS); repeat for several. Given, it replaces the merchant's list.
-        #[arg(long = "cors-origin")]
-        cors_origins: Vec<String>,
-        /// The unified-API app id; random (24 hex digits) when absent.
-        #[arg(long)]
-        app_id: Option<String>,
-        /// The unified-API app secret; random when absent.
-        #[arg(long)]
-        app_secret: Option<String>,
-        /// The merchant's own notification schedule, e.g. "0,30,60" (default: the gateway's).
-        #[arg(long)]
-        notify_schedule_s: Option<String>,
-        /// A POS terminal's id (also the YabandPay user of its methods); random when absent.
-        #[arg(long)]
-        tid: Option<String>,
-        /// The terminal's secret key; random when absent.
-        #[arg(long)]
-        terminal_secret: Option<String>,
-    },
+    /// Create a merchant with a store, an app and a terminal (or add a store to an existing
+    /// merchant) and print the credentials as JSON. Running it again with the same arguments
+    /// prints the same credentials and adds nothing.
+    Create(merchant::CreateArgs),
+    /// Change an existing merchant's time zone, notification schedule or refund policy, and
+    /// print its settings as JSON.
+    Update(merchant::UpdateArgs),
 }
 
 #[derive(Subcommand)]
@@ -260,9 +274,22 @@ enum SandboxCommand {
         /// The running gateway, e.g. http://127.0.0.1:8080
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
+        /// The pending payment's transactionNo.
         #[arg(long)]
         transaction_no: String,
         /// paid or declined
+        #[arg(long)]
+        outcome: String,
+    },
+    /// Answer for the wallet on a transaction's cancel in progress (amounts ending in 53).
+    SettleCancel {
+        /// The running gateway, e.g. http://127.0.0.1:8080
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// The transactionNo of the payment whose cancel is in progress.
+        #[arg(long)]
+        transaction_no: String,
+        /// succeeded or failed
         #[arg(long)]
         outcome: String,
     },
@@ -277,42 +304,16 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Merchant(MerchantCommand::Create {
-                common,
-                merchant_no,
-                store_no,
-                token,
-                timezone,
-                currency,
-                cors_origins,
-                app_id,
-                app_secret,
-                notify_schedule_s,
-                tid,
-                terminal_secret,
-            }) => {
-                let new = NewMerchantArgs {
-                    tid,
-                    terminal_secret,
-                    merchant_no,
-                    store_no,
-                    token,
-                    timezone,
-                    currency,
-                    cors_origins,
-                    app_id,
-                    app_secret,
-                    notify_schedule_s,
-                };
-                merchant_create(common, new).await
-            }
+            Command::Merchant(MerchantCommand::Create(args)) => merchant::create(args).await,
+            Command::Merchant(MerchantCommand::Update(args)) => merchant::update(args).await,
             Command::Notify(NotifyCommand::List {
                 common,
                 status,
                 since,
                 transaction_no,
                 limit,
-            }) => notify_list(common, status, since, transaction_no, limit).await,
+                format,
+            }) => notify_list(common, status, since, transaction_no, limit, format).await,
             Command::Notify(NotifyCommand::Resend {
                 common,
                 id,
@@ -320,12 +321,22 @@ fn main() -> anyhow::Result<()> {
             }) => notify_resend(common, id, failed_since).await,
             Command::Terminal(args) => terminal_sim::run(args).await,
             Command::WalletSim(args) => wallet_sim(args).await,
-            Command::Unresolved { common, limit } => unresolved(common, limit).await,
+            Command::Unresolved {
+                common,
+                limit,
+                format,
+            } => unresolved(common, limit, format).await,
+            Command::Completions { shell } => completions(shell),
             Command::Sandbox(SandboxCommand::Settle {
                 server,
                 transaction_no,
                 outcome,
-            }) => sandbox_settle(&server, &transaction_no, &outcome).await,
+            }) => sandbox_settle(&server, &transaction_no, "settle", &outcome).await,
+            Command::Sandbox(SandboxCommand::SettleCancel {
+                server,
+                transaction_no,
+                outcome,
+            }) => sandbox_settle(&server, &transaction_no, "cancel/settle", &outcome).await,
         }
     })
 }
@@ -376,180 +387,62 @@ impl ServeArgs {
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
 /// future is first polled, so a signal that arrives right after the server says it listens
-/// still shuts it down gracefully.
+/// still shuts it down gracefully. A second signal during the graceful shutdown ends the
+/// process at once (exit status 130): every answered write is durable already, and what was
+/// still in flight stays as the store has it (a terminal sale's command stays open).
 fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    #[cfg(unix)]
-    let mut interrupt =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let mut signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
     async move {
         #[cfg(unix)]
         {
-            let term = async {
-                match terminate.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            let int = async {
-                match interrupt.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = term => {},
-                _ = int => {},
-            }
+            next_signal(&mut signals).await;
+            tracing::info!(
+                "shutting down: finishing requests in flight (a second Ctrl-C stops at once)"
+            );
+            tokio::spawn(async move {
+                next_signal(&mut signals).await;
+                tracing::warn!(
+                    "second signal: stopping at once; answered writes are durable, requests \
+                     still in flight get no answer"
+                );
+                std::process::exit(130);
+            });
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down: finishing requests in flight");
         }
-        tracing::info!("shutting down: finishing requests in flight");
     }
 }
 
-/// What `merchant create` was asked for.
-struct NewMerchantArgs {
-    merchant_no: String,
-    store_no: String,
-    token: Option<String>,
-    timezone: Option<String>,
-    currency: Option<String>,
-    cors_origins: Vec<String>,
-    app_id: Option<String>,
-    app_secret: Option<String>,
-    notify_schedule_s: Option<String>,
-    tid: Option<String>,
-    terminal_secret: Option<String>,
-}
-
-async fn merchant_create(common: Common, args: NewMerchantArgs) -> anyhow::Result<()> {
-    let config = common.config()?;
-    let merchant_no = tillgate_domain::MerchantNo::parse(&args.merchant_no)
-        .map_err(|e| anyhow::anyhow!("--merchant-no {e}"))?;
-    let store_no = tillgate_domain::StoreNo::parse(&args.store_no)
-        .map_err(|e| anyhow::anyhow!("--store-no {e}"))?;
-    let zone = match args.timezone {
-        Some(z) => parse_zone(&z)?,
-        None => config.default_timezone,
-    };
-    let currency = args
-        .currency
-        .map(|c| {
-            tillgate_domain::Currency::from_code(&c.to_ascii_uppercase())
-                .ok_or_else(|| anyhow::anyhow!("--currency {c} is not an ISO 4217 code"))
-        })
-        .transpose()?;
-    let cors_origins = args
-        .cors_origins
-        .iter()
-        .map(|o| {
-            tillgate_server::cors::parse_origin(o).map_err(|e| anyhow::anyhow!("--cors-origin {e}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let token = secret_arg("--token", args.token, 32)?;
-    let app_id = match args.app_id {
-        Some(id) => tillgate_domain::Key::parse(&id)
-            .map_err(|e| anyhow::anyhow!("--app-id {e}"))?
-            .as_str()
-            .to_owned(),
-        None => random_hex(24),
-    };
-    let app_secret = secret_arg("--app-secret", args.app_secret, 64)?;
-    let tid = match args.tid {
-        Some(t) => tillgate_domain::Key::parse(&t)
-            .map_err(|e| anyhow::anyhow!("--tid {e}"))?
-            .as_str()
-            .to_owned(),
-        None => format!("T{}", &random_hex(10).to_uppercase()),
-    };
-    let terminal_secret = secret_arg("--terminal-secret", args.terminal_secret, 32)?;
-    let schedule = args
-        .notify_schedule_s
-        .as_deref()
-        .map(tillgate_server::config::parse_schedule)
-        .transpose()?;
-    let secrets = tillgate_server::master_key(&config)?;
-    let store =
-        tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
-    let service = tillgate_server::credentials(store.clone(), secrets);
-    let merchant = service
-        .create_merchant(merchant_no.as_str(), zone, false)
-        .await
-        .context("cannot create the merchant")?;
-    let (token, store_created) = service
-        .add_store(&merchant, store_no.as_str(), &token)
-        .await
-        .context("cannot add the store")?;
-    if !cors_origins.is_empty() {
-        service
-            .set_cors_origins(&merchant, &cors_origins)
-            .await
-            .context("cannot set the merchant's CORS origins")?;
+/// The next SIGTERM or SIGINT (never, for a handler that could not be installed).
+#[cfg(unix)]
+async fn next_signal(
+    signals: &mut (
+        Option<tokio::signal::unix::Signal>,
+        Option<tokio::signal::unix::Signal>,
+    ),
+) {
+    async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
     }
-    if let Some(currency) = currency {
-        service
-            .set_store_currency(&merchant, store_no.as_str(), Some(currency))
-            .await
-            .context("cannot set the store's currency")?;
-    }
-    let (app_secret, app_created) = service
-        .add_app(&merchant, &app_id, &app_secret)
-        .await
-        .context("cannot add the app (is the app id another merchant's?)")?;
-    let (terminal_secret, terminal_created) = service
-        .add_terminal(&merchant, &tid, &terminal_secret)
-        .await
-        .context("cannot add the terminal (is the tid another merchant's?)")?;
-    if let Some(schedule) = &schedule {
-        service
-            .set_notify_schedule(&merchant, Some(schedule))
-            .await?;
-    }
-    store.close().await;
-    let out = serde_json::json!({
-        "merchantNo": merchant.merchant_no,
-        "timezone": merchant.zone.name(),
-        "corsOrigins": if cors_origins.is_empty() { merchant.cors_origins.clone() } else { cors_origins },
-        "notifySchedule": schedule.map(|s| s.to_text()).or(merchant.notify_schedule),
-        "pockyt": {
-            "merchantNo": merchant.merchant_no,
-            "storeNo": store_no.as_str(),
-            "token": token.expose(),
-            "currency": currency.as_ref().map(tillgate_domain::Currency::code),
-            "created": store_created,
-        },
-        "unified": {
-            "mchNo": merchant.merchant_no,
-            "appId": app_id,
-            "appSecret": app_secret.expose(),
-            "created": app_created,
-        },
-        "terminal": {
-            "tid": tid,
-            "secret": terminal_secret.expose(),
-            "created": terminal_created,
-        },
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
-}
-
-/// A credential from the command line (at least 16 characters), or a random one of `len` hex
-/// digits.
-fn secret_arg(flag: &str, given: Option<String>, len: usize) -> anyhow::Result<Secret<String>> {
-    match given {
-        Some(t) if t.len() < 16 => anyhow::bail!("{flag} must be at least 16 characters"),
-        Some(t) => Ok(Secret::new(t)),
-        None => Ok(Secret::new(random_hex(len))),
+    let (term, int) = signals;
+    tokio::select! {
+        () = one(term) => {},
+        () = one(int) => {},
     }
 }
 
@@ -559,10 +452,10 @@ async fn notify_list(
     since: Option<String>,
     transaction_no: Option<String>,
     limit: i64,
+    format: Format,
 ) -> anyhow::Result<()> {
     let config = common.config()?;
-    let store =
-        tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
+    let store = open_for_command(&config).await?;
     let filter = tillgate_server::admin::filter(
         store.as_ref(),
         status.as_deref(),
@@ -577,8 +470,113 @@ async fn notify_list(
         None => serde_json::json!({ "notifications": [] }),
     };
     store.close().await;
-    println!("{}", serde_json::to_string_pretty(&listing)?);
-    Ok(())
+    match format {
+        Format::Json => emit_json(&listing),
+        Format::Table => emit(&output::table(
+            listing["notifications"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice),
+            &NOTIFICATION_COLUMNS,
+            "no notifications",
+        )),
+    }
+}
+
+/// The columns of `notify list --format table`.
+const NOTIFICATION_COLUMNS: [output::Column; 7] = [
+    output::Column {
+        heading: "ID",
+        cell: |n| output::text(&n["id"]),
+    },
+    output::Column {
+        heading: "TRANSACTION",
+        cell: |n| output::text(&n["transactionNo"]),
+    },
+    output::Column {
+        heading: "TOPIC",
+        cell: |n| output::text(&n["topic"]),
+    },
+    output::Column {
+        heading: "STATUS",
+        cell: |n| output::text(&n["status"]),
+    },
+    output::Column {
+        heading: "ATTEMPTS",
+        cell: |n| output::text(&n["attempts"]),
+    },
+    output::Column {
+        heading: "LAST HTTP",
+        cell: |n| {
+            let last = n["attemptLog"].as_array().and_then(|a| a.last());
+            last.map_or("-".into(), |a| match &a["httpStatus"] {
+                serde_json::Value::Null => output::text(&a["error"]),
+                status => output::text(status),
+            })
+        },
+    },
+    output::Column {
+        heading: "URL",
+        cell: |n| output::text(&n["targetUrl"]),
+    },
+];
+
+/// The columns of `unresolved --format table`.
+const UNRESOLVED_COLUMNS: [output::Column; 6] = [
+    output::Column {
+        heading: "KIND",
+        cell: |o| output::text(&o["kind"]),
+    },
+    output::Column {
+        heading: "TRANSACTION",
+        cell: |o| output::text(&o["transactionNo"]),
+    },
+    output::Column {
+        heading: "OPERATION",
+        cell: |o| output::text(&o["operationNo"]),
+    },
+    output::Column {
+        heading: "MERCHANT",
+        cell: |o| output::text(&o["merchantNo"]),
+    },
+    output::Column {
+        heading: "SINCE",
+        cell: |o| output::text(&o["since"]),
+    },
+    output::Column {
+        heading: "LAST EVENT",
+        cell: |o| {
+            let last = o["events"].as_array().and_then(|e| e.last());
+            last.map_or("-".into(), |e| {
+                format!(
+                    "{} {}",
+                    output::text(&e["kind"]),
+                    output::text(&e["detail"])
+                )
+            })
+        },
+    },
+];
+
+/// Opens the database an operator command was pointed at — it must exist — and checks the
+/// master key when one is given (production mode needs it).
+async fn open_for_command(
+    config: &Config,
+) -> anyhow::Result<std::sync::Arc<dyn tillgate_core::Store>> {
+    let store =
+        tillgate_server::open_existing_store(&config.database_url, config.database_max_connections)
+            .await?;
+    if let Err(e) = tillgate_server::keys::check_given_key(config, store.clone()).await {
+        store.close().await;
+        return Err(e);
+    }
+    Ok(store)
+}
+
+/// Prints the completion script of `shell`.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "tillgate", &mut script);
+    emit(String::from_utf8_lossy(&script).trim_end())
 }
 
 async fn notify_resend(
@@ -595,12 +593,10 @@ async fn notify_resend(
         ),
         (None, None) => anyhow::bail!("give --id or --failed-since"),
     };
-    let store =
-        tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
-    let n = store.resend(what, SystemClock.now()).await?;
+    let store = open_for_command(&config).await?;
+    let n = store.resend(what, SystemClock.now()).await;
     store.close().await;
-    println!("{}", serde_json::json!({ "resent": n }));
-    Ok(())
+    emit(&serde_json::json!({ "resent": n? }).to_string())
 }
 
 async fn wallet_sim(args: WalletSimArgs) -> anyhow::Result<()> {
@@ -618,35 +614,42 @@ async fn wallet_sim(args: WalletSimArgs) -> anyhow::Result<()> {
     tillgate_wallet::run_simulator(config, shutdown_signal()).await
 }
 
-async fn unresolved(common: Common, limit: i64) -> anyhow::Result<()> {
+async fn unresolved(common: Common, limit: i64, format: Format) -> anyhow::Result<()> {
     let config = common.config()?;
-    let store =
-        tillgate_server::open_store(&config.database_url, config.database_max_connections).await?;
+    let store = open_for_command(&config).await?;
     let listing =
-        tillgate_server::admin::unresolved_listing(store.as_ref(), SystemClock.now(), limit)
-            .await?;
+        tillgate_server::admin::unresolved_listing(store.as_ref(), SystemClock.now(), limit).await;
     store.close().await;
-    println!("{}", serde_json::to_string_pretty(&listing)?);
-    Ok(())
+    let listing = listing?;
+    match format {
+        Format::Json => emit_json(&listing),
+        Format::Table => emit(&output::table(
+            listing["unresolved"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice),
+            &UNRESOLVED_COLUMNS,
+            "no unresolved operations",
+        )),
+    }
 }
 
-/// `len` random lower-case hex digits (at most 64).
-fn random_hex(len: usize) -> String {
-    let key = tillgate_core::SecretBox::generate_key_hex();
-    key.expose()[..len.min(64)].to_owned()
-}
-
-async fn sandbox_settle(server: &str, transaction_no: &str, outcome: &str) -> anyhow::Result<()> {
+/// Plays the wallet's answer through the sandbox control endpoint
+/// `/sandbox/v1/payments/{transactionNo}/{what}`.
+async fn sandbox_settle(
+    server: &str,
+    transaction_no: &str,
+    what: &str,
+    outcome: &str,
+) -> anyhow::Result<()> {
     if !server.starts_with("http://") {
         anyhow::bail!("--server must be an http:// URL, not {server:?}");
     }
     let url = format!(
-        "{}/sandbox/v1/payments/{transaction_no}/settle",
+        "{}/sandbox/v1/payments/{transaction_no}/{what}",
         server.trim_end_matches('/')
     );
     let answer = post_json(&url, &serde_json::json!({ "outcome": outcome })).await?;
-    println!("{answer}");
-    Ok(())
+    emit(&answer)
 }
 
 /// POSTs `body` as JSON and returns the answer's body; an answer other than 2xx is an error
@@ -748,16 +751,21 @@ mod tests {
                 read: |c| c.database_max_connections.to_string(),
             },
             Setting {
-                flag: "--master-key",
-                env: "TILLGATE_MASTER_KEY",
+                flag: "--master-key-file",
+                env: "TILLGATE_MASTER_KEY_FILE",
                 table: "",
-                key: "master_key",
+                key: "master_key_file",
                 quoted: true,
                 default: "",
-                file: "1111111111111111111111111111111111111111111111111111111111111111",
-                environment: "2222222222222222222222222222222222222222222222222222222222222222",
-                command_line: "3333333333333333333333333333333333333333333333333333333333333333",
-                read: |c| secret(&c.master_key),
+                file: "/etc/tillgate/file.key",
+                environment: "/etc/tillgate/env.key",
+                command_line: "/etc/tillgate/flag.key",
+                read: |c| {
+                    c.master_key_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                },
             },
             Setting {
                 flag: "--notify-schedule-s",
@@ -901,13 +909,18 @@ mod tests {
                 .into_iter()
                 .chain(args.iter().cloned()),
         );
+        // The configuration reads TILLGATE_MASTER_KEY itself: built while the variables are set.
+        let config = match parsed.map_err(|e| anyhow::anyhow!("{e}")) {
+            Ok(cli) => match cli.command {
+                Command::Serve(serve) => serve.config(),
+                _ => unreachable!("parsed as serve"),
+            },
+            Err(e) => Err(e),
+        };
         for (k, _) in env {
             std::env::remove_var(k);
         }
-        match parsed.map_err(|e| anyhow::anyhow!("{e}"))?.command {
-            Command::Serve(serve) => serve.config(),
-            _ => unreachable!("parsed as serve"),
-        }
+        config
     }
 
     /// A TOML file with the file value of each setting that `with` selects.
@@ -983,6 +996,78 @@ mod tests {
                 ((i + shift) % 8) as u8
             });
         }
+    }
+
+    #[test]
+    fn the_master_key_comes_from_a_file_or_the_environment_never_the_command_line() {
+        let dir = Dir::new("master-key");
+        let key = "11".repeat(32);
+        let file = dir.write("key.toml", &format!("master_key = \"{key}\"\n"));
+        let config = ["--config".to_owned(), file.clone()];
+        // The file's key, unless the environment gives one (key or key file).
+        let c = serve_config(&config, &[]).unwrap();
+        assert_eq!(secret(&c.master_key), key);
+        let env_key = "22".repeat(32);
+        let c = serve_config(&config, &[("TILLGATE_MASTER_KEY", &env_key)]).unwrap();
+        assert_eq!(secret(&c.master_key), env_key);
+        let c = serve_config(&config, &[("TILLGATE_MASTER_KEY_FILE", "/run/k")]).unwrap();
+        assert_eq!(
+            c.master_key, None,
+            "the key file takes the file's key's place"
+        );
+        assert_eq!(c.master_key_file, Some(PathBuf::from("/run/k")));
+        // Two ways at once are refused, in the environment and in the file.
+        let err = serve_config(
+            &["--master-key-file".to_owned(), "/run/k".to_owned()],
+            &[("TILLGATE_MASTER_KEY", &env_key)],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("one way"), "{err:#}");
+        let both = dir.write(
+            "both.toml",
+            &format!("master_key = \"{key}\"\nmaster_key_file = \"/run/k\"\n"),
+        );
+        let err = serve_config(&["--config".to_owned(), both], &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("keep one"), "{err:#}");
+        // On the command line it would show in `ps`: refused, naming the ways that are safe.
+        let err = serve_config(&["--master-key".to_owned(), key], &[]).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("--master-key-file")
+                && err.contains("TILLGATE_MASTER_KEY")
+                && err.contains("ps"),
+            "{err}"
+        );
+        assert!(!Cli::command()
+            .render_long_help()
+            .to_string()
+            .contains("--master-key "));
+    }
+
+    /// Every argument of every command, with the path of commands it belongs to.
+    fn arguments(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            out.push((path.to_owned(), arg.clone()));
+        }
+        for sub in command.get_subcommands() {
+            arguments(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_says_what_it_is_for() {
+        let mut all = Vec::new();
+        arguments(&Cli::command(), "tillgate", &mut all);
+        assert!(all.len() > 50, "too few arguments found: {}", all.len());
+        let silent: Vec<String> = all
+            .iter()
+            .filter(|(_, a)| {
+                !a.is_hide_set() && !["help", "version"].contains(&a.get_id().as_str())
+            })
+            .filter(|(_, a)| a.get_help().is_none_or(|h| h.to_string().trim().is_empty()))
+            .map(|(path, a)| format!("{path} --{}", a.get_id()))
+            .collect();
+        assert!(silent.is_empty(), "arguments without help: {silent:?}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub struct Args {
     /// The gateway, e.g. http://127.0.0.1:8080
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
+    /// The terminal's id (tid), as the gateway knows it.
     #[arg(long)]
     tid: String,
     /// The terminal's secret key.
@@ -26,8 +27,11 @@ pub struct Args {
     step_ms: u64,
 }
 
+/// One line of the terminal's screen; a closed standard output ends the simulator quietly.
 fn screen(tid: &str, line: &str) {
-    println!("[{tid}] {line}");
+    if let Err(e) = crate::output::emit(&format!("[{tid}] {line}")) {
+        tracing::warn!(error = %e, "cannot show the screen");
+    }
 }
 
 /// The result the simulated terminal reaches for a command.

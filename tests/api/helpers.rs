@@ -158,6 +158,7 @@ pub fn start_limited(
         .current_dir(&dir.0)
         .env("RUST_LOG", "warn")
         .env_remove("TILLGATE_MASTER_KEY")
+        .env_remove("TILLGATE_MASTER_KEY_FILE")
         .env_remove("TILLGATE_MODE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -181,6 +182,19 @@ pub fn start_limited(
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     }
+}
+
+/// Writes a master key file of 32 bytes `byte` (two hex digits) into `dir`, readable by its
+/// owner only; returns its path.
+pub fn key_file(dir: &TempDir, byte: &str) -> String {
+    let path = dir.0.join(format!("master-{byte}.key"));
+    std::fs::write(&path, format!("{}\n", byte.repeat(32))).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path.display().to_string()
 }
 
 /// A free port on loopback (bound and released; good enough for tests on one machine).

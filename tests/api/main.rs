@@ -37,6 +37,7 @@ mod helpers;
 mod notifications;
 mod observability;
 mod operator;
+mod operator_safety;
 mod pockyt_story;
 mod postgres_nodes;
 mod rate_limits;

@@ -389,14 +389,15 @@ notification_stories!(
 async fn production_refuses_notification_urls_into_private_networks() {
     let dir = std::sync::Arc::new(TempDir::new());
     let url = format!("sqlite://{}", dir.0.join("prod.db").display());
-    let key = "11".repeat(32);
+    let key = key_file(&dir, "11");
     let out = std::process::Command::new(binary())
         .args([
             "merchant",
             "create",
+            "--create",
             "--database-url",
             &url,
-            "--master-key",
+            "--master-key-file",
             &key,
             "--mode",
             "production",
@@ -417,7 +418,7 @@ async fn production_refuses_notification_urls_into_private_networks() {
         String::from_utf8_lossy(&out.stderr)
     );
     let production = [
-        &["--mode", "production", "--master-key", &key][..],
+        &["--mode", "production", "--master-key-file", &key][..],
         &PRODUCTION_WALLET,
     ]
     .concat();

@@ -108,9 +108,9 @@ async fn production_mode_refuses_sandbox_credentials_and_a_missing_master_key() 
     let dir = TempDir::new();
     let err = start(&dir, &url, &["--mode", "production"]).expect_err("must refuse");
     assert!(err.contains("master key"), "{err}");
-    let key = "00".repeat(32);
+    let key = key_file(&dir, "00");
     let production = [
-        &["--mode", "production", "--master-key", &key][..],
+        &["--mode", "production", "--master-key-file", &key][..],
         &PRODUCTION_WALLET,
     ]
     .concat();
@@ -135,10 +135,10 @@ async fn production_mode_refuses_sandbox_credentials_and_a_missing_master_key() 
 /// what it wrote to stderr, or panics when it is still running after 30 s (it started serving).
 async fn serve_exits(dir: &TempDir, extra: &[&str]) -> (std::process::ExitStatus, String) {
     let url = format!("sqlite://{}", dir.0.join("prod.db").display());
-    let key = "00".repeat(32);
+    let key = key_file(dir, "00");
     let run = tokio::process::Command::new(binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
-        .args(["--mode", "production", "--master-key", &key])
+        .args(["--mode", "production", "--master-key-file", &key])
         .args(extra)
         .current_dir(&dir.0)
         .env("RUST_LOG", "warn")

@@ -6,9 +6,9 @@ use crate::terminal_client::TestTerminal;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 
-const TID: &str = "T125119061";
+pub(crate) const TID: &str = "T125119061";
 const OTHER_TID: &str = "016683";
-const SECRET: &str = "62184c09df1aeb63239e07079875be81";
+pub(crate) const SECRET: &str = "62184c09df1aeb63239e07079875be81";
 
 fn text(v: &Value) -> String {
     match v {
@@ -46,7 +46,7 @@ pub(crate) fn yaband_sign(
     hex::encode(mac.finalize().into_bytes())
 }
 
-async fn call(base: &str, user: &str, method: &str, data: Value) -> Value {
+pub(crate) async fn call(base: &str, user: &str, method: &str, data: Value) -> Value {
     let time = chrono::Utc::now().timestamp();
     let body = json!({
         "user": user,
@@ -64,7 +64,7 @@ async fn call(base: &str, user: &str, method: &str, data: Value) -> Value {
     resp.json().await.unwrap()
 }
 
-fn order_id() -> String {
+pub(crate) fn order_id() -> String {
     // Digits, under 20 characters, unique per run.
     let n = chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64 % 10_000_000_000_000_000;
     format!("{n}")

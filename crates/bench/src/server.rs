@@ -51,6 +51,7 @@ pub fn tillgate_command(tillgate: &Path, database_url: &str, work_dir: &Path) ->
     .env("RUST_LIB_BACKTRACE", "0")
     .env_remove("TILLGATE_CONFIG")
     .env_remove("TILLGATE_MASTER_KEY")
+    .env_remove("TILLGATE_MASTER_KEY_FILE")
     .env_remove("TILLGATE_MODE")
     .env_remove("TILLGATE_LISTEN")
     .env_remove("TILLGATE_DATABASE_URL");

@@ -3,7 +3,9 @@
 //! notification renderers and the terminal hub. Also the merchant's notification schedule and
 //! the keys a merchant may use only once (YabandPay's request_id).
 
-use crate::model::{AppRow, MerchantRecord, NewMerchant, StoreAdded, StoreRow};
+use crate::model::{
+    AppRow, MerchantRecord, MerchantSetup, NewMerchant, StoreAdded, StoreRow, WantedCredential,
+};
 use crate::notify::Schedule;
 use crate::secret::{Secret, SecretBox, SecretError};
 use crate::store::{CredentialStore, StoreError};
@@ -24,6 +26,65 @@ pub enum CredentialError {
     Store(#[from] StoreError),
     #[error("stored credential does not open: {0}")]
     Sealed(#[from] SecretError),
+}
+
+/// Why the master key was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyCheckError {
+    /// The database's credentials were sealed with another master key.
+    #[error("the master key does not open this database's credentials: they were sealed with another key")]
+    WrongKey,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The text sealed as the master key's check value, and the context it is sealed for.
+const KEY_CHECK_TEXT: &str = "tillgate master key check";
+const KEY_CHECK_CONTEXT: &str = "key-check";
+
+/// A credential a merchant's set-up asks for, in clear.
+#[derive(Debug, Clone)]
+pub struct CredentialWanted {
+    /// The store number, app id or tid.
+    pub key: String,
+    pub secret: Secret<String>,
+    /// `true`: this one (added unless it exists). `false`: the merchant's first of its kind,
+    /// this one added only for a merchant the set-up creates.
+    pub named: bool,
+}
+
+/// A merchant to set up with a store, an app and a terminal, as one change.
+#[derive(Debug, Clone)]
+pub struct MerchantWanted {
+    pub merchant_no: String,
+    /// The zone of a merchant the set-up creates (an existing merchant keeps its own).
+    pub zone: MerchantZone,
+    /// The notification schedule of a merchant the set-up creates.
+    pub notify_schedule: Option<Schedule>,
+    pub store: CredentialWanted,
+    pub app: CredentialWanted,
+    pub terminal: CredentialWanted,
+}
+
+/// A credential in force after a set-up, opened.
+#[derive(Debug, Clone)]
+pub struct CredentialInForce {
+    pub key: String,
+    pub secret: Secret<String>,
+    /// Whether the set-up added it.
+    pub created: bool,
+}
+
+/// What a merchant's set-up left in force.
+#[derive(Debug, Clone)]
+pub struct MerchantInForce {
+    pub merchant: MerchantRecord,
+    /// Whether the set-up created the merchant.
+    pub created: bool,
+    pub store: CredentialInForce,
+    /// `None`: an existing merchant without one, and none was asked for by name.
+    pub app: Option<CredentialInForce>,
+    pub terminal: Option<CredentialInForce>,
 }
 
 /// A store's API credential, opened.
@@ -143,6 +204,136 @@ impl Credentials {
                 created_at: self.clock.now(),
             })
             .await
+    }
+
+    /// Checks the master key against the database's check value: a key that does not open it
+    /// is [`KeyCheckError::WrongKey`]. A database without a check value yet is checked against
+    /// its oldest store's token, if it has one; then, with `record`, the check value is sealed
+    /// with this key and kept (when two nodes race, the first one's stays, and the other's key
+    /// is checked against it).
+    pub async fn check_master_key(&self, record: bool) -> Result<(), KeyCheckError> {
+        let stored = match self.store.key_check().await? {
+            Some(stored) => stored,
+            None => {
+                if let Some(row) = self.store.first_store_row().await? {
+                    let context = store_context(&row.merchant.merchant_no, &row.store_no);
+                    self.secrets
+                        .open(&row.token_sealed, &context)
+                        .map_err(|_| KeyCheckError::WrongKey)?;
+                }
+                if !record {
+                    return Ok(());
+                }
+                let sealed = self.secrets.seal(KEY_CHECK_TEXT, KEY_CHECK_CONTEXT);
+                self.store
+                    .record_key_check(&sealed, self.clock.now())
+                    .await?
+            }
+        };
+        match self.secrets.open(&stored, KEY_CHECK_CONTEXT) {
+            Ok(text) if text.expose() == KEY_CHECK_TEXT => Ok(()),
+            _ => Err(KeyCheckError::WrongKey),
+        }
+    }
+
+    /// Sets up a merchant with a store, an app and a terminal as one change (all of it or
+    /// nothing), and answers the credentials in force, opened. Running it again with the same
+    /// request adds nothing: existing credentials are answered as they are.
+    pub async fn set_up_merchant(
+        &self,
+        wanted: MerchantWanted,
+    ) -> Result<MerchantInForce, CredentialError> {
+        let merchant_no = wanted.merchant_no.clone();
+        let store_context = store_context(&merchant_no, &wanted.store.key);
+        let seal = |c: &CredentialWanted, context: &str| WantedCredential {
+            key: c.key.clone(),
+            sealed: self.secrets.seal(c.secret.expose(), context),
+            named: c.named,
+        };
+        let setup = MerchantSetup {
+            merchant: NewMerchant {
+                merchant_no: merchant_no.clone(),
+                zone: wanted.zone,
+                sandbox: false,
+                created_at: self.clock.now(),
+            },
+            notify_schedule: wanted.notify_schedule.as_ref().map(Schedule::to_text),
+            store_no: wanted.store.key.clone(),
+            token_sealed: self
+                .secrets
+                .seal(wanted.store.secret.expose(), &store_context),
+            app: seal(&wanted.app, &app_context(&wanted.app.key)),
+            terminal: seal(&wanted.terminal, &terminal_context(&wanted.terminal.key)),
+        };
+        let done = self.store.set_up_merchant(setup).await?;
+        let in_force = |wanted: &CredentialWanted,
+                        key: String,
+                        added: StoreAdded,
+                        context: String|
+         -> Result<CredentialInForce, CredentialError> {
+            Ok(match added {
+                StoreAdded::Added => CredentialInForce {
+                    secret: wanted.secret.clone(),
+                    key,
+                    created: true,
+                },
+                StoreAdded::Exists { sealed } => CredentialInForce {
+                    secret: self.secrets.open(&sealed, &context)?,
+                    key,
+                    created: false,
+                },
+            })
+        };
+        let store = in_force(
+            &wanted.store,
+            wanted.store.key.clone(),
+            done.store,
+            store_context,
+        )?;
+        let app = done
+            .app
+            .map(|(key, added)| in_force(&wanted.app, key.clone(), added, app_context(&key)))
+            .transpose()?;
+        let terminal = done
+            .terminal
+            .map(|(key, added)| {
+                in_force(&wanted.terminal, key.clone(), added, terminal_context(&key))
+            })
+            .transpose()?;
+        Ok(MerchantInForce {
+            merchant: done.merchant,
+            created: done.created,
+            store,
+            app,
+            terminal,
+        })
+    }
+
+    /// Sets a merchant's time zone (its business day). A running gateway reads it again
+    /// within the credential cache's time to live.
+    pub async fn set_zone(
+        &self,
+        merchant: &MerchantRecord,
+        zone: &MerchantZone,
+    ) -> Result<(), StoreError> {
+        self.store.set_zone(merchant.id, zone).await
+    }
+
+    /// Sets (or clears, back to the gateway's default) whether the merchant's refunds must
+    /// carry its own refund reference.
+    pub async fn set_refund_reference_required(
+        &self,
+        merchant: &MerchantRecord,
+        required: Option<bool>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .set_refund_reference_required(merchant.id, required)
+            .await
+    }
+
+    /// A merchant by its number.
+    pub async fn merchant(&self, merchant_no: &str) -> Result<Option<MerchantRecord>, StoreError> {
+        self.store.merchant(merchant_no).await
     }
 
     /// Sets (or clears) a merchant's own notification schedule.

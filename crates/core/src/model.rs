@@ -95,6 +95,44 @@ pub enum StoreAdded {
     },
 }
 
+/// A credential that a merchant's set-up asks for: its key (app id, tid) and its secret sealed
+/// for that key.
+#[derive(Debug, Clone)]
+pub struct WantedCredential {
+    pub key: String,
+    pub sealed: String,
+    /// `true`: this credential, added unless it exists (then it must be the merchant's). `false`:
+    /// the merchant's first of its kind; this one is added only when the set-up creates the
+    /// merchant, so running the same set-up again adds nothing.
+    pub named: bool,
+}
+
+/// A merchant with a store, an app and a terminal, set up as one change: all of it is written,
+/// or nothing (`tillgate merchant create`).
+#[derive(Debug, Clone)]
+pub struct MerchantSetup {
+    pub merchant: NewMerchant,
+    /// The merchant's own notification schedule, kept when the set-up creates the merchant.
+    pub notify_schedule: Option<String>,
+    pub store_no: String,
+    pub token_sealed: String,
+    pub app: WantedCredential,
+    pub terminal: WantedCredential,
+}
+
+/// What a [`MerchantSetup`] found and wrote.
+#[derive(Debug, Clone)]
+pub struct MerchantSetUp {
+    pub merchant: MerchantRecord,
+    /// Whether the merchant is new.
+    pub created: bool,
+    pub store: StoreAdded,
+    /// The app's id and whether it was added; `None` for an existing merchant without apps
+    /// that asked for none.
+    pub app: Option<(String, StoreAdded)>,
+    pub terminal: Option<(String, StoreAdded)>,
+}
+
 /// How a merchant names one of its payments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentKey {

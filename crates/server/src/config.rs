@@ -44,6 +44,8 @@ pub struct Config {
     /// 64 hex characters; sealing key of credentials at rest.
     #[serde(deserialize_with = "file::secret")]
     pub master_key: Option<Secret<String>>,
+    /// A file holding the master key (64 hex characters); it takes the place of `master_key`.
+    pub master_key_file: Option<PathBuf>,
     /// Time zone of merchants created without one.
     #[serde(deserialize_with = "file::zone")]
     pub default_timezone: MerchantZone,
@@ -316,6 +318,7 @@ impl Default for Config {
             database_url: "sqlite://tillgate.db".into(),
             mode: Mode::Sandbox,
             master_key: None,
+            master_key_file: None,
             default_timezone: MerchantZone::utc(),
             max_body_bytes: 64 * 1024,
             database_max_connections: 16,
@@ -339,8 +342,15 @@ impl Config {
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("config file {} is not valid", path.display()))
+        let config: Config = toml::from_str(&text)
+            .with_context(|| format!("config file {} is not valid", path.display()))?;
+        if config.master_key.is_some() && config.master_key_file.is_some() {
+            bail!(
+                "config file {} gives both master_key and master_key_file; keep one",
+                path.display()
+            );
+        }
+        Ok(config)
     }
 
     /// Where sandbox mode keeps its generated master key: beside the SQLite file.
@@ -657,6 +667,116 @@ per_address = 0
             "a configured rate holds in sandbox mode too"
         );
         assert_eq!(set.merchant(Mode::Sandbox), None);
+    }
+
+    /// Every setting of the configuration file, as `table.key` (`merchant_channels.N.key` for
+    /// a merchant's wallet). A new setting goes here and into `tillgate.example.toml`.
+    const EVERY_SETTING: &[&str] = &[
+        "listen",
+        "database_url",
+        "mode",
+        "master_key",
+        "master_key_file",
+        "default_timezone",
+        "max_body_bytes",
+        "database_max_connections",
+        "admin_token",
+        "janitor_interval_ms",
+        "terminal_wait_ms",
+        "notify.schedule_s",
+        "notify.timeout_ms",
+        "notify.allowed_networks",
+        "notify.max_in_flight",
+        "notify.max_in_flight_per_merchant",
+        "channel.wallet",
+        "channel.key",
+        "channel.timeout_ms",
+        "merchant_channels.N.wallet",
+        "merchant_channels.N.key",
+        "merchant_channels.N.timeout_ms",
+        "http.header_read_timeout_ms",
+        "http.body_read_timeout_ms",
+        "http.idle_timeout_ms",
+        "http.max_connections",
+        "http.max_connections_per_address",
+        "rate_limit.per_merchant",
+        "rate_limit.per_merchant_burst",
+        "rate_limit.per_address",
+        "rate_limit.per_address_burst",
+        "replay.window_s",
+        "replay.require_refund_reference",
+        "cors.allowed_origins",
+        "observability.listen",
+    ];
+
+    /// The `table.key` paths of a TOML document (a merchant's number reads as N).
+    fn settings_of(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let key = if prefix == "merchant_channels." {
+                "N"
+            } else {
+                key
+            };
+            match value {
+                toml::Value::Table(inner) => settings_of(inner, &format!("{prefix}{key}."), out),
+                _ => out.push(format!("{prefix}{key}")),
+            }
+        }
+    }
+
+    #[test]
+    fn the_sample_configuration_names_every_setting_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tillgate.example.toml");
+        // As shipped, it loads, and every value in it is the default.
+        let shipped = Config::from_file(&path).unwrap();
+        assert_eq!(format!("{shipped:?}"), format!("{:?}", Config::default()));
+        // With the settings it shows commented out switched on, it still loads, and it names
+        // every setting there is.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let on: String = text
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let everything: Config = toml::from_str(&on).unwrap();
+        assert!(everything.master_key.is_some() && everything.merchant_channels.len() == 1);
+        let mut named = Vec::new();
+        settings_of(&toml::from_str(&on).unwrap(), "", &mut named);
+        named.sort();
+        let mut every: Vec<String> = EVERY_SETTING.iter().map(|s| s.to_string()).collect();
+        every.sort();
+        assert_eq!(named, every);
+    }
+
+    #[test]
+    fn every_toml_snippet_of_the_readme_is_a_configuration_the_gateway_accepts() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let snippets: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap_or(""))
+            .collect();
+        assert!(
+            snippets.len() >= 3,
+            "too few TOML snippets: {}",
+            snippets.len()
+        );
+        for snippet in snippets {
+            let c: Config = toml::from_str(snippet)
+                .unwrap_or_else(|e| panic!("README snippet refused: {e}\n{snippet}"));
+            for wallet in std::iter::once(&c.channel).chain(c.merchant_channels.values()) {
+                if let Some(key) = &wallet.key {
+                    tillgate_wallet::protocol::parse_key_hex(key.expose())
+                        .unwrap_or_else(|e| panic!("README wallet key refused: {e}\n{snippet}"));
+                }
+            }
+        }
     }
 
     #[test]

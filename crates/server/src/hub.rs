@@ -124,6 +124,8 @@ pub struct Hub {
     events: mpsc::Sender<TerminalEvent>,
     sessions: Mutex<HashMap<String, Session>>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<TerminalResult>>>>,
+    /// What each command waited for here is, and since when (for the shutdown's account).
+    awaited: Mutex<HashMap<String, (String, std::time::Instant)>>,
     generation: std::sync::atomic::AtomicU64,
 }
 
@@ -137,6 +139,11 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.hub
             .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.command_id);
+        self.hub
+            .awaited
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(self.command_id);
@@ -160,6 +167,7 @@ impl Hub {
             events,
             sessions: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
+            awaited: Mutex::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -180,6 +188,18 @@ impl Hub {
     #[cfg(test)]
     fn waiting(&self) -> usize {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The terminal commands requests on this node are waiting for, one line each ("sale of
+    /// transaction 2174… on terminal T1, waiting 12 s"), oldest first.
+    pub fn awaited_commands(&self) -> Vec<String> {
+        let awaited = self.awaited.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines: Vec<_> = awaited.values().collect();
+        lines.sort_by_key(|(_, since)| *since);
+        lines
+            .into_iter()
+            .map(|(what, since)| format!("{what}, waiting {} s", since.elapsed().as_secs()))
+            .collect()
     }
 
     pub fn node(&self) -> &str {
@@ -631,6 +651,20 @@ impl TerminalHub for Hub {
             .entry(command.id.clone())
             .or_default()
             .push(tx);
+        self.awaited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                command.id.clone(),
+                (
+                    format!(
+                        "{} of transaction {} on terminal {tid}",
+                        command.kind.as_str(),
+                        command.transaction_no
+                    ),
+                    std::time::Instant::now(),
+                ),
+            );
         // However this ends — result, time-out, offline or a store error — the waiter goes.
         let _waiting = Waiting {
             hub: self,

@@ -11,6 +11,7 @@ pub mod cors;
 mod dburl;
 pub mod hub;
 pub mod janitor;
+pub mod keys;
 pub mod listener;
 pub mod observe;
 pub mod sandbox;
@@ -30,7 +31,7 @@ use tillgate_channels::SandboxWallet;
 use tillgate_core::notify::{Renderer, UrlPolicy};
 use tillgate_core::service::{Lifecycle, LifecycleConfig};
 use tillgate_core::terminal::TerminalHub;
-use tillgate_core::{Credentials, Dialect, Secret, SecretBox, Store};
+use tillgate_core::{Credentials, Dialect, SecretBox, Store};
 use tillgate_domain::{Clock, SystemClock};
 use tillgate_notify::{Dispatcher, DispatcherConfig};
 use tillgate_pockyt::{PockytError, RetCode};
@@ -59,75 +60,41 @@ pub async fn open_store(
     bail!("database URL must start with sqlite:// or postgres://, not {database_url:?}")
 }
 
+/// Opens a database that must exist already (operator commands): a missing SQLite file, or a
+/// database without tillgate's schema, is an error that says so, and nothing is created.
+pub async fn open_existing_store(
+    database_url: &str,
+    max_connections: u32,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let shown = redact_url(database_url);
+    let missing = |e: tillgate_core::StoreError| match e {
+        tillgate_core::StoreError::Missing(why) => anyhow::anyhow!(
+            "cannot open database {shown}: {why}. Operator commands never create a database; \
+             check --database-url (or TILLGATE_DATABASE_URL), or let `tillgate serve` create it"
+        ),
+        e => anyhow::Error::new(e).context(format!("cannot open database {shown}")),
+    };
+    if database_url.starts_with("sqlite:") {
+        let store = SqliteStore::open_existing(database_url)
+            .await
+            .map_err(missing)?;
+        return Ok(Arc::new(store));
+    }
+    if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+        let store = tillgate_store_postgres::PgStore::open_existing(database_url, max_connections)
+            .await
+            .map_err(missing)?;
+        return Ok(Arc::new(store));
+    }
+    bail!("database URL must start with sqlite:// or postgres://, not {database_url:?}")
+}
+
 pub use dburl::redact_url;
 
 /// A name for this node, unique among the nodes sharing a database.
 fn node_id() -> String {
     let random = SecretBox::generate_key_hex();
     format!("node-{}-{}", std::process::id(), &random.expose()[..8])
-}
-
-/// The master key: from the configuration, or in sandbox mode from (or into) a key file beside
-/// the database. Production without a configured key refuses to start.
-pub fn master_key(config: &Config) -> anyhow::Result<SecretBox> {
-    if let Some(key) = &config.master_key {
-        return SecretBox::from_hex(key.expose()).context("master key is not valid");
-    }
-    if config.mode == Mode::Production {
-        bail!("production mode needs a master key: set TILLGATE_MASTER_KEY (64 hex characters)");
-    }
-    let path = config.sandbox_key_path();
-    let hex = match std::fs::read_to_string(&path) {
-        // Another node sharing this directory created it a moment ago and is still writing.
-        Ok(text) if text.trim().len() < 64 => wait_for_key(&path)?,
-        Ok(text) => Secret::new(text.trim().to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SecretBox::generate_key_hex();
-            match write_private(&path, key.expose()) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "generated the sandbox master key");
-                    key
-                }
-                // Another node sharing this directory wrote it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => wait_for_key(&path)?,
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot write key file {}", path.display()))
-                }
-            }
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read key file {}", path.display()))
-        }
-    };
-    SecretBox::from_hex(hex.expose())
-        .with_context(|| format!("key file {} is not valid", path.display()))
-}
-
-/// Reads a key file another process is writing, waiting briefly for its content.
-fn wait_for_key(path: &std::path::Path) -> anyhow::Result<Secret<String>> {
-    for _ in 0..50 {
-        let text = std::fs::read_to_string(path)?;
-        if text.trim().len() == 64 {
-            return Ok(Secret::new(text.trim().to_owned()));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    bail!("key file {} stays incomplete", path.display())
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
 }
 
 /// Production moves money only through wallets it was given: the sandbox wallet, which pays
@@ -602,10 +569,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Counted from the first write on (the sandbox bootstrap's included).
     observe::exporter::recorder();
-    let secrets = master_key(&config)?;
+    keys::required_in_production(&config)?;
     check_production_wallets(&config)?;
+    // Bound before the database is opened and migrated: a busy port is reported at once.
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let store = open_store(&config.database_url, config.database_max_connections).await?;
-    let credentials = credentials(store.clone(), secrets);
+    if config.mode == Mode::Production {
+        let n = store.sandbox_merchant_count().await?;
+        if n > 0 {
+            bail!(
+                "production mode refuses to start: the database holds {n} sandbox merchant(s) \
+                 whose credentials are public; use a database without them"
+            );
+        }
+    }
+    let credentials = keys::open_credentials(&config, store.clone()).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (events, reports) = tokio::sync::mpsc::channel(hub::EVENT_QUEUE);
     let terminals = hub::Hub::new(store.clone(), credentials.clone(), clock, node_id(), events);
@@ -616,21 +596,9 @@ pub async fn run(
         &config,
     )?);
     let applying = tokio::spawn(service.clone().apply_terminal_events(reports));
-    match config.mode {
-        Mode::Sandbox => sandbox::bootstrap(&service, config.default_timezone).await?,
-        Mode::Production => {
-            let n = store.sandbox_merchant_count().await?;
-            if n > 0 {
-                bail!(
-                    "production mode refuses to start: the database holds {n} sandbox merchant(s) \
-                     whose credentials are public; use a database without them"
-                );
-            }
-        }
+    if config.mode == Mode::Sandbox {
+        sandbox::bootstrap(&service, config.default_timezone).await?;
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let observing = observe::OwnListener::bind(&config).await?;
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
@@ -673,8 +641,17 @@ pub async fn run(
             None
         }
     };
-    let router = app(service, terminals, observability, &config, &rate_limits);
-    listener::serve(listener, router, limits, shutdown).await;
+    let router = app(
+        service,
+        terminals.clone(),
+        observability,
+        &config,
+        &rate_limits,
+    );
+    listener::serve(listener, router, limits, shutdown, move || {
+        terminals.awaited_commands()
+    })
+    .await;
     if let Some(observed) = observed {
         observed.stop().await;
     }

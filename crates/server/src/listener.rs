@@ -180,15 +180,69 @@ impl Drop for Busy {
     }
 }
 
+/// The requests in progress on every connection, by method and path, with their start.
+#[derive(Clone, Default)]
+struct InFlight {
+    next: Arc<AtomicUsize>,
+    requests: Arc<Mutex<HashMap<usize, (String, Instant)>>>,
+}
+
+/// A request's entry in [`InFlight`], removed when the request is answered (or dropped).
+struct Entry {
+    table: InFlight,
+    id: usize,
+}
+
+impl InFlight {
+    fn enter(&self, what: String) -> Entry {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (what, Instant::now()));
+        Entry {
+            table: self.clone(),
+            id,
+        }
+    }
+
+    /// One line per request, oldest first: "POST /Payments for 12 s".
+    fn describe(&self) -> Vec<String> {
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = requests.values().collect();
+        all.sort_by_key(|(_, since)| *since);
+        all.into_iter()
+            .map(|(what, since)| format!("{what} for {} s", since.elapsed().as_secs()))
+            .collect()
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.table
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// How often a shutdown that waits says again what it waits for.
+const DRAIN_REPORT_EVERY: Duration = Duration::from_secs(5);
+
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets every
 /// connection finish its request in progress, and returns when all are closed. Each request
-/// carries the client's address as `ConnectInfo<SocketAddr>`.
+/// carries the client's address as `ConnectInfo<SocketAddr>`. While it waits, it logs what for
+/// — the requests in progress, and what `waiting` names (the terminal commands they wait on) —
+/// at once and every few seconds.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    waiting: impl Fn() -> Vec<String> + Send + 'static,
 ) {
+    let in_flight = InFlight::default();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = Arc::new(PerAddress {
         cap: limits.max_connections_per_address,
@@ -223,13 +277,42 @@ pub async fn serve(
             limits.clone(),
             stopping.clone(),
             (permit, slot),
+            in_flight.clone(),
         ));
     }
     drop(listener);
     let _ = stop.send(true);
     // Every connection holds a permit until it is closed.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = permits.acquire_many(all).await;
+    let drained = permits.acquire_many(all);
+    tokio::pin!(drained);
+    let mut report = tokio::time::interval(DRAIN_REPORT_EVERY);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut drained => break,
+            _ = report.tick() => report_drain(&in_flight.describe(), &waiting()),
+        }
+    }
+}
+
+/// Logs what a shutdown is waiting for, if anything.
+fn report_drain(requests: &[String], commands: &[String]) {
+    if requests.is_empty() && commands.is_empty() {
+        return;
+    }
+    let mut text = format!(
+        "shutting down: waiting for {} request(s) in flight: {}",
+        requests.len(),
+        requests.join(", ")
+    );
+    if !commands.is_empty() {
+        text.push_str(&format!(
+            "; they wait for the terminal: {}",
+            commands.join(", ")
+        ));
+    }
+    tracing::warn!("{text}; a second Ctrl-C (SIGINT or SIGTERM) stops at once");
 }
 
 /// An error of `accept`: one refused connection is nothing; anything else (the descriptor
@@ -255,6 +338,7 @@ async fn connection(
     limits: Limits,
     mut stopping: watch::Receiver<bool>,
     _held: (OwnedSemaphorePermit, AddressSlot),
+    in_flight: InFlight,
 ) {
     let activity = Arc::new(Activity {
         in_flight: AtomicUsize::new(0),
@@ -264,9 +348,11 @@ async fn connection(
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let busy = Activity::begin(&requests);
+        let entry = in_flight.enter(format!("{} {}", request.method(), request.uri().path()));
         let router = router.clone();
         async move {
             let answer = router.oneshot(request.map(Body::new)).await;
+            drop(entry);
             drop(busy);
             answer
         }

@@ -141,6 +141,9 @@ struct Settle {
 /// the wallet's late answer to a pending payment (or the customer paying a QR code).
 /// `POST /sandbox/v1/cancels/{cancelNo}/settle` with `{"outcome":"succeeded"|"failed"}`: the
 /// wallet's late answer to a cancel in progress.
+/// `POST /sandbox/v1/payments/{transactionNo}/cancel/settle` with the same body: the same for
+/// the cancel in progress of that transaction (a Pockyt or YabandPay cancel answers no cancel
+/// number).
 /// `POST /sandbox/v1/payments/{transactionNo}/age` with `{"hours": N}`: moves the payment's
 /// creation and payment times into the past, to try next-day rules.
 pub fn routes(app: Arc<Lifecycle>) -> Router {
@@ -150,6 +153,10 @@ pub fn routes(app: Arc<Lifecycle>) -> Router {
         .route(
             "/sandbox/v1/cancels/{cancel_no}/settle",
             post(settle_cancel),
+        )
+        .route(
+            "/sandbox/v1/payments/{transaction_no}/cancel/settle",
+            post(settle_cancel_of_payment),
         )
         .with_state(app)
 }
@@ -186,6 +193,40 @@ async fn age(
             tracing::warn!(error = %e, "sandbox age failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "system error; retry later")
         }
+    }
+}
+
+/// The cancel in progress of a transaction, settled as [`settle_cancel`] settles it.
+async fn settle_cancel_of_payment(
+    State(app): State<Arc<Lifecycle>>,
+    Path(transaction_no): Path<String>,
+    body: Result<Json<Settle>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let no = transaction_no.strip_prefix('P').unwrap_or(&transaction_no);
+    let store = app.store();
+    let payment = match store.payment_by_transaction_no(no).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such transaction"),
+        Err(e) => {
+            tracing::warn!(error = %e, "sandbox cancel settle failed");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "system error; retry later");
+        }
+    };
+    let in_progress = match store.cancels_of(payment.id).await {
+        Ok(cancels) => cancels
+            .into_iter()
+            .find(|c| c.state == tillgate_domain::CancelState::InProgress),
+        Err(e) => {
+            tracing::warn!(error = %e, "sandbox cancel settle failed");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "system error; retry later");
+        }
+    };
+    match in_progress {
+        Some(cancel) => settle_cancel(State(app), Path(cancel.cancel_no), body).await,
+        None => error(
+            StatusCode::CONFLICT,
+            "the transaction has no cancel in progress",
+        ),
     }
 }
 

@@ -7,6 +7,7 @@ use sqlx::Row;
 use tillgate_core::store::CredentialStore;
 use tillgate_core::terminal::TerminalRow;
 use tillgate_core::*;
+use tillgate_domain::MerchantZone;
 
 #[async_trait]
 impl CredentialStore for PgStore {
@@ -188,11 +189,170 @@ impl CredentialStore for PgStore {
         .bind(at.timestamp_millis());
         Ok(self.exec(q).await? == 1)
     }
+
+    async fn set_zone(&self, merchant_id: i64, zone: &MerchantZone) -> Result<(), StoreError> {
+        let sql = dollar_placeholders(tillgate_store_sql::SET_ZONE);
+        let q = sqlx::query(&sql).bind(zone.name()).bind(merchant_id);
+        self.exec(q).await.map(drop)
+    }
+
+    async fn set_up_merchant(&self, setup: MerchantSetup) -> Result<MerchantSetUp, StoreError> {
+        // One transaction: dropped without its commit on any error, so nothing of it stays.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let done = set_up_merchant(&mut tx, setup).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(done)
+    }
+
+    async fn key_check(&self) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar(tillgate_store_sql::KEY_CHECK)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn record_key_check(
+        &self,
+        sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let sql = dollar_placeholders(tillgate_store_sql::RECORD_KEY_CHECK);
+        let q = sqlx::query(&sql).bind(sealed).bind(at.timestamp_millis());
+        self.exec(q).await?;
+        self.key_check()
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the key check vanished after insert".into()))
+    }
+
+    async fn first_store_row(&self) -> Result<Option<StoreRow>, StoreError> {
+        let q = sqlx::query(tillgate_store_sql::FIRST_STORE_ROW);
+        self.one(q, tillgate_store_sql::store_row).await
+    }
+}
+
+async fn set_up_merchant(
+    tx: &mut sqlx::PgConnection,
+    s: MerchantSetup,
+) -> Result<MerchantSetUp, StoreError> {
+    let insert = dollar_placeholders(tillgate_store_sql::INSERT_MERCHANT);
+    let inserted = sqlx::query(&insert)
+        .bind(&s.merchant.merchant_no)
+        .bind(s.merchant.zone.name())
+        .bind(i64::from(s.merchant.sandbox))
+        .bind(s.merchant.created_at.timestamp_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let created = inserted.rows_affected() == 1;
+    if let (true, Some(schedule)) = (created, &s.notify_schedule) {
+        let sql = dollar_placeholders(tillgate_store_sql::SET_SCHEDULE_BY_NO);
+        sqlx::query(&sql)
+            .bind(schedule)
+            .bind(&s.merchant.merchant_no)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    }
+    let row = sqlx::query("SELECT * FROM merchants WHERE merchant_no = $1")
+        .bind(&s.merchant.merchant_no)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let merchant = tillgate_store_sql::merchant(&crate::Loaded(row))?;
+    let store = add_credential(
+        &mut *tx,
+        &tillgate_store_sql::STORES,
+        merchant.id,
+        &s.store_no,
+        &s.token_sealed,
+        None,
+    )
+    .await?;
+    let at = s.merchant.created_at.timestamp_millis();
+    let apps = &tillgate_store_sql::APPS;
+    let app = wanted(&mut *tx, apps, merchant.id, created, s.app, at).await?;
+    let terminals = &tillgate_store_sql::TERMINALS;
+    let terminal = wanted(&mut *tx, terminals, merchant.id, created, s.terminal, at).await?;
+    Ok(MerchantSetUp {
+        merchant,
+        created,
+        store,
+        app,
+        terminal,
+    })
+}
+
+/// The credential a set-up asks for: the named one (added unless it exists), or the
+/// merchant's first (the wanted one added only for a merchant the set-up created).
+async fn wanted(
+    tx: &mut sqlx::PgConnection,
+    table: &tillgate_store_sql::CredentialTable,
+    merchant_id: i64,
+    created: bool,
+    w: WantedCredential,
+    at_ms: i64,
+) -> Result<Option<(String, StoreAdded)>, StoreError> {
+    if !w.named && !created {
+        let first = dollar_placeholders(table.first);
+        let row = sqlx::query(&first)
+            .bind(merchant_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        return row
+            .map(|r| -> Result<_, StoreError> {
+                let key: String = r.try_get(0).map_err(db_error)?;
+                let sealed: String = r.try_get(1).map_err(db_error)?;
+                Ok((key, StoreAdded::Exists { sealed }))
+            })
+            .transpose();
+    }
+    let added = add_credential(tx, table, merchant_id, &w.key, &w.sealed, Some(at_ms)).await?;
+    Ok(Some((w.key, added)))
+}
+
+/// Inserts a credential row unless its key exists; answers the existing row's sealed secret
+/// otherwise.
+async fn add_credential(
+    conn: &mut sqlx::PgConnection,
+    table: &tillgate_store_sql::CredentialTable,
+    merchant_id: i64,
+    key: &str,
+    sealed: &str,
+    at_ms: Option<i64>,
+) -> Result<StoreAdded, StoreError> {
+    let insert = dollar_placeholders(table.insert);
+    let mut q = sqlx::query(&insert)
+        .bind(merchant_id)
+        .bind(key)
+        .bind(sealed);
+    if let Some(at) = at_ms {
+        q = q.bind(at);
+    }
+    let done = q.execute(&mut *conn).await.map_err(db_error)?;
+    if done.rows_affected() == 1 {
+        return Ok(StoreAdded::Added);
+    }
+    let existing = dollar_placeholders(table.existing);
+    let row = sqlx::query(&existing)
+        .bind(merchant_id)
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let owner: i64 = row.try_get(0).map_err(db_error)?;
+    if let Some(conflict) = table.global_key {
+        if owner != merchant_id {
+            return Err(conflict.into());
+        }
+    }
+    Ok(StoreAdded::Exists {
+        sealed: row.try_get(1).map_err(db_error)?,
+    })
 }
 
 impl PgStore {
-    /// Inserts a credential row unless its key exists; answers the existing row's sealed secret
-    /// otherwise.
+    /// Inserts a credential row unless its key exists, on a connection of the pool.
     async fn add_credential(
         &self,
         table: &tillgate_store_sql::CredentialTable,
@@ -201,33 +361,7 @@ impl PgStore {
         sealed: &str,
         at_ms: Option<i64>,
     ) -> Result<StoreAdded, StoreError> {
-        let insert = dollar_placeholders(table.insert);
-        let mut q = sqlx::query(&insert)
-            .bind(merchant_id)
-            .bind(key)
-            .bind(sealed);
-        if let Some(at) = at_ms {
-            q = q.bind(at);
-        }
-        let done = q.execute(&self.pool).await.map_err(db_error)?;
-        if done.rows_affected() == 1 {
-            return Ok(StoreAdded::Added);
-        }
-        let existing = dollar_placeholders(table.existing);
-        let row = sqlx::query(&existing)
-            .bind(merchant_id)
-            .bind(key)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let owner: i64 = row.try_get(0).map_err(db_error)?;
-        if let Some(conflict) = table.global_key {
-            if owner != merchant_id {
-                return Err(conflict.into());
-            }
-        }
-        Ok(StoreAdded::Exists {
-            sealed: row.try_get(1).map_err(db_error)?,
-        })
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        add_credential(&mut conn, table, merchant_id, key, sealed, at_ms).await
     }
 }

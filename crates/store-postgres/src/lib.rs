@@ -93,6 +93,20 @@ impl PgStore {
     /// Connects with a pool of at most `max_connections`, applies pending migrations under an
     /// advisory lock (nodes starting together do not race), and checks the connection.
     pub async fn open(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
+        PgStore::open_with(url, max_connections, true).await
+    }
+
+    /// Like [`PgStore::open`], for a database that must hold tillgate's schema already: one
+    /// without it is [`StoreError::Missing`] and left as it is.
+    pub async fn open_existing(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
+        PgStore::open_with(url, max_connections, false).await
+    }
+
+    async fn open_with(
+        url: &str,
+        max_connections: u32,
+        create: bool,
+    ) -> Result<PgStore, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("bad postgres url: {e}")))?
             .log_statements(tracing::log::LevelFilter::Trace)
@@ -112,7 +126,7 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(db_error)?;
-        migrate::apply(&pool).await?;
+        migrate::apply(&pool, create).await?;
         Ok(PgStore {
             pool,
             operations: AtomicU64::new(0),

@@ -35,13 +35,31 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cors_origins",
         include_str!("../migrations/0007_cors_origins.sql"),
     ),
+    (
+        8,
+        "key_check",
+        include_str!("../migrations/0008_key_check.sql"),
+    ),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.
 const LOCK_KEY: i64 = 0x7469_6c6c_6761_7465;
 
-pub async fn apply(pool: &PgPool) -> Result<(), StoreError> {
+/// Applies pending migrations; without `create`, a database that holds no tillgate schema yet
+/// is refused ([`StoreError::Missing`]) and left as it is.
+pub async fn apply(pool: &PgPool, create: bool) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await.map_err(db_error)?;
+    if !create {
+        let ours: bool = sqlx::query_scalar("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        if !ours {
+            return Err(StoreError::Missing(
+                "the database holds no tillgate data".into(),
+            ));
+        }
+    }
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(LOCK_KEY)
         .execute(&mut *conn)

@@ -423,6 +423,8 @@ pub struct CredentialTable {
     pub existing: &'static str,
     /// Whether the key is unique across merchants (then another merchant's key is a conflict).
     pub global_key: Option<Conflict>,
+    /// Reads (key, sealed) of the merchant's first credential of the kind by (?1 merchant_id).
+    pub first: &'static str,
 }
 
 pub const STORES: CredentialTable = CredentialTable {
@@ -431,6 +433,7 @@ pub const STORES: CredentialTable = CredentialTable {
     existing:
         "SELECT merchant_id, token_sealed FROM stores WHERE merchant_id = ?1 AND store_no = ?2",
     global_key: None,
+    first: "SELECT store_no, token_sealed FROM stores WHERE merchant_id = ?1 ORDER BY id LIMIT 1",
 };
 
 pub const APPS: CredentialTable = CredentialTable {
@@ -438,6 +441,7 @@ pub const APPS: CredentialTable = CredentialTable {
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (app_id) DO NOTHING",
     existing: "SELECT merchant_id, secret_sealed FROM apps WHERE ?1 IS NOT NULL AND app_id = ?2",
     global_key: Some(Conflict::AppOfAnotherMerchant),
+    first: "SELECT app_id, secret_sealed FROM apps WHERE merchant_id = ?1 ORDER BY id LIMIT 1",
 };
 
 pub const TERMINALS: CredentialTable = CredentialTable {
@@ -445,7 +449,33 @@ pub const TERMINALS: CredentialTable = CredentialTable {
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tid) DO NOTHING",
     existing: "SELECT merchant_id, secret_sealed FROM terminals WHERE ?1 IS NOT NULL AND tid = ?2",
     global_key: Some(Conflict::TerminalOfAnotherMerchant),
+    first: "SELECT tid, secret_sealed FROM terminals WHERE merchant_id = ?1 ORDER BY id LIMIT 1",
 };
+
+/// Creates a merchant (?1 merchant_no, ?2 zone, ?3 sandbox, ?4 created_at) unless its number
+/// exists.
+pub const INSERT_MERCHANT: &str =
+    "INSERT INTO merchants (merchant_no, zone, sandbox, created_at) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (merchant_no) DO NOTHING";
+
+/// Sets a merchant's notification schedule (?1) by its number (?2).
+pub const SET_SCHEDULE_BY_NO: &str =
+    "UPDATE merchants SET notify_schedule = ?1 WHERE merchant_no = ?2";
+
+/// Sets a merchant's time zone (?1) by its id (?2).
+pub const SET_ZONE: &str = "UPDATE merchants SET zone = ?1 WHERE id = ?2";
+
+/// The master key's check value.
+pub const KEY_CHECK: &str = "SELECT sealed FROM key_check WHERE id = 1";
+
+/// Keeps a check value (?1 sealed, ?2 created_at) unless the database holds one.
+pub const RECORD_KEY_CHECK: &str =
+    "INSERT INTO key_check (id, sealed, created_at) VALUES (1, ?1, ?2) \
+     ON CONFLICT (id) DO NOTHING";
+
+/// The oldest store with its merchant.
+pub const FIRST_STORE_ROW: &str = "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
+     JOIN merchants m ON m.id = s.merchant_id ORDER BY s.id LIMIT 1";
 
 /// A stored dialect name.
 fn dialect(name: &str) -> Result<tillgate_core::Dialect, StoreError> {

@@ -8,6 +8,7 @@ use rusqlite::{params, Connection};
 use tillgate_core::store::CredentialStore;
 use tillgate_core::terminal::TerminalRow;
 use tillgate_core::*;
+use tillgate_domain::MerchantZone;
 
 #[async_trait]
 impl CredentialStore for SqliteStore {
@@ -219,6 +220,133 @@ impl CredentialStore for SqliteStore {
         .await
         .map(|n| n == 1)
     }
+
+    async fn set_zone(&self, merchant_id: i64, zone: &MerchantZone) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(Some(zone.name().to_owned())),
+            Bind::Int(Some(merchant_id)),
+        ];
+        self.write(move |conn| writer::execute(conn, tillgate_store_sql::SET_ZONE, binds).map(drop))
+            .await
+    }
+
+    async fn set_up_merchant(&self, setup: MerchantSetup) -> Result<MerchantSetUp, StoreError> {
+        // One job of the writer: its savepoint is rolled back whole when any part fails.
+        self.write(move |conn| set_up_merchant(conn, setup)).await
+    }
+
+    async fn key_check(&self) -> Result<Option<String>, StoreError> {
+        self.read(|conn| {
+            writer::one(conn, tillgate_store_sql::KEY_CHECK, [], |r| {
+                tillgate_store_sql::Columns::text(r, "sealed")
+            })
+        })
+    }
+
+    async fn record_key_check(
+        &self,
+        sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let binds = vec![
+            Bind::Text(Some(sealed.to_owned())),
+            Bind::Int(Some(at.timestamp_millis())),
+        ];
+        self.write(move |conn| {
+            writer::execute(conn, tillgate_store_sql::RECORD_KEY_CHECK, binds)?;
+            one(conn, tillgate_store_sql::KEY_CHECK, [], |r| {
+                tillgate_store_sql::Columns::text(r, "sealed")
+            })?
+            .ok_or_else(|| StoreError::Corrupt("the key check vanished after insert".into()))
+        })
+        .await
+    }
+
+    async fn first_store_row(&self) -> Result<Option<StoreRow>, StoreError> {
+        self.read_one(tillgate_store_sql::FIRST_STORE_ROW, [], |r| {
+            rows::store_row(r)
+        })
+    }
+}
+
+fn set_up_merchant(conn: &Connection, s: MerchantSetup) -> Result<MerchantSetUp, StoreError> {
+    let inserted = conn
+        .prepare_cached(tillgate_store_sql::INSERT_MERCHANT)
+        .and_then(|mut st| {
+            st.execute(params![
+                s.merchant.merchant_no,
+                s.merchant.zone.name(),
+                i64::from(s.merchant.sandbox),
+                s.merchant.created_at.timestamp_millis()
+            ])
+        })
+        .map_err(native)?;
+    let created = inserted == 1;
+    if let (true, Some(schedule)) = (created, &s.notify_schedule) {
+        conn.prepare_cached(tillgate_store_sql::SET_SCHEDULE_BY_NO)
+            .and_then(|mut st| st.execute(params![schedule, s.merchant.merchant_no]))
+            .map_err(native)?;
+    }
+    let merchant = one(
+        conn,
+        "SELECT * FROM merchants WHERE merchant_no = ?",
+        [&s.merchant.merchant_no],
+        |r| tillgate_store_sql::merchant(r),
+    )?
+    .ok_or_else(|| StoreError::Corrupt("merchant vanished after insert".into()))?;
+    let store = add_store(conn, merchant.id, &s.store_no, &s.token_sealed)?;
+    let at = s.merchant.created_at.timestamp_millis();
+    let app = wanted(
+        conn,
+        &tillgate_store_sql::APPS,
+        merchant.id,
+        created,
+        s.app,
+        at,
+    )?;
+    let terminal = wanted(
+        conn,
+        &tillgate_store_sql::TERMINALS,
+        merchant.id,
+        created,
+        s.terminal,
+        at,
+    )?;
+    Ok(MerchantSetUp {
+        merchant,
+        created,
+        store,
+        app,
+        terminal,
+    })
+}
+
+/// The credential a set-up asks for: the named one (added unless it exists), or the
+/// merchant's first (the wanted one added only for a merchant the set-up created).
+fn wanted(
+    conn: &Connection,
+    table: &tillgate_store_sql::CredentialTable,
+    merchant_id: i64,
+    created: bool,
+    w: WantedCredential,
+    at_ms: i64,
+) -> Result<Option<(String, StoreAdded)>, StoreError> {
+    if !w.named && !created {
+        return conn
+            .prepare_cached(table.first)
+            .and_then(|mut st| {
+                st.query_row(params![merchant_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+            })
+            .map(|(key, sealed)| Some((key, StoreAdded::Exists { sealed })))
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(native(e)),
+            });
+    }
+    let added = add_credential(conn, table, merchant_id, &w.key, &w.sealed, Some(at_ms))?;
+    Ok(Some((w.key, added)))
 }
 
 fn upsert_merchant(conn: &Connection, m: NewMerchant) -> Result<MerchantRecord, StoreError> {

@@ -88,16 +88,34 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite:path`),
     /// applies pending migrations and starts the writer.
     pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(url, true).await
+    }
+
+    /// Opens the tillgate database at `url`, which must exist: a missing file, or one that
+    /// holds no tillgate schema, is [`StoreError::Missing`] and nothing is created. Pending
+    /// migrations of an existing tillgate database are applied.
+    pub async fn open_existing(url: &str) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(url, false).await
+    }
+
+    async fn open_with(url: &str, create: bool) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad sqlite url {url:?}: {e}")))?
-            .create_if_missing(true)
+            .map_err(|e| StoreError::Unavailable(format!("bad sqlite url {url:?}: {e}")))?;
+        if !create && !options.get_filename().exists() {
+            return Err(StoreError::Missing(format!(
+                "there is no database file {}",
+                options.get_filename().display()
+            )));
+        }
+        let options = options
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .log_statements(tracing::log::LevelFilter::Trace);
         let mut conn = options.connect().await.map_err(unavailable)?;
-        migrate::apply(&mut conn).await?;
+        migrate::apply(&mut conn, create).await?;
         sqlx::Connection::close(conn).await.map_err(unavailable)?;
         let path = options.get_filename().to_owned();
         let file = FileId::of(&path);

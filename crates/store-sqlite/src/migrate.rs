@@ -34,9 +34,29 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cors_origins",
         include_str!("../migrations/0007_cors_origins.sql"),
     ),
+    (
+        8,
+        "key_check",
+        include_str!("../migrations/0008_key_check.sql"),
+    ),
 ];
 
-pub async fn apply(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+/// Applies pending migrations; without `create`, a database that holds no tillgate schema yet
+/// is refused ([`StoreError::Missing`]) and left as it is.
+pub async fn apply(conn: &mut SqliteConnection, create: bool) -> Result<(), StoreError> {
+    if !create {
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        if tables == 0 {
+            return Err(StoreError::Missing(
+                "the database holds no tillgate data".into(),
+            ));
+        }
+    }
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (\
              version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",

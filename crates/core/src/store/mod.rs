@@ -59,6 +59,10 @@ pub enum StoreError {
     /// The row to change does not exist.
     #[error("not found")]
     NotFound,
+    /// The database does not exist, or holds no tillgate data, and was opened not to create
+    /// it (operator commands never create a database they were pointed at).
+    #[error("{0}")]
+    Missing(String),
 }
 
 impl From<Conflict> for StoreError {
@@ -269,6 +273,24 @@ pub trait CredentialStore: Send + Sync + 'static {
         key: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// Sets a merchant's time zone, which decides its business day.
+    async fn set_zone(
+        &self,
+        merchant_id: i64,
+        zone: &tillgate_domain::MerchantZone,
+    ) -> Result<(), StoreError>;
+    /// Sets up a merchant with a store, an app and a terminal in one transaction: on any
+    /// error (an app id or tid of another merchant) nothing of it is written.
+    async fn set_up_merchant(&self, setup: MerchantSetup) -> Result<MerchantSetUp, StoreError>;
+    /// The master key's check value, when the database holds one.
+    async fn key_check(&self) -> Result<Option<String>, StoreError>;
+    /// Keeps `sealed` as the master key's check value unless the database holds one already;
+    /// answers the one in force (another node's, when it came first).
+    async fn record_key_check(&self, sealed: &str, at: DateTime<Utc>)
+        -> Result<String, StoreError>;
+    /// The oldest store's row: what a master key is checked against in a database that has
+    /// credentials but no check value yet (one older than the check).
+    async fn first_store_row(&self) -> Result<Option<StoreRow>, StoreError>;
 }
 
 /// Where terminals are connected, their handshake nonces, and their commands.

@@ -168,6 +168,7 @@ impl OwnListener {
             async move {
                 let _ = stopped.changed().await;
             },
+            Vec::new,
         ));
         OwnListener { stop, serving }
     }
