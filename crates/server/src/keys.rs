@@ -120,25 +120,32 @@ async fn sandbox_key(config: &Config, store: &dyn Store) -> anyhow::Result<Maste
         Ok(text) if text.trim().len() < 64 => wait_for_key(&path)?,
         Ok(text) => Secret::new(text.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if store.key_check().await?.is_some() || store.first_store_row().await?.is_some() {
+            let used =
+                store.key_check().await?.is_some() || store.first_store_row().await?.is_some();
+            if used && path.exists() {
+                // A node sharing this directory wrote the file and used the database with it
+                // between our look at the file and our look at the database: its key.
+                wait_for_key(&path)?
+            } else if used {
                 bail!(
                     "the database {} was first used with a master key, and none is given (there \
                      is no sandbox key file {}): set {SETTINGS}",
                     redact_url(&config.database_url),
                     path.display()
                 );
-            }
-            let key = SecretBox::generate_key_hex();
-            match write_private(&path, key.expose()) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "generated the sandbox master key");
-                    key
-                }
-                // Another node sharing this directory wrote it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => wait_for_key(&path)?,
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot write key file {}", path.display()))
+            } else {
+                let key = SecretBox::generate_key_hex();
+                match write_private(&path, key.expose()) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "generated the sandbox master key");
+                        key
+                    }
+                    // Another node sharing this directory wrote it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => wait_for_key(&path)?,
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("cannot write key file {}", path.display()))
+                    }
                 }
             }
         }
