@@ -44,17 +44,7 @@ async fn an_ordinary_change_never_rewrites_the_creation_time(backend: Backend) {
     assert_eq!(stored.created_at, created);
 
     let moved = created - Duration::days(1);
-    kit.store
-        .mutate(
-            added.value.id,
-            Box::new(move |_| {
-                let mut w = Writes::at(now);
-                w.created_at = Some(moved);
-                Ok(w)
-            }),
-        )
-        .await
-        .unwrap();
+    change(&kit, added.value.id, move |w| w.created_at = Some(moved)).await;
     let stored = kit
         .store
         .payment_by_id(added.value.id)
@@ -62,6 +52,17 @@ async fn an_ordinary_change_never_rewrites_the_creation_time(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(stored.created_at, moved);
+}
+
+/// Writes one change of payment `id` at the kit's time, with what `fill` adds to its writes.
+async fn change(kit: &Kit, id: i64, fill: impl Fn(&mut Writes) + Send + 'static) -> Mutated {
+    let now = kit.app.now();
+    let decide = move |_: &mut tillgate_core::PaymentRecord| {
+        let mut w = Writes::at(now);
+        fill(&mut w);
+        Ok(w)
+    };
+    kit.store.mutate(id, Box::new(decide)).await.unwrap()
 }
 
 fn sale(id: &str, transaction_no: &str) -> NewCommand {
@@ -89,19 +90,8 @@ async fn a_change_finishes_the_command_whose_result_it_applies(backend: Backend)
         .await
         .unwrap();
     let (id, tx) = (added.value.id, added.value.transaction_no.clone());
-    let now = kit.app.now();
     let command = sale("cmd-contract-1", &tx);
-    kit.store
-        .mutate(
-            id,
-            Box::new(move |_| {
-                let mut w = Writes::at(now);
-                w.command = Some(command.clone());
-                Ok(w)
-            }),
-        )
-        .await
-        .unwrap();
+    change(&kit, id, move |w| w.command = Some(command.clone())).await;
     let open = kit.store.command("cmd-contract-1").await.unwrap().unwrap();
     assert_eq!(open.state, CommandState::Open);
     assert_eq!(
@@ -115,17 +105,11 @@ async fn a_change_finishes_the_command_whose_result_it_applies(backend: Backend)
         message: Some(format!("{outcome:?}")),
     };
     let first = finish(CommandOutcome::Approved);
-    kit.store
-        .mutate(
-            id,
-            Box::new(move |_| {
-                let mut w = Writes::at(now).event("test.result", String::new());
-                w.finish_command = Some(first.clone());
-                Ok(w)
-            }),
-        )
-        .await
-        .unwrap();
+    change(&kit, id, move |w| {
+        w.events.push(("test.result".into(), String::new()));
+        w.finish_command = Some(first.clone());
+    })
+    .await;
     let done = kit.store.command("cmd-contract-1").await.unwrap().unwrap();
     assert_eq!(done.state, CommandState::Done);
     assert_eq!(done.outcome, Some(CommandOutcome::Approved));
@@ -137,17 +121,7 @@ async fn a_change_finishes_the_command_whose_result_it_applies(backend: Backend)
         .is_empty());
 
     let second = finish(CommandOutcome::Declined);
-    kit.store
-        .mutate(
-            id,
-            Box::new(move |_| {
-                let mut w = Writes::at(now);
-                w.finish_command = Some(second.clone());
-                Ok(w)
-            }),
-        )
-        .await
-        .unwrap();
+    change(&kit, id, move |w| w.finish_command = Some(second.clone())).await;
     let still = kit.store.command("cmd-contract-1").await.unwrap().unwrap();
     assert_eq!(still.outcome, Some(CommandOutcome::Approved));
     assert_eq!(still.message.as_deref(), Some("Approved"));
@@ -163,19 +137,8 @@ async fn a_rejected_change_finishes_nothing(backend: Backend) {
         .await
         .unwrap();
     let (id, tx) = (added.value.id, added.value.transaction_no.clone());
-    let now = kit.app.now();
     let command = sale("cmd-contract-2", &tx);
-    kit.store
-        .mutate(
-            id,
-            Box::new(move |_| {
-                let mut w = Writes::at(now);
-                w.command = Some(command.clone());
-                Ok(w)
-            }),
-        )
-        .await
-        .unwrap();
+    change(&kit, id, move |w| w.command = Some(command.clone())).await;
     let events_before = kit.store.events_of(id).await.unwrap().len();
     let rejected = kit
         .store
