@@ -226,6 +226,9 @@ struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080); port 0 picks a free port.
     #[arg(long, env = "TILLGATE_LISTEN")]
     listen: Option<String>,
+    /// The address customers' browsers reach the gateway at (hosted payment pages).
+    #[arg(long, env = "TILLGATE_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Notification schedule: seconds before each attempt, e.g. "0,30,60,90,120,150".
     #[arg(long, env = "TILLGATE_NOTIFY_SCHEDULE_S")]
     notify_schedule_s: Option<String>,
@@ -353,6 +356,10 @@ impl ServeArgs {
         let mut config = args.common.config()?;
         if let Some(listen) = args.listen {
             config.listen = listen;
+        }
+        if let Some(url) = args.public_url {
+            config.public_url =
+                Some(tillgate_server::config::parse_public_url(&url).map_err(anyhow::Error::msg)?);
         }
         if let Some(s) = args.notify_schedule_s {
             config.notify.schedule = tillgate_server::config::parse_schedule(&s)?;

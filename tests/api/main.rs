@@ -38,6 +38,7 @@ mod notifications;
 mod observability;
 mod operator;
 mod operator_safety;
+mod pages;
 mod pockyt_story;
 mod postgres_nodes;
 mod rate_limits;

@@ -172,6 +172,11 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// The tokens of the hosted payment pages (keyed by the master key).
+    pub fn page_tokens(&self) -> crate::page::PageTokens {
+        self.secrets.page_tokens()
+    }
+
     pub fn new(
         store: Arc<dyn CredentialStore>,
         secrets: SecretBox,

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod model;
 pub mod note;
 pub mod notify;
+pub mod page;
 pub mod replay;
 pub mod secret;
 pub mod service;

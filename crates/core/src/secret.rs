@@ -44,6 +44,8 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: ChaCha20Poly1305,
+    /// The key of the hosted payment pages' tokens, derived from the master key.
+    page_key: [u8; 32],
 }
 
 impl fmt::Debug for SecretBox {
@@ -63,7 +65,14 @@ impl SecretBox {
         }
         Ok(SecretBox {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&bytes)),
+            page_key: crate::page::derive_key(&bytes),
         })
+    }
+
+    /// The tokens of the hosted payment pages, under a key derived from the master key: every
+    /// node of one database makes and checks the same tokens.
+    pub fn page_tokens(&self) -> crate::page::PageTokens {
+        crate::page::PageTokens::new(self.page_key)
     }
 
     /// A fresh random master key, hex encoded.

@@ -131,6 +131,9 @@ pub enum CancelIntent {
     Cancel,
     /// Close: only an unpaid payment, which ends Closed (the unified API's close).
     Close,
+    /// Void: only an unpaid payment, which ends Cancelled (a customer who gives up on a
+    /// hosted payment page; a payment paid meanwhile is left alone).
+    Void,
 }
 
 /// What a cancel does to the money.
@@ -386,10 +389,10 @@ impl Payment {
         }
         let kind = match self.state {
             PaymentState::Created | PaymentState::Pending => match intent {
-                CancelIntent::Cancel => CancelKind::Void,
+                CancelIntent::Cancel | CancelIntent::Void => CancelKind::Void,
                 CancelIntent::Close => CancelKind::Close,
             },
-            PaymentState::Paid if intent == CancelIntent::Close => {
+            PaymentState::Paid if intent != CancelIntent::Cancel => {
                 return Err(CancelRejected::AlreadyPaid)
             }
             PaymentState::Paid => {
@@ -601,6 +604,23 @@ mod tests {
             q.begin_cancel(now(), &rule(), CancelIntent::Cancel),
             Err(CancelRejected::AfterRefund)
         );
+    }
+
+    #[test]
+    fn void_ends_an_unpaid_payment_cancelled_and_never_reverses_a_paid_one() {
+        let mut p = Payment::new(usd(100)).unwrap();
+        assert_eq!(
+            p.begin_cancel(now(), &rule(), CancelIntent::Void),
+            Ok(CancelKind::Void)
+        );
+        assert!(p.settle_cancel(ChannelOutcome::Approved));
+        assert_eq!(p.state(), PaymentState::Cancelled);
+        let mut q = paid(100);
+        assert_eq!(
+            q.begin_cancel(now(), &rule(), CancelIntent::Void),
+            Err(CancelRejected::AlreadyPaid)
+        );
+        assert_eq!(q.state(), PaymentState::Paid);
     }
 
     #[test]

@@ -38,6 +38,11 @@ impl std::str::FromStr for Mode {
 pub struct Config {
     /// Address to listen on; port 0 picks a free port.
     pub listen: String,
+    /// The address customers' browsers reach the gateway at (`https://pay.example.com`): the
+    /// hosted payment pages handed out in answers are under it. Unset: `http://` and the
+    /// address the gateway listens on.
+    #[serde(deserialize_with = "file::public_url")]
+    pub public_url: Option<String>,
     /// `sqlite://path` or `postgres://…`.
     pub database_url: String,
     pub mode: Mode,
@@ -315,6 +320,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: "127.0.0.1:8080".into(),
+            public_url: None,
             database_url: "sqlite://tillgate.db".into(),
             mode: Mode::Sandbox,
             master_key: None,
@@ -370,6 +376,26 @@ pub fn parse_zone(name: &str) -> anyhow::Result<MerchantZone> {
     }
 }
 
+/// Reads the gateway's public address: http or https, a host, an optional path prefix, no
+/// query, fragment or user. Kept without a trailing slash.
+pub fn parse_public_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| format!("public_url {text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(format!(
+            "public_url {text:?} must be http(s)://host[:port][/path], without query, fragment \
+             or user"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 /// Readers of the TOML values that are not plain strings and numbers in [`Config`].
 mod file {
     use super::*;
@@ -385,6 +411,12 @@ mod file {
 
     pub fn schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Schedule, D::Error> {
         parse_schedule(&String::deserialize(d)?).map_err(|e| D::Error::custom(format!("{e:#}")))
+    }
+
+    pub fn public_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        super::parse_public_url(&String::deserialize(d)?)
+            .map(Some)
+            .map_err(D::Error::custom)
     }
 
     pub fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -673,6 +705,7 @@ per_address = 0
     /// a merchant's wallet). A new setting goes here and into `tillgate.example.toml`.
     const EVERY_SETTING: &[&str] = &[
         "listen",
+        "public_url",
         "database_url",
         "mode",
         "master_key",

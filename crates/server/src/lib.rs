@@ -14,6 +14,7 @@ pub mod janitor;
 pub mod keys;
 pub mod listener;
 pub mod observe;
+pub mod pages;
 pub mod sandbox;
 pub mod wallet;
 
@@ -178,6 +179,7 @@ pub fn lifecycle_with(
         notify_urls: notify_urls(config),
         refund_reference_required: config.replay.refund_reference_required(config.mode),
         replay_window: std::time::Duration::from_secs(config.replay.window_s.max(1)),
+        public_url: public_url(config, None),
         ..LifecycleConfig::default()
     };
     let mut service = Lifecycle::new(
@@ -195,6 +197,25 @@ pub fn lifecycle_with(
         service = service.with_hub(hub);
     }
     Ok(service)
+}
+
+/// The gateway's public address: the configured one, or `http://` and the address it listens
+/// on (`bound`, once the listener is bound; an unspecified address reads as loopback).
+fn public_url(config: &Config, bound: Option<std::net::SocketAddr>) -> String {
+    if let Some(url) = &config.public_url {
+        return url.clone();
+    }
+    let mut addr = match bound {
+        Some(addr) => addr,
+        None => match config.listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => return format!("http://{}", config.listen),
+        },
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 /// Where notifications may go: public addresses, loopback in sandbox mode, and the networks
@@ -317,6 +338,10 @@ pub fn app(
     if let Some(callbacks) = wallet::routes(lifecycle.clone(), config) {
         router = router.merge(callbacks);
     }
+    router = router.merge(pages::routes(
+        lifecycle.clone(),
+        config.mode == Mode::Sandbox,
+    ));
     if config.mode == Mode::Sandbox {
         router = router.merge(sandbox::routes(lifecycle));
     }
@@ -575,6 +600,14 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let mut config = config;
+    if config.public_url.is_none() {
+        let url = public_url(&config, Some(listener.local_addr()?));
+        if config.mode == Mode::Production {
+            tracing::warn!(%url, "public_url is not set: hosted payment pages link to the listening address");
+        }
+        config.public_url = Some(url);
+    }
     let store = open_store(&config.database_url, config.database_max_connections).await?;
     if config.mode == Mode::Production {
         let n = store.sandbox_merchant_count().await?;

@@ -32,7 +32,8 @@ macro_rules! base {
         "WITH u AS (
     UPDATE payments SET state = $3, refunded_minor = $4, reserved_minor = $5,
         cancel_in_flight = $6, paid_at = $7, pay_fingerprint = $8, vendor = $9,
-        updated_at = $10, created_at = COALESCE($26, created_at), version = version + 1
+        updated_at = $10, expires_at = expires_at - COALESCE(created_at - $26, 0),
+        created_at = COALESCE($26, created_at), version = version + 1
     WHERE id = $1 AND version = $2
       AND ($31::bigint IS NULL OR EXISTS (SELECT 1 FROM refunds WHERE id = $31 AND state = $33))
       AND ($32::bigint IS NULL OR EXISTS (SELECT 1 FROM cancels WHERE id = $32 AND state = $34))

@@ -326,7 +326,8 @@ fn guard_holds(conn: &Connection, guard: Guard) -> Result<bool, StoreError> {
 }
 
 /// Writes the payment's decided state. `created_at` is written only when the change moves it
-/// (the sandbox's ageing), never from the record a decision ran on.
+/// (the sandbox's ageing, which moves `expires_at` by as much), never from the record a
+/// decision ran on.
 fn update_payment(
     conn: &Connection,
     rec: &mut PaymentRecord,
@@ -337,6 +338,7 @@ fn update_payment(
     conn.prepare_cached(
         "UPDATE payments SET state = ?, refunded_minor = ?, reserved_minor = ?, \
          cancel_in_flight = ?, paid_at = ?, pay_fingerprint = ?, vendor = ?, updated_at = ?, \
+         expires_at = expires_at - COALESCE(created_at - ?, 0), \
          created_at = COALESCE(?, created_at), version = version + 1 WHERE id = ?",
     )
     .and_then(|mut s| {
@@ -349,6 +351,7 @@ fn update_payment(
             rec.pay_fingerprint,
             rec.vendor,
             at_ms,
+            writes.created_at.map(|t| t.timestamp_millis()),
             writes.created_at.map(|t| t.timestamp_millis()),
             rec.id,
         ])

@@ -35,11 +35,6 @@ const BARCODE_WAY_CODES: [&str; 3] = ["AUTO_BAR", "WX_BAR", "ALI_BAR"];
 /// The wayCode of an order the customer pays by scanning a QR code.
 const QR_WAY_CODE: &str = "QR_CASHIER";
 
-/// What a QR_CASHIER order's `payData` points at: the gateway has no cashier page, so the URL
-/// only names the order (a reserved `.invalid` host, never reachable); the sandbox control
-/// endpoint plays the customer's payment.
-const QR_CASHIER_URL: &str = "https://cashier.tillgate.invalid/pay/";
-
 /// One unified endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -342,10 +337,7 @@ async fn unified_order(app: &Lifecycle, s: &Signed) -> Result<Data, UnifiedError
         },
         None => PayData {
             kind: "codeUrl",
-            data: Some(format!(
-                "{QR_CASHIER_URL}{}",
-                render::pay_order_id(&view.transaction_no)
-            )),
+            data: Some(app.payment_page_url(&paid.value.transaction_no)),
         },
     };
     Ok(render::unified_order(&view, &pay_data))

@@ -219,9 +219,14 @@ async fn a_qr_cashier_order_waits_for_the_customer_and_closes() {
     assert_eq!(data["orderState"], 1, "{body}");
     assert_eq!(data["payDataType"], "codeUrl");
     let pay_order_id = data["payOrderId"].as_str().unwrap();
-    assert_eq!(
-        data["payData"],
-        format!("https://cashier.tillgate.invalid/pay/{pay_order_id}")
+    let transaction_no = pay_order_id.strip_prefix('P').unwrap();
+    assert_eq!(data["payData"], h.app.payment_page_url(transaction_no));
+    assert!(
+        data["payData"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/pay/{transaction_no}-")),
+        "{body}"
     );
 
     let closed = call(&h, Endpoint::Close, &[("payOrderId", json!(pay_order_id))]).await;

@@ -477,7 +477,10 @@ async fn qr_code(app: &Lifecycle, s: &Signed) -> Result<Data, YabandError> {
         },
     )
     .await?;
-    Ok(render::qr_payment(&PaymentView::of(&paid.snapshot())))
+    Ok(render::qr_payment(
+        &PaymentView::of(&paid.snapshot()),
+        &app.payment_page_url(&paid.transaction_no),
+    ))
 }
 
 /// A return address of the shop's (`redirect_url`, `cancel_url`): http or https, bounded.
@@ -547,7 +550,10 @@ async fn create_payments(app: &Lifecycle, s: &Signed) -> Result<Data, YabandErro
         },
     )
     .await?;
-    Ok(render::online_payment(&PaymentView::of(&paid.snapshot())))
+    Ok(render::online_payment(
+        &PaymentView::of(&paid.snapshot()),
+        &app.payment_page_url(&paid.transaction_no),
+    ))
 }
 
 /// The three ways to cancel.

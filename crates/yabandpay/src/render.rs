@@ -10,11 +10,6 @@ use serde_json::{Map, Value as Json};
 use tillgate_core::snapshot::{PaymentSnapshot, RefundSnapshot};
 use tillgate_domain::{Money, PaymentState, RefundState};
 
-/// Where a QR payment's customer would scan: the gateway has no hosted page, so the URL only
-/// names the trade, under a reserved `.invalid` host that never resolves; the sandbox control
-/// endpoint plays the customer's payment.
-pub const QR_URL: &str = "https://qr.tillgate.invalid/pay/";
-
 /// The state a payment shows while a cancel of it waits for the terminal or the wallet.
 pub const CANCEL_IN_PROGRESS: &str = "processing";
 
@@ -186,22 +181,19 @@ fn pay_method(v: &PaymentView) -> &'static str {
 }
 
 /// `v3.CreatePayments`' answer: the payment and the hosted page the customer completes it on.
-pub fn online_payment(v: &PaymentView) -> Data {
+pub fn online_payment(v: &PaymentView, page_url: &str) -> Data {
     let mut d = payment(v);
-    d.insert(
-        "url".into(),
-        Json::String(format!("{QR_URL}{}", v.trade_id)),
-    );
+    d.insert("url".into(), Json::String(page_url.to_owned()));
     d.insert("exchange_rate".into(), Json::String("1".into()));
     d
 }
 
-/// A QR payment's answer: the payment and the code the customer scans.
-pub fn qr_payment(v: &PaymentView) -> Data {
+/// A QR payment's answer: the payment and the code the customer scans (the address of its
+/// hosted page, which shows the code and follows the payment).
+pub fn qr_payment(v: &PaymentView, page_url: &str) -> Data {
     let mut d = payment(v);
-    let url = format!("{QR_URL}{}", v.trade_id);
-    d.insert("url".into(), Json::String(url.clone()));
-    d.insert("qrcode".into(), Json::String(url));
+    d.insert("url".into(), Json::String(page_url.to_owned()));
+    d.insert("qrcode".into(), Json::String(page_url.to_owned()));
     d
 }
 

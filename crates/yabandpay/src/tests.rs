@@ -392,7 +392,8 @@ async fn a_qr_payment_waits_for_the_customer() {
     let d = ok(&body);
     assert_eq!(d["state"], "processing");
     let trade_id = d["trade_id"].as_str().unwrap().to_owned();
-    let url = format!("https://qr.tillgate.invalid/pay/{trade_id}");
+    let url = h.app.payment_page_url(&trade_id);
+    assert!(url.contains(&format!("/pay/{trade_id}-")), "{url}");
     assert_eq!(
         (d["url"].as_str(), d["qrcode"].as_str()),
         (Some(url.as_str()), Some(url.as_str()))

@@ -8,6 +8,25 @@ use crate::terminal::{CommandKind, NewCommand, TerminalCommand};
 use tillgate_domain::{BusinessDayRule, CancelIntent, CancelRejected, CancelState};
 
 impl Lifecycle {
+    /// The customer gave up on the payment's hosted page: an unpaid payment is voided (the
+    /// wallet is told); one paid meanwhile is not touched.
+    pub async fn customer_closes(&self, payment: &PaymentRecord) -> Result<(), LifecycleError> {
+        let merchant = self
+            .store
+            .merchant_by_id(payment.merchant_id)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        self.cancel(
+            &merchant,
+            &PaymentKey::TransactionNo(payment.transaction_no.clone()),
+            BusinessDayRule::calendar_day(merchant.zone),
+            CancelIntent::Void,
+            CancelOptions::default(),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Cancels a transaction: voids it when unpaid (or closes it, for `CancelIntent::Close`),
     /// reverses it in full when paid within `rule`'s business day. Asking again for a cancel
     /// that succeeded, or that is still in progress, answers with that cancel order.

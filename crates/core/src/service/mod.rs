@@ -52,6 +52,8 @@ pub struct LifecycleConfig {
     pub refund_reference_required: bool,
     /// How long the exact-replay guard remembers a signed request without a merchant key.
     pub replay_window: std::time::Duration,
+    /// The address customers' browsers reach the gateway at: hosted payment pages are under it.
+    pub public_url: String,
 }
 
 impl Default for LifecycleConfig {
@@ -63,6 +65,7 @@ impl Default for LifecycleConfig {
             notify_urls: crate::notify::UrlPolicy::default(),
             refund_reference_required: false,
             replay_window: std::time::Duration::from_secs(600),
+            public_url: "http://127.0.0.1:8080".to_owned(),
         }
     }
 }
@@ -230,6 +233,35 @@ impl Lifecycle {
         self.merchant_channels
             .get(merchant_no)
             .unwrap_or(&self.channel)
+    }
+
+    /// The address of the hosted page where the customer pays `transaction_no`.
+    pub fn payment_page_url(&self, transaction_no: &str) -> String {
+        crate::page::page_url(
+            &self.config.public_url,
+            &self.credentials.page_tokens(),
+            transaction_no,
+        )
+    }
+
+    /// The payment a hosted page's token names, whoever its merchant is; `None` for a token
+    /// this gateway did not make (or a payment that does not exist).
+    pub async fn payment_of_page(
+        &self,
+        token: &str,
+    ) -> Result<Option<PaymentRecord>, LifecycleError> {
+        let Some(transaction_no) = self.credentials.page_tokens().open(token) else {
+            return Ok(None);
+        };
+        match self.payment_by_transaction_no(transaction_no).await {
+            Ok(p) => Ok(Some(p)),
+            Err(LifecycleError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn config(&self) -> &LifecycleConfig {
+        &self.config
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

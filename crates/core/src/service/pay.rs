@@ -161,6 +161,7 @@ impl Lifecycle {
                     )
                     .ok_or(Rejection::Replay)?;
                     p.created_at -= by;
+                    p.expires_at -= by;
                     let mut w =
                         Writes::at(now).event("sandbox.aged", format!("{}s", by.num_seconds()));
                     w.created_at = Some(p.created_at);
