@@ -40,6 +40,9 @@ pub struct CreateArgs {
     #[arg(long)]
     pub currency: Option<String>,
     /// An origin (https://shop.example) whose browser pages may read this merchant's answers
+    /// The merchant's name as its customers see it on the hosted payment pages.
+    #[arg(long)]
+    pub name: Option<String>,
     /// (CORS); repeat for several. Given, it replaces the merchant's list.
     #[arg(long = "cors-origin")]
     pub cors_origins: Vec<String>,
@@ -85,7 +88,7 @@ pub enum Policy {
     clap::ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["timezone", "notify_schedule_s", "require_refund_reference"])
+        .args(["timezone", "notify_schedule_s", "require_refund_reference", "name"])
 ))]
 pub struct UpdateArgs {
     #[command(flatten)]
@@ -93,6 +96,9 @@ pub struct UpdateArgs {
     /// The merchant to change.
     #[arg(long)]
     pub merchant_no: String,
+    /// Its name as customers see it on the hosted payment pages ("" clears it).
+    #[arg(long)]
+    pub name: Option<String>,
     /// IANA time zone of the merchant's business day (which day a same-day cancel belongs to).
     #[arg(long)]
     pub timezone: Option<String>,
@@ -152,6 +158,15 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("--currency {c} is not an ISO 4217 code"))
         })
         .transpose()?;
+    let name = args
+        .name
+        .as_deref()
+        .map(|n| {
+            tillgate_core::credentials::display_name(n).map_err(|e| anyhow::anyhow!("--name: {e}"))
+        })
+        .transpose()?
+        .flatten()
+        .map(str::to_owned);
     let cors_origins = args
         .cors_origins
         .iter()
@@ -273,6 +288,12 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
         }
     };
     let settled = async {
+        if let Some(name) = &name {
+            credentials
+                .set_display_name(&done.merchant, Some(name))
+                .await
+                .context("cannot set the merchant's name")?;
+        }
         if !cors_origins.is_empty() {
             credentials
                 .set_cors_origins(&done.merchant, &cors_origins)
@@ -293,6 +314,9 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let mut out = merchant_json(&done.merchant);
     if !cors_origins.is_empty() {
         out["corsOrigins"] = cors_origins.clone().into();
+    }
+    if name.is_some() {
+        out["name"] = name.clone().into();
     }
     out["created"] = done.created.into();
     out["pockyt"] = serde_json::json!({
@@ -324,6 +348,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
 fn merchant_json(m: &MerchantRecord) -> serde_json::Value {
     serde_json::json!({
         "merchantNo": m.merchant_no,
+        "name": m.display_name,
         "timezone": m.zone.name(),
         "notifySchedule": m.notify_schedule,
         "requireRefundReference": m.refund_reference_required,
@@ -343,6 +368,13 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
             )
         })?)),
     };
+    let name = args
+        .name
+        .as_deref()
+        .map(|n| {
+            tillgate_core::credentials::display_name(n).map_err(|e| anyhow::anyhow!("--name: {e}"))
+        })
+        .transpose()?;
     let store =
         tillgate_server::open_existing_store(&config.database_url, config.database_max_connections)
             .await?;
@@ -353,6 +385,9 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
         };
         if let Some(zone) = &zone {
             store.set_zone(merchant.id, zone).await?;
+        }
+        if let Some(name) = name {
+            store.set_display_name(merchant.id, name).await?;
         }
         if let Some(schedule) = &schedule {
             let text = schedule.as_ref().map(|s| s.to_text());

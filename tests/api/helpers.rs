@@ -359,7 +359,7 @@ impl TestApp {
 }
 
 impl Pos {
-    fn signed(&self, params: &[(&str, &str)]) -> Vec<(String, String)> {
+    pub fn signed(&self, params: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut all: Vec<(&str, &str)> = vec![
             ("merchantNo", &self.merchant_no),
             ("storeNo", &self.store_no),
@@ -532,6 +532,7 @@ pub struct Received {
     pub path: String,
     pub content_type: String,
     pub form: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Received {
@@ -576,6 +577,7 @@ impl Receiver {
                                 .unwrap_or("")
                                 .to_owned(),
                             form: url_decode_form(&body),
+                            body: body.to_vec(),
                         });
                         s.script.pop_front().unwrap_or(Answer::ok("success"))
                     };

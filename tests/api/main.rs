@@ -32,6 +32,7 @@ macro_rules! on_both_backends {
 }
 
 mod bad_input;
+mod browser;
 mod connections;
 mod helpers;
 mod notifications;
@@ -49,4 +50,5 @@ mod tidy;
 mod unified;
 mod wallet;
 mod web_shops;
+mod webdriver;
 mod yabandpay;

@@ -54,6 +54,17 @@ pub async fn checkout(app: &TestApp, notify_url: &str, amount: &str) -> (String,
     )
 }
 
+fn merchant(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(binary())
+        .arg("merchant")
+        .args(args)
+        .args(["--database-url", &app.database_url])
+        .current_dir(&app.dir.0)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -91,8 +102,42 @@ async fn the_page_shows_the_payment_and_sends_the_customer_back_once_paid() {
         "the page is under the gateway's own address: {url}"
     );
 
+    // Without a name the page shows the merchant's number; with one, its name (escaped).
+    let (_, _, html) = get(&url).await;
+    assert!(html.contains("Merchant 200043"), "{html}");
+    let out = merchant(
+        &app,
+        &[
+            "update",
+            "--merchant-no",
+            "200043",
+            "--name",
+            "Café <Zürich>",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["name"], "Café <Zürich>");
+    let out = merchant(
+        &app,
+        &[
+            "update",
+            "--merchant-no",
+            "200043",
+            "--name",
+            &"x".repeat(81),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 80"));
+
     let (status, headers, html) = get(&url).await;
     assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Café &lt;Zürich&gt;"), "{html}");
     assert!(html.contains("24.99 EUR"), "{html}");
     assert!(html.contains("iDEAL"), "{html}");
     assert!(

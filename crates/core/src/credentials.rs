@@ -171,6 +171,16 @@ pub struct Credentials {
     terminals: Cache<String, TerminalCredential>,
 }
 
+/// Reads a merchant's name as customers see it: trimmed, at most 80 characters, no control
+/// characters; an empty one is no name.
+pub fn display_name(text: &str) -> Result<Option<&str>, &'static str> {
+    let name = text.trim();
+    if name.chars().count() > 80 || name.chars().any(char::is_control) {
+        return Err("a merchant's name is at most 80 characters, without control characters");
+    }
+    Ok((!name.is_empty()).then_some(name))
+}
+
 impl Credentials {
     /// The tokens of the hosted payment pages (keyed by the master key).
     pub fn page_tokens(&self) -> crate::page::PageTokens {
@@ -374,6 +384,16 @@ impl Credentials {
             self.store.add_store(merchant.id, store_no, &sealed).await
         })
         .await
+    }
+
+    /// Sets (or, with `None`, clears) the name a merchant's customers see on its hosted
+    /// payment pages, as [`display_name`] read it.
+    pub async fn set_display_name(
+        &self,
+        merchant: &MerchantRecord,
+        name: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.store.set_display_name(merchant.id, name).await
     }
 
     /// Sets a merchant's CORS origins (none: clears them); each already checked to be an

@@ -56,6 +56,8 @@ pub struct MerchantRecord {
     pub refund_reference_required: Option<bool>,
     /// Origins whose browser pages may read its answers (CORS), besides the gateway's own.
     pub cors_origins: Vec<String>,
+    /// Its name as customers know it (hosted payment pages); `None`: its number is shown.
+    pub display_name: Option<String>,
 }
 
 /// A Pockyt store credential as stored: the token is sealed.

@@ -92,6 +92,17 @@ impl CredentialStore for PgStore {
         self.one(q, tillgate_store_sql::store_row).await
     }
 
+    async fn set_display_name(
+        &self,
+        merchant_id: i64,
+        name: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query("UPDATE merchants SET display_name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(merchant_id);
+        self.exec(q).await.map(drop)
+    }
+
     async fn set_cors_origins(
         &self,
         merchant_id: i64,

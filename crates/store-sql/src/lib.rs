@@ -44,6 +44,7 @@ pub fn merchant(row: &impl Columns) -> Result<MerchantRecord, StoreError> {
             .map(|o| o.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default(),
         refund_reference_required: row.opt_int("refund_reference_required")?.map(|v| v != 0),
+        display_name: row.opt_text("display_name")?,
     })
 }
 

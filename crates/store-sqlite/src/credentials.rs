@@ -103,6 +103,26 @@ impl CredentialStore for SqliteStore {
         )
     }
 
+    async fn set_display_name(
+        &self,
+        merchant_id: i64,
+        name: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(name.map(str::to_owned)),
+            Bind::Int(Some(merchant_id)),
+        ];
+        self.write(move |conn| {
+            writer::execute(
+                conn,
+                "UPDATE merchants SET display_name = ? WHERE id = ?",
+                binds,
+            )
+            .map(drop)
+        })
+        .await
+    }
+
     async fn set_cors_origins(
         &self,
         merchant_id: i64,

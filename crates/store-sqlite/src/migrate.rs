@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key_check",
         include_str!("../migrations/0008_key_check.sql"),
     ),
+    (
+        10,
+        "merchant_name",
+        include_str!("../migrations/0010_merchant_name.sql"),
+    ),
 ];
 
 /// Applies pending migrations; without `create`, a database that holds no tillgate schema yet

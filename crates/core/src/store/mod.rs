@@ -240,6 +240,12 @@ pub trait CredentialStore: Send + Sync + 'static {
         merchant_id: i64,
         origins: Option<&str>,
     ) -> Result<(), StoreError>;
+    /// Sets (or clears) a merchant's name as customers know it.
+    async fn set_display_name(
+        &self,
+        merchant_id: i64,
+        name: Option<&str>,
+    ) -> Result<(), StoreError>;
     /// Whether some merchant lists `origin` among its CORS origins.
     async fn origin_of_a_merchant(&self, origin: &str) -> Result<bool, StoreError>;
     /// Sets (or clears) a store's default currency (an ISO 4217 code).

@@ -247,12 +247,12 @@ fn unavailable() -> Response {
     )
 }
 
-/// What every page of a payment shows at its top.
-fn summary(p: &PaymentRecord, sandbox: bool) -> Markup {
+/// What every page of a payment shows at its top; `merchant` is its merchant's name.
+fn summary(p: &PaymentRecord, merchant: &str, sandbox: bool) -> Markup {
     let amount = p.payment.amount();
     html! {
         header {
-            span.merchant data-test="merchant" { "Merchant " (p.merchant_no) }
+            span.merchant data-test="merchant" { (merchant) }
             @if sandbox { span.badge { "Sandbox" } }
         }
         p.amount data-test="amount" { (amount.to_decimal_string()) " " (amount.currency().code()) }
@@ -273,6 +273,13 @@ async fn page(State(pages): State<Pages>, Path(token): Path<String>) -> Response
     };
     let stage = Stage::of(&p, pages.app.clock().now());
     let links = ShopLinks::of(&p);
+    let merchant = match pages.app.store().merchant_by_id(p.merchant_id).await {
+        Ok(Some(m)) => m
+            .display_name
+            .unwrap_or_else(|| format!("Merchant {}", m.merchant_no)),
+        Ok(None) => format!("Merchant {}", p.merchant_no),
+        Err(_) => return unavailable(),
+    };
     match stage {
         Stage::Paid => {
             if let Some(to) = &links.paid {
@@ -294,7 +301,7 @@ async fn page(State(pages): State<Pages>, Path(token): Path<String>) -> Response
     let here = format!("/pay/{token}");
     let body = html! {
         main data-state=(stage.name()) data-status=[(stage == Stage::Awaiting).then(|| format!("{here}/status"))] {
-            (summary(&p, pages.sandbox))
+            (summary(&p, &merchant, pages.sandbox))
             @match stage {
                 Stage::Awaiting => {
                     p.methods { "Pay with " (methods(&p)) }

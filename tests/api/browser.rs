@@ -1,0 +1,418 @@
+//! Checkout in a real browser: headless Chromium driven over WebDriver (`webdriver.rs`).
+//!
+//! A shop's page on another origin calls the Pockyt API the way the Yuansfer JavaScript SDK
+//! does (form-urlencoded POSTs, which a browser sends without a preflight, and reads the
+//! answer only with CORS), a YabandPay `v3.CreatePayments` checkout is clicked through on the
+//! hosted page to the shop's `redirect_url`, a unified `QR_CASHIER` page follows a payment
+//! made elsewhere without being reloaded, and an expired page says so.
+//!
+//! They need Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); without them
+//! outside CI the tests are listed as ignored (`build.rs`).
+
+use crate::helpers::*;
+use crate::webdriver::Browser;
+use serde_json::{json, Value};
+
+/// A shop: its own origin (another port of 127.0.0.1) serving `page` at `/` and a thank-you
+/// page at `/thanks`. Answers its base address.
+async fn shop(page: String) -> String {
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || {
+                let page = page.clone();
+                async move { axum::response::Html(page) }
+            }),
+        )
+        .route(
+            "/thanks",
+            axum::routing::get(|| async {
+                axum::response::Html("<!doctype html><title>Thanks</title><h1 id=thanks>Thank you for your order</h1>")
+            }),
+        )
+        .route(
+            "/cart",
+            axum::routing::get(|| async {
+                axum::response::Html("<!doctype html><title>Cart</title><h1 id=cart>Your cart</h1>")
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+/// The shop's checkout script: each call as the SDK makes it (a form body, the SDK's
+/// `Content-Type`), its answer or the browser's failure written into the page.
+fn sdk_page(gateway: &str, calls: &[(&str, &str, String)]) -> String {
+    let calls: Vec<Value> = calls
+        .iter()
+        .map(
+            |(id, path, body)| json!({ "id": id, "url": format!("{gateway}{path}"), "body": body }),
+        )
+        .collect();
+    format!(
+        r#"<!doctype html><html><head><title>Shop</title></head><body>
+<div id="log"></div>
+<script>
+const calls = {calls};
+(async () => {{
+  for (const c of calls) {{
+    const out = document.createElement("pre");
+    out.id = c.id;
+    try {{
+      const r = await fetch(c.url, {{ method: "POST", body: c.body,
+        headers: {{ "Content-Type": "application/x-www-form-urlencoded" }} }});
+      out.textContent = JSON.stringify(await r.json());
+    }} catch (e) {{
+      out.textContent = "Network Error: " + e.message;
+    }}
+    document.getElementById("log").appendChild(out);
+  }}
+  const done = document.createElement("p"); done.id = "done"; document.body.appendChild(done);
+}})();
+</script></body></html>"#,
+        calls = serde_json::to_string(&calls).unwrap()
+    )
+}
+
+fn form(pairs: Vec<(String, String)>) -> String {
+    serde_urlencoded_pairs(&pairs)
+}
+
+#[tokio::test]
+#[cfg_attr(
+    tillgate_no_browser,
+    ignore = "chromium and chromedriver are not installed"
+)]
+async fn a_shop_page_on_another_origin_adds_pays_and_queries_through_the_pockyt_api() {
+    // Two shops on their own origins: the gateway allows the first only.
+    let config_dir = TempDir::new();
+    // The shops' addresses are known only once they listen, so each serves its page from a
+    // cell filled in after the gateway starts.
+    let allowed_page = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let refused_page = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let allowed = shop_from(allowed_page.clone()).await;
+    let refused = shop_from(refused_page.clone()).await;
+    let config = config_dir.0.join("tillgate.toml");
+    std::fs::write(
+        &config,
+        format!("[cors]\nallowed_origins = [\"{allowed}\"]\n"),
+    )
+    .unwrap();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &["--config", &config.display().to_string()],
+    )
+    .await
+    .expect("SQLite always runs");
+    let pos = app.pos();
+    let order = reference("sdk");
+    let calls = vec![
+        (
+            "add",
+            "/app-instore/v3/add",
+            form(pos.signed(&[
+                ("amount", "12.34"),
+                ("currency", "USD"),
+                ("settleCurrency", "USD"),
+                ("reference", &order),
+            ])),
+        ),
+        (
+            "pay",
+            "/app-instore/v3/pay",
+            form(pos.signed(&[
+                ("reference", &order),
+                ("paymentBarcode", "281234567890123456"),
+                ("vendor", "alipay"),
+            ])),
+        ),
+        (
+            "query",
+            "/app-data-search/v3/tran-query",
+            form(pos.signed(&[("reference", &order)])),
+        ),
+    ];
+    *allowed_page.lock().unwrap() = sdk_page(&app.base, &calls);
+    let other = reference("sdk");
+    *refused_page.lock().unwrap() = sdk_page(
+        &app.base,
+        &[(
+            "add",
+            "/app-instore/v3/add",
+            form(pos.signed(&[
+                ("amount", "1.00"),
+                ("currency", "USD"),
+                ("settleCurrency", "USD"),
+                ("reference", &other),
+            ])),
+        )],
+    );
+
+    let browser = Browser::start().await;
+    browser.goto(&allowed).await;
+    browser.find("#done").await;
+    let answer = |id: &'static str| {
+        let browser = &browser;
+        async move {
+            let text = browser.text(&format!("#{id}")).await;
+            serde_json::from_str::<Value>(&text).unwrap_or_else(|_| panic!("{id}: {text}"))
+        }
+    };
+    let add = answer("add").await;
+    assert_eq!(add["ret_code"], "000100", "{add}");
+    let pay = answer("pay").await;
+    assert_eq!(pay["ret_code"], "000100", "{pay}");
+    assert_eq!(pay["result"]["transactionStatus"], "success", "{pay}");
+    let query = answer("query").await;
+    assert_eq!(query["result"]["transactionStatus"], "success", "{query}");
+    assert_eq!(query["result"]["amount"], "12.34", "{query}");
+
+    // The other origin's page cannot read the answer, as the browser enforces it.
+    browser.goto(&refused).await;
+    browser.find("#done").await;
+    let text = browser.text("#add").await;
+    assert!(text.starts_with("Network Error"), "{text}");
+    browser.quit().await;
+}
+
+async fn shop_from(page: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page.lock().unwrap().clone()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+const YABAND_TID: &str = "T125119061";
+const YABAND_SECRET: &str = "62184c09df1aeb63239e07079875be81";
+
+async fn yaband(app: &TestApp, method: &str, data: Value) -> Value {
+    let time = chrono::Utc::now().timestamp();
+    let body = json!({
+        "user": YABAND_TID,
+        "method": method,
+        "time": time,
+        "sign": crate::yabandpay::yaband_sign(YABAND_TID, method, time, &data, YABAND_SECRET),
+        "data": data,
+    });
+    app.client
+        .post(format!("{}/Payments", app.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// YabandPay's signature of a notification, written here independently: the `data` fields
+/// sorted, `k=v` joined with `&` (empty values kept or left out), HMAC-SHA256, hex.
+fn data_sign(data: &Value, secret: &str, empties: bool) -> String {
+    use hmac::Mac;
+    let mut pairs: Vec<(String, String)> = data
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .filter(|(_, v)| empties || !v.is_empty())
+        .collect();
+    pairs.sort();
+    let text = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(text.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+#[cfg_attr(
+    tillgate_no_browser,
+    ignore = "chromium and chromedriver are not installed"
+)]
+async fn a_create_payments_checkout_is_clicked_through_to_the_shops_redirect_url() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let shop = shop(String::new()).await;
+    let created = yaband(
+        &app,
+        "v3.CreatePayments",
+        json!({
+            "pay_method": "online",
+            "sub_pay_method": "iDEAL",
+            "order_id": reference("web"),
+            "amount": "42.50",
+            "currency": "EUR",
+            "description": "Order 1042: 2 × espresso beans",
+            "notify_url": receiver.url,
+            "timeout": "30",
+            "redirect_url": format!("{shop}/thanks"),
+            "cancel_url": format!("{shop}/cart"),
+        }),
+    )
+    .await;
+    assert_eq!(created["status"], true, "{created}");
+    let trade_id = created["data"]["trade_id"].as_str().unwrap().to_owned();
+    let url = created["data"]["url"].as_str().unwrap().to_owned();
+
+    let named = std::process::Command::new(binary())
+        .args([
+            "merchant",
+            "update",
+            "--merchant-no",
+            "200043",
+            "--name",
+            "Espresso Bar",
+        ])
+        .args(["--database-url", &app.database_url])
+        .current_dir(&app.dir.0)
+        .output()
+        .unwrap();
+    assert!(named.status.success());
+
+    let browser = Browser::start().await;
+    browser.goto(&url).await;
+    assert_eq!(browser.text("[data-test=merchant]").await, "Espresso Bar");
+    assert_eq!(browser.text("[data-test=amount]").await, "42.50 EUR");
+    assert!(browser.text("main").await.contains("iDEAL"));
+    browser.find("[data-test=qr] svg").await;
+    let shot = browser.screenshot("checkout").await;
+    println!("checkout page: {}", shot.display());
+    browser.click("[data-test=pay]").await;
+    browser.wait_for_url(&format!("{shop}/thanks"), 15).await;
+    assert_eq!(browser.text("#thanks").await, "Thank you for your order");
+
+    // The shop's server hears of it, signed by the terminal's secret.
+    let got = receiver.wait_for(1, 20).await;
+    let note: Value = serde_json::from_slice(&got[0].body).unwrap_or_else(|_| panic!("{got:?}"));
+    assert_eq!(note["data"]["trade_id"], trade_id.as_str(), "{note}");
+    assert_eq!(note["data"]["state"], "paid", "{note}");
+    let signs = [true, false].map(|empties| data_sign(&note["data"], YABAND_SECRET, empties));
+    assert!(
+        signs.iter().any(|s| note["sign"] == s.as_str()),
+        "signed over data with the terminal's secret: {note}"
+    );
+    browser.quit().await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    tillgate_no_browser,
+    ignore = "chromium and chromedriver are not installed"
+)]
+async fn a_qr_cashier_page_follows_a_payment_made_elsewhere_and_an_expired_page_says_so() {
+    let app = spawn_app().await;
+    let mut order = json!({
+        "mchNo": "M1621873433953",
+        "appId": "60cc09bce4b0f1c0b83761c9",
+        "reqTime": "1700000000123",
+        "version": "1.0",
+        "signType": "MD5",
+        "mchOrderNo": reference("qr"),
+        "wayCode": "QR_CASHIER",
+        "amount": "880",
+        "currency": "cny",
+        "subject": "tea",
+        "body": "jasmine tea",
+    });
+    let sign = |order: &Value| {
+        let pairs: Vec<(String, String)> = order
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        crate::unified::jeepay_sign(&pairs, "offline-test-key")
+    };
+    order["sign"] = json!(sign(&order));
+    let v: Value = app
+        .client
+        .post(format!("{}/api/pay/unifiedOrder", app.base))
+        .json(&order)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["code"], 0, "{v}");
+    let url = v["data"]["payData"].as_str().unwrap().to_owned();
+    let transaction_no = v["data"]["payOrderId"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('P')
+        .to_owned();
+
+    let browser = Browser::start().await;
+    browser.goto(&url).await;
+    assert_eq!(browser.text("[data-test=amount]").await, "8.80 CNY");
+    // The customer pays in the wallet app (here: the sandbox's control endpoint); the page,
+    // left open, notices by itself.
+    browser.run("window.notReloaded = true; return true").await;
+    let (status, body) = app.settle(&transaction_no, "paid").await;
+    assert_eq!(status, 200, "{body}");
+    browser
+        .wait_until(
+            "return !window.notReloaded && document.querySelector('main').dataset.state === 'paid'",
+            15,
+        )
+        .await;
+    assert_eq!(browser.text("[data-test=status]").await, "Paid. Thank you.");
+
+    // Another order left past its time-out: its page says it expired, and offers no payment.
+    order["mchOrderNo"] = json!(reference("qr"));
+    order.as_object_mut().unwrap().remove("sign");
+    order["sign"] = json!(sign(&order));
+    let v: Value = app
+        .client
+        .post(format!("{}/api/pay/unifiedOrder", app.base))
+        .json(&order)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = v["data"]["payData"].as_str().unwrap().to_owned();
+    let no = v["data"]["payOrderId"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .raw(
+            reqwest::Method::POST,
+            &format!("/sandbox/v1/payments/{no}/age"),
+            Some("application/json"),
+            br#"{"hours":3}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    browser.goto(&url).await;
+    let text = browser.text("[data-test=status]").await;
+    assert!(text.contains("expired"), "{text}");
+    let buttons = browser
+        .run("return document.querySelectorAll('[data-test=pay]').length")
+        .await;
+    assert_eq!(buttons, json!(0));
+    browser.screenshot("expired").await;
+    browser.quit().await;
+}
