@@ -8,6 +8,7 @@ mod logging;
 mod merchant;
 mod output;
 mod terminal_sim;
+mod user;
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -43,6 +44,9 @@ enum Command {
     /// Manage merchants and their credentials.
     #[command(subcommand)]
     Merchant(MerchantCommand),
+    /// Manage the console's users: create, list, disable, enable, reset a password.
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Play the wallet side of a running sandbox gateway.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
@@ -153,7 +157,7 @@ enum NotifyCommand {
 }
 
 #[derive(Args, Clone)]
-struct Common {
+pub struct Common {
     /// TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "TILLGATE_CONFIG")]
     config: Option<PathBuf>,
@@ -309,6 +313,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Merchant(MerchantCommand::Create(args)) => merchant::create(args).await,
             Command::Merchant(MerchantCommand::Update(args)) => merchant::update(args).await,
+            Command::User(command) => user::run(command).await,
             Command::Notify(NotifyCommand::List {
                 common,
                 status,

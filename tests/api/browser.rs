@@ -416,3 +416,92 @@ async fn a_qr_cashier_page_follows_a_payment_made_elsewhere_and_an_expired_page_
     browser.screenshot("expired").await;
     browser.quit().await;
 }
+
+#[tokio::test]
+#[cfg_attr(
+    tillgate_no_browser,
+    ignore = "chromium and chromedriver are not installed"
+)]
+async fn an_operator_signs_in_finds_a_transaction_and_reads_its_story() {
+    let app = spawn_app().await;
+    let pos = app.pos();
+    let order = reference("console");
+    let no = pos.paid(&order, "48.20").await;
+    let refund = pos.refund(&no, "8.20", Some("rf-browser-1")).await;
+    assert_eq!(refund["ret_code"], "000100", "{refund}");
+    for i in 0..3 {
+        pos.paid(&format!("{order}-other-{i}"), "1.00").await;
+    }
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/console", app.base)).await;
+    browser
+        .wait_for_url(&format!("{}/console/login", app.base), 10)
+        .await;
+    browser
+        .run(
+            "document.querySelector('#login').value = 'operator';
+             document.querySelector('#password').value = 'wrong password';
+             return true",
+        )
+        .await;
+    browser.click("[data-test=sign-in]").await;
+    assert!(browser
+        .text("[data-test=error]")
+        .await
+        .contains("Wrong login"));
+    browser
+        .run(
+            "document.querySelector('#login').value = 'operator';
+             document.querySelector('#password').value = 'sandbox-operator';
+             return true",
+        )
+        .await;
+    browser.click("[data-test=sign-in]").await;
+    browser
+        .wait_for_url(&format!("{}/console/transactions", app.base), 10)
+        .await;
+    assert_eq!(browser.text("[data-test=who]").await, "operator");
+
+    browser
+        .run(&format!(
+            "document.querySelector('input[name=reference]').value = '{order}'; return true"
+        ))
+        .await;
+    browser.click("[data-test=search]").await;
+    browser
+        .wait_until(
+            "return document.querySelectorAll('[data-test=transactions] tbody tr').length === 1",
+            10,
+        )
+        .await;
+    browser.screenshot("console-transactions").await;
+    browser
+        .click(&format!("a[href='/console/transactions/{no}']"))
+        .await;
+    assert_eq!(browser.text("[data-test=amount]").await, "48.20 USD");
+    assert_eq!(
+        browser.text("[data-test=state]").await,
+        "partially_refunded"
+    );
+    assert!(browser
+        .text("[data-test=refunds]")
+        .await
+        .contains("rf-browser-1"));
+    let timeline = browser.text("[data-test=timeline]").await;
+    assert!(timeline.contains("refund"), "{timeline}");
+    browser.screenshot("console-transaction").await;
+
+    // Signing out ends the session: the console asks to sign in again.
+    browser.click("[data-test=logout]").await;
+    browser
+        .wait_for_url(&format!("{}/console/login", app.base), 10)
+        .await;
+    browser
+        .goto(&format!("{}/console/transactions/{no}", app.base))
+        .await;
+    browser
+        .wait_for_url(&format!("{}/console/login", app.base), 10)
+        .await;
+    browser.quit().await;
+}

@@ -7,6 +7,7 @@
 //! authenticators, the notification renderers and the hub.
 
 pub mod channel;
+pub mod console;
 pub mod credentials;
 pub mod error;
 pub mod ids;
@@ -29,6 +30,6 @@ pub use secret::{Secret, SecretBox, SecretError};
 pub use service::{Lifecycle, LifecycleConfig};
 pub use snapshot::Snapshot;
 pub use store::{
-    Conflict, CredentialStore, MutateFn, Mutated, OutboxStore, PaymentStore, Rejection,
-    ReplayStore, Store, StoreError, TerminalStore, Writes,
+    Conflict, ConsoleStore, CredentialStore, MutateFn, Mutated, OutboxStore, PaymentStore,
+    Rejection, ReplayStore, Store, StoreError, TerminalStore, Writes,
 };

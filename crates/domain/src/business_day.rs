@@ -31,6 +31,21 @@ impl MerchantZone {
     pub fn day_of(&self, at: DateTime<Utc>) -> chrono::NaiveDate {
         self.0.from_utc_datetime(&at.naive_utc()).date_naive()
     }
+
+    /// The first instant of a calendar day in this zone: its midnight, the earlier one where a
+    /// clock change repeats it, the first instant after the gap where one skips it.
+    pub fn day_start(&self, day: chrono::NaiveDate) -> DateTime<Utc> {
+        let midnight = day.and_time(chrono::NaiveTime::MIN);
+        let mut local = midnight;
+        // A gap is at most a few hours; walk forward by minutes until the clock exists.
+        for _ in 0..=24 * 60 {
+            if let Some(t) = self.0.from_local_datetime(&local).earliest() {
+                return t.with_timezone(&Utc);
+            }
+            local += Duration::minutes(1);
+        }
+        Utc.from_utc_datetime(&midnight)
+    }
 }
 
 /// When a paid transaction may still be reversed in full.
@@ -67,6 +82,22 @@ impl BusinessDayRule {
         let paid_day = self.zone.day_of(paid_at);
         self.zone.day_of(now) == paid_day
             || self.zone.day_of(now - self.grace_after_midnight) == paid_day
+    }
+}
+
+#[cfg(test)]
+mod day_start_tests {
+    use super::*;
+
+    #[test]
+    fn a_day_starts_at_local_midnight() {
+        let ams = MerchantZone::parse("Europe/Amsterdam").unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 7, 1).unwrap();
+        assert_eq!(ams.day_start(day).to_rfc3339(), "2026-06-30T22:00:00+00:00");
+        // Santiago skips midnight when its clocks go forward (2026-09-06 00:00 → 01:00).
+        let scl = MerchantZone::parse("America/Santiago").unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 9, 6).unwrap();
+        assert_eq!(scl.day_of(scl.day_start(day)), day);
     }
 }
 

@@ -33,6 +33,13 @@ pub fn routes(app: Arc<Lifecycle>, config: &Config) -> Router {
         .route("/admin/v1/notifications/resend", post(resend_failed))
         .route("/admin/v1/notifications/{id}", get(one))
         .route("/admin/v1/notifications/{id}/resend", post(resend_one))
+        .route(
+            "/admin/v1/transactions",
+            get({
+                let zone = config.default_timezone;
+                move |app, query| search(app, query, zone)
+            }),
+        )
         .route("/admin/v1/transactions/{transaction_no}", get(transaction))
         .route("/admin/v1/unresolved", get(unresolved))
         .with_state(app)
@@ -224,6 +231,50 @@ async fn unresolved(State(app): State<Arc<Lifecycle>>) -> Response {
         Ok(v) => Json(v).into_response(),
         Err(e) => store_error(e),
     }
+}
+
+/// `GET /admin/v1/transactions?merchant=&store=&status=&dialect=&from=&to=&no=&reference=&refund=&cancel=&before=&limit=`:
+/// the transactions matching every filter given, newest first, a page at a time (`next` is the
+/// `before` of the following page). The console's transactions page runs the same search.
+async fn search(
+    State(app): State<Arc<Lifecycle>>,
+    Query(filter): Query<crate::console::search::Filter>,
+    zone: tillgate_domain::MerchantZone,
+) -> Response {
+    use crate::console::search::FilterError;
+    let store = app.store().as_ref();
+    let found = async {
+        let limit = filter.limit(50)?;
+        let (search, zone) = filter.search(store, None, zone, limit).await?;
+        let rows = store.search_payments(&search).await?;
+        Ok::<_, FilterError>((rows, zone, limit))
+    }
+    .await;
+    let (rows, zone, limit) = match found {
+        Ok(v) => v,
+        Err(FilterError::Invalid(message)) => return error(StatusCode::BAD_REQUEST, &message),
+        Err(FilterError::Store(e)) => return store_error(e),
+    };
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|p| p.id))
+        .flatten();
+    Json(json!({
+        "timezone": zone.name(),
+        "transactions": rows.iter().map(|p| json!({
+            "transactionNo": p.transaction_no,
+            "merchantNo": p.merchant_no,
+            "storeNo": p.store_no,
+            "reference": p.reference,
+            "dialect": p.dialect.as_str(),
+            "state": p.payment.state().as_str(),
+            "amountMinor": p.payment.amount().minor(),
+            "currency": p.payment.amount().currency().code(),
+            "refundedMinor": p.payment.refunded().minor(),
+            "createdAt": p.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })).collect::<Vec<_>>(),
+        "next": next.map(|id| id.to_string()),
+    }))
+    .into_response()
 }
 
 /// A transaction's state and audit timeline.

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod console;
 pub mod cors;
 mod dburl;
 pub mod hub;
@@ -338,6 +339,11 @@ pub fn app(
     if let Some(callbacks) = wallet::routes(lifecycle.clone(), config) {
         router = router.merge(callbacks);
     }
+    router = router.merge(console::routes(
+        lifecycle.clone(),
+        config.mode == Mode::Production,
+        config.default_timezone,
+    ));
     router = router.merge(pages::routes(
         lifecycle.clone(),
         config.mode == Mode::Sandbox,

@@ -129,8 +129,44 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
     println!(
         "sandbox merchant {UNIFIED_MCH_NO}:\n  unified: mchNo={UNIFIED_MCH_NO} appId={UNIFIED_APP_ID} appSecret={UNIFIED_APP_SECRET}"
     );
+    for (login, password, role) in CONSOLE_USERS {
+        if store.user_by_login(login).await?.is_none() {
+            let hash = crate::console::hash_password(password).map_err(anyhow::Error::msg)?;
+            let user = tillgate_core::console::NewUser {
+                login: login.to_owned(),
+                password_hash: hash,
+                role,
+                merchant_id: role.is_merchants().then_some(merchant.id),
+                created_at: app.now(),
+            };
+            match store.insert_user(user).await {
+                // Another node starting on the same database created it first.
+                Ok(_) | Err(StoreError::Conflict(Conflict::UniqueKey)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        println!(
+            "sandbox console user (/console): login={login} password={password} role={}",
+            role.as_str()
+        );
+    }
     Ok(())
 }
+
+/// The sandbox's console users, with public passwords like every sandbox credential: an
+/// operator, and a cashier of merchant 200043.
+const CONSOLE_USERS: [(&str, &str, tillgate_core::console::Role); 2] = [
+    (
+        "operator",
+        "sandbox-operator",
+        tillgate_core::console::Role::Operator,
+    ),
+    (
+        "cashier",
+        "sandbox-cashier",
+        tillgate_core::console::Role::MerchantStaff,
+    ),
+];
 
 #[derive(Deserialize)]
 struct Settle {

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "merchant_name",
         include_str!("../migrations/0010_merchant_name.sql"),
     ),
+    (
+        11,
+        "console",
+        include_str!("../migrations/0011_console.sql"),
+    ),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.

@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "merchant_name",
         include_str!("../migrations/0010_merchant_name.sql"),
     ),
+    (
+        11,
+        "console",
+        include_str!("../migrations/0011_console.sql"),
+    ),
 ];
 
 /// Applies pending migrations; without `create`, a database that holds no tillgate schema yet

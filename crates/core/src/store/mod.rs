@@ -379,9 +379,62 @@ pub trait ReplayStore: Send + Sync + 'static {
 }
 
 /// The whole store: every part, and its life.
+/// The console's users, sessions and audit log, and the search of payments it lists.
+#[async_trait]
+pub trait ConsoleStore: Send + Sync + 'static {
+    /// Creates a user; a login already taken is `Conflict::UniqueKey`.
+    async fn insert_user(&self, user: crate::console::NewUser) -> Result<i64, StoreError>;
+    async fn user_by_login(
+        &self,
+        login: &str,
+    ) -> Result<Option<crate::console::UserRecord>, StoreError>;
+    async fn user_by_id(&self, id: i64) -> Result<Option<crate::console::UserRecord>, StoreError>;
+    async fn users(&self) -> Result<Vec<crate::console::UserRecord>, StoreError>;
+    /// Sets a new password hash and clears the wrong-password count and lock.
+    async fn set_password(&self, user_id: i64, hash: &str) -> Result<(), StoreError>;
+    async fn set_disabled(&self, user_id: i64, disabled: bool) -> Result<(), StoreError>;
+    /// Counts a wrong password; the `lock_after`-th in a row locks sign-in until `until`.
+    async fn login_failed(
+        &self,
+        user_id: i64,
+        lock_after: i64,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// A sign-in: clears the wrong-password count and lock.
+    async fn login_succeeded(&self, user_id: i64) -> Result<(), StoreError>;
+    async fn insert_session(
+        &self,
+        session: crate::console::SessionRecord,
+    ) -> Result<(), StoreError>;
+    async fn session(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<crate::console::SessionRecord>, StoreError>;
+    async fn touch_session(&self, id_hash: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
+    /// Ends every session of a user (disabled, or given a new password).
+    async fn delete_sessions_of(&self, user_id: i64) -> Result<(), StoreError>;
+    async fn audit(&self, entry: crate::console::NewAudit) -> Result<(), StoreError>;
+    async fn audit_of_transaction(
+        &self,
+        transaction_no: &str,
+    ) -> Result<Vec<crate::console::AuditRecord>, StoreError>;
+    /// A user's latest audit lines, newest first.
+    async fn audit_of_user(
+        &self,
+        user_id: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::console::AuditRecord>, StoreError>;
+    /// Payments matching `search`, newest first.
+    async fn search_payments(
+        &self,
+        search: &crate::console::PaymentSearch,
+    ) -> Result<Vec<PaymentRecord>, StoreError>;
+}
+
 #[async_trait]
 pub trait Store:
-    PaymentStore + OutboxStore + CredentialStore + TerminalStore + ReplayStore
+    PaymentStore + OutboxStore + CredentialStore + TerminalStore + ReplayStore + ConsoleStore
 {
     /// Write operations committed and durable commits made since start.
     fn commit_stats(&self) -> CommitStats;

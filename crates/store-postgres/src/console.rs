@@ -1,0 +1,161 @@
+//! The console's users, sessions and audit log, and the payment search, on PostgreSQL.
+
+use crate::{db_error, dollar_placeholders, PgStore};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tillgate_core::console::{
+    AuditRecord, NewAudit, NewUser, PaymentSearch, SessionRecord, UserRecord,
+};
+use tillgate_core::store::ConsoleStore;
+use tillgate_core::{PaymentRecord, StoreError};
+use tillgate_store_sql::console as sql;
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+#[async_trait]
+impl ConsoleStore for PgStore {
+    async fn insert_user(&self, u: NewUser) -> Result<i64, StoreError> {
+        let text = dollar_placeholders(sql::INSERT_USER);
+        sqlx::query_scalar::<_, i64>(&text)
+            .bind(u.login)
+            .bind(u.password_hash)
+            .bind(u.role.as_str())
+            .bind(u.merchant_id)
+            .bind(ms(u.created_at))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
+        let text = dollar_placeholders(&sql::user_by("login"));
+        self.one(sqlx::query(&text).bind(login), sql::user).await
+    }
+
+    async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
+        let text = dollar_placeholders(&sql::user_by("id"));
+        self.one(sqlx::query(&text).bind(id), sql::user).await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let text = sql::users_sql();
+        self.all(sqlx::query(&text), sql::user).await
+    }
+
+    async fn set_password(&self, user_id: i64, hash: &str) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::SET_PASSWORD);
+        self.exec(sqlx::query(&text).bind(hash).bind(user_id))
+            .await
+            .map(drop)
+    }
+
+    async fn set_disabled(&self, user_id: i64, disabled: bool) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::SET_DISABLED);
+        self.exec(sqlx::query(&text).bind(i64::from(disabled)).bind(user_id))
+            .await
+            .map(drop)
+    }
+
+    async fn login_failed(
+        &self,
+        user_id: i64,
+        lock_after: i64,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::LOGIN_FAILED);
+        let q = sqlx::query(&text)
+            .bind(lock_after)
+            .bind(ms(until))
+            .bind(user_id);
+        self.exec(q).await.map(drop)
+    }
+
+    async fn login_succeeded(&self, user_id: i64) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::LOGIN_SUCCEEDED);
+        self.exec(sqlx::query(&text).bind(user_id)).await.map(drop)
+    }
+
+    async fn insert_session(&self, s: SessionRecord) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::INSERT_SESSION);
+        let q = sqlx::query(&text)
+            .bind(s.id_hash)
+            .bind(s.user_id)
+            .bind(s.csrf)
+            .bind(ms(s.created_at))
+            .bind(ms(s.last_seen_at));
+        self.exec(q).await.map(drop)
+    }
+
+    async fn session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let text = dollar_placeholders(sql::SESSION);
+        self.one(sqlx::query(&text).bind(id_hash), sql::session)
+            .await
+    }
+
+    async fn touch_session(&self, id_hash: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::TOUCH_SESSION);
+        self.exec(sqlx::query(&text).bind(ms(at)).bind(id_hash))
+            .await
+            .map(drop)
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::DELETE_SESSION);
+        self.exec(sqlx::query(&text).bind(id_hash)).await.map(drop)
+    }
+
+    async fn delete_sessions_of(&self, user_id: i64) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::DELETE_SESSIONS_OF);
+        self.exec(sqlx::query(&text).bind(user_id)).await.map(drop)
+    }
+
+    async fn audit(&self, e: NewAudit) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::INSERT_AUDIT);
+        let q = sqlx::query(&text)
+            .bind(ms(e.at))
+            .bind(e.user_id)
+            .bind(e.login)
+            .bind(e.action)
+            .bind(e.transaction_no)
+            .bind(e.detail)
+            .bind(e.address);
+        self.exec(q).await.map(drop)
+    }
+
+    async fn audit_of_transaction(
+        &self,
+        transaction_no: &str,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let text = dollar_placeholders(sql::AUDIT_OF_TRANSACTION);
+        self.all(sqlx::query(&text).bind(transaction_no), sql::audit)
+            .await
+    }
+
+    async fn audit_of_user(
+        &self,
+        user_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let text = dollar_placeholders(sql::AUDIT_OF_USER);
+        self.all(
+            sqlx::query(&text).bind(user_id).bind(i64::from(limit)),
+            sql::audit,
+        )
+        .await
+    }
+
+    async fn search_payments(&self, q: &PaymentSearch) -> Result<Vec<PaymentRecord>, StoreError> {
+        let (text, values) = sql::search_sql(q);
+        let text = dollar_placeholders(&text);
+        let mut query = sqlx::query(&text);
+        for v in values {
+            query = match v {
+                sql::Value::Int(i) => query.bind(i),
+                sql::Value::Text(t) => query.bind(t),
+            };
+        }
+        self.all(query, tillgate_store_sql::payment).await
+    }
+}

@@ -1,0 +1,198 @@
+//! The console's statements, the same on both backends (`?N` placeholders; PostgreSQL reads
+//! them as `$N`), its row mapping, and the payment search built from a [`PaymentSearch`].
+
+use crate::{corrupt, time, Columns};
+use tillgate_core::console::{AuditRecord, PaymentSearch, Role, SessionRecord, UserRecord};
+use tillgate_core::StoreError;
+
+const USER_COLUMNS: &str = "SELECT u.*, m.merchant_no AS user_merchant_no FROM console_users u \
+                            LEFT JOIN merchants m ON m.id = u.merchant_id";
+
+pub const INSERT_USER: &str = "INSERT INTO console_users \
+    (login, password_hash, role, merchant_id, disabled, failed_logins, created_at) \
+    VALUES (?1, ?2, ?3, ?4, 0, 0, ?5) RETURNING id";
+
+pub fn user_by(column: &str) -> String {
+    format!("{USER_COLUMNS} WHERE u.{column} = ?1")
+}
+
+pub fn users_sql() -> String {
+    format!("{USER_COLUMNS} ORDER BY u.login")
+}
+
+pub const SET_PASSWORD: &str = "UPDATE console_users SET password_hash = ?1, failed_logins = 0, \
+                                locked_until = NULL WHERE id = ?2";
+pub const SET_DISABLED: &str = "UPDATE console_users SET disabled = ?1 WHERE id = ?2";
+pub const LOGIN_FAILED: &str = "UPDATE console_users SET failed_logins = failed_logins + 1, \
+    locked_until = CASE WHEN failed_logins + 1 >= ?1 THEN ?2 ELSE locked_until END WHERE id = ?3";
+pub const LOGIN_SUCCEEDED: &str =
+    "UPDATE console_users SET failed_logins = 0, locked_until = NULL WHERE id = ?1";
+pub const INSERT_SESSION: &str = "INSERT INTO console_sessions \
+    (id_hash, user_id, csrf, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+pub const SESSION: &str = "SELECT * FROM console_sessions WHERE id_hash = ?1";
+pub const TOUCH_SESSION: &str = "UPDATE console_sessions SET last_seen_at = ?1 WHERE id_hash = ?2";
+pub const DELETE_SESSION: &str = "DELETE FROM console_sessions WHERE id_hash = ?1";
+pub const DELETE_SESSIONS_OF: &str = "DELETE FROM console_sessions WHERE user_id = ?1";
+pub const INSERT_AUDIT: &str = "INSERT INTO audit_log \
+    (at, user_id, login, action, transaction_no, detail, address) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+pub const AUDIT_OF_TRANSACTION: &str =
+    "SELECT * FROM audit_log WHERE transaction_no = ?1 ORDER BY id";
+pub const AUDIT_OF_USER: &str =
+    "SELECT * FROM audit_log WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2";
+
+pub fn user(row: &impl Columns) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        id: row.int("id")?,
+        login: row.text("login")?,
+        password_hash: row.text("password_hash")?,
+        role: Role::parse(&row.text("role")?).ok_or_else(|| corrupt("console user role"))?,
+        merchant_id: row.opt_int("merchant_id")?,
+        merchant_no: row.opt_text("user_merchant_no")?,
+        disabled: row.int("disabled")? != 0,
+        failed_logins: row.int("failed_logins")?,
+        locked_until: row.opt_int("locked_until")?.map(time).transpose()?,
+        created_at: time(row.int("created_at")?)?,
+    })
+}
+
+pub fn session(row: &impl Columns) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id_hash: row.text("id_hash")?,
+        user_id: row.int("user_id")?,
+        csrf: row.text("csrf")?,
+        created_at: time(row.int("created_at")?)?,
+        last_seen_at: time(row.int("last_seen_at")?)?,
+    })
+}
+
+pub fn audit(row: &impl Columns) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        id: row.int("id")?,
+        at: time(row.int("at")?)?,
+        user_id: row.opt_int("user_id")?,
+        login: row.text("login")?,
+        action: row.text("action")?,
+        transaction_no: row.opt_text("transaction_no")?,
+        detail: row.text("detail")?,
+        address: row.opt_text("address")?,
+    })
+}
+
+/// A value bound to the search's statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Int(i64),
+    Text(String),
+}
+
+/// The search's statement (`?N` placeholders) and its values, in order. Newest first by id,
+/// the keyset of its pages; a merchant's listing walks the `(merchant_id, id)` index.
+pub fn search_sql(q: &PaymentSearch) -> (String, Vec<Value>) {
+    let mut sql = String::from("SELECT p.* FROM payments p WHERE 1 = 1");
+    let mut values = Vec::new();
+    let mut bind = |sql: &mut String, clause: &str, v: Value| {
+        values.push(v);
+        sql.push_str(&clause.replace('#', &format!("?{}", values.len())));
+    };
+    if let Some(m) = q.merchant_id {
+        bind(&mut sql, " AND p.merchant_id = #", Value::Int(m));
+    }
+    if let Some(s) = &q.store_no {
+        bind(&mut sql, " AND p.store_no = #", Value::Text(s.clone()));
+    }
+    if let Some(d) = q.dialect {
+        bind(
+            &mut sql,
+            " AND p.dialect = #",
+            Value::Text(d.as_str().into()),
+        );
+    }
+    if !q.states.is_empty() {
+        sql.push_str(" AND p.state IN (");
+        for (i, s) in q.states.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            bind(&mut sql, "#", Value::Text(s.as_str().into()));
+        }
+        sql.push(')');
+    }
+    if let Some(t) = q.created_from {
+        bind(
+            &mut sql,
+            " AND p.created_at >= #",
+            Value::Int(t.timestamp_millis()),
+        );
+    }
+    if let Some(t) = q.created_to {
+        bind(
+            &mut sql,
+            " AND p.created_at < #",
+            Value::Int(t.timestamp_millis()),
+        );
+    }
+    if let Some(a) = q.amount_min {
+        bind(&mut sql, " AND p.amount_minor >= #", Value::Int(a));
+    }
+    if let Some(a) = q.amount_max {
+        bind(&mut sql, " AND p.amount_minor <= #", Value::Int(a));
+    }
+    if let Some(t) = &q.transaction_no {
+        bind(
+            &mut sql,
+            " AND p.transaction_no = #",
+            Value::Text(t.clone()),
+        );
+    }
+    if let Some(r) = &q.reference {
+        bind(&mut sql, " AND p.reference = #", Value::Text(r.clone()));
+    }
+    if let Some(r) = &q.refund_no {
+        bind(
+            &mut sql,
+            " AND p.id IN (SELECT payment_id FROM refunds WHERE refund_no = # \
+             OR refund_reference = #)",
+            Value::Text(r.clone()),
+        );
+    }
+    if let Some(c) = &q.cancel_no {
+        bind(
+            &mut sql,
+            " AND p.id IN (SELECT payment_id FROM cancels WHERE cancel_no = #)",
+            Value::Text(c.clone()),
+        );
+    }
+    if let Some(b) = q.before_id {
+        bind(&mut sql, " AND p.id < #", Value::Int(b));
+    }
+    let limit = i64::from(q.limit.clamp(1, 500));
+    bind(&mut sql, " ORDER BY p.id DESC LIMIT #", Value::Int(limit));
+    (sql, values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tillgate_domain::PaymentState;
+
+    #[test]
+    fn the_search_binds_every_filter_in_order() {
+        let (sql, values) = search_sql(&PaymentSearch {
+            merchant_id: Some(7),
+            states: vec![PaymentState::Paid, PaymentState::Refunded],
+            refund_no: Some("R1".into()),
+            before_id: Some(99),
+            limit: 10_000,
+            ..PaymentSearch::default()
+        });
+        assert_eq!(
+            sql,
+            "SELECT p.* FROM payments p WHERE 1 = 1 AND p.merchant_id = ?1 AND p.state IN \
+             (?2, ?3) AND p.id IN (SELECT payment_id FROM refunds WHERE refund_no = ?4 OR \
+             refund_reference = ?4) AND p.id < ?5 ORDER BY p.id DESC LIMIT ?6"
+        );
+        assert_eq!(values.last(), Some(&Value::Int(500)), "the limit is capped");
+        assert_eq!(values.len(), 6);
+    }
+}

@@ -1,0 +1,179 @@
+//! The console's users, sessions and audit log, and the payment search, on SQLite.
+
+use crate::writer::{self, native, Bind};
+use crate::{rows, SqliteStore};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+use tillgate_core::console::{
+    AuditRecord, NewAudit, NewUser, PaymentSearch, SessionRecord, UserRecord,
+};
+use tillgate_core::store::ConsoleStore;
+use tillgate_core::{PaymentRecord, StoreError};
+use tillgate_store_sql::console as sql;
+
+impl SqliteStore {
+    async fn console_write(
+        &self,
+        statement: &'static str,
+        binds: Vec<Bind>,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| writer::execute(conn, statement, binds).map(drop))
+            .await
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+#[async_trait]
+impl ConsoleStore for SqliteStore {
+    async fn insert_user(&self, u: NewUser) -> Result<i64, StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached(sql::INSERT_USER)
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            u.login,
+                            u.password_hash,
+                            u.role.as_str(),
+                            u.merchant_id,
+                            ms(u.created_at)
+                        ],
+                        |r| r.get::<_, i64>(0),
+                    )
+                })
+                .map_err(native)
+        })
+        .await
+    }
+
+    async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.read_one(&sql::user_by("login"), params![login], |r| sql::user(r))
+    }
+
+    async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
+        self.read_one(&sql::user_by("id"), params![id], |r| sql::user(r))
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.read_all(&sql::users_sql(), [], |r| sql::user(r))
+    }
+
+    async fn set_password(&self, user_id: i64, hash: &str) -> Result<(), StoreError> {
+        let binds = vec![Bind::Text(Some(hash.to_owned())), Bind::Int(Some(user_id))];
+        self.console_write(sql::SET_PASSWORD, binds).await
+    }
+
+    async fn set_disabled(&self, user_id: i64, disabled: bool) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Int(Some(i64::from(disabled))),
+            Bind::Int(Some(user_id)),
+        ];
+        self.console_write(sql::SET_DISABLED, binds).await
+    }
+
+    async fn login_failed(
+        &self,
+        user_id: i64,
+        lock_after: i64,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Int(Some(lock_after)),
+            Bind::Int(Some(ms(until))),
+            Bind::Int(Some(user_id)),
+        ];
+        self.console_write(sql::LOGIN_FAILED, binds).await
+    }
+
+    async fn login_succeeded(&self, user_id: i64) -> Result<(), StoreError> {
+        self.console_write(sql::LOGIN_SUCCEEDED, vec![Bind::Int(Some(user_id))])
+            .await
+    }
+
+    async fn insert_session(&self, s: SessionRecord) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(Some(s.id_hash)),
+            Bind::Int(Some(s.user_id)),
+            Bind::Text(Some(s.csrf)),
+            Bind::Int(Some(ms(s.created_at))),
+            Bind::Int(Some(ms(s.last_seen_at))),
+        ];
+        self.console_write(sql::INSERT_SESSION, binds).await
+    }
+
+    async fn session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.read_one(sql::SESSION, params![id_hash], |r| sql::session(r))
+    }
+
+    async fn touch_session(&self, id_hash: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Int(Some(ms(at))),
+            Bind::Text(Some(id_hash.to_owned())),
+        ];
+        self.console_write(sql::TOUCH_SESSION, binds).await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.console_write(
+            sql::DELETE_SESSION,
+            vec![Bind::Text(Some(id_hash.to_owned()))],
+        )
+        .await
+    }
+
+    async fn delete_sessions_of(&self, user_id: i64) -> Result<(), StoreError> {
+        self.console_write(sql::DELETE_SESSIONS_OF, vec![Bind::Int(Some(user_id))])
+            .await
+    }
+
+    async fn audit(&self, e: NewAudit) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Int(Some(ms(e.at))),
+            Bind::Int(e.user_id),
+            Bind::Text(Some(e.login)),
+            Bind::Text(Some(e.action)),
+            Bind::Text(e.transaction_no),
+            Bind::Text(Some(e.detail)),
+            Bind::Text(e.address),
+        ];
+        self.console_write(sql::INSERT_AUDIT, binds).await
+    }
+
+    async fn audit_of_transaction(
+        &self,
+        transaction_no: &str,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read_all(sql::AUDIT_OF_TRANSACTION, params![transaction_no], |r| {
+            sql::audit(r)
+        })
+    }
+
+    async fn audit_of_user(
+        &self,
+        user_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read_all(
+            sql::AUDIT_OF_USER,
+            params![user_id, i64::from(limit)],
+            |r| sql::audit(r),
+        )
+    }
+
+    async fn search_payments(&self, q: &PaymentSearch) -> Result<Vec<PaymentRecord>, StoreError> {
+        let (text, values) = sql::search_sql(q);
+        let binds: Vec<Bind> = values
+            .into_iter()
+            .map(|v| match v {
+                sql::Value::Int(i) => Bind::Int(Some(i)),
+                sql::Value::Text(t) => Bind::Text(Some(t)),
+            })
+            .collect();
+        self.read_all(&text, rusqlite::params_from_iter(binds.iter()), |r| {
+            rows::payment(r)
+        })
+    }
+}

@@ -1,0 +1,459 @@
+//! The console over HTTP: signing in and out, sessions, what each role sees, the search, the
+//! transaction's page, the users' command line, and what a hostile browser or user tries.
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+use std::process::Command;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in; answers the session cookie (`name=value`) or the refusal's status.
+pub async fn sign_in(app: &TestApp, login: &str, password: &str) -> Result<String, u16> {
+    let resp = client()
+        .post(format!("{}/console/login", app.base))
+        .form(&[("login", login), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    if resp.status().as_u16() != 303 {
+        return Err(resp.status().as_u16());
+    }
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(cookie.contains("Path=/console"), "{cookie}");
+    Ok(cookie.split(';').next().unwrap().to_owned())
+}
+
+async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
+    let resp = client()
+        .get(format!("{}{path}", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[at..at + 64].to_owned()
+}
+
+fn user(app: &TestApp, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .arg("user")
+        .args(args)
+        .args(["--database-url", &app.database_url])
+        .current_dir(&app.dir.0)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+/// A unified order of the sandbox's second merchant (M1621873433953); answers its number.
+async fn unified_order(app: &TestApp, amount: &str) -> String {
+    let mut order = json!({
+        "mchNo": "M1621873433953",
+        "appId": "60cc09bce4b0f1c0b83761c9",
+        "reqTime": "1700000000123",
+        "version": "1.0",
+        "signType": "MD5",
+        "mchOrderNo": reference("console"),
+        "wayCode": "QR_CASHIER",
+        "amount": amount,
+        "currency": "cny",
+        "subject": "tea",
+        "body": "tea",
+    });
+    let pairs: Vec<(String, String)> = order
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    order["sign"] = json!(crate::unified::jeepay_sign(&pairs, "offline-test-key"));
+    let v: Value = app
+        .client
+        .post(format!("{}/api/pay/unifiedOrder", app.base))
+        .json(&order)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["code"], 0, "{v}");
+    v["data"]["payOrderId"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('P')
+        .to_owned()
+}
+
+async fn signing_in_finding_and_seeing_a_transaction(app: TestApp) {
+    // Without a session every page sends the browser to sign in.
+    let resp = client()
+        .get(format!("{}/console/transactions", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    assert_eq!(resp.headers()["location"], "/console/login");
+
+    let pos = app.pos();
+    let order = reference("findme");
+    let no = pos.paid(&order, "12.30").await;
+    let refund = pos.refund(&no, "2.30", Some("rf-console-1")).await;
+    assert_eq!(refund["ret_code"], "000100", "{refund}");
+
+    let cookie = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    let (status, html) = page(&app, &cookie, "/console/transactions").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(&no),
+        "the newest transaction is listed: {html}"
+    );
+    // Each filter finds it, and a filter it fails does not.
+    for query in [
+        format!("reference={order}"),
+        format!("no={no}"),
+        "refund=rf-console-1".to_owned(),
+        "status=partially_refunded&merchant=200043&dialect=pockyt".to_owned(),
+    ] {
+        let (status, html) = page(&app, &cookie, &format!("/console/transactions?{query}")).await;
+        assert_eq!(status, 200);
+        assert!(html.contains(&no), "{query}: {html}");
+    }
+    let (_, html) = page(&app, &cookie, "/console/transactions?status=refunded").await;
+    assert!(!html.contains(&no));
+    let (_, html) = page(
+        &app,
+        &cookie,
+        "/console/transactions?from=2020-01-01&to=2020-01-31",
+    )
+    .await;
+    assert!(html.contains("No transaction matches"), "{html}");
+    // Nonsense is said, not searched.
+    for (query, said) in [
+        ("from=yesterday", "from must be a day"),
+        ("status=nope", "status must be one of"),
+        ("from=2026-02-02&to=2026-02-01", "from is after to"),
+        ("before=1e9", "before must be"),
+    ] {
+        let (status, html) = page(&app, &cookie, &format!("/console/transactions?{query}")).await;
+        assert_eq!(status, 200);
+        assert!(html.contains(said), "{query}: {html}");
+        assert!(!html.contains(&no), "{query}: nothing is listed");
+    }
+
+    // The transaction's page: the payment, its refund, its timeline and its notifications.
+    let (status, html) = page(&app, &cookie, &format!("/console/transactions/{no}")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("12.30 USD"), "{html}");
+    assert!(html.contains("rf-console-1"), "{html}");
+    assert!(html.contains("partially_refunded"), "{html}");
+    assert!(html.contains("data-test=\"timeline\""), "{html}");
+    // The sign-in is on the operator's page of the audit log.
+    let (status, html) = page(&app, &cookie, "/console/users/operator").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("sign-in"), "{html}");
+
+    // Signing out needs the session's CSRF token, and ends the session.
+    let resp = client()
+        .post(format!("{}/console/logout", app.base))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "0".repeat(64))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let (_, html) = page(&app, &cookie, "/console/transactions").await;
+    let resp = client()
+        .post(format!("{}/console/logout", app.base))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf_of(&html))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    assert!(resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let (status, _) = page(&app, &cookie, "/console/transactions").await;
+    assert_eq!(status, 303, "the session is over");
+}
+
+async fn a_merchants_staff_sees_its_merchant_only(app: TestApp) {
+    let other = unified_order(&app, "777").await;
+    let own = app.pos().paid(&reference("own"), "3.00").await;
+    let operator = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    let (status, html) = page(&app, &operator, &format!("/console/transactions/{other}")).await;
+    assert_eq!(status, 200, "{html}");
+
+    let cashier = sign_in(&app, "cashier", "sandbox-cashier").await.unwrap();
+    let (status, html) = page(&app, &cashier, "/console/transactions").await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&own), "{html}");
+    assert!(
+        !html.contains(&other),
+        "another merchant's transaction: {html}"
+    );
+    // Not by its number, not by naming its merchant, not by its page.
+    for path in [
+        format!("/console/transactions?no={other}"),
+        "/console/transactions?merchant=M1621873433953".to_owned(),
+    ] {
+        let (_, html) = page(&app, &cashier, &path).await;
+        assert!(
+            !html.contains(&format!("/console/transactions/{other}")),
+            "{path}: {html}"
+        );
+        assert!(html.contains("No transaction matches"), "{path}: {html}");
+    }
+    let (status, html) = page(&app, &cashier, &format!("/console/transactions/{other}")).await;
+    assert_eq!(status, 404);
+    assert!(!html.contains("7.77"), "{html}");
+    // Nor another user's audit log.
+    let (status, _) = page(&app, &cashier, "/console/users/operator").await;
+    assert_eq!(status, 404);
+    let (status, _) = page(&app, &cashier, "/console/users/cashier").await;
+    assert_eq!(status, 200);
+}
+
+async fn wrong_passwords_lock_a_login_and_hostile_forms_are_refused(app: TestApp) {
+    assert_eq!(sign_in(&app, "operator", "wrong password!").await, Err(401));
+    assert_eq!(sign_in(&app, "nobody", "sandbox-operator").await, Err(401));
+    for _ in 0..4 {
+        assert_eq!(sign_in(&app, "cashier", "not the password").await, Err(401));
+    }
+    // The fifth wrong password locks the login: the right one is refused too, for a while.
+    assert_eq!(sign_in(&app, "cashier", "not the password").await, Err(401));
+    assert_eq!(sign_in(&app, "cashier", "sandbox-cashier").await, Err(401));
+    // An operator unlocks it by giving it a new password.
+    let out = user(&app, &["reset-password", "--login", "cashier"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fresh = printed["password"].as_str().unwrap().to_owned();
+    assert!(sign_in(&app, "cashier", &fresh).await.is_ok());
+
+    // A form posted from another site is refused before anything is checked.
+    let resp = client()
+        .post(format!("{}/console/login", app.base))
+        .header("origin", "http://evil.example")
+        .form(&[("login", "operator"), ("password", "sandbox-operator")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert!(resp.headers().get("set-cookie").is_none());
+    // A forged or odd cookie is no session.
+    for cookie in [
+        format!("tillgate_console={}", "a".repeat(64)),
+        "tillgate_console=../../etc".to_owned(),
+        format!("tillgate_console={}", "é".repeat(40)),
+    ] {
+        let resp = client()
+            .get(format!("{}/console/transactions", app.base))
+            .header("cookie", cookie.as_bytes())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 303, "{cookie}");
+    }
+    // The refusals are in the audit log, with what was tried.
+    let operator = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    let (_, html) = page(&app, &operator, "/console/users/cashier").await;
+    assert!(html.contains("sign-in refused"), "{html}");
+    assert!(html.contains("locked after wrong passwords"), "{html}");
+    assert!(html.contains("password reset"), "{html}");
+}
+
+async fn users_are_made_and_ended_on_the_command_line(app: TestApp) {
+    let out = user(
+        &app,
+        &["create", "--login", "ana", "--role", "merchant-staff"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--merchant-no"));
+    let out = user(
+        &app,
+        &["create", "--login", "bad login!", "--role", "auditor"],
+        None,
+    );
+    assert!(!out.status.success());
+    let out = user(
+        &app,
+        &[
+            "create",
+            "--login",
+            "ana",
+            "--role",
+            "auditor",
+            "--password-stdin",
+        ],
+        Some("short\n"),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("12 characters"));
+    let out = user(
+        &app,
+        &[
+            "create",
+            "--login",
+            "ana",
+            "--role",
+            "auditor",
+            "--password-stdin",
+        ],
+        Some("a long enough password\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["role"], "auditor");
+    assert!(
+        printed.get("password").is_none(),
+        "a given password is not printed"
+    );
+    let again = user(
+        &app,
+        &["create", "--login", "ana", "--role", "auditor"],
+        None,
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already"));
+
+    let session = sign_in(&app, "ana", "a long enough password")
+        .await
+        .unwrap();
+    let (status, _) = page(&app, &session, "/console/transactions").await;
+    assert_eq!(status, 200);
+    // Disabled: the session ends at once and no sign-in works.
+    let out = user(&app, &["disable", "--login", "ana"], None);
+    assert!(out.status.success());
+    let (status, _) = page(&app, &session, "/console/transactions").await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        sign_in(&app, "ana", "a long enough password").await,
+        Err(401)
+    );
+    let out = user(&app, &["enable", "--login", "ana"], None);
+    assert!(out.status.success());
+    assert!(sign_in(&app, "ana", "a long enough password").await.is_ok());
+
+    let out = user(&app, &["list", "--format", "table"], None);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("ana") && table.contains("auditor"),
+        "{table}"
+    );
+    assert!(
+        table.contains("cashier") && table.contains("200043"),
+        "{table}"
+    );
+    let out = user(&app, &["disable", "--login", "nobody"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no console user"));
+}
+
+async fn the_admin_api_searches_a_page_at_a_time(app: TestApp) {
+    let pos = app.pos();
+    let prefix = reference("page");
+    let mut made = Vec::new();
+    for i in 0..7 {
+        made.push(pos.paid(&format!("{prefix}-{i}"), "1.00").await);
+    }
+    let mut seen = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut url = format!(
+            "{}/admin/v1/transactions?merchant=200043&status=paid&limit=3",
+            app.base
+        );
+        if let Some(b) = &before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let v: Value = app
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for t in v["transactions"].as_array().unwrap() {
+            seen.push(t["transactionNo"].as_str().unwrap().to_owned());
+        }
+        match v["next"].as_str() {
+            Some(n) => before = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    // Newest first, each once, across pages (the sandbox's paid samples come after).
+    let mine: Vec<&String> = seen.iter().filter(|n| made.contains(n)).collect();
+    made.reverse();
+    assert_eq!(mine, made.iter().collect::<Vec<_>>());
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no transaction twice: {seen:?}");
+    for bad in [
+        "limit=0",
+        "limit=501",
+        "status=lost",
+        "from=2026-13-01",
+        "before=x",
+    ] {
+        let resp = app
+            .client
+            .get(format!("{}/admin/v1/transactions?{bad}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{bad}");
+    }
+}
+
+on_both_backends!(
+    signing_in_finding_and_seeing_a_transaction,
+    a_merchants_staff_sees_its_merchant_only,
+    wrong_passwords_lock_a_login_and_hostile_forms_are_refused,
+    users_are_made_and_ended_on_the_command_line,
+    the_admin_api_searches_a_page_at_a_time,
+);
