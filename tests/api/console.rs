@@ -450,7 +450,222 @@ async fn the_admin_api_searches_a_page_at_a_time(app: TestApp) {
     }
 }
 
+fn field_of(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+async fn post(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, String, String) {
+    let resp = client()
+        .post(format!("{}{path}", app.base))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, location, resp.text().await.unwrap())
+}
+
+async fn refunds_cancels_and_resends_go_through_the_lifecycle_once(app: TestApp) {
+    let pos = app.pos();
+    let no = pos.paid(&reference("act"), "20.00").await;
+    let operator = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    let path = format!("/console/transactions/{no}");
+    let (_, html) = page(&app, &operator, &path).await;
+    let csrf = csrf_of(&html);
+    let key = field_of(&html, "key");
+    let refund = |amount: &'static str, key: String| {
+        let (app, operator, path, csrf) = (&app, &operator, &path, &csrf);
+        async move {
+            post(
+                app,
+                operator,
+                &format!("{path}/refund"),
+                &[
+                    ("csrf", csrf),
+                    ("key", &key),
+                    ("amount", amount),
+                    ("reason", "broken cup"),
+                ],
+            )
+            .await
+        }
+    };
+    // The form posted twice (a double click) refunds once.
+    let (status, to, _) = refund("2.50", key.clone()).await;
+    assert_eq!(
+        (status, to.as_str()),
+        (303, format!("{path}?done=refund").as_str())
+    );
+    let (status, _, _) = refund("2.50", key.clone()).await;
+    assert_eq!(status, 303);
+    let q = pos.query(&no).await;
+    assert_eq!(q["result"]["refundAmount"], "2.50", "{q}");
+    // The same form with another amount is refused; so is more than is refundable.
+    let (status, _, html) = refund("3.00", key.clone()).await;
+    assert_eq!(status, 409, "{html}");
+    let (_, html2) = page(&app, &operator, &path).await;
+    let (status, _, html) = refund("99.00", field_of(&html2, "key")).await;
+    assert_eq!(status, 409);
+    assert!(
+        html.contains("more than is refundable (17.50 USD)"),
+        "{html}"
+    );
+    for bad in ["-1", "0", "1.001", "abc", ""] {
+        let (status, _, _) = refund(bad, field_of(&html2, "key")).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let q = pos.query(&no).await;
+    assert_eq!(
+        q["result"]["refundAmount"], "2.50",
+        "nothing else moved: {q}"
+    );
+    // Without the session's token, or from another site, nothing happens.
+    let (status, _, _) = post(
+        &app,
+        &operator,
+        &format!("{path}/refund"),
+        &[("csrf", "x"), ("key", &key), ("amount", "1.00")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let resp = client()
+        .post(format!("{}{path}/refund", app.base))
+        .header("cookie", &operator)
+        .header("origin", "http://evil.example")
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("key", "f".repeat(32).as_str()),
+            ("amount", "1.00"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    // An auditor reads but does not act.
+    let out = user(
+        &app,
+        &[
+            "create",
+            "--login",
+            "audra",
+            "--role",
+            "auditor",
+            "--password-stdin",
+        ],
+        Some("auditor password 1\n"),
+    );
+    assert!(out.status.success());
+    let auditor = sign_in(&app, "audra", "auditor password 1").await.unwrap();
+    let (_, html) = page(&app, &auditor, &path).await;
+    assert!(!html.contains("data-test=\"refund\""), "{html}");
+    let (status, _, _) = post(
+        &app,
+        &auditor,
+        &format!("{path}/refund"),
+        &[
+            ("csrf", &csrf_of(&html)),
+            ("key", &"e".repeat(32)),
+            ("amount", "1.00"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    // The refund is on the transaction's page, with who did it.
+    let (_, html) = page(&app, &operator, &path).await;
+    assert!(html.contains("broken cup"), "{html}");
+    assert!(html.contains("refund refused"), "{html}");
+
+    // A reversal on the day it was paid; asked again it answers the first.
+    let other = pos.paid(&reference("act"), "5.00").await;
+    let other_path = format!("/console/transactions/{other}");
+    let (_, html) = page(&app, &operator, &other_path).await;
+    let csrf = csrf_of(&html);
+    let (status, to, _) = post(
+        &app,
+        &operator,
+        &format!("{other_path}/cancel"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(
+        (status, to.as_str()),
+        (303, format!("{other_path}?done=cancel").as_str())
+    );
+    let q = pos.query(&other).await;
+    assert_eq!(q["result"]["voidAmount"], "5.00", "reversed in full: {q}");
+    let (_, html) = page(&app, &operator, &other_path).await;
+    assert!(html.contains(">cancelled<"), "{html}");
+
+    // A notification of another transaction cannot be resent through this one.
+    let resp: Value = app
+        .client
+        .get(format!("{}/admin/v1/notifications?limit=100", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if let Some(n) = resp.as_array().and_then(|a| a.first()) {
+        let id = n["id"].as_i64().unwrap();
+        let (status, _, _) = post(
+            &app,
+            &operator,
+            &format!("{path}/notifications/{id}/resend"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+        assert!(status == 404 || status == 303, "{status}");
+    }
+    let (status, _, _) = post(
+        &app,
+        &operator,
+        &format!("{path}/notifications/999999/resend"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Sandbox: a pending payment (amount ending in 52) is settled from its page.
+    let added = pos.add(&reference("act"), "3.52").await;
+    let pending = added["result"]["transactionNo"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    pos.pay(&pending).await;
+    let pending_path = format!("/console/transactions/{pending}");
+    let (_, html) = page(&app, &operator, &pending_path).await;
+    assert!(html.contains("data-test=\"settle-paid\""), "{html}");
+    let (status, _, _) = post(
+        &app,
+        &operator,
+        &format!("{pending_path}/settle"),
+        &[("csrf", &csrf_of(&html)), ("outcome", "paid")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let q = pos.query(&pending).await;
+    assert_eq!(q["result"]["transactionStatus"], "success", "{q}");
+}
+
 on_both_backends!(
+    refunds_cancels_and_resends_go_through_the_lifecycle_once,
     signing_in_finding_and_seeing_a_transaction,
     a_merchants_staff_sees_its_merchant_only,
     wrong_passwords_lock_a_login_and_hostile_forms_are_refused,

@@ -7,6 +7,7 @@
 //! it did not exist. Every sign-in (and every refused one) and sign-out is written to the
 //! audit log, shown on the transaction's page and on the user's page.
 
+mod actions;
 mod auth;
 pub mod search;
 
@@ -41,6 +42,8 @@ struct Console {
     secure: bool,
     /// The zone of dates when no merchant is chosen.
     zone: MerchantZone,
+    /// Sandbox mode: a pending payment can be settled from its page.
+    sandbox: bool,
 }
 
 pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
@@ -55,7 +58,28 @@ pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
         .route("/console/transactions", get(transactions))
         .route("/console/transactions/{transaction_no}", get(transaction))
         .route("/console/users/{login}", get(user_page))
-        .with_state(Console { app, secure, zone })
+        .route(
+            "/console/transactions/{transaction_no}/refund",
+            post(actions::refund),
+        )
+        .route(
+            "/console/transactions/{transaction_no}/cancel",
+            post(actions::cancel),
+        )
+        .route(
+            "/console/transactions/{transaction_no}/settle",
+            post(actions::settle),
+        )
+        .route(
+            "/console/transactions/{transaction_no}/notifications/{id}/resend",
+            post(actions::resend),
+        )
+        .with_state(Console {
+            app,
+            secure,
+            zone,
+            sandbox: !secure,
+        })
 }
 
 async fn css() -> Response {
@@ -450,17 +474,42 @@ async fn transactions(
     respond(StatusCode::OK, layout("Transactions", Some(&s), body))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Said {
+    /// What an action just did, as a fixed code (never text from the request).
+    done: Option<String>,
+}
+
 async fn transaction(
     State(c): State<Console>,
     headers: HeaderMap,
     Path(transaction_no): Path<String>,
+    Query(said): Query<Said>,
 ) -> Response {
     let s = match require(&c, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
     };
+    let notice = said
+        .done
+        .as_deref()
+        .and_then(actions::done_message)
+        .map(|m| (false, m.to_owned()));
+    show_transaction(&c, &s, &transaction_no, StatusCode::OK, notice).await
+}
+
+/// A transaction's page, with a notice (`true`: an error) above it.
+async fn show_transaction(
+    c: &Console,
+    s: &SignedIn,
+    transaction_no: &str,
+    status: StatusCode,
+    notice: Option<(bool, String)>,
+) -> Response {
+    let s = s.clone();
     let store = c.app.store().as_ref();
-    let p = match store.payment_by_transaction_no(&transaction_no).await {
+    let p = match store.payment_by_transaction_no(transaction_no).await {
         Ok(Some(p)) if scope(&s.user).is_none_or(|m| m == p.merchant_id) => p,
         Ok(_) => return failure(StatusCode::NOT_FOUND, Some(&s), "No such transaction."),
         Err(e) => return unavailable(e),
@@ -491,9 +540,13 @@ async fn transaction(
         Err(e) => return unavailable(e),
     };
     let zone = merchant.as_ref().map_or(c.zone, |m| m.zone);
+    let can = actions::Allowed::of(&s.user, merchant.as_ref(), c.sandbox);
     let body = html! {
         p { a href="/console/transactions" { "← Transactions" } }
         h1 { "Transaction " (p.transaction_no) }
+        @if let Some((is_error, text)) = &notice {
+            @if *is_error { p.error data-test="notice" { (text) } } @else { p.done data-test="notice" { (text) } }
+        }
         div.card {
             dl.facts {
                 dt { "Merchant" } dd data-test="merchant" {
@@ -512,6 +565,7 @@ async fn transaction(
                 dt { "Expires" } dd { (at(p.expires_at, zone)) }
             }
         }
+        (actions::forms(&p, &s.session.csrf, can))
         h2 { "Refunds" }
         @if refunds.is_empty() { p.muted { "None." } } @else {
             table data-test="refunds" {
@@ -543,7 +597,7 @@ async fn transaction(
         h2 { "Notifications" }
         @if notes.is_empty() { p.muted { "None." } } @else {
             table data-test="notifications" {
-                thead { tr { th { "#" } th { "Topic" } th { "To" } th { "Status" } th { "Attempt" } th { "At" } th { "HTTP" } th { "ms" } th { "Answer" } } }
+                thead { tr { th { "#" } th { "Topic" } th { "To" } th { "Status" } th { "Attempt" } th { "At" } th { "HTTP" } th { "ms" } th { "Answer" } th {} } }
                 tbody {
                     @for (n, attempts) in &notes {
                         @if attempts.is_empty() {
@@ -556,6 +610,9 @@ async fn transaction(
                                 td { (a.http_status.map(|s| s.to_string()).unwrap_or_default()) }
                                 td.num { (a.latency_ms) }
                                 td.wrap { (a.error.as_deref().unwrap_or(&a.response_head)) }
+                                td { @if can.resend && a.attempt == n.attempts {
+                                    (actions::resend_form(&p.transaction_no, n.id, &s.session.csrf))
+                                } }
                             }
                         }
                     }
@@ -571,7 +628,7 @@ async fn transaction(
         }
     };
     respond(
-        StatusCode::OK,
+        status,
         layout(&format!("Transaction {}", p.transaction_no), Some(&s), body),
     )
 }
