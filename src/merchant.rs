@@ -88,7 +88,7 @@ pub enum Policy {
     clap::ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["timezone", "notify_schedule_s", "require_refund_reference", "name"])
+        .args(["timezone", "notify_schedule_s", "require_refund_reference", "name", "refund_authority", "approval_threshold_minor"])
 ))]
 pub struct UpdateArgs {
     #[command(flatten)]
@@ -99,6 +99,15 @@ pub struct UpdateArgs {
     /// Its name as customers see it on the hosted payment pages ("" clears it).
     #[arg(long)]
     pub name: Option<String>,
+    /// Who may refund from the console: immediate (whoever may act), approval (a refund above
+    /// --approval-threshold-minor, or any without one, waits for a second person), disabled
+    /// (the merchant's staff cannot refund).
+    #[arg(long, value_parser = ["immediate", "approval", "disabled"])]
+    pub refund_authority: Option<String>,
+    /// Under `approval`: refunds up to this amount (minor units, e.g. 5000 for 50.00) need no
+    /// second person; "none": every refund does.
+    #[arg(long)]
+    pub approval_threshold_minor: Option<String>,
     /// IANA time zone of the merchant's business day (which day a same-day cancel belongs to).
     #[arg(long)]
     pub timezone: Option<String>,
@@ -352,6 +361,8 @@ fn merchant_json(m: &MerchantRecord) -> serde_json::Value {
         "timezone": m.zone.name(),
         "notifySchedule": m.notify_schedule,
         "requireRefundReference": m.refund_reference_required,
+        "refundAuthority": m.refund_authority.as_str(),
+        "approvalThresholdMinor": m.approval_threshold_minor,
         "corsOrigins": m.cors_origins,
     })
 }
@@ -388,6 +399,26 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
         }
         if let Some(name) = name {
             store.set_display_name(merchant.id, name).await?;
+        }
+        if args.refund_authority.is_some() || args.approval_threshold_minor.is_some() {
+            let authority = match args.refund_authority.as_deref() {
+                Some(a) => tillgate_core::console::RefundAuthority::parse(a)
+                    .context("--refund-authority is immediate, approval or disabled")?,
+                None => merchant.refund_authority,
+            };
+            let threshold = match args.approval_threshold_minor.as_deref() {
+                None => merchant.approval_threshold_minor,
+                Some("none") => None,
+                Some(t) => Some(
+                    t.parse::<i64>()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .context("--approval-threshold-minor is an amount in minor units (0 or more) or \"none\"")?,
+                ),
+            };
+            store
+                .set_refund_authority(merchant.id, authority, threshold)
+                .await?;
         }
         if let Some(schedule) = &schedule {
             let text = schedule.as_ref().map(|s| s.to_text());

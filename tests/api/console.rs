@@ -664,7 +664,247 @@ async fn refunds_cancels_and_resends_go_through_the_lifecycle_once(app: TestApp)
     assert_eq!(q["result"]["transactionStatus"], "success", "{q}");
 }
 
+fn merchant_update(app: &TestApp, args: &[&str]) {
+    let out = Command::new(binary())
+        .args(["merchant", "update", "--merchant-no", "200043"])
+        .args(args)
+        .args(["--database-url", &app.database_url])
+        .current_dir(&app.dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn refunds_above_the_threshold_wait_for_a_second_person(app: TestApp) {
+    merchant_update(
+        &app,
+        &[
+            "--refund-authority",
+            "approval",
+            "--approval-threshold-minor",
+            "500",
+        ],
+    );
+    let out = user(
+        &app,
+        &[
+            "create",
+            "--login",
+            "boss",
+            "--role",
+            "merchant-admin",
+            "--merchant-no",
+            "200043",
+            "--password-stdin",
+        ],
+        Some("boss password 123\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pos = app.pos();
+    let no = pos.paid(&reference("mc"), "30.00").await;
+    let path = format!("/console/transactions/{no}");
+    let cashier = sign_in(&app, "cashier", "sandbox-cashier").await.unwrap();
+    let (_, html) = page(&app, &cashier, &path).await;
+    let csrf = csrf_of(&html);
+    // Up to the threshold: at once.
+    let (status, to, _) = post(
+        &app,
+        &cashier,
+        &format!("{path}/refund"),
+        &[
+            ("csrf", &csrf),
+            ("key", &field_of(&html, "key")),
+            ("amount", "5.00"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, to.as_str()),
+        (303, format!("{path}?done=refund").as_str())
+    );
+    // Above it: it waits, nothing is refunded yet; the form posted twice asks once.
+    let key = field_of(&page(&app, &cashier, &path).await.1, "key");
+    for _ in 0..2 {
+        let (status, to, _) = post(
+            &app,
+            &cashier,
+            &format!("{path}/refund"),
+            &[
+                ("csrf", &csrf),
+                ("key", &key),
+                ("amount", "12.00"),
+                ("reason", "wrong size"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, to.as_str()),
+            (303, format!("{path}?done=refund-requested").as_str())
+        );
+    }
+    let q = pos.query(&no).await;
+    assert_eq!(q["result"]["refundAmount"], "5.00", "{q}");
+    let (_, html) = page(&app, &cashier, "/console/approvals").await;
+    assert_eq!(html.matches("wrong size").count(), 1, "{html}");
+    assert!(html.contains("yours: another person decides"), "{html}");
+    let id: i64 = html
+        .split("data-test=\"pending\"")
+        .nth(1)
+        .unwrap()
+        .split("<td>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The one who asked cannot approve; staff cannot either.
+    let (status, to, _) = post(
+        &app,
+        &cashier,
+        &format!("/console/approvals/{id}/approve"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(
+        (status, to.as_str()),
+        (303, "/console/approvals?error=not-yours")
+    );
+    // The merchant's admin rejects without a reason: refused; with one: rejected.
+    let boss = sign_in(&app, "boss", "boss password 123").await.unwrap();
+    let (_, html) = page(&app, &boss, "/console/approvals").await;
+    let boss_csrf = csrf_of(&html);
+    assert!(
+        html.contains(&format!("data-test=\"approve-{id}\"")),
+        "{html}"
+    );
+    let (_, to, _) = post(
+        &app,
+        &boss,
+        &format!("/console/approvals/{id}/reject"),
+        &[("csrf", &boss_csrf), ("reason", " ")],
+    )
+    .await;
+    assert_eq!(to, "/console/approvals?error=reason");
+    let (_, to, _) = post(
+        &app,
+        &boss,
+        &format!("/console/approvals/{id}/reject"),
+        &[("csrf", &boss_csrf), ("reason", "keep the receipt")],
+    )
+    .await;
+    assert_eq!(to, "/console/approvals?done=rejected");
+    let (_, to, _) = post(
+        &app,
+        &boss,
+        &format!("/console/approvals/{id}/approve"),
+        &[("csrf", &boss_csrf)],
+    )
+    .await;
+    assert_eq!(
+        to, "/console/approvals?error=decided",
+        "a decision is final"
+    );
+    let q = pos.query(&no).await;
+    assert_eq!(q["result"]["refundAmount"], "5.00", "{q}");
+
+    // Asked again, approved by an operator: carried out through the lifecycle, once.
+    let key = field_of(&page(&app, &cashier, &path).await.1, "key");
+    post(
+        &app,
+        &cashier,
+        &format!("{path}/refund"),
+        &[
+            ("csrf", &csrf),
+            ("key", &key),
+            ("amount", "12.00"),
+            ("reason", "second try"),
+        ],
+    )
+    .await;
+    let (_, html) = page(&app, &boss, "/console/approvals").await;
+    let id: i64 = html
+        .split("data-test=\"pending\"")
+        .nth(1)
+        .unwrap()
+        .split("<td>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let operator = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    let op_csrf = csrf_of(&page(&app, &operator, "/console/approvals").await.1);
+    let (_, to, _) = post(
+        &app,
+        &operator,
+        &format!("/console/approvals/{id}/approve"),
+        &[("csrf", &op_csrf)],
+    )
+    .await;
+    assert_eq!(to, "/console/approvals?done=approved");
+    let (_, to, _) = post(
+        &app,
+        &operator,
+        &format!("/console/approvals/{id}/approve"),
+        &[("csrf", &op_csrf)],
+    )
+    .await;
+    assert_eq!(to, "/console/approvals?error=decided");
+    let q = pos.query(&no).await;
+    assert_eq!(q["result"]["refundAmount"], "17.00", "{q}");
+    let (_, html) = page(&app, &operator, &path).await;
+    assert!(
+        html.contains("refund approved") && html.contains("refund rejected"),
+        "{html}"
+    );
+    assert!(html.contains("keep the receipt"), "{html}");
+
+    // Disabled: the staff cannot refund at all; the admin still can.
+    merchant_update(&app, &["--refund-authority", "disabled"]);
+    let (_, html) = page(&app, &cashier, &path).await;
+    let (status, _, _) = post(
+        &app,
+        &cashier,
+        &format!("{path}/refund"),
+        &[
+            ("csrf", &csrf),
+            ("key", &field_of(&html, "key")),
+            ("amount", "1.00"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (_, html) = page(&app, &boss, &path).await;
+    let (status, _, _) = post(
+        &app,
+        &boss,
+        &format!("{path}/refund"),
+        &[
+            ("csrf", &boss_csrf),
+            ("key", &field_of(&html, "key")),
+            ("amount", "1.00"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let q = pos.query(&no).await;
+    assert_eq!(q["result"]["refundAmount"], "18.00", "{q}");
+}
+
 on_both_backends!(
+    refunds_above_the_threshold_wait_for_a_second_person,
     refunds_cancels_and_resends_go_through_the_lifecycle_once,
     signing_in_finding_and_seeing_a_transaction,
     a_merchants_staff_sees_its_merchant_only,

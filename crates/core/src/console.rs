@@ -135,3 +135,119 @@ pub struct PaymentSearch {
     /// At most this many (1..=500).
     pub limit: u32,
 }
+
+/// Who may refund from the console, per merchant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefundAuthority {
+    /// Whoever may act refunds at once.
+    #[default]
+    Immediate,
+    /// A refund above the merchant's threshold (or any, without one) waits for a second
+    /// person: an operator or the merchant's admin, never the one who asked.
+    Approval,
+    /// The merchant's staff cannot refund (its admins and operators can).
+    Disabled,
+}
+
+impl RefundAuthority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundAuthority::Immediate => "immediate",
+            RefundAuthority::Approval => "approval",
+            RefundAuthority::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RefundAuthority> {
+        [
+            RefundAuthority::Immediate,
+            RefundAuthority::Approval,
+            RefundAuthority::Disabled,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == text)
+    }
+
+    /// Whether a refund of `amount_minor` needs a second person under this policy.
+    pub fn needs_approval(self, threshold_minor: Option<i64>, amount_minor: i64) -> bool {
+        self == RefundAuthority::Approval && threshold_minor.is_none_or(|t| amount_minor > t)
+    }
+}
+
+/// Where a refund that waits for approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalState {
+    Pending,
+    /// Approved: the refund was carried out (its outcome is kept with it).
+    Approved,
+    Rejected,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ApprovalState> {
+        [
+            ApprovalState::Pending,
+            ApprovalState::Approved,
+            ApprovalState::Rejected,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// A refund asked for in the console that waits for a second person (or did).
+#[derive(Debug, Clone)]
+pub struct ApprovalRecord {
+    pub id: i64,
+    pub payment_id: i64,
+    pub merchant_id: i64,
+    pub transaction_no: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub reason: String,
+    /// The key of the form it was asked with; the refund's reference is `console-KEY`.
+    pub form_key: String,
+    pub requested_by: i64,
+    pub requested_login: String,
+    pub requested_at: DateTime<Utc>,
+    pub state: ApprovalState,
+    pub decided_login: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decision_reason: Option<String>,
+    /// What carrying it out gave: the refund's number and state, or why it was refused.
+    pub outcome: Option<String>,
+}
+
+/// A refund to wait for approval.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    pub payment_id: i64,
+    pub merchant_id: i64,
+    pub transaction_no: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub reason: String,
+    pub form_key: String,
+    pub requested_by: i64,
+    pub requested_login: String,
+    pub requested_at: DateTime<Utc>,
+}
+
+/// A decision on a pending approval.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub id: i64,
+    pub state: ApprovalState,
+    pub by: i64,
+    pub login: String,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}

@@ -58,6 +58,10 @@ pub struct MerchantRecord {
     pub cors_origins: Vec<String>,
     /// Its name as customers know it (hosted payment pages); `None`: its number is shown.
     pub display_name: Option<String>,
+    /// Who may refund from the console, and above which amount (minor units) a refund waits
+    /// for a second person under `Approval` (`None`: every refund does).
+    pub refund_authority: crate::console::RefundAuthority,
+    pub approval_threshold_minor: Option<i64>,
 }
 
 /// A Pockyt store credential as stored: the token is sealed.

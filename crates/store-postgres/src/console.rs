@@ -4,9 +4,11 @@ use crate::{db_error, dollar_placeholders, PgStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tillgate_core::console::{
-    AuditRecord, NewAudit, NewUser, PaymentSearch, SessionRecord, UserRecord,
+    ApprovalRecord, ApprovalState, AuditRecord, Decision, NewApproval, NewAudit, NewUser,
+    PaymentSearch, RefundAuthority, SessionRecord, UserRecord,
 };
 use tillgate_core::store::ConsoleStore;
+use tillgate_core::Conflict;
 use tillgate_core::{PaymentRecord, StoreError};
 use tillgate_store_sql::console as sql;
 
@@ -144,6 +146,97 @@ impl ConsoleStore for PgStore {
             sql::audit,
         )
         .await
+    }
+
+    async fn set_refund_authority(
+        &self,
+        merchant_id: i64,
+        authority: RefundAuthority,
+        threshold_minor: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::SET_REFUND_AUTHORITY);
+        let q = sqlx::query(&text)
+            .bind(authority.as_str())
+            .bind(threshold_minor)
+            .bind(merchant_id);
+        self.exec(q).await.map(drop)
+    }
+
+    async fn insert_approval(&self, a: NewApproval) -> Result<ApprovalRecord, StoreError> {
+        let text = dollar_placeholders(sql::INSERT_APPROVAL);
+        let key = a.form_key.clone();
+        let q = sqlx::query(&text)
+            .bind(a.payment_id)
+            .bind(a.merchant_id)
+            .bind(a.transaction_no)
+            .bind(a.amount_minor)
+            .bind(a.currency)
+            .bind(a.reason)
+            .bind(a.form_key)
+            .bind(a.requested_by)
+            .bind(a.requested_login)
+            .bind(ms(a.requested_at))
+            .bind(ApprovalState::Pending.as_str());
+        match self.exec(q).await {
+            Ok(_) | Err(StoreError::Conflict(Conflict::UniqueKey)) => {}
+            Err(e) => return Err(e),
+        }
+        let text = dollar_placeholders(sql::APPROVAL_BY_KEY);
+        self.one(sqlx::query(&text).bind(key), sql::approval)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an approval vanished after its insert".into()))
+    }
+
+    async fn approval(&self, id: i64) -> Result<Option<ApprovalRecord>, StoreError> {
+        let text = dollar_placeholders(sql::APPROVAL);
+        self.one(sqlx::query(&text).bind(id), sql::approval).await
+    }
+
+    async fn approvals(
+        &self,
+        merchant_id: Option<i64>,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        // PostgreSQL must know the parameters' types where they are only compared to NULL.
+        let text = dollar_placeholders(sql::APPROVALS)
+            .replace("$1 IS NULL", "$1::bigint IS NULL")
+            .replace("$2 IS NULL", "$2::text IS NULL");
+        let state = pending_only.then_some(ApprovalState::Pending.as_str());
+        let q = sqlx::query(&text)
+            .bind(merchant_id)
+            .bind(state)
+            .bind(i64::from(limit));
+        self.all(q, sql::approval).await
+    }
+
+    async fn approvals_of_payment(
+        &self,
+        payment_id: i64,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let text = dollar_placeholders(sql::APPROVALS_OF_PAYMENT);
+        self.all(sqlx::query(&text).bind(payment_id), sql::approval)
+            .await
+    }
+
+    async fn decide_approval(&self, d: Decision) -> Result<bool, StoreError> {
+        let text = dollar_placeholders(sql::DECIDE_APPROVAL);
+        let q = sqlx::query(&text)
+            .bind(d.state.as_str())
+            .bind(d.by)
+            .bind(d.login)
+            .bind(ms(d.at))
+            .bind(d.reason)
+            .bind(d.id)
+            .bind(ApprovalState::Pending.as_str());
+        self.exec(q).await.map(|n| n == 1)
+    }
+
+    async fn approval_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
+        let text = dollar_placeholders(sql::APPROVAL_OUTCOME);
+        self.exec(sqlx::query(&text).bind(outcome).bind(id))
+            .await
+            .map(drop)
     }
 
     async fn search_payments(&self, q: &PaymentSearch) -> Result<Vec<PaymentRecord>, StoreError> {

@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "console",
         include_str!("../migrations/0011_console.sql"),
     ),
+    (
+        12,
+        "refund_approvals",
+        include_str!("../migrations/0012_refund_approvals.sql"),
+    ),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.

@@ -2,7 +2,9 @@
 //! them as `$N`), its row mapping, and the payment search built from a [`PaymentSearch`].
 
 use crate::{corrupt, time, Columns};
-use tillgate_core::console::{AuditRecord, PaymentSearch, Role, SessionRecord, UserRecord};
+use tillgate_core::console::{
+    ApprovalRecord, ApprovalState, AuditRecord, PaymentSearch, Role, SessionRecord, UserRecord,
+};
 use tillgate_core::StoreError;
 
 const USER_COLUMNS: &str = "SELECT u.*, m.merchant_no AS user_merchant_no FROM console_users u \
@@ -40,6 +42,48 @@ pub const AUDIT_OF_TRANSACTION: &str =
     "SELECT * FROM audit_log WHERE transaction_no = ?1 ORDER BY id";
 pub const AUDIT_OF_USER: &str =
     "SELECT * FROM audit_log WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2";
+
+pub const SET_REFUND_AUTHORITY: &str =
+    "UPDATE merchants SET refund_authority = ?1, approval_threshold_minor = ?2 WHERE id = ?3";
+pub const INSERT_APPROVAL: &str = "INSERT INTO refund_approvals \
+    (payment_id, merchant_id, transaction_no, amount_minor, currency, reason, form_key, \
+     requested_by, requested_login, requested_at, state) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+pub const APPROVAL: &str = "SELECT * FROM refund_approvals WHERE id = ?1";
+pub const APPROVAL_BY_KEY: &str = "SELECT * FROM refund_approvals WHERE form_key = ?1";
+pub const APPROVALS_OF_PAYMENT: &str =
+    "SELECT * FROM refund_approvals WHERE payment_id = ?1 ORDER BY id DESC";
+pub const DECIDE_APPROVAL: &str = "UPDATE refund_approvals SET state = ?1, decided_by = ?2, \
+    decided_login = ?3, decided_at = ?4, decision_reason = ?5 WHERE id = ?6 AND state = ?7";
+pub const APPROVAL_OUTCOME: &str = "UPDATE refund_approvals SET outcome = ?1 WHERE id = ?2";
+
+/// The approvals listing: of one merchant (`?1`, or NULL for all), pending ones only when `?2`
+/// is the pending state (NULL: all), newest first, at most `?3`.
+pub const APPROVALS: &str = "SELECT * FROM refund_approvals \
+    WHERE (?1 IS NULL OR merchant_id = ?1) AND (?2 IS NULL OR state = ?2) \
+    ORDER BY id DESC LIMIT ?3";
+
+pub fn approval(row: &impl Columns) -> Result<ApprovalRecord, StoreError> {
+    Ok(ApprovalRecord {
+        id: row.int("id")?,
+        payment_id: row.int("payment_id")?,
+        merchant_id: row.int("merchant_id")?,
+        transaction_no: row.text("transaction_no")?,
+        amount_minor: row.int("amount_minor")?,
+        currency: row.text("currency")?,
+        reason: row.text("reason")?,
+        form_key: row.text("form_key")?,
+        requested_by: row.int("requested_by")?,
+        requested_login: row.text("requested_login")?,
+        requested_at: time(row.int("requested_at")?)?,
+        state: ApprovalState::parse(&row.text("state")?)
+            .ok_or_else(|| corrupt("approval state"))?,
+        decided_login: row.opt_text("decided_login")?,
+        decided_at: row.opt_int("decided_at")?.map(time).transpose()?,
+        decision_reason: row.opt_text("decision_reason")?,
+        outcome: row.opt_text("outcome")?,
+    })
+}
 
 pub fn user(row: &impl Columns) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {

@@ -47,6 +47,12 @@ pub fn merchant(row: &impl Columns) -> Result<MerchantRecord, StoreError> {
             .unwrap_or_default(),
         refund_reference_required: row.opt_int("refund_reference_required")?.map(|v| v != 0),
         display_name: row.opt_text("display_name")?,
+        refund_authority: match row.opt_text("refund_authority")? {
+            None => tillgate_core::console::RefundAuthority::Immediate,
+            Some(a) => tillgate_core::console::RefundAuthority::parse(&a)
+                .ok_or_else(|| corrupt("refund authority"))?,
+        },
+        approval_threshold_minor: row.opt_int("approval_threshold_minor")?,
     })
 }
 

@@ -6,9 +6,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 use tillgate_core::console::{
-    AuditRecord, NewAudit, NewUser, PaymentSearch, SessionRecord, UserRecord,
+    ApprovalRecord, ApprovalState, AuditRecord, Decision, NewApproval, NewAudit, NewUser,
+    PaymentSearch, RefundAuthority, SessionRecord, UserRecord,
 };
 use tillgate_core::store::ConsoleStore;
+use tillgate_core::Conflict;
 use tillgate_core::{PaymentRecord, StoreError};
 use tillgate_store_sql::console as sql;
 
@@ -161,6 +163,90 @@ impl ConsoleStore for SqliteStore {
             params![user_id, i64::from(limit)],
             |r| sql::audit(r),
         )
+    }
+
+    async fn set_refund_authority(
+        &self,
+        merchant_id: i64,
+        authority: RefundAuthority,
+        threshold_minor: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(Some(authority.as_str().to_owned())),
+            Bind::Int(threshold_minor),
+            Bind::Int(Some(merchant_id)),
+        ];
+        self.console_write(sql::SET_REFUND_AUTHORITY, binds).await
+    }
+
+    async fn insert_approval(&self, a: NewApproval) -> Result<ApprovalRecord, StoreError> {
+        let key = a.form_key.clone();
+        let binds = vec![
+            Bind::Int(Some(a.payment_id)),
+            Bind::Int(Some(a.merchant_id)),
+            Bind::Text(Some(a.transaction_no)),
+            Bind::Int(Some(a.amount_minor)),
+            Bind::Text(Some(a.currency)),
+            Bind::Text(Some(a.reason)),
+            Bind::Text(Some(a.form_key)),
+            Bind::Int(Some(a.requested_by)),
+            Bind::Text(Some(a.requested_login)),
+            Bind::Int(Some(ms(a.requested_at))),
+            Bind::Text(Some(ApprovalState::Pending.as_str().to_owned())),
+        ];
+        match self.console_write(sql::INSERT_APPROVAL, binds).await {
+            Ok(()) | Err(StoreError::Conflict(Conflict::UniqueKey)) => {}
+            Err(e) => return Err(e),
+        }
+        self.read_one(sql::APPROVAL_BY_KEY, params![key], |r| sql::approval(r))?
+            .ok_or_else(|| StoreError::Corrupt("an approval vanished after its insert".into()))
+    }
+
+    async fn approval(&self, id: i64) -> Result<Option<ApprovalRecord>, StoreError> {
+        self.read_one(sql::APPROVAL, params![id], |r| sql::approval(r))
+    }
+
+    async fn approvals(
+        &self,
+        merchant_id: Option<i64>,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let state = pending_only.then_some(ApprovalState::Pending.as_str());
+        self.read_all(
+            sql::APPROVALS,
+            params![merchant_id, state, i64::from(limit)],
+            |r| sql::approval(r),
+        )
+    }
+
+    async fn approvals_of_payment(
+        &self,
+        payment_id: i64,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        self.read_all(sql::APPROVALS_OF_PAYMENT, params![payment_id], |r| {
+            sql::approval(r)
+        })
+    }
+
+    async fn decide_approval(&self, d: Decision) -> Result<bool, StoreError> {
+        let binds = vec![
+            Bind::Text(Some(d.state.as_str().to_owned())),
+            Bind::Int(Some(d.by)),
+            Bind::Text(Some(d.login)),
+            Bind::Int(Some(ms(d.at))),
+            Bind::Text(Some(d.reason)),
+            Bind::Int(Some(d.id)),
+            Bind::Text(Some(ApprovalState::Pending.as_str().to_owned())),
+        ];
+        self.write(move |conn| writer::execute(conn, sql::DECIDE_APPROVAL, binds))
+            .await
+            .map(|n| n == 1)
+    }
+
+    async fn approval_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
+        let binds = vec![Bind::Text(Some(outcome.to_owned())), Bind::Int(Some(id))];
+        self.console_write(sql::APPROVAL_OUTCOME, binds).await
     }
 
     async fn search_payments(&self, q: &PaymentSearch) -> Result<Vec<PaymentRecord>, StoreError> {

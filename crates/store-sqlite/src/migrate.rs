@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "console",
         include_str!("../migrations/0011_console.sql"),
     ),
+    (
+        12,
+        "refund_approvals",
+        include_str!("../migrations/0012_refund_approvals.sql"),
+    ),
 ];
 
 /// Applies pending migrations; without `create`, a database that holds no tillgate schema yet

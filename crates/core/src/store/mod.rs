@@ -425,6 +425,37 @@ pub trait ConsoleStore: Send + Sync + 'static {
         user_id: i64,
         limit: u32,
     ) -> Result<Vec<crate::console::AuditRecord>, StoreError>;
+    /// Sets a merchant's refund authority and approval threshold (minor units).
+    async fn set_refund_authority(
+        &self,
+        merchant_id: i64,
+        authority: crate::console::RefundAuthority,
+        threshold_minor: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// Records a refund waiting for approval; a form key already used answers the approval
+    /// it made (`Conflict::UniqueKey` never reaches the caller).
+    async fn insert_approval(
+        &self,
+        approval: crate::console::NewApproval,
+    ) -> Result<crate::console::ApprovalRecord, StoreError>;
+    async fn approval(&self, id: i64)
+        -> Result<Option<crate::console::ApprovalRecord>, StoreError>;
+    /// Approvals, newest first: of one merchant or all, pending ones only or all.
+    async fn approvals(
+        &self,
+        merchant_id: Option<i64>,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<crate::console::ApprovalRecord>, StoreError>;
+    async fn approvals_of_payment(
+        &self,
+        payment_id: i64,
+    ) -> Result<Vec<crate::console::ApprovalRecord>, StoreError>;
+    /// Decides a pending approval; false when it was no longer pending (decided meanwhile).
+    async fn decide_approval(&self, decision: crate::console::Decision)
+        -> Result<bool, StoreError>;
+    /// Keeps what carrying out an approved refund gave.
+    async fn approval_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError>;
     /// Payments matching `search`, newest first.
     async fn search_payments(
         &self,

@@ -10,6 +10,7 @@
 
 use super::*;
 use rand::RngCore;
+use tillgate_core::console::{ApprovalState, Decision, NewApproval, RefundAuthority};
 use tillgate_core::service::{NotifyTo, RefundRequest};
 use tillgate_core::{LifecycleError, MerchantRecord, PaymentKey, Rejection, Resend};
 use tillgate_domain::{
@@ -53,6 +54,9 @@ pub fn done_message(code: &str) -> Option<&'static str> {
         "cancel-pending" => "Cancel sent; the wallet's answer is not in yet.",
         "resend" => "The notification will be sent again now.",
         "settled" => "The wallet's answer was played.",
+        "refund-requested" => "Refund requested: it waits for a second person's approval.",
+        "approved" => "Approved and carried out.",
+        "rejected" => "Rejected: nothing was refunded.",
         _ => return None,
     })
 }
@@ -290,20 +294,81 @@ pub async fn refund(
             format!(": {}", form.reason.trim())
         }
     );
-    let done = c
-        .app
-        .refund(
-            &merchant,
-            &PaymentKey::TransactionNo(p.transaction_no.clone()),
-            RefundRequest {
-                amount,
-                settle_currency: None,
-                refund_reference: Some(reference),
-                notify: NotifyTo::PaymentUrl,
-                extra: None,
-            },
+    if merchant.refund_authority == RefundAuthority::Disabled && s.user.role == Role::MerchantStaff
+    {
+        audit_action(
+            &c,
+            &s,
+            &p.transaction_no,
+            "refund refused",
+            format!("{detail}: refunds by the merchant's staff are disabled"),
         )
         .await;
+        return show_transaction(
+            &c,
+            &s,
+            &transaction_no,
+            StatusCode::FORBIDDEN,
+            Some((
+                true,
+                "Refunds by this merchant's staff are disabled: ask its admin.".into(),
+            )),
+        )
+        .await;
+    }
+    if merchant
+        .refund_authority
+        .needs_approval(merchant.approval_threshold_minor, amount.minor())
+    {
+        let asked_at = c.app.clock().now();
+        let asked = c
+            .app
+            .store()
+            .insert_approval(NewApproval {
+                payment_id: p.id,
+                merchant_id: p.merchant_id,
+                transaction_no: p.transaction_no.clone(),
+                amount_minor: amount.minor(),
+                currency: currency.code().to_owned(),
+                reason: form.reason.trim().to_owned(),
+                form_key: form.key.clone(),
+                requested_by: s.user.id,
+                requested_login: s.user.login.clone(),
+                requested_at: asked_at,
+            })
+            .await;
+        return match asked {
+            Ok(a) if a.requested_by == s.user.id && a.amount_minor == amount.minor() => {
+                // Posted again, the form finds its first request: said once in the log.
+                if a.requested_at.timestamp_millis() == asked_at.timestamp_millis() {
+                    audit_action(
+                        &c,
+                        &s,
+                        &p.transaction_no,
+                        "refund requested",
+                        format!("{detail} (approval #{})", a.id),
+                    )
+                    .await;
+                }
+                back(&p.transaction_no, "refund-requested")
+            }
+            Ok(_) => {
+                show_transaction(
+                    &c,
+                    &s,
+                    &transaction_no,
+                    StatusCode::CONFLICT,
+                    Some((
+                        true,
+                        "This form was already used for another request; reload the page.".into(),
+                    )),
+                )
+                .await
+            }
+            Err(e) => unavailable(e),
+        };
+    }
+    let done = carry_out(&c, &merchant, &p, amount, reference).await;
     match done {
         Ok(out) => {
             let (_, r) = &out.value;
@@ -344,6 +409,32 @@ pub async fn refund(
             .await
         }
     }
+}
+
+/// Makes a refund through the lifecycle, with the form's reference.
+async fn carry_out(
+    c: &Console,
+    merchant: &MerchantRecord,
+    p: &PaymentRecord,
+    amount: Money,
+    reference: Key,
+) -> Result<
+    tillgate_core::service::Outcome<(PaymentRecord, tillgate_core::RefundRecord)>,
+    LifecycleError,
+> {
+    c.app
+        .refund(
+            merchant,
+            &PaymentKey::TransactionNo(p.transaction_no.clone()),
+            RefundRequest {
+                amount,
+                settle_currency: None,
+                refund_reference: Some(reference),
+                notify: NotifyTo::PaymentUrl,
+                extra: None,
+            },
+        )
+        .await
 }
 
 #[derive(Deserialize)]
@@ -510,5 +601,277 @@ pub async fn settle(
             )
             .await
         }
+    }
+}
+
+/// The approvals page: refunds waiting for a second person (of the user's merchant, or all),
+/// then the latest decided.
+pub async fn approvals(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(said): Query<Said>,
+) -> Response {
+    let s = match require(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let store = c.app.store().as_ref();
+    let listed = async {
+        let pending = store.approvals(scope(&s.user), true, 200).await?;
+        let all = store.approvals(scope(&s.user), false, 50).await?;
+        Ok::<_, tillgate_core::StoreError>((pending, all))
+    }
+    .await;
+    let (pending, all) = match listed {
+        Ok(v) => v,
+        Err(e) => return unavailable(e),
+    };
+    let decided: Vec<_> = all
+        .iter()
+        .filter(|a| a.state != ApprovalState::Pending)
+        .collect();
+    let notice = said.done.as_deref().and_then(done_message);
+    let body = html! {
+        h1 { "Refunds waiting for approval" }
+        @if let Some(n) = notice { p.done data-test="notice" { (n) } }
+        @if let Some(e) = said.error.as_deref().and_then(error_message) { p.error data-test="notice" { (e) } }
+        @if pending.is_empty() { p.muted data-test="none-pending" { "Nothing waits." } } @else {
+            table data-test="pending" {
+                thead { tr { th { "#" } th { "Transaction" } th { "Amount" } th { "Reason" } th { "Asked by" } th { "At" } th { "Decide" } } }
+                tbody { @for a in &pending { tr {
+                    td { (a.id) }
+                    td { a href={ "/console/transactions/" (a.transaction_no) } { (a.transaction_no) } }
+                    td.num { (minor_text(a.amount_minor, &a.currency)) " " (a.currency) }
+                    td.wrap { (a.reason) }
+                    td { (a.requested_login) }
+                    td { (at(a.requested_at, c.zone)) }
+                    td {
+                        @if may_decide(&s.user, a) {
+                            div.filters {
+                                form method="post" action={ "/console/approvals/" (a.id) "/approve" } {
+                                    input type="hidden" name="csrf" value=(s.session.csrf);
+                                    button.primary type="submit" data-test={ "approve-" (a.id) } { "Approve" }
+                                }
+                                form method="post" action={ "/console/approvals/" (a.id) "/reject" } {
+                                    input type="hidden" name="csrf" value=(s.session.csrf);
+                                    input name="reason" placeholder="why not" required maxlength="200" data-test={ "reason-" (a.id) };
+                                    button type="submit" data-test={ "reject-" (a.id) } { "Reject" }
+                                }
+                            }
+                        } @else if a.requested_by == s.user.id {
+                            span.muted { "yours: another person decides" }
+                        } @else {
+                            span.muted { "an operator or the merchant's admin decides" }
+                        }
+                    }
+                } } }
+            }
+        }
+        h2 { "Decided" }
+        @if decided.is_empty() { p.muted { "None yet." } } @else {
+            table data-test="decided" {
+                thead { tr { th { "#" } th { "Transaction" } th { "Amount" } th { "Asked by" } th { "Decision" } th { "By" } th { "Why" } th { "Outcome" } } }
+                tbody { @for a in &decided { tr {
+                    td { (a.id) }
+                    td { a href={ "/console/transactions/" (a.transaction_no) } { (a.transaction_no) } }
+                    td.num { (minor_text(a.amount_minor, &a.currency)) " " (a.currency) }
+                    td { (a.requested_login) }
+                    td { (a.state.as_str()) }
+                    td { (a.decided_login.as_deref().unwrap_or("")) }
+                    td.wrap { (a.decision_reason.as_deref().unwrap_or("")) }
+                    td.wrap { (a.outcome.as_deref().unwrap_or("not carried out yet")) }
+                } } }
+            }
+        }
+    };
+    respond(StatusCode::OK, layout("Approvals", Some(&s), body))
+}
+
+/// An amount in minor units as decimal text in its currency.
+pub fn minor_text(minor: i64, currency: &str) -> String {
+    tillgate_domain::Currency::from_code(currency)
+        .and_then(|c| Money::from_minor(minor, c))
+        .map_or_else(|| minor.to_string(), |m| m.to_decimal_string())
+}
+
+/// Who decides an approval: an operator, or the merchant's admin; never the one who asked.
+fn may_decide(user: &UserRecord, a: &tillgate_core::console::ApprovalRecord) -> bool {
+    let role = match user.role {
+        Role::Operator => true,
+        Role::MerchantAdmin => user.merchant_id == Some(a.merchant_id),
+        Role::MerchantStaff | Role::Auditor => false,
+    };
+    role && user.id != a.requested_by
+}
+
+/// The fixed texts of an approval refused (`?error=`).
+pub fn error_message(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "decided" => "It was already decided.",
+        "not-yours" => {
+            "You may not decide this one: another person must (never the one who asked)."
+        }
+        "refused" => "Approved, but the refund was refused by the payment rules: see its outcome.",
+        "reason" => "Say why it is rejected.",
+        _ => return None,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct DecideForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn begin_decision(
+    c: &Console,
+    headers: &HeaderMap,
+    id: i64,
+    csrf: &str,
+) -> Result<(SignedIn, tillgate_core::console::ApprovalRecord), Response> {
+    let s = require(c, headers).await?;
+    if !auth::same_origin(headers) || !auth::csrf_ok(&s.session, csrf) {
+        return Err(failure(
+            StatusCode::FORBIDDEN,
+            Some(&s),
+            "Refused: the form is stale or came from another site. Reload the page.",
+        ));
+    }
+    let a = match c.app.store().approval(id).await {
+        Ok(Some(a)) if scope(&s.user).is_none_or(|m| m == a.merchant_id) => a,
+        Ok(_) => {
+            return Err(failure(
+                StatusCode::NOT_FOUND,
+                Some(&s),
+                "No such approval.",
+            ))
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
+    if !may_decide(&s.user, &a) {
+        return Err(go("/console/approvals?error=not-yours"));
+    }
+    Ok((s, a))
+}
+
+pub async fn approve(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<DecideForm>,
+) -> Response {
+    let (s, a) = match begin_decision(&c, &headers, id, &form.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let store = c.app.store().as_ref();
+    let claimed = store
+        .decide_approval(Decision {
+            id,
+            state: ApprovalState::Approved,
+            by: s.user.id,
+            login: s.user.login.clone(),
+            at: c.app.clock().now(),
+            reason: form.reason.trim().chars().take(200).collect(),
+        })
+        .await;
+    match claimed {
+        Ok(true) => {}
+        // Approved earlier but not carried out (a crash between the two): carry it out now;
+        // its reference makes a second run replay the first.
+        Ok(false) if a.state == ApprovalState::Approved && a.outcome.is_none() => {}
+        Ok(false) => return go("/console/approvals?error=decided"),
+        Err(e) => return unavailable(e),
+    }
+    let loaded = async {
+        let p = store.payment_by_id(a.payment_id).await?;
+        let m = store.merchant_by_id(a.merchant_id).await?;
+        Ok::<_, tillgate_core::StoreError>(p.zip(m))
+    }
+    .await;
+    let (p, merchant) = match loaded {
+        Ok(Some(v)) => v,
+        Ok(None) => return failure(StatusCode::NOT_FOUND, Some(&s), "The transaction is gone."),
+        Err(e) => return unavailable(e),
+    };
+    let currency = p.payment.amount().currency();
+    let (Some(amount), Ok(reference)) = (
+        Money::from_minor(a.amount_minor, currency),
+        Key::parse(&format!("console-{}", a.form_key)),
+    ) else {
+        return failure(
+            StatusCode::CONFLICT,
+            Some(&s),
+            "The approval does not match its transaction.",
+        );
+    };
+    let outcome = match carry_out(&c, &merchant, &p, amount, reference).await {
+        Ok(out) => {
+            let (_, r) = &out.value;
+            Ok(format!("refund {} {:?}", r.refund_no, r.state))
+        }
+        Err(e @ LifecycleError::Store(_)) => return unavailable(e),
+        Err(e) => Err(refusal(&e)),
+    };
+    let text = match &outcome {
+        Ok(t) | Err(t) => t.clone(),
+    };
+    if let Err(e) = store.approval_outcome(id, &text).await {
+        return unavailable(e);
+    }
+    let detail = format!(
+        "approval #{id} of {} {} asked by {}: {text}",
+        minor_text(a.amount_minor, &a.currency),
+        a.currency,
+        a.requested_login
+    );
+    audit_action(&c, &s, &a.transaction_no, "refund approved", detail).await;
+    match outcome {
+        Ok(_) => go("/console/approvals?done=approved"),
+        Err(_) => go("/console/approvals?error=refused"),
+    }
+}
+
+pub async fn reject(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<DecideForm>,
+) -> Response {
+    let (s, a) = match begin_decision(&c, &headers, id, &form.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let reason: String = form.reason.trim().chars().take(200).collect();
+    if reason.is_empty() {
+        return go("/console/approvals?error=reason");
+    }
+    let decided = c
+        .app
+        .store()
+        .decide_approval(Decision {
+            id,
+            state: ApprovalState::Rejected,
+            by: s.user.id,
+            login: s.user.login.clone(),
+            at: c.app.clock().now(),
+            reason: reason.clone(),
+        })
+        .await;
+    match decided {
+        Ok(true) => {
+            let detail = format!(
+                "approval #{id} of {} {} asked by {}: {reason}",
+                minor_text(a.amount_minor, &a.currency),
+                a.currency,
+                a.requested_login
+            );
+            audit_action(&c, &s, &a.transaction_no, "refund rejected", detail).await;
+            go("/console/approvals?done=rejected")
+        }
+        Ok(false) => go("/console/approvals?error=decided"),
+        Err(e) => unavailable(e),
     }
 }

@@ -58,6 +58,9 @@ pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
         .route("/console/transactions", get(transactions))
         .route("/console/transactions/{transaction_no}", get(transaction))
         .route("/console/users/{login}", get(user_page))
+        .route("/console/approvals", get(actions::approvals))
+        .route("/console/approvals/{id}/approve", post(actions::approve))
+        .route("/console/approvals/{id}/reject", post(actions::reject))
         .route(
             "/console/transactions/{transaction_no}/refund",
             post(actions::refund),
@@ -140,6 +143,7 @@ fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
                     nav {
                         span.brand { "tillgate" }
                         a href="/console/transactions" { "Transactions" }
+                        a href="/console/approvals" data-test="approvals" { "Approvals" }
                         span.who {
                             a href={ "/console/users/" (s.user.login) } data-test="who" { (s.user.login) }
                             " · " (s.user.role.as_str())
@@ -479,6 +483,8 @@ async fn transactions(
 struct Said {
     /// What an action just did, as a fixed code (never text from the request).
     done: Option<String>,
+    /// Why it was not done, as a fixed code.
+    error: Option<String>,
 }
 
 async fn transaction(
@@ -532,10 +538,13 @@ async fn show_transaction(
             attempts.push((n.clone(), store.attempts_of(n.id).await?));
         }
         let audit = store.audit_of_transaction(&p.transaction_no).await?;
-        Ok::<_, tillgate_core::StoreError>((merchant, refunds, cancels, events, attempts, audit))
+        let approvals = store.approvals_of_payment(p.id).await?;
+        Ok::<_, tillgate_core::StoreError>((
+            merchant, refunds, cancels, events, attempts, audit, approvals,
+        ))
     }
     .await;
-    let (merchant, refunds, cancels, events, notes, audit_lines) = match loaded {
+    let (merchant, refunds, cancels, events, notes, audit_lines, approvals) = match loaded {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
@@ -574,6 +583,21 @@ async fn show_transaction(
                     td { (r.refund_no) } td { (r.refund_reference.as_deref().unwrap_or("")) }
                     td.num { (r.amount.to_decimal_string()) } td { (format!("{:?}", r.state)) }
                     td { (at(r.created_at, zone)) }
+                } } }
+            }
+        }
+        @if !approvals.is_empty() {
+            h2 { "Refunds asked for approval" }
+            table data-test="approvals" {
+                thead { tr { th { "#" } th { "Amount" } th { "Asked by" } th { "State" } th { "By" } th { "Why" } th { "Outcome" } } }
+                tbody { @for a in &approvals { tr {
+                    td { (a.id) }
+                    td.num { (actions::minor_text(a.amount_minor, &a.currency)) " " (a.currency) }
+                    td { (a.requested_login) }
+                    td { (a.state.as_str()) }
+                    td { (a.decided_login.as_deref().unwrap_or("")) }
+                    td.wrap { (a.decision_reason.as_deref().unwrap_or(&a.reason)) }
+                    td.wrap { (a.outcome.as_deref().unwrap_or("")) }
                 } } }
             }
         }
