@@ -33,6 +33,7 @@ macro_rules! on_both_backends {
 
 mod bad_input;
 mod connections;
+mod crash;
 mod helpers;
 mod notifications;
 mod observability;
