@@ -169,6 +169,9 @@ impl Drop for Gateway {
     }
 }
 
+/// Why a request is sent again when it got no answer at all.
+const NO_ANSWER: &str = "no answer";
+
 /// What a request came to.
 enum Reply {
     /// An answer that stands (success or a business refusal).
@@ -221,8 +224,9 @@ struct Client {
     base: String,
     http: reqwest::Client,
     notify_url: String,
-    /// Requests sent again because they got no answer or a retryable one.
+    /// Requests sent again because they got a retryable answer, and because they got none.
     retries: Arc<AtomicU64>,
+    unanswered: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -247,7 +251,7 @@ impl Client {
             all.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
         body.insert("verifySign".into(), json!(sign));
         match self.post(path, &Value::Object(body)).await {
-            None => Reply::Retry("no answer".into()),
+            None => Reply::Retry(NO_ANSWER.into()),
             Some((_, v)) if v["ret_code"] == "000000" => Reply::Retry(v.to_string()),
             Some((_, v)) if v["ret_msg"].as_str().unwrap_or("").contains("retry") => {
                 Reply::Retry(v.to_string())
@@ -269,7 +273,7 @@ impl Client {
             json!(jeepay_sign(&pairs, "offline-test-key")),
         );
         match self.post(path, &Value::Object(body)).await {
-            None => Reply::Retry("no answer".into()),
+            None => Reply::Retry(NO_ANSWER.into()),
             Some((_, v)) if v["code"] == 10 => Reply::Retry(v.to_string()),
             Some((_, v)) if v["msg"].as_str().unwrap_or("").contains("retry") => {
                 Reply::Retry(v.to_string())
@@ -288,7 +292,7 @@ impl Client {
             "data": data,
         });
         match self.post("/Payments", &body).await {
-            None => Reply::Retry("no answer".into()),
+            None => Reply::Retry(NO_ANSWER.into()),
             Some((_, v)) if v["code"] == "-5000" || v["code"] == "-4120" => {
                 Reply::Retry(v.to_string())
             }
@@ -307,7 +311,11 @@ impl Client {
             match send().await {
                 Reply::Answer(v) => return v,
                 Reply::Retry(why) => {
-                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    if why == NO_ANSWER {
+                        self.unanswered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.retries.fetch_add(1, Ordering::Relaxed);
+                    }
                     assert!(
                         Instant::now() < deadline,
                         "{:?} {what}: no answer within {RECOVERY:?}: {why}",
@@ -736,6 +744,78 @@ async fn client_loop(
     n
 }
 
+/// Merchant clients of every dialect running against one or more gateway nodes.
+pub struct Load {
+    pub stop: Arc<AtomicBool>,
+    pub journal: Journal,
+    /// Requests sent again after a retryable answer (system error, in progress).
+    pub retries: Arc<AtomicU64>,
+    /// Requests sent again after no answer at all (the connection broke).
+    pub unanswered: Arc<AtomicU64>,
+    clients: Vec<tokio::task::JoinHandle<usize>>,
+}
+
+impl Load {
+    /// Starts `per_base` clients (Pockyt, unified, YabandPay in turn) on each of `bases`.
+    pub fn start(
+        bases: &[String],
+        per_base: usize,
+        rng: &mut Rng,
+        seed: u64,
+        notify_url: &str,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let journal = Journal::default();
+        let retries = Arc::new(AtomicU64::new(0));
+        let unanswered = Arc::new(AtomicU64::new(0));
+        let mut clients = Vec::new();
+        for (b, base) in bases.iter().enumerate() {
+            for i in 0..per_base {
+                let dialect = [Dialect::Pockyt, Dialect::Unified, Dialect::Yaband][i % 3];
+                let client = Client {
+                    dialect,
+                    base: base.clone(),
+                    http: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .unwrap(),
+                    notify_url: notify_url.to_owned(),
+                    retries: retries.clone(),
+                    unanswered: unanswered.clone(),
+                };
+                // YabandPay's order ids are digits; the others take any key.
+                let tag = format!("{}{b}{i}", seed % 1_000_000 + 1_000_000);
+                tags_are_digits(&tag);
+                clients.push(tokio::spawn(client_loop(
+                    client,
+                    Rng::new(rng.next()),
+                    tag,
+                    stop.clone(),
+                    journal.clone(),
+                )));
+            }
+        }
+        Load {
+            stop,
+            journal,
+            retries,
+            unanswered,
+            clients,
+        }
+    }
+
+    /// Lets every client finish the operation it is at (until answered); returns how many
+    /// transactions they started.
+    pub async fn finish(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut transactions = 0;
+        for c in self.clients {
+            transactions += c.await.unwrap();
+        }
+        transactions
+    }
+}
+
 /// The database the gateway writes, read directly (both backends speak the same SQL here).
 pub enum Db {
     Sqlite(sqlx::SqlitePool),
@@ -1135,33 +1215,8 @@ async fn crash_run(backend: Backend, wallet: Wallet) {
     gateway.start();
     let receiver = Receiver::start().await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let journal = Journal::default();
-    let retries = Arc::new(AtomicU64::new(0));
-    let mut clients = Vec::new();
-    for i in 0..CLIENTS {
-        let dialect = [Dialect::Pockyt, Dialect::Unified, Dialect::Yaband][i % 3];
-        let client = Client {
-            dialect,
-            base: gateway.base(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-            notify_url: receiver.url.clone(),
-            retries: retries.clone(),
-        };
-        // YabandPay's order ids are digits; the others take any key.
-        let tag = format!("{}{i}", seed % 1_000_000 + 1_000_000);
-        tags_are_digits(&tag);
-        clients.push(tokio::spawn(client_loop(
-            client,
-            Rng::new(rng.next()),
-            tag,
-            stop.clone(),
-            journal.clone(),
-        )));
-    }
+    let load = Load::start(&[gateway.base()], CLIENTS, &mut rng, seed, &receiver.url);
+    let journal = load.journal.clone();
 
     let db = Db::open(&database_url).await;
     let cycles = cycles();
@@ -1178,11 +1233,8 @@ async fn crash_run(backend: Backend, wallet: Wallet) {
         );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut transactions = 0;
-    for c in clients {
-        transactions += c.await.unwrap();
-    }
+    let (retries, unanswered) = (load.retries.clone(), load.unanswered.clone());
+    let transactions = load.finish().await;
     settled(&db, Duration::from_secs(30)).await;
     let acked = journal.all();
     let found = verify(&db, &acked).await;
@@ -1191,8 +1243,9 @@ async fn crash_run(backend: Backend, wallet: Wallet) {
     }
     eprintln!(
         "{backend:?} with the {wallet:?} wallet: {cycles} crashes survived, {transactions} transactions, \
-         {found} acknowledged operations all found, {} requests sent again after no answer \
-         or a retryable one",
+         {found} acknowledged operations all found; requests sent again: {} after no answer, \
+         {} after a retryable answer",
+        unanswered.load(Ordering::Relaxed),
         retries.load(Ordering::Relaxed)
     );
     assert!(found > 0);
@@ -1203,7 +1256,7 @@ async fn crash_run(backend: Backend, wallet: Wallet) {
 
 fn tags_are_digits(tag: &str) {
     assert!(
-        tag.bytes().all(|b| b.is_ascii_digit()) && tag.len() < 14,
+        tag.bytes().all(|b| b.is_ascii_digit()) && tag.len() < 15,
         "{tag}"
     );
 }

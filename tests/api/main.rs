@@ -34,6 +34,7 @@ macro_rules! on_both_backends {
 mod bad_input;
 mod connections;
 mod crash;
+mod failover;
 mod helpers;
 mod notifications;
 mod observability;
