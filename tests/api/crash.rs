@@ -1072,23 +1072,22 @@ pub struct WalletSim {
 }
 
 impl WalletSim {
-    fn start(dir: &TempDir, callback_url: &str) -> WalletSim {
+    fn start(dir: &TempDir, callback_url: &str, faults: &[&str]) -> WalletSim {
         let listen = format!("127.0.0.1:{}", free_port());
         let state = dir.0.join("wallet.json").display().to_string();
-        let (child, base) = start_process(
-            &[
-                "wallet-sim",
-                "--listen",
-                &listen,
-                "--state",
-                &state,
-                "--key",
-                WALLET_KEY,
-                "--callback-url",
-                callback_url,
-            ],
-            dir,
-        );
+        let mut args = vec![
+            "wallet-sim",
+            "--listen",
+            &listen,
+            "--state",
+            &state,
+            "--key",
+            WALLET_KEY,
+            "--callback-url",
+            callback_url,
+        ];
+        args.extend_from_slice(faults);
+        let (child, base) = start_process(&args, dir);
         WalletSim { child, base }
     }
 
@@ -1205,7 +1204,24 @@ async fn crash_run(backend: Backend, wallet: Wallet) {
     let callback_url = format!("{}/wallet/v1/callbacks", gateway.base());
     let sim = match wallet {
         Wallet::Sandbox => None,
-        Wallet::Http => Some(WalletSim::start(&dir, &callback_url)),
+        // A wallet that now and then does not answer in time (the operation stays in flight
+        // until the janitor asks) and sends its callbacks twice, late.
+        Wallet::Http => Some(WalletSim::start(
+            &dir,
+            &callback_url,
+            &[
+                "--timeout-rate",
+                "0.05",
+                "--timeout-hold-ms",
+                "1000",
+                "--duplicate-callback-rate",
+                "0.2",
+                "--late-callback-ms",
+                "200",
+                "--seed",
+                &(seed % 1_000_000).to_string(),
+            ],
+        )),
     };
     let sim_base = sim.as_ref().map(|s| s.base.clone());
     if let Some(base) = &sim_base {
@@ -1292,7 +1308,11 @@ async fn a_refund_in_flight_at_a_crash_is_settled_by_the_janitor_on_the_sandbox(
     let dir = Arc::new(TempDir::new());
     let database_url = format!("sqlite://{}", dir.0.join("tillgate.db").display());
     let mut gateway = Gateway::new(dir.clone(), &database_url, &[]);
-    let sim = WalletSim::start(&dir, &format!("{}/wallet/v1/callbacks", gateway.base()));
+    let sim = WalletSim::start(
+        &dir,
+        &format!("{}/wallet/v1/callbacks", gateway.base()),
+        &[],
+    );
     gateway.args = [
         "--channel",
         &sim.base,
