@@ -488,7 +488,7 @@ impl Client {
     /// Refunds `amount` of `tx` under the merchant's refund key `key`.
     async fn refund(&self, tx: &str, key: &str, amount: i64, journal: &Journal) -> Status {
         let decimal = format!("{}.{:02}", amount / 100, amount % 100);
-        let (answer, refund_no, status) = match self.dialect {
+        let (refund_no, status) = match self.dialect {
             Dialect::Pockyt => {
                 let read = |v: &Value| status_of(v["result"]["status"].as_str());
                 let v = self
@@ -514,7 +514,7 @@ impl Client {
                     .as_str()
                     .unwrap()
                     .to_owned();
-                (v.clone(), no, read(&v))
+                (no, read(&v))
             }
             Dialect::Unified => {
                 let read = |v: &Value| match v["data"]["state"].as_i64() {
@@ -543,7 +543,7 @@ impl Client {
                     .await;
                 assert_eq!(v["code"], 0, "{v}");
                 let no = strip(v["data"]["refundOrderId"].as_str().unwrap(), 'R');
-                (v.clone(), no, read(&v))
+                (no, read(&v))
             }
             Dialect::Yaband => {
                 let read = |v: &Value| match v["data"]["state"].as_str() {
@@ -572,10 +572,9 @@ impl Client {
                     .await;
                 assert_eq!(v["status"], true, "{v}");
                 let no = v["data"]["refund_id"].as_str().unwrap().to_owned();
-                (v.clone(), no, read(&v))
+                (no, read(&v))
             }
         };
-        let _ = answer;
         journal.ack(Acked::Refund {
             tx: tx.to_owned(),
             refund_no,

@@ -276,17 +276,11 @@ async fn synchronous(primary: &Cluster) {
 /// Sends a fresh Pockyt add to `base` until one succeeds; returns how long it took.
 async fn carries_on(base: &str) -> Duration {
     let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     loop {
-        let pos = Pos {
-            base: base.to_owned(),
-            merchant_no: MERCHANT_NO.into(),
-            store_no: STORE_NO.into(),
-            token: TOKEN.into(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-        };
         let params = [
             ("amount", "1.00"),
             ("currency", "USD"),
@@ -301,8 +295,7 @@ async fn carries_on(base: &str) -> Duration {
             .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
             .collect();
         body.insert("verifySign".into(), serde_json::json!(sign));
-        let answer = pos
-            .client
+        let answer = client
             .post(format!("{base}/app-instore/v3/add"))
             .json(&body)
             .send()
