@@ -20,8 +20,10 @@ use tillgate_core::store::StoreError;
 
 /// How often the watcher checks that the pool's host still takes writes.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
-/// How long one check of a host may take.
+/// How long one check of a host, on a connection of its own, may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the check through the pool may take (it may have to connect first).
+const POOL_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The hosts of a database URL, each with its own connect options.
 #[derive(Debug, Clone)]
@@ -184,34 +186,40 @@ impl Moves {
     }
 }
 
-/// Keeps the pool on a host that takes writes, until the pool closes.
+/// Keeps the pool on a host that takes writes, until the pool closes. While the pool's host
+/// answers as a primary, one query through the pool per round; once it does not, every round
+/// asks the hosts directly until one takes writes (so a promotion is seen within a round).
 pub async fn watch(pool: PgPool, hosts: Arc<Hosts>, moves: Arc<Moves>, mut current: usize) {
+    let mut failing = false;
     loop {
         tokio::time::sleep(WATCH_INTERVAL).await;
         if pool.is_closed() {
             return;
         }
-        let asked = sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&pool);
-        match tokio::time::timeout(PROBE_TIMEOUT, asked).await {
-            Ok(Ok(false)) => continue,
-            Ok(Ok(true)) => {
-                tracing::warn!(host = %hosts.names[current], "the database host is a standby now")
+        if !failing {
+            let asked =
+                sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&pool);
+            let host = &hosts.names[current];
+            match tokio::time::timeout(POOL_CHECK_TIMEOUT, asked).await {
+                Ok(Ok(false)) => continue,
+                Ok(Ok(true)) => tracing::warn!(%host, "the database host is a standby now"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%host, error = %e, "the database host does not answer")
+                }
+                Err(_) => tracing::warn!(%host, "the database host does not answer in time"),
             }
-            Ok(Err(e)) => {
-                tracing::warn!(host = %hosts.names[current], error = %e, "the database host does not answer")
-            }
-            Err(_) => {
-                tracing::warn!(host = %hosts.names[current], "the database host does not answer in time")
-            }
+            failing = true;
         }
         match hosts.find().await {
-            Ok((found, options)) if found != current => {
-                tracing::warn!(from = %hosts.names[current], to = %hosts.names[found], "database failover: moving to the host that takes writes");
-                pool.set_connect_options(options);
-                moves.moved();
-                current = found;
+            Ok((found, options)) => {
+                if found != current {
+                    tracing::warn!(from = %hosts.names[current], to = %hosts.names[found], "database failover: moving to the host that takes writes");
+                    pool.set_connect_options(options);
+                    moves.moved();
+                    current = found;
+                }
+                failing = false;
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "no database host takes writes yet"),
         }
     }
