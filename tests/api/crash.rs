@@ -1068,6 +1068,7 @@ pub async fn settled(db: &Db, within: Duration) {
 pub struct WalletSim {
     pub child: Child,
     pub base: String,
+    args: Vec<String>,
 }
 
 impl WalletSim {
@@ -1087,7 +1088,21 @@ impl WalletSim {
         ];
         args.extend_from_slice(faults);
         let (child, base) = start_process(&args, dir);
-        WalletSim { child, base }
+        WalletSim {
+            child,
+            base,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    /// SIGKILL, then a start on the same port and state file.
+    fn crash_and_restart(&mut self, dir: &TempDir) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let (child, base) = start_process(&args, dir);
+        self.child = child;
+        self.base = base;
     }
 
     async fn orders(&self) -> Value {
@@ -1201,7 +1216,7 @@ async fn crash_run(backend: Backend, wallet: Wallet) {
     ];
     let mut gateway = Gateway::new(dir.clone(), &database_url, &[]);
     let callback_url = format!("{}/wallet/v1/callbacks", gateway.base());
-    let sim = match wallet {
+    let mut sim = match wallet {
         Wallet::Sandbox => None,
         // A wallet that now and then does not answer in time (the operation stays in flight
         // until the janitor asks) and sends its callbacks twice, late.
@@ -1235,10 +1250,16 @@ async fn crash_run(backend: Backend, wallet: Wallet) {
 
     let db = Db::open(&database_url).await;
     let cycles = cycles();
+    let mut wallet_crashes = 0;
     for cycle in 0..cycles {
         tokio::time::sleep(Duration::from_millis(rng.range(400, 1500))).await;
         gateway.crash();
         let acked = journal.all();
+        // Every other time the HTTP wallet goes down too (it keeps its ledger in a file).
+        if let Some(sim) = sim.as_mut().filter(|_| rng.chance(50)) {
+            sim.crash_and_restart(&dir);
+            wallet_crashes += 1;
+        }
         tokio::time::sleep(Duration::from_millis(rng.range(0, 300))).await;
         gateway.start();
         let found = verify(&db, &acked).await;
@@ -1257,7 +1278,8 @@ async fn crash_run(backend: Backend, wallet: Wallet) {
         ledger_agrees(sim, &db, &acked).await;
     }
     eprintln!(
-        "{backend:?} with the {wallet:?} wallet: {cycles} crashes survived, {transactions} transactions, \
+        "{backend:?} with the {wallet:?} wallet: {cycles} crashes survived ({wallet_crashes} of the wallet too), \
+         {transactions} transactions, \
          {found} acknowledged operations all found; requests sent again: {} after no answer, \
          {} after a retryable answer",
         unanswered.load(Ordering::Relaxed),
