@@ -5,7 +5,8 @@
 //! its reserved amount the refunds in flight, and the outbox holds a notification for every
 //! acknowledged change. A request cut off by a crash is sent again with its idempotency key
 //! until it gets an answer (safe to retry). At the end nothing is left in flight, and with the
-//! HTTP wallet the wallet's ledger agrees with the gateway's books.
+//! HTTP wallet — which times out now and then, sends its callbacks twice, and is killed too at
+//! about half the crashes — the wallet's ledger agrees with the gateway's books.
 //!
 //! The moments of the crashes and the clients' choices come from one seed, printed at the start
 //! (`TILLGATE_CRASH_SEED=N` replays a seed's choices; the moments a request meets a crash still

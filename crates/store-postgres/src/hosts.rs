@@ -278,6 +278,19 @@ mod tests {
     }
 
     #[test]
+    fn only_connections_opened_before_the_last_move_are_closed() {
+        let moves = Moves::new();
+        assert!(
+            !moves.predates_last_move(Duration::from_secs(3600)),
+            "never moved"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+        moves.moved();
+        assert!(moves.predates_last_move(Duration::from_secs(3600)));
+        assert!(!moves.predates_last_move(Duration::ZERO));
+    }
+
+    #[test]
     fn a_url_without_a_host_is_left_to_sqlx() {
         let h = Hosts::parse("postgres:///tillgate?host=/var/run/postgresql").unwrap();
         assert_eq!(h.options.len(), 1);
