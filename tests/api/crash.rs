@@ -202,6 +202,8 @@ pub enum Acked {
     Added {
         tx: String,
         amount: i64,
+        dialect: Dialect,
+        key: String,
     },
     Paid {
         tx: String,
@@ -212,6 +214,8 @@ pub enum Acked {
         refund_no: String,
         amount: i64,
         status: Status,
+        dialect: Dialect,
+        key: String,
     },
     Cancel {
         tx: String,
@@ -231,6 +235,17 @@ struct Client {
 }
 
 impl Client {
+    fn new(dialect: Dialect, base: &str, notify_url: &str) -> Client {
+        Client {
+            dialect,
+            base: base.to_owned(),
+            http: reqwest::Client::new(),
+            notify_url: notify_url.to_owned(),
+            retries: Arc::default(),
+            unanswered: Arc::default(),
+        }
+    }
+
     async fn post(&self, path: &str, body: &Value) -> Option<(u16, Value)> {
         let resp = self
             .http
@@ -382,6 +397,8 @@ impl Client {
                 journal.ack(Acked::Added {
                     tx: tx.clone(),
                     amount,
+                    dialect: self.dialect,
+                    key: key.to_owned(),
                 });
                 let read = |v: &Value| status_of(v["result"]["transactionStatus"].as_str());
                 let paid = self
@@ -439,6 +456,8 @@ impl Client {
                 journal.ack(Acked::Added {
                     tx: tx.clone(),
                     amount,
+                    dialect: self.dialect,
+                    key: key.to_owned(),
                 });
                 journal.ack(Acked::Paid {
                     tx: tx.clone(),
@@ -476,6 +495,8 @@ impl Client {
                 journal.ack(Acked::Added {
                     tx: tx.clone(),
                     amount,
+                    dialect: self.dialect,
+                    key: key.to_owned(),
                 });
                 journal.ack(Acked::Paid {
                     tx: tx.clone(),
@@ -581,6 +602,8 @@ impl Client {
             refund_no,
             amount,
             status,
+            dialect: self.dialect,
+            key: key.to_owned(),
         });
         status
     }
@@ -970,7 +993,7 @@ pub async fn verify(db: &Db, acked: &[Acked]) -> usize {
     };
     for a in acked {
         match a {
-            Acked::Added { tx, amount } => {
+            Acked::Added { tx, amount, .. } => {
                 let b = books
                     .get(tx)
                     .unwrap_or_else(|| panic!("acknowledged {tx} is gone"));
@@ -999,6 +1022,7 @@ pub async fn verify(db: &Db, acked: &[Acked]) -> usize {
                 refund_no,
                 amount,
                 status,
+                ..
             } => {
                 let (rtx, ramount, rstate) = refunds
                     .get(refund_no)
@@ -1047,6 +1071,84 @@ pub async fn verify(db: &Db, acked: &[Acked]) -> usize {
         assert!(n <= 1, "{} cancelled {n} times", b.tx);
     }
     acked.len()
+}
+
+/// Sends acknowledged requests again with their keys — about half of the refunds (every
+/// dialect) and of the Pockyt adds, at most `at_most` — as a merchant retrying would: each
+/// must answer as it did the first time (the same refund, in the same state; the same
+/// transaction), and nothing may change. Returns how many were sent again.
+pub async fn replay(
+    base: &str,
+    notify_url: &str,
+    acked: &[Acked],
+    rng: &mut Rng,
+    at_most: usize,
+    db: &Db,
+) -> usize {
+    let (payments, refunds) = (db.books().await.len(), db.refunds().await.len());
+    let scratch = Journal::default();
+    let mut sent = 0;
+    for a in acked {
+        if sent >= at_most {
+            break;
+        }
+        if !rng.chance(50) {
+            continue;
+        }
+        match a {
+            Acked::Refund {
+                tx,
+                refund_no,
+                amount,
+                status,
+                dialect,
+                key,
+            } => {
+                let again = Client::new(*dialect, base, notify_url)
+                    .refund(tx, key, *amount, &scratch)
+                    .await;
+                assert_eq!(again, *status, "refund {key} answered otherwise again");
+                match scratch.all().pop() {
+                    Some(Acked::Refund { refund_no: no, .. }) => {
+                        assert_eq!(&no, refund_no, "refund {key} sent again made another")
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            Acked::Added {
+                tx,
+                amount,
+                dialect: Dialect::Pockyt,
+                key,
+            } => {
+                let client = Client::new(Dialect::Pockyt, base, notify_url);
+                let decimal = format!("{}.{:02}", amount / 100, amount % 100);
+                let again = client
+                    .until_answered("add again", || {
+                        client.pockyt(
+                            "/app-instore/v3/add",
+                            vec![
+                                ("amount", decimal.clone()),
+                                ("currency", "USD".to_string()),
+                                ("settleCurrency", "USD".to_string()),
+                                ("reference", key.clone()),
+                                ("ipnUrl", notify_url.to_string()),
+                            ],
+                        )
+                    })
+                    .await;
+                assert_eq!(again["result"]["transactionNo"], tx.as_str(), "{again}");
+            }
+            _ => continue,
+        }
+        sent += 1;
+    }
+    assert_eq!(
+        (db.books().await.len(), db.refunds().await.len()),
+        (payments, refunds),
+        "requests sent again made new payments or refunds"
+    );
+    sent
 }
 
 /// Waits until nothing waits for the wallet's answer any more.
@@ -1278,11 +1380,13 @@ async fn crash_run(backend: Backend, wallet: Wallet) {
     if let Some(sim) = &sim {
         ledger_agrees(sim, &db, &acked).await;
     }
+    let replayed = replay(&gateway.base(), &receiver.url, &acked, &mut rng, 200, &db).await;
     eprintln!(
         "{backend:?} with the {wallet:?} wallet: {cycles} crashes survived ({wallet_crashes} of the wallet too), \
          {transactions} transactions, \
          {found} acknowledged operations all found; requests sent again: {} after no answer, \
-         {} after a retryable answer",
+         {} after a retryable answer; {replayed} acknowledged requests sent again at the end \
+         answered as the first time",
         unanswered.load(Ordering::Relaxed),
         retries.load(Ordering::Relaxed)
     );

@@ -12,7 +12,7 @@
 //! `TILLGATE_TEST_POSTGRES_BIN`), not the machine's running cluster. Run as root, the
 //! clusters run as the `postgres` user.
 
-use crate::crash::{settled, verify, Db, Gateway, Load, Rng};
+use crate::crash::{replay, settled, verify, Db, Gateway, Load, Rng};
 use crate::helpers::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -379,6 +379,8 @@ async fn two_nodes_carry_on_after_the_primary_dies_and_lose_no_acknowledged_oper
     settled(&db, Duration::from_secs(30)).await;
     let acked = journal.all();
     let found = verify(&db, &acked).await;
+    // Sent again with their keys, acknowledged requests answer as before and change nothing.
+    let replayed = replay(&bases[1], &receiver.url, &acked, &mut rng, 200, &db).await;
     db.close().await;
     assert_eq!(
         unanswered.load(Ordering::Relaxed),
@@ -389,7 +391,8 @@ async fn two_nodes_carry_on_after_the_primary_dies_and_lose_no_acknowledged_oper
         "failover: primary killed after {before} acknowledged operations, standby promoted \
          {promoted:?} later, nodes carried on {recovery:?} after the promotion; \
          {transactions} transactions, {found} acknowledged operations all on the new primary; \
-         {} requests answered retryable and sent again with their keys",
+         {} requests answered retryable and sent again with their keys; {replayed} \
+         acknowledged requests sent again at the end answered as the first time",
         retries.load(Ordering::Relaxed)
     );
     assert!(found > before);
