@@ -35,6 +35,8 @@ mod bad_input;
 mod browser;
 mod connections;
 mod console;
+mod crash;
+mod failover;
 mod helpers;
 mod notifications;
 mod observability;

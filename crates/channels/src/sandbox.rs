@@ -11,9 +11,14 @@
 //! | pay without a barcode (QR code shown to the customer) | any | unknown: pending until the customer's payment is played |
 //! | close, void, reverse | 53 | unknown: in progress until the wallet's answer is played |
 //! | close, void, reverse | anything else | approved |
+//!
+//! The janitor's queries (after a time-out or a crash left an operation in flight) are answered
+//! by the same rules, from the amount and the kind of payment the query carries: the sandbox
+//! keeps no record, so it answers what it would have answered to the operation itself. A
+//! payment ending in 52, a QR payment and a cancel ending in 53 stay unknown, as they were.
 
 use async_trait::async_trait;
-use tillgate_core::{Channel, ChannelOp, ChannelReply};
+use tillgate_core::{Channel, ChannelOp, ChannelReply, QueryTarget};
 use tillgate_domain::ChannelOutcome;
 
 /// The in-process sandbox wallet.
@@ -59,9 +64,35 @@ impl SandboxWallet {
             ChannelOp::Refund { .. } | ChannelOp::Close { .. } | ChannelOp::Reverse { .. } => {
                 ChannelReply::new(ChannelOutcome::Approved)
             }
-            // The sandbox keeps no record: what it left unknown stays unknown until played
-            // through the control endpoint.
-            ChannelOp::Query { .. } => ChannelReply::new(ChannelOutcome::Unknown),
+            // The sandbox keeps no record: it answers a query with what its rules answer to
+            // the operation asked about (what it left unknown stays unknown until played
+            // through the control endpoint).
+            ChannelOp::Query {
+                transaction_no,
+                operation,
+                amount,
+                qr_code,
+            } => {
+                let transaction_no = transaction_no.clone();
+                let amount = *amount;
+                SandboxWallet::decide(&match operation {
+                    QueryTarget::Payment => ChannelOp::Pay {
+                        transaction_no,
+                        amount,
+                        barcode: (!qr_code).then(String::new),
+                        vendor: None,
+                    },
+                    QueryTarget::Refund { refund_no } => ChannelOp::Refund {
+                        transaction_no,
+                        refund_no: refund_no.clone(),
+                        amount,
+                    },
+                    QueryTarget::Cancel { .. } => ChannelOp::Close {
+                        transaction_no,
+                        amount,
+                    },
+                })
+            }
         }
     }
 }
@@ -93,6 +124,35 @@ mod tests {
             refund_no: "2".into(),
             amount: Money::from_minor(minor, Currency::from_code("USD").unwrap()).unwrap(),
         }
+    }
+
+    fn query(operation: QueryTarget, minor: i64, qr_code: bool) -> ChannelOutcome {
+        SandboxWallet::decide(&ChannelOp::Query {
+            transaction_no: "1".into(),
+            operation,
+            amount: Money::from_minor(minor, Currency::from_code("USD").unwrap()).unwrap(),
+            qr_code,
+        })
+        .outcome
+    }
+
+    #[test]
+    fn a_query_is_answered_by_the_rules_of_the_operation_it_asks_about() {
+        use ChannelOutcome::*;
+        let refund = || QueryTarget::Refund {
+            refund_no: "2".into(),
+        };
+        let cancel = || QueryTarget::Cancel {
+            cancel_no: "3".into(),
+        };
+        assert_eq!(query(QueryTarget::Payment, 1300, false), Approved);
+        assert_eq!(query(QueryTarget::Payment, 1351, false), Declined);
+        assert_eq!(query(QueryTarget::Payment, 1352, false), Unknown);
+        assert_eq!(query(QueryTarget::Payment, 1300, true), Unknown);
+        assert_eq!(query(refund(), 200, false), Approved);
+        assert_eq!(query(refund(), 161, false), Declined);
+        assert_eq!(query(cancel(), 700, false), Approved);
+        assert_eq!(query(cancel(), 553, false), Unknown);
     }
 
     #[test]

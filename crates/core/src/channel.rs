@@ -33,6 +33,12 @@ pub enum ChannelOp {
     Query {
         transaction_no: String,
         operation: QueryTarget,
+        /// The amount of the operation asked about (the payment's, the refund's, the
+        /// cancel's), and whether the payment was submitted without a barcode (a QR code
+        /// the customer scans). A wallet that keeps records answers from them and needs
+        /// neither; one that keeps none (the sandbox) answers by its rules from these.
+        amount: Money,
+        qr_code: bool,
     },
 }
 

@@ -42,6 +42,7 @@ fn queries(wallet: &ScriptedWallet) -> Vec<(String, QueryTarget)> {
             ChannelOp::Query {
                 transaction_no,
                 operation,
+                ..
             } => Some((transaction_no, operation)),
             _ => None,
         })

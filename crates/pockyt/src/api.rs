@@ -275,13 +275,21 @@ async fn cancel(
         authenticate(app.credentials(), &limit, &headers, body).await?;
     let key = payment_key(&params)?;
     let rule = BusinessDayRule::calendar_day(credential.merchant.zone);
+    // The cancel's IPN goes where the transaction's notifications go (its ipnUrl).
+    let found = app
+        .query(&credential.merchant, &key)
+        .await
+        .map_err(|e| from_lifecycle(Op::Cancel, e))?;
     let out = app
         .cancel(
             &credential.merchant,
             &key,
             rule,
             CancelIntent::Cancel,
-            CancelOptions::default(),
+            CancelOptions {
+                notify_url: found.payment.notify_url,
+                ..CancelOptions::default()
+            },
         )
         .await
         .map_err(|e| from_lifecycle(Op::Cancel, e))?;

@@ -7,9 +7,13 @@
 //! runs again on the fresh row. Under heavy contention on one payment the backend falls back to
 //! a `SELECT … FOR UPDATE` transaction, so no request starves. `synchronous_commit` is on for
 //! every connection: an answer is sent only after its commit is durable.
+//!
+//! The URL may name several hosts (a primary and its standbys, `hosts`): the store connects to
+//! the one that takes writes and moves there by itself after a failover.
 
 mod console;
 mod credentials;
+pub mod hosts;
 mod migrate;
 mod outbox;
 mod payments;
@@ -18,10 +22,10 @@ mod sql;
 mod terminals;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Executor, PgPool, Row};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tillgate_core::store::{
     CancelWrite, CommitStats, Conflict, Guard, RefundWrite, Store, StoreError, Writes,
@@ -108,26 +112,57 @@ impl PgStore {
         max_connections: u32,
         create: bool,
     ) -> Result<PgStore, StoreError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad postgres url: {e}")))?
-            .log_statements(tracing::log::LevelFilter::Trace)
-            .statement_cache_capacity(256);
+        let mut hosts = hosts::Hosts::parse(url)?;
+        for options in &mut hosts.options {
+            *options = options
+                .clone()
+                .log_statements(tracing::log::LevelFilter::Trace)
+                .statement_cache_capacity(256);
+        }
+        let hosts = Arc::new(hosts);
+        // With several hosts, the one that takes writes (the first such, in the order given).
+        let (current, options) = match hosts.options.as_slice() {
+            [one] if !hosts.read_write => (0, one.clone()),
+            _ => hosts.find().await?,
+        };
+        let read_write = hosts.read_write;
+        let moves = Arc::new(hosts::Moves::new());
+        let moved = moves.clone();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(true)
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
                 Box::pin(async move {
                     // Durability is not negotiable, whatever the server's default says.
                     conn.execute("SET synchronous_commit = on").await?;
+                    // A standby answers reads and refuses every change: not for this pool.
+                    if read_write {
+                        let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        if standby {
+                            return Err(sqlx::Error::Protocol(
+                                "the database host is a standby (in recovery)".into(),
+                            ));
+                        }
+                    }
                     Ok(())
                 })
+            })
+            // After a failover, connections opened before it may be on the old host.
+            .before_acquire(move |_, meta| {
+                let keep = !moved.predates_last_move(meta.age);
+                Box::pin(async move { Ok(keep) })
             })
             .connect_with(options)
             .await
             .map_err(db_error)?;
         migrate::apply(&pool, create).await?;
+        if hosts.read_write {
+            tokio::spawn(hosts::watch(pool.clone(), hosts.clone(), moves, current));
+        }
         Ok(PgStore {
             pool,
             operations: AtomicU64::new(0),

@@ -168,6 +168,7 @@ impl HttpChannel {
             ChannelOp::Query {
                 transaction_no,
                 operation,
+                ..
             } => {
                 let (operation, refund_no) = match operation {
                     QueryTarget::Payment => (QueryOperation::Payment, None),

@@ -76,6 +76,8 @@ fn query(tx: &str, operation: QueryTarget) -> ChannelOp {
     ChannelOp::Query {
         transaction_no: tx.into(),
         operation,
+        amount: usd(1),
+        qr_code: false,
     }
 }
 

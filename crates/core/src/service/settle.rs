@@ -284,11 +284,25 @@ impl Lifecycle {
                 cancel_no: cancel_no.clone(),
             },
         };
+        // What the gateway knows of the operation goes with the question (see `ChannelOp::Query`).
+        let payment = self.payment_by_transaction_no(&op.transaction_no).await?;
+        let amount = match &op.kind {
+            UnresolvedKind::Refund { refund_no } => self
+                .store
+                .refund_by_no(payment.merchant_id, refund_no)
+                .await?
+                .map_or(payment.payment.amount(), |r| r.amount),
+            UnresolvedKind::Payment | UnresolvedKind::Cancel { .. } => payment.payment.amount(),
+        };
+        let without_barcode = digest(&["", payment.vendor.as_deref().unwrap_or("")]);
+        let qr_code = payment.pay_fingerprint.as_deref() == Some(without_barcode.as_str());
         let reply = self
             .channel_for(&op.merchant_no)
             .execute(ChannelOp::Query {
                 transaction_no: op.transaction_no.clone(),
                 operation,
+                amount,
+                qr_code,
             })
             .await;
         if reply.outcome == ChannelOutcome::Unknown {
