@@ -172,6 +172,42 @@ async fn signing_in_finding_and_seeing_a_transaction(app: TestApp) {
         assert!(!html.contains(&no), "{query}: nothing is listed");
     }
 
+    // An amount range, in a currency; without one it is said, not guessed.
+    let (_, html) = page(
+        &app,
+        &cookie,
+        "/console/transactions?currency=usd&min=12.30&max=12.30",
+    )
+    .await;
+    assert!(html.contains(&no), "{html}");
+    let (_, html) = page(
+        &app,
+        &cookie,
+        "/console/transactions?currency=USD&min=12.31",
+    )
+    .await;
+    assert!(!html.contains(&no), "{html}");
+    let (_, html) = page(&app, &cookie, "/console/transactions?min=1.00").await;
+    assert!(html.contains("an amount range needs a currency"), "{html}");
+    let (_, html) = page(&app, &cookie, "/console/transactions?currency=XXZ").await;
+    assert!(html.contains("currency must be"), "{html}");
+
+    // The export: every match as CSV, with its header, quoted.
+    let (status, csv) = page(
+        &app,
+        &cookie,
+        &format!("/console/transactions.csv?reference={order}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("transactionNo,merchantNo"), "{csv}");
+    assert!(
+        lines[1].contains(&format!("\"{no}\"")) && lines[1].contains(",12.30,2.30,"),
+        "{csv}"
+    );
+
     // The transaction's page: the payment, its refund, its timeline and its notifications.
     let (status, html) = page(&app, &cookie, &format!("/console/transactions/{no}")).await;
     assert_eq!(status, 200, "{html}");
@@ -397,6 +433,17 @@ async fn the_admin_api_searches_a_page_at_a_time(app: TestApp) {
     let mut made = Vec::new();
     for i in 0..7 {
         made.push(pos.paid(&format!("{prefix}-{i}"), "1.00").await);
+    }
+    // The console's export pages through every match the same way (500 to a page).
+    let operator = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    let (_, csv) = page(
+        &app,
+        &operator,
+        "/console/transactions.csv?status=paid&merchant=200043",
+    )
+    .await;
+    for no in &made {
+        assert_eq!(csv.matches(&format!("\"{no}\"")).count(), 1, "{csv}");
     }
     let mut seen = Vec::new();
     let mut before: Option<String> = None;

@@ -121,6 +121,8 @@ pub struct PaymentSearch {
     pub created_from: Option<DateTime<Utc>>,
     /// Created before.
     pub created_to: Option<DateTime<Utc>>,
+    /// ISO 4217 code of the payments' currency.
+    pub currency: Option<String>,
     /// Amount bounds in minor units (inclusive).
     pub amount_min: Option<i64>,
     pub amount_max: Option<i64>,

@@ -176,6 +176,9 @@ pub fn search_sql(q: &PaymentSearch) -> (String, Vec<Value>) {
             Value::Int(t.timestamp_millis()),
         );
     }
+    if let Some(c) = &q.currency {
+        bind(&mut sql, " AND p.currency = #", Value::Text(c.clone()));
+    }
     if let Some(a) = q.amount_min {
         bind(&mut sql, " AND p.amount_minor >= #", Value::Int(a));
     }

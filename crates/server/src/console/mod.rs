@@ -9,6 +9,7 @@
 
 mod actions;
 mod auth;
+mod export;
 pub mod search;
 
 pub use auth::{check_new_password, hash_password};
@@ -56,6 +57,7 @@ pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
         .route("/console/transactions", get(transactions))
+        .route("/console/transactions.csv", get(export::csv))
         .route("/console/transactions/{transaction_no}", get(transaction))
         .route("/console/users/{login}", get(user_page))
         .route("/console/approvals", get(actions::approvals))
@@ -437,6 +439,9 @@ async fn transactions(
                     }
                 }
             }
+            label { "Currency" input name="currency" value=[filter.currency.as_deref()] size="4"; }
+            label { "Amount from" input name="min" value=[filter.min.as_deref()] size="8" inputmode="decimal"; }
+            label { "to" input name="max" value=[filter.max.as_deref()] size="8" inputmode="decimal"; }
             label { "From (day)" input name="from" type="date" value=[filter.from.as_deref()]; }
             label { "To (day)" input name="to" type="date" value=[filter.to.as_deref()]; }
             label { "Transaction no" input name="no" value=[filter.no.as_deref()]; }
@@ -471,7 +476,8 @@ async fn transactions(
             }
         }
         div.pager {
-            span { (rows.len()) " shown, newest first" }
+            span { (rows.len()) " shown, newest first · "
+                a href={ "/console/transactions.csv?" (filter.query(None)) } data-test="csv" { "CSV of every match" } }
             @if let Some(next) = &next { a href=(next) data-test="older" { "Older →" } }
         }
     };

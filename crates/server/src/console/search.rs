@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use tillgate_core::console::PaymentSearch;
 use tillgate_core::{Dialect, Store, StoreError};
-use tillgate_domain::{MerchantZone, PaymentState};
+use tillgate_domain::{Currency, MerchantZone, Money, PaymentState};
 
 /// The states a search can ask for, as stored.
 pub const STATES: &[&str] = &[
@@ -29,6 +29,11 @@ pub struct Filter {
     pub store: Option<String>,
     pub status: Option<String>,
     pub dialect: Option<String>,
+    /// ISO 4217 code; the amount bounds are read in it.
+    pub currency: Option<String>,
+    /// Amount bounds as decimal text (`10.00`), inclusive; they need a currency.
+    pub min: Option<String>,
+    pub max: Option<String>,
     pub from: Option<String>,
     pub to: Option<String>,
     /// The gateway's transaction number.
@@ -122,6 +127,30 @@ impl Filter {
                 FilterError::Invalid("dialect must be pockyt, unified or yabandpay".into())
             })?);
         }
+        if let Some(code) = given(&self.currency) {
+            let currency = Currency::from_code(&code.to_ascii_uppercase()).ok_or_else(|| {
+                FilterError::Invalid("currency must be an ISO 4217 code such as USD".into())
+            })?;
+            search.currency = Some(currency.code().to_owned());
+            let bound = |v: &Option<String>, name: &str| {
+                given(v)
+                    .map(|t| {
+                        Money::parse(t, currency).map(|m| m.minor()).map_err(|_| {
+                            FilterError::Invalid(format!(
+                                "{name} must be an amount of {} such as 10.00",
+                                currency.code()
+                            ))
+                        })
+                    })
+                    .transpose()
+            };
+            search.amount_min = bound(&self.min, "min")?;
+            search.amount_max = bound(&self.max, "max")?;
+        } else if given(&self.min).is_some() || given(&self.max).is_some() {
+            return Err(FilterError::Invalid(
+                "an amount range needs a currency".into(),
+            ));
+        }
         let from = day(&self.from, "from")?;
         let to = day(&self.to, "to")?;
         if let (Some(f), Some(t)) = (from, to) {
@@ -160,12 +189,20 @@ impl Filter {
 
     /// The query string of the next page: the same filters, before `id`.
     pub fn with_before(&self, id: i64) -> String {
+        format!("/console/transactions?{}", self.query(Some(id)))
+    }
+
+    /// The filters as a query string (and `before`, when given).
+    pub fn query(&self, before: Option<i64>) -> String {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in [
             ("merchant", &self.merchant),
             ("store", &self.store),
             ("status", &self.status),
             ("dialect", &self.dialect),
+            ("currency", &self.currency),
+            ("min", &self.min),
+            ("max", &self.max),
             ("from", &self.from),
             ("to", &self.to),
             ("no", &self.no),
@@ -177,7 +214,9 @@ impl Filter {
                 q.append_pair(k, v);
             }
         }
-        q.append_pair("before", &id.to_string());
-        format!("/console/transactions?{}", q.finish())
+        if let Some(id) = before {
+            q.append_pair("before", &id.to_string());
+        }
+        q.finish()
     }
 }
