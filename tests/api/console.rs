@@ -950,7 +950,120 @@ async fn refunds_above_the_threshold_wait_for_a_second_person(app: TestApp) {
     assert_eq!(q["result"]["refundAmount"], "18.00", "{q}");
 }
 
+async fn the_dashboard_and_the_operators_lists(app: TestApp) {
+    let pos = app.pos();
+    for amount in ["10.00", "20.00", "5.51"] {
+        let added = pos.add(&reference("dash"), amount).await;
+        pos.pay(added["result"]["transactionNo"].as_str().unwrap())
+            .await;
+    }
+    // Money in flight: the wallet does not answer a pay ending in 52.
+    let added = pos.add(&reference("dash"), "3.52").await;
+    let pending = added["result"]["transactionNo"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    pos.pay(&pending).await;
+    let other = unified_order(&app, "990").await;
+
+    let operator = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    let (status, html) = page(&app, &operator, "/console/dashboard?merchant=200043").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("<svg"), "{html}");
+    // Three paid today (the sandbox's samples were paid at its first start, today too).
+    let paid: i64 = html
+        .split("data-test=\"paid-count\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(paid >= 2, "{html}");
+    assert!(html.contains("data-test=\"success-rate\">"), "{html}");
+    assert!(html.contains("data-test=\"volume\""), "{html}");
+    // One of the day's payments was declined (5.51), so the rate is under 100%.
+    assert!(!html.contains("data-test=\"success-rate\">100%"), "{html}");
+    assert!(!html.contains("data-test=\"success-rate\">—"), "{html}");
+    let (_, html) = page(
+        &app,
+        &operator,
+        "/console/dashboard?merchant=200043&day=2001-01-01",
+    )
+    .await;
+    assert!(html.contains("No payment that day."), "{html}");
+    let (_, html) = page(&app, &operator, "/console/dashboard?merchant=nobody").await;
+    assert!(html.contains("No such merchant."), "{html}");
+    let (_, html) = page(&app, &operator, "/console/dashboard?day=someday").await;
+    assert!(html.contains("day must be a day"), "{html}");
+
+    // The unresolved operation is listed for the operator, with its transaction.
+    let (status, html) = page(&app, &operator, "/console/unresolved").await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&pending), "{html}");
+    let (status, html) = page(&app, &operator, "/console/notifications?status=any").await;
+    assert_eq!(status, 200, "{html}");
+    let (status, _) = page(&app, &operator, "/console/notifications?status=lost").await;
+    assert_eq!(status, 400);
+    let csrf = csrf_of(&html);
+    let (status, to, _) = post(
+        &app,
+        &operator,
+        "/console/notifications/resend",
+        &[("csrf", &csrf), ("since", "2020-01-01")],
+    )
+    .await;
+    assert_eq!(
+        (status, to.as_str()),
+        (303, "/console/notifications?status=pending&done=resent")
+    );
+    let (status, _, _) = post(
+        &app,
+        &operator,
+        "/console/notifications/resend",
+        &[("csrf", &csrf), ("since", "soon")],
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // A merchant's staff: its own merchant's day only, and not the operators' lists.
+    let cashier = sign_in(&app, "cashier", "sandbox-cashier").await.unwrap();
+    let (status, html) = page(&app, &cashier, "/console/dashboard?merchant=M1621873433953").await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("CNY"), "another merchant's currency: {html}");
+    for path in ["/console/unresolved", "/console/notifications"] {
+        let (status, _) = page(&app, &cashier, path).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _, _) = post(
+        &app,
+        &cashier,
+        "/console/notifications/resend",
+        &[
+            (
+                "csrf",
+                &csrf_of(&page(&app, &cashier, "/console/dashboard").await.1),
+            ),
+            ("since", "2020-01-01"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (_, html) = page(
+        &app,
+        &operator,
+        "/console/dashboard?merchant=M1621873433953",
+    )
+    .await;
+    assert!(
+        html.contains("CNY") || html.contains(&other),
+        "the unified merchant's day: {html}"
+    );
+}
+
 on_both_backends!(
+    the_dashboard_and_the_operators_lists,
     refunds_above_the_threshold_wait_for_a_second_person,
     refunds_cancels_and_resends_go_through_the_lifecycle_once,
     signing_in_finding_and_seeing_a_transaction,

@@ -253,3 +253,15 @@ pub struct Decision {
     pub at: DateTime<Utc>,
     pub reason: String,
 }
+
+/// Payments created in one hour of a day, of one state and currency (the dashboard's data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourTotal {
+    /// Hours since the start of the range (0 for its first hour).
+    pub hour: i64,
+    pub state: PaymentState,
+    pub currency: String,
+    pub count: i64,
+    pub amount_minor: i64,
+    pub refunded_minor: i64,
+}

@@ -239,6 +239,25 @@ impl ConsoleStore for PgStore {
             .map(drop)
     }
 
+    async fn hourly_totals(
+        &self,
+        merchant_id: Option<i64>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<tillgate_core::console::HourTotal>, StoreError> {
+        // PostgreSQL sums bigints as numeric and must know the type of a parameter that is only
+        // compared to NULL.
+        let text = dollar_placeholders(sql::HOURLY_TOTALS)
+            .replace("SUM(amount_minor)", "SUM(amount_minor)::bigint")
+            .replace("SUM(refunded_minor)", "SUM(refunded_minor)::bigint")
+            .replace("$3 IS NULL", "$3::bigint IS NULL");
+        let q = sqlx::query(&text)
+            .bind(ms(from))
+            .bind(ms(to))
+            .bind(merchant_id);
+        self.all(q, sql::hour_total).await
+    }
+
     async fn search_payments(&self, q: &PaymentSearch) -> Result<Vec<PaymentRecord>, StoreError> {
         let (text, values) = sql::search_sql(q);
         let text = dollar_placeholders(&text);

@@ -85,6 +85,24 @@ pub fn approval(row: &impl Columns) -> Result<ApprovalRecord, StoreError> {
     })
 }
 
+/// The dashboard's totals: `?1` start and `?2` end of the range (ms), `?3` a merchant or NULL.
+pub const HOURLY_TOTALS: &str = "SELECT (created_at - ?1) / 3600000 AS hour, state, currency, \
+    COUNT(*) AS n, SUM(amount_minor) AS amount, SUM(refunded_minor) AS refunded \
+    FROM payments WHERE created_at >= ?1 AND created_at < ?2 \
+    AND (?3 IS NULL OR merchant_id = ?3) GROUP BY 1, 2, 3 ORDER BY 1";
+
+pub fn hour_total(row: &impl Columns) -> Result<tillgate_core::console::HourTotal, StoreError> {
+    Ok(tillgate_core::console::HourTotal {
+        hour: row.int("hour")?,
+        state: tillgate_domain::PaymentState::parse(&row.text("state")?)
+            .ok_or_else(|| corrupt("payment state"))?,
+        currency: row.text("currency")?,
+        count: row.int("n")?,
+        amount_minor: row.int("amount")?,
+        refunded_minor: row.int("refunded")?,
+    })
+}
+
 pub fn user(row: &impl Columns) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         id: row.int("id")?,

@@ -28,3 +28,6 @@ CREATE TABLE refund_approvals (
 );
 CREATE INDEX refund_approvals_waiting ON refund_approvals (state, merchant_id, id);
 CREATE INDEX refund_approvals_payment ON refund_approvals (payment_id, id);
+
+-- The dashboard totals a day of payments by hour.
+CREATE INDEX payments_created ON payments (created_at);

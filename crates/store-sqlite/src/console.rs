@@ -249,6 +249,19 @@ impl ConsoleStore for SqliteStore {
         self.console_write(sql::APPROVAL_OUTCOME, binds).await
     }
 
+    async fn hourly_totals(
+        &self,
+        merchant_id: Option<i64>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<tillgate_core::console::HourTotal>, StoreError> {
+        self.read_all(
+            sql::HOURLY_TOTALS,
+            params![ms(from), ms(to), merchant_id],
+            |r| sql::hour_total(r),
+        )
+    }
+
     async fn search_payments(&self, q: &PaymentSearch) -> Result<Vec<PaymentRecord>, StoreError> {
         let (text, values) = sql::search_sql(q);
         let binds: Vec<Bind> = values

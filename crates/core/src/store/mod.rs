@@ -456,6 +456,14 @@ pub trait ConsoleStore: Send + Sync + 'static {
         -> Result<bool, StoreError>;
     /// Keeps what carrying out an approved refund gave.
     async fn approval_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError>;
+    /// Payments created in `[from, to)` (of one merchant, or all) totalled by hour since
+    /// `from`, state and currency.
+    async fn hourly_totals(
+        &self,
+        merchant_id: Option<i64>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<crate::console::HourTotal>, StoreError>;
     /// Payments matching `search`, newest first.
     async fn search_payments(
         &self,

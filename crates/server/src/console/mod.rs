@@ -9,7 +9,9 @@
 
 mod actions;
 mod auth;
+mod dashboard;
 mod export;
+mod ops;
 pub mod search;
 
 pub use auth::{check_new_password, hash_password};
@@ -56,6 +58,10 @@ pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
         .route("/console/assets/console.css", get(css))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
+        .route("/console/dashboard", get(dashboard::page))
+        .route("/console/notifications", get(ops::notifications))
+        .route("/console/notifications/resend", post(ops::resend_failed))
+        .route("/console/unresolved", get(ops::unresolved))
         .route("/console/transactions", get(transactions))
         .route("/console/transactions.csv", get(export::csv))
         .route("/console/transactions/{transaction_no}", get(transaction))
@@ -144,8 +150,13 @@ fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
                 @if let Some(s) = who {
                     nav {
                         span.brand { "tillgate" }
+                        a href="/console/dashboard" data-test="dashboard" { "Dashboard" }
                         a href="/console/transactions" { "Transactions" }
                         a href="/console/approvals" data-test="approvals" { "Approvals" }
+                        @if !s.user.role.is_merchants() {
+                            a href="/console/notifications" { "Notifications" }
+                            a href="/console/unresolved" { "Unresolved" }
+                        }
                         span.who {
                             a href={ "/console/users/" (s.user.login) } data-test="who" { (s.user.login) }
                             " · " (s.user.role.as_str())
