@@ -64,6 +64,7 @@ pub struct CreateArgs {
     /// The name the user signs in with (letters, digits, . _ @ -; at most 64).
     #[arg(long)]
     pub login: String,
+    /// What the user may see and do.
     #[arg(long, value_enum)]
     pub role: RoleArg,
     /// The merchant of a merchant-admin or merchant-staff user.
@@ -79,6 +80,7 @@ pub struct CreateArgs {
 pub struct LoginArgs {
     #[command(flatten)]
     pub common: Common,
+    /// The user's login.
     #[arg(long)]
     pub login: String,
 }
@@ -87,6 +89,7 @@ pub struct LoginArgs {
 pub struct PasswordArgs {
     #[command(flatten)]
     pub common: Common,
+    /// The user's login.
     #[arg(long)]
     pub login: String,
     /// Read the new password from the first line of standard input.

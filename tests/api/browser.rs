@@ -505,3 +505,88 @@ async fn an_operator_signs_in_finds_a_transaction_and_reads_its_story() {
         .await;
     browser.quit().await;
 }
+
+#[tokio::test]
+#[cfg_attr(
+    tillgate_no_browser,
+    ignore = "chromium and chromedriver are not installed"
+)]
+async fn a_transaction_page_follows_a_terminal_at_work_without_reloading() {
+    use crate::terminal_client::TestTerminal;
+    let app = spawn_app().await;
+    let mut terminal = TestTerminal::connect(&app.base, crate::yabandpay::TID, YABAND_SECRET).await;
+    let order_id = crate::yabandpay::order_id();
+    let sale = tokio::spawn({
+        let base = app.base.clone();
+        let order_id = order_id.clone();
+        async move {
+            crate::yabandpay::call(
+                &base,
+                crate::yabandpay::TID,
+                "v3.POS",
+                json!({"tid": crate::yabandpay::TID, "order_id": order_id, "amount": "16.40",
+                       "currency": "EUR", "request_id": reference("live"), "operation": "1"}),
+            )
+            .await
+        }
+    });
+    let command = terminal.command().await;
+    // The sale is on its way to the terminal: find it, and open its page.
+    let found: Value = app
+        .client
+        .get(format!(
+            "{}/admin/v1/transactions?reference={order_id}",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let no = found["transactions"][0]["transactionNo"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{found}"))
+        .to_owned();
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/console/login", app.base)).await;
+    browser
+        .run(
+            "document.querySelector('#login').value = 'cashier';
+             document.querySelector('#password').value = 'sandbox-cashier';
+             return true",
+        )
+        .await;
+    browser.click("[data-test=sign-in]").await;
+    browser
+        .wait_for_url(&format!("{}/console/transactions", app.base), 10)
+        .await;
+    // The terminals page shows it connected, with the command it has not finished.
+    browser
+        .goto(&format!("{}/console/terminals", app.base))
+        .await;
+    browser
+        .find(&format!("[data-test=online-{}]", crate::yabandpay::TID))
+        .await;
+    browser
+        .goto(&format!("{}/console/transactions/{no}", app.base))
+        .await;
+    browser.run("window.notReloaded = true; return true").await;
+    let before = browser.text("[data-test=state]").await;
+    assert_ne!(before, "paid");
+
+    terminal.complete(&command, "approved").await;
+    let answer = sale.await.unwrap();
+    assert_eq!(answer["data"]["state"], "paid", "{answer}");
+    browser
+        .wait_until(
+            "return window.notReloaded === true
+                && document.querySelectorAll('[data-test=timeline] tr.fresh').length > 0
+                && document.querySelector('[data-test=state]').textContent === 'paid'",
+            15,
+        )
+        .await;
+    browser.screenshot("console-live").await;
+    browser.quit().await;
+}

@@ -265,3 +265,15 @@ pub struct HourTotal {
     pub amount_minor: i64,
     pub refunded_minor: i64,
 }
+
+/// A POS terminal as the console lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminalListing {
+    pub tid: String,
+    pub merchant_no: String,
+    /// The node holding its connection; `None` while it is not connected.
+    pub online_node: Option<String>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// Commands sent to it that it has not finished.
+    pub open_commands: i64,
+}

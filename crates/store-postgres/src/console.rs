@@ -258,6 +258,19 @@ impl ConsoleStore for PgStore {
         self.all(q, sql::hour_total).await
     }
 
+    async fn terminal_listing(
+        &self,
+        merchant_id: Option<i64>,
+    ) -> Result<Vec<tillgate_core::console::TerminalListing>, StoreError> {
+        let text = dollar_placeholders(sql::TERMINALS).replace("$1 IS NULL", "$1::bigint IS NULL");
+        let open = tillgate_core::terminal::CommandState::Open.as_str();
+        self.all(
+            sqlx::query(&text).bind(merchant_id).bind(open),
+            sql::terminal,
+        )
+        .await
+    }
+
     async fn search_payments(&self, q: &PaymentSearch) -> Result<Vec<PaymentRecord>, StoreError> {
         let (text, values) = sql::search_sql(q);
         let text = dollar_placeholders(&text);

@@ -103,6 +103,22 @@ pub fn hour_total(row: &impl Columns) -> Result<tillgate_core::console::HourTota
     })
 }
 
+/// The terminals of a merchant (`?1`, or NULL for all) with their open commands (state `?2`).
+pub const TERMINALS: &str = "SELECT t.tid, t.online_node, t.last_seen_at, m.merchant_no, \
+    (SELECT COUNT(*) FROM terminal_commands c WHERE c.tid = t.tid AND c.state = ?2) AS open_commands \
+    FROM terminals t JOIN merchants m ON m.id = t.merchant_id \
+    WHERE (?1 IS NULL OR t.merchant_id = ?1) ORDER BY m.merchant_no, t.tid LIMIT 1000";
+
+pub fn terminal(row: &impl Columns) -> Result<tillgate_core::console::TerminalListing, StoreError> {
+    Ok(tillgate_core::console::TerminalListing {
+        tid: row.text("tid")?,
+        merchant_no: row.text("merchant_no")?,
+        online_node: row.opt_text("online_node")?,
+        last_seen_at: row.opt_int("last_seen_at")?.map(time).transpose()?,
+        open_commands: row.int("open_commands")?,
+    })
+}
+
 pub fn user(row: &impl Columns) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         id: row.int("id")?,

@@ -262,6 +262,16 @@ impl ConsoleStore for SqliteStore {
         )
     }
 
+    async fn terminal_listing(
+        &self,
+        merchant_id: Option<i64>,
+    ) -> Result<Vec<tillgate_core::console::TerminalListing>, StoreError> {
+        let open = tillgate_core::terminal::CommandState::Open.as_str();
+        self.read_all(sql::TERMINALS, params![merchant_id, open], |r| {
+            sql::terminal(r)
+        })
+    }
+
     async fn search_payments(&self, q: &PaymentSearch) -> Result<Vec<PaymentRecord>, StoreError> {
         let (text, values) = sql::search_sql(q);
         let binds: Vec<Bind> = values

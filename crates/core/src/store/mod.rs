@@ -464,6 +464,11 @@ pub trait ConsoleStore: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<crate::console::HourTotal>, StoreError>;
+    /// The POS terminals (of one merchant, or all) with their connection and open commands.
+    async fn terminal_listing(
+        &self,
+        merchant_id: Option<i64>,
+    ) -> Result<Vec<crate::console::TerminalListing>, StoreError>;
     /// Payments matching `search`, newest first.
     async fn search_payments(
         &self,

@@ -11,6 +11,7 @@ mod actions;
 mod auth;
 mod dashboard;
 mod export;
+mod live;
 mod ops;
 pub mod search;
 
@@ -33,8 +34,10 @@ use auth::SignedIn;
 use search::Filter;
 
 const CSS: &str = include_str!("assets/console.css");
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-                   base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+const JS: &str = include_str!("assets/console.js");
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+                   connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+                   form-action 'self'; frame-ancestors 'none'";
 /// Transactions per page.
 const PAGE: u32 = 50;
 
@@ -62,6 +65,12 @@ pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
         .route("/console/notifications", get(ops::notifications))
         .route("/console/notifications/resend", post(ops::resend_failed))
         .route("/console/unresolved", get(ops::unresolved))
+        .route("/console/terminals", get(ops::terminals))
+        .route("/console/assets/console.js", get(js))
+        .route(
+            "/console/transactions/{transaction_no}/live",
+            get(live::timeline),
+        )
         .route("/console/transactions", get(transactions))
         .route("/console/transactions.csv", get(export::csv))
         .route("/console/transactions/{transaction_no}", get(transaction))
@@ -91,6 +100,18 @@ pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
             zone,
             sandbox: !secure,
         })
+}
+
+async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        JS,
+    )
+        .into_response()
 }
 
 async fn css() -> Response {
@@ -145,6 +166,7 @@ fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
                 meta name="robots" content="noindex";
                 title { (title) " · tillgate console" }
                 link rel="stylesheet" href="/console/assets/console.css";
+                script src="/console/assets/console.js" defer {}
             }
             body {
                 @if let Some(s) = who {
@@ -153,6 +175,7 @@ fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
                         a href="/console/dashboard" data-test="dashboard" { "Dashboard" }
                         a href="/console/transactions" { "Transactions" }
                         a href="/console/approvals" data-test="approvals" { "Approvals" }
+                        a href="/console/terminals" { "Terminals" }
                         @if !s.user.role.is_merchants() {
                             a href="/console/notifications" { "Notifications" }
                             a href="/console/unresolved" { "Unresolved" }
@@ -585,7 +608,7 @@ async fn show_transaction(
                 dt { "Amount" } dd data-test="amount" { (money(&p)) }
                 dt { "Refunded" } dd { (p.payment.refunded().to_decimal_string()) }
                 dt { "In flight" } dd { (p.payment.reserved().to_decimal_string()) }
-                dt { "State" } dd { span class={ "state " (p.payment.state().as_str()) } data-test="state" { (p.payment.state().as_str()) } }
+                dt { "State" } dd { span class={ "state " (p.payment.state().as_str()) } data-test="state" data-live-state { (p.payment.state().as_str()) } }
                 @if let Some(d) = &p.description { dt { "Description" } dd { (d) } }
                 dt { "Created" } dd { (at(p.created_at, zone)) " " (zone.name()) }
                 dt { "Expires" } dd { (at(p.expires_at, zone)) }
@@ -629,7 +652,7 @@ async fn show_transaction(
             }
         }
         h2 { "Timeline" }
-        table data-test="timeline" {
+        table data-test="timeline" data-live={ "/console/transactions/" (p.transaction_no) "/live?shown=" (events.len()) } {
             thead { tr { th { "At" } th { "What" } th { "Detail" } } }
             tbody {
                 @for e in &events { tr { td { (at(e.at, zone)) } td { (e.kind) } td.wrap { (e.detail) } } }

@@ -217,3 +217,39 @@ pub async fn unresolved(State(c): State<Console>, headers: HeaderMap) -> Respons
     };
     respond(StatusCode::OK, layout("Unresolved", Some(&s), body))
 }
+
+/// The POS terminals: which are connected (and to which node), and the commands they have not
+/// finished. A merchant's roles see their merchant's terminals.
+pub async fn terminals(State(c): State<Console>, headers: HeaderMap) -> Response {
+    let s = match require(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let rows = match c.app.store().terminal_listing(scope(&s.user)).await {
+        Ok(r) => r,
+        Err(e) => return unavailable(e),
+    };
+    let body = html! {
+        h1 { "Terminals" }
+        table data-test="terminals" {
+            thead { tr { th { "Terminal" } th { "Merchant" } th { "Connection" } th { "Last heard (" (c.zone.name()) ")" } th { "Open commands" } } }
+            tbody {
+                @for t in &rows { tr {
+                    td { (t.tid) }
+                    td { (t.merchant_no) }
+                    td { @match &t.online_node {
+                        Some(node) => {
+                            span.state.paid data-test={ "online-" (t.tid) } { "online" }
+                            span.muted { " · node " (node) }
+                        }
+                        None => { span.state.failed data-test={ "offline-" (t.tid) } { "offline" } }
+                    } }
+                    td { (t.last_seen_at.map(|t| at(t, c.zone)).unwrap_or_default()) }
+                    td.num { (t.open_commands) }
+                } }
+                @if rows.is_empty() { tr { td colspan="5" .muted { "No terminal." } } }
+            }
+        }
+    };
+    respond(StatusCode::OK, layout("Terminals", Some(&s), body))
+}
