@@ -1063,6 +1063,7 @@ async fn the_dashboard_and_the_operators_lists(app: TestApp) {
 }
 
 on_both_backends!(
+    a_session_ends_when_idle_and_after_twelve_hours,
     the_search_pages_through_a_hundred_thousand_transactions,
     the_dashboard_and_the_operators_lists,
     refunds_above_the_threshold_wait_for_a_second_person,
@@ -1100,7 +1101,10 @@ async fn the_search_pages_through_a_hundred_thousand_transactions(app: TestApp) 
             sqlx::query(&sql).execute(&mut conn).await.unwrap();
             // What autovacuum does after a bulk load; without statistics the planner takes the
             // new table for a small one.
-            sqlx::query("ANALYZE payments").execute(&mut conn).await.unwrap();
+            sqlx::query("ANALYZE payments")
+                .execute(&mut conn)
+                .await
+                .unwrap();
         }
         None => {
             use sqlx::Connection;
@@ -1161,4 +1165,46 @@ async fn the_search_pages_through_a_hundred_thousand_transactions(app: TestApp) 
         "the last page is the empty one after a full page"
     );
     assert_eq!(last.as_deref(), Some("900000000000000001"));
+}
+
+/// Moves every session's times back by `by_ms` in the database, as if it were that much older.
+async fn age_sessions(app: &TestApp, created_ms: i64, seen_ms: i64) {
+    use sqlx::Connection;
+    let sql = format!(
+        "UPDATE console_sessions SET created_at = created_at - {created_ms}, \
+         last_seen_at = last_seen_at - {seen_ms}"
+    );
+    match &app.database {
+        Some(db) => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(&sql).execute(&mut conn).await.unwrap();
+        }
+        None => {
+            let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
+                .await
+                .unwrap();
+            sqlx::query("PRAGMA busy_timeout = 10000")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query(&sql).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+async fn a_session_ends_when_idle_and_after_twelve_hours(app: TestApp) {
+    const MINUTE: i64 = 60_000;
+    let cookie = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    // 29 minutes unused: still signed in (and its use is noted).
+    age_sessions(&app, 29 * MINUTE, 29 * MINUTE).await;
+    assert_eq!(page(&app, &cookie, "/console/transactions").await.0, 200);
+    // 31 minutes unused: over.
+    age_sessions(&app, 31 * MINUTE, 31 * MINUTE).await;
+    assert_eq!(page(&app, &cookie, "/console/transactions").await.0, 303);
+    // In use all along, but signed in 12 hours ago: over too.
+    let cookie = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    age_sessions(&app, 12 * 60 * MINUTE + MINUTE, 0).await;
+    assert_eq!(page(&app, &cookie, "/console/transactions").await.0, 303);
+    let cookie = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    assert_eq!(page(&app, &cookie, "/console/transactions").await.0, 200);
 }
