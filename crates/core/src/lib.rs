@@ -6,6 +6,7 @@
 //! the money. [`credentials::Credentials`] opens merchants' secrets for the dialects'
 //! authenticators, the notification renderers and the hub.
 
+pub mod books;
 pub mod channel;
 pub mod credentials;
 pub mod error;
@@ -28,6 +29,6 @@ pub use secret::{Secret, SecretBox, SecretError};
 pub use service::{Lifecycle, LifecycleConfig};
 pub use snapshot::Snapshot;
 pub use store::{
-    Conflict, CredentialStore, MutateFn, Mutated, OutboxStore, PaymentStore, Rejection,
+    BooksStore, Conflict, CredentialStore, MutateFn, Mutated, OutboxStore, PaymentStore, Rejection,
     ReplayStore, Store, StoreError, TerminalStore, Writes,
 };

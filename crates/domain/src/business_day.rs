@@ -31,6 +31,27 @@ impl MerchantZone {
     pub fn day_of(&self, at: DateTime<Utc>) -> chrono::NaiveDate {
         self.0.from_utc_datetime(&at.naive_utc()).date_naive()
     }
+
+    /// The instants `[from, to)` of calendar day `date` in this zone: 23 or 25 hours on the
+    /// days summer time starts or ends.
+    pub fn day_bounds(&self, date: chrono::NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+        let next = date.succ_opt().unwrap_or(date);
+        (self.start_of(date), self.start_of(next))
+    }
+
+    /// The first instant of `date` in this zone (a zone that skips midnight starts its day at
+    /// the first minute that exists).
+    fn start_of(&self, date: chrono::NaiveDate) -> DateTime<Utc> {
+        let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+        (0..=180)
+            .find_map(|m| {
+                self.0
+                    .from_local_datetime(&(midnight + Duration::minutes(m)))
+                    .earliest()
+            })
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| midnight.and_utc())
+    }
 }
 
 /// When a paid transaction may still be reversed in full.

@@ -8,6 +8,7 @@
 //! a `SELECT … FOR UPDATE` transaction, so no request starves. `synchronous_commit` is on for
 //! every connection: an answer is sent only after its commit is durable.
 
+mod books;
 mod credentials;
 mod migrate;
 mod outbox;

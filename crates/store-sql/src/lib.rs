@@ -2,6 +2,8 @@
 //! domain's invariants as it loads) through a four-method [`Columns`] view of a row, so that the
 //! SQLite and PostgreSQL backends read the same columns the same way.
 
+pub mod books;
+
 use chrono::{DateTime, Utc};
 use tillgate_core::service::Lifecycle;
 use tillgate_core::store::Conflict;
