@@ -8,6 +8,7 @@
 
 pub mod books;
 pub mod channel;
+pub mod closing;
 pub mod credentials;
 pub mod error;
 pub mod ids;

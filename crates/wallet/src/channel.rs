@@ -368,3 +368,13 @@ impl Channel for HttpChannel {
         }
     }
 }
+
+#[async_trait]
+impl tillgate_core::closing::StatementSource for HttpChannel {
+    async fn statement(
+        &self,
+        date: chrono::NaiveDate,
+    ) -> Result<Vec<tillgate_core::books::StatementLine>, String> {
+        HttpChannel::statement(self, date).await
+    }
+}
