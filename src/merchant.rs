@@ -85,7 +85,13 @@ pub enum Policy {
     clap::ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["timezone", "notify_schedule_s", "require_refund_reference"])
+        .args([
+            "timezone",
+            "notify_schedule_s",
+            "require_refund_reference",
+            "fee_bps",
+            "fee_fixed"
+        ])
 ))]
 pub struct UpdateArgs {
     #[command(flatten)]

@@ -133,7 +133,13 @@ pub struct BookEntry {
     pub amount: Money,
     pub outcome: BookOutcome,
     pub at: DateTime<Utc>,
+    /// Whether a wallet was asked for it: false only for the sandbox's sample transactions,
+    /// which sandbox mode makes paid without any wallet (reconciliation leaves them out).
+    pub at_wallet: bool,
 }
+
+/// The fingerprint of the sandbox's sample transactions (paid without a wallet).
+pub const SANDBOX_FIXTURE: &str = "sandbox-fixture";
 
 impl BookEntry {
     /// What the wallet knows the operation by: a payment and a cancel by their transaction's

@@ -183,7 +183,7 @@ async fn match_day(
     for kind in BookKind::ALL {
         let q = BookQuery::new(kind, from, to);
         each_entry(store, q, &mut |e| {
-            if scope.merchants.includes(&e.merchant_no) {
+            if e.at_wallet && scope.merchants.includes(&e.merchant_no) {
                 gateway.push(e.clone());
             }
             true
@@ -215,7 +215,7 @@ async fn match_day(
         let found = store
             .book_entry_of(&key)
             .await?
-            .filter(|e| scope.merchants.includes(&e.merchant_no));
+            .filter(|e| e.at_wallet && scope.merchants.includes(&e.merchant_no));
         elsewhere.insert(key, found);
     }
     Ok(reconcile_lines(&gateway, &statement, &nearby, &|k| {

@@ -25,9 +25,11 @@ fn parts(kind: BookKind) -> (String, &'static str, &'static str, String) {
                  p.currency AS currency, \
                  CASE WHEN p.paid_at IS NOT NULL THEN 'approved' \
                       WHEN p.state = '{failed_state}' THEN 'declined' ELSE 'pending' END AS outcome, \
-                 COALESCE(p.paid_at, p.updated_at) AS booked_at \
+                 COALESCE(p.paid_at, p.updated_at) AS booked_at, \
+                 CAST(CASE WHEN p.fingerprint = '{fixture}' THEN 0 ELSE 1 END AS BIGINT) AS at_wallet \
                  FROM payments p",
                 failed_state = PaymentState::Failed.as_str(),
+                fixture = SANDBOX_FIXTURE,
             ),
             "COALESCE(p.paid_at, p.updated_at)",
             "p.id",
@@ -45,7 +47,7 @@ fn parts(kind: BookKind) -> (String, &'static str, &'static str, String) {
                  r.amount_minor AS amount_minor, r.currency AS currency, \
                  CASE r.state WHEN {ok} THEN 'approved' WHEN {failed} THEN 'declined' \
                       ELSE 'pending' END AS outcome, \
-                 r.updated_at AS booked_at \
+                 r.updated_at AS booked_at, CAST(1 AS BIGINT) AS at_wallet \
                  FROM refunds r JOIN payments p ON p.id = r.payment_id"
             ),
             "r.updated_at",
@@ -60,7 +62,7 @@ fn parts(kind: BookKind) -> (String, &'static str, &'static str, String) {
                  p.amount_minor AS amount_minor, p.currency AS currency, \
                  CASE c.state WHEN {ok} THEN 'approved' WHEN {failed} THEN 'declined' \
                       ELSE 'pending' END AS outcome, \
-                 c.updated_at AS booked_at \
+                 c.updated_at AS booked_at, CAST(1 AS BIGINT) AS at_wallet \
                  FROM cancels c JOIN payments p ON p.id = c.payment_id"
             ),
             "c.updated_at",
@@ -149,6 +151,7 @@ pub fn book_entry(kind: BookKind, row: &impl Columns) -> Result<BookEntry, Store
             .ok_or_else(|| corrupt("booked amount"))?,
         outcome: BookOutcome::parse(&row.text("outcome")?).ok_or_else(|| corrupt("outcome"))?,
         at: time(row.int("booked_at")?)?,
+        at_wallet: row.int("at_wallet")? != 0,
     })
 }
 
