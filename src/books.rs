@@ -185,7 +185,11 @@ const SETTLEMENT_COLUMNS: [Column; 9] = [
 ];
 
 fn tally(t: &serde_json::Value) -> String {
-    format!("{} × {}", output::text(&t["count"]), output::text(&t["sum"]))
+    format!(
+        "{} × {}",
+        output::text(&t["count"]),
+        output::text(&t["sum"])
+    )
 }
 
 pub async fn report(command: ReportCommand) -> anyhow::Result<()> {

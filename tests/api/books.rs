@@ -82,7 +82,10 @@ fn reconcile(app: &TestApp, wallet: &Wallet, date: &str) -> Value {
 
 /// The (finding, operation, number) of every case of `status`.
 fn cases(app: &TestApp, status: &str) -> BTreeSet<(String, String, String)> {
-    let listing = json_of(app, &["cases", "list", "--status", status, "--format", "json"]);
+    let listing = json_of(
+        app,
+        &["cases", "list", "--status", status, "--format", "json"],
+    );
     listing["cases"]
         .as_array()
         .unwrap()
@@ -110,7 +113,11 @@ fn set(items: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
 
 async fn inject(wallet: &Wallet, edit: Value) {
     let answer = wallet
-        .control(reqwest::Method::POST, "/control/statement", Some(edit.clone()))
+        .control(
+            reqwest::Method::POST,
+            "/control/statement",
+            Some(edit.clone()),
+        )
         .await;
     assert!(answer["edits"].is_array(), "{edit} was refused: {answer}");
 }
@@ -122,9 +129,7 @@ async fn paid(pos: &Pos, amount: &str) -> String {
     no
 }
 
-async fn a_day_through_the_http_wallet_reconciles_and_every_discrepancy_is_found(
-    backend: Backend,
-) {
+async fn a_day_through_the_http_wallet_reconciles_and_every_discrepancy_is_found(backend: Backend) {
     let Some((app, wallet)) = gateway_and_wallet_on(backend).await else {
         return;
     };
@@ -132,7 +137,10 @@ async fn a_day_through_the_http_wallet_reconciles_and_every_discrepancy_is_found
     let refunded = paid(&pos, "10.00").await;
     let r = pos.refund(&refunded, "2.00", None).await;
     assert_eq!(r["result"]["status"], "success", "{r}");
-    let refund_no = r["result"]["refundTransactionNo"].as_str().unwrap().to_owned();
+    let refund_no = r["result"]["refundTransactionNo"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let declined_refund = paid(&pos, "20.00").await;
     assert_eq!(
         pos.refund(&declined_refund, "0.61", None).await["result"]["status"],
@@ -213,7 +221,11 @@ async fn a_day_through_the_http_wallet_reconciles_and_every_discrepancy_is_found
         ("day_mismatch", "cancel", &reversed),
         ("outcome_mismatch", "pay", &declined),
     ]);
-    assert_eq!(cases(&app, "open"), expected, "every discrepancy, nothing else");
+    assert_eq!(
+        cases(&app, "open"),
+        expected,
+        "every discrepancy, nothing else"
+    );
     // Everything else still matches.
     assert_eq!(run["matched"], 11 - 5, "{found}");
 
@@ -242,7 +254,13 @@ async fn a_day_through_the_http_wallet_reconciles_and_every_discrepancy_is_found
     );
     let closed = json_of(
         &app,
-        &["cases", "close", &amount_case, "--note", "wallet corrected its statement"],
+        &[
+            "cases",
+            "close",
+            &amount_case,
+            "--note",
+            "wallet corrected its statement",
+        ],
     );
     assert_eq!(closed["status"], "closed");
     assert_eq!(cases(&app, "open").len(), 5);
@@ -337,7 +355,10 @@ async fn settlement_and_export_of_a_day_agree_with_its_rows(app: TestApp) {
     );
     let usd = &report["settlements"][0]["currencies"][0];
     assert_eq!(usd["currency"], "USD", "{report}");
-    assert_eq!(usd["payments"], json!({"count": 3, "sum": "33.00", "sumMinor": 3300}));
+    assert_eq!(
+        usd["payments"],
+        json!({"count": 3, "sum": "33.00", "sumMinor": 3300})
+    );
     assert_eq!(usd["refunds"]["sumMinor"], 100);
     assert_eq!(usd["reversals"]["sumMinor"], 1101);
     // 16.5 → 17, 16.485 → 16, 16.515 → 17, plus 0.30 each.
@@ -418,10 +439,20 @@ async fn settlement_and_export_of_a_day_agree_with_its_rows(app: TestApp) {
 
 async fn bad_input_to_the_books_is_refused_with_a_clear_error(app: TestApp) {
     let (ok, _, err) = tillgate(&app, &["report", "settlement", "--date", "2026-02-30"]);
-    assert!(!ok && err.contains("--date") && err.contains("YYYY-MM-DD"), "{err}");
+    assert!(
+        !ok && err.contains("--date") && err.contains("YYYY-MM-DD"),
+        "{err}"
+    );
     let (ok, _, err) = tillgate(
         &app,
-        &["report", "settlement", "--date", "2026-12-01", "--merchant-no", "999999"],
+        &[
+            "report",
+            "settlement",
+            "--date",
+            "2026-12-01",
+            "--merchant-no",
+            "999999",
+        ],
     );
     assert!(!ok && err.contains("there is no merchant 999999"), "{err}");
     let (ok, _, err) = tillgate(&app, &["reconcile", "--date", "yesterday"]);
@@ -440,19 +471,27 @@ async fn bad_input_to_the_books_is_refused_with_a_clear_error(app: TestApp) {
     assert!(!ok && err.contains("there is no case 42"), "{err}");
     let (ok, _, err) = tillgate(
         &app,
-        &["merchant", "update", "--merchant-no", "200043", "--fee-bps", "10001"],
+        &[
+            "merchant",
+            "update",
+            "--merchant-no",
+            "200043",
+            "--fee-bps",
+            "10001",
+        ],
     );
     assert!(!ok && err.contains("basis points"), "{err}");
     for (path, status) in [
         ("/admin/v1/settlement?date=12-01-2026", 400),
         ("/admin/v1/settlement", 400),
-        ("/admin/v1/settlement?date=2026-12-01&merchantNo=999999", 404),
+        (
+            "/admin/v1/settlement?date=2026-12-01&merchantNo=999999",
+            404,
+        ),
         ("/admin/v1/cases?status=maybe", 400),
         ("/admin/v1/cases/42", 404),
     ] {
-        let (got, body) = app
-            .raw(reqwest::Method::GET, path, None, Vec::new())
-            .await;
+        let (got, body) = app.raw(reqwest::Method::GET, path, None, Vec::new()).await;
         assert_eq!(got, status, "{path}: {body}");
         assert!(body["error"].is_string(), "{path}: {body}");
     }
@@ -466,7 +505,10 @@ async fn bad_input_to_the_books_is_refused_with_a_clear_error(app: TestApp) {
         .await;
     assert_eq!(got, 400, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("keeps no statement"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("keeps no statement"),
         "{body}"
     );
 }

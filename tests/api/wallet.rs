@@ -27,12 +27,7 @@ impl Drop for Wallet {
 }
 
 impl Wallet {
-    pub(crate) fn start(
-        dir: &TempDir,
-        port: u16,
-        callback_url: &str,
-        faults: &[&str],
-    ) -> Wallet {
+    pub(crate) fn start(dir: &TempDir, port: u16, callback_url: &str, faults: &[&str]) -> Wallet {
         Wallet::start_with_key(dir, port, callback_url, KEY, faults)
     }
 
@@ -94,7 +89,12 @@ impl Wallet {
         self.base = base;
     }
 
-    pub(crate) async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         let client = reqwest::Client::new();
         let mut req = client.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {

@@ -509,8 +509,12 @@ pub fn reconcile_lines(
                         .push(finding(FindingKind::AmountMismatch, key, Some(g), Some(w)));
                 }
                 if w.currency != g.amount.currency().code() {
-                    out.findings
-                        .push(finding(FindingKind::CurrencyMismatch, key, Some(g), Some(w)));
+                    out.findings.push(finding(
+                        FindingKind::CurrencyMismatch,
+                        key,
+                        Some(g),
+                        Some(w),
+                    ));
                 }
                 if w.outcome != g.outcome {
                     out.findings
@@ -522,9 +526,10 @@ pub fn reconcile_lines(
             }
             None => match nearby_lines.get(key) {
                 Some(w) if (w.at - g.at).abs() <= DAY_SKEW => out.matched += 1,
-                Some(w) => out
-                    .findings
-                    .push(finding(FindingKind::DayMismatch, key, Some(g), Some(w))),
+                Some(w) => {
+                    out.findings
+                        .push(finding(FindingKind::DayMismatch, key, Some(g), Some(w)))
+                }
                 None => out
                     .findings
                     .push(finding(FindingKind::OnlyAtGateway, key, Some(g), None)),
@@ -674,14 +679,20 @@ pub fn entry_csv(e: &BookEntry) -> String {
         e.merchant_no.clone(),
         e.store_no.clone(),
         e.reference.clone().unwrap_or_default(),
-        e.cancel_kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+        e.cancel_kind
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_default(),
         e.amount.to_decimal_string(),
         e.amount.minor().to_string(),
         e.amount.currency().code().to_owned(),
         e.outcome.as_str().to_owned(),
         e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     ];
-    fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",")
+    fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One CSV field, quoted when it holds a comma, a quote or a line break.
@@ -724,7 +735,11 @@ mod tests {
         assert_eq!(plan.fee(1_017), 29 + 30, "29.493 rounds down");
         assert_eq!(plan.fee(1_018), 30 + 30, "29.522 rounds up");
         assert_eq!(FeePlan::new(15, 0).unwrap().fee(1), 0);
-        assert_eq!(FeePlan::new(5_000, 0).unwrap().fee(1), 1, "half of one rounds up");
+        assert_eq!(
+            FeePlan::new(5_000, 0).unwrap().fee(1),
+            1,
+            "half of one rounds up"
+        );
         assert_eq!(FeePlan::default().fee(123_456), 0);
         assert_eq!(FeePlan::new(10_000, 0).unwrap().fee(i64::MAX), i64::MAX);
         assert_eq!(FeePlan::new(10_000, 1).unwrap().fee(i64::MAX), i64::MAX);

@@ -313,10 +313,7 @@ pub async fn case_listing(
                 .ok_or_else(|| BooksError::Input("status must be open, closed or all".into()))?,
         ),
     };
-    let day = day
-        .map(parse_day)
-        .transpose()
-        .map_err(BooksError::Input)?;
+    let day = day.map(parse_day).transpose().map_err(BooksError::Input)?;
     let filter = CaseFilter {
         status,
         day,
@@ -332,7 +329,10 @@ pub async fn case_detail(store: &dyn Store, id: i64) -> Result<Value, BooksError
         .case(id)
         .await?
         .ok_or_else(|| BooksError::NotFound(format!("there is no case {id}")))?;
-    let timeline = match store.payment_by_transaction_no(&c.case.transaction_no).await? {
+    let timeline = match store
+        .payment_by_transaction_no(&c.case.transaction_no)
+        .await?
+    {
         Some(p) => {
             let events = store.events_of(p.id).await?;
             json!({
@@ -407,7 +407,8 @@ pub fn routes(app: Arc<Lifecycle>, config: &Config, node: String) -> Router {
 }
 
 fn answer(result: Result<Value, BooksError>) -> Response {
-    let error = |status, message: String| (status, Json(json!({ "error": message }))).into_response();
+    let error =
+        |status, message: String| (status, Json(json!({ "error": message }))).into_response();
     match result {
         Ok(v) => Json(v).into_response(),
         Err(BooksError::Input(m)) => error(StatusCode::BAD_REQUEST, m),
@@ -457,7 +458,9 @@ async fn reconcile_route(State(b): State<Books>, Query(q): Query<DateQuery>) -> 
         None => return answer(Err(BooksError::Input("date=YYYY-MM-DD is required".into()))),
     };
     if b.wallets.scopes.is_empty() {
-        return answer(Err(BooksError::Input(b.wallets.without_statement.join("; "))));
+        return answer(Err(BooksError::Input(
+            b.wallets.without_statement.join("; "),
+        )));
     }
     let store = b.app.store().clone();
     Json(reconcile(store.as_ref(), &b.wallets, date, &b.node, b.app.now(), true).await)

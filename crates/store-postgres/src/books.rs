@@ -166,12 +166,7 @@ impl BooksStore for PgStore {
             .await
     }
 
-    async fn close_case(
-        &self,
-        id: i64,
-        note: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    async fn close_case(&self, id: i64, note: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let text = dollar_placeholders(sql::CLOSE_CASE);
         let q = sqlx::query(&text)
             .bind(id)

@@ -227,8 +227,7 @@ pub fn case_record(row: &impl Columns) -> Result<CaseRecord, StoreError> {
         case: NewCase {
             day: day(&row.text("day")?)?,
             scope: row.text("scope")?,
-            finding: FindingKind::parse(&row.text("finding")?)
-                .ok_or_else(|| corrupt("finding"))?,
+            finding: FindingKind::parse(&row.text("finding")?).ok_or_else(|| corrupt("finding"))?,
             class: OperationClass::parse(&row.text("operation")?)
                 .ok_or_else(|| corrupt("operation"))?,
             number: row.text("number")?,

@@ -12,7 +12,9 @@ use tillgate_domain::{BusinessDayRule, CancelIntent, MerchantZone};
 use tillgate_testkit::{add_request, key, on_both_backends, refund_request, usd, Backend, Kit};
 
 fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 fn day(text: &str) -> NaiveDate {
@@ -135,7 +137,13 @@ async fn settlement_sums_are_the_sums_of_the_rows_and_fees_round_half_up(backend
         let m = &m;
         async move {
             kit.app
-                .cancel(m, &key(&p), rule, CancelIntent::Cancel, CancelOptions::default())
+                .cancel(
+                    m,
+                    &key(&p),
+                    rule,
+                    CancelIntent::Cancel,
+                    CancelOptions::default(),
+                )
                 .await
                 .unwrap()
         }
@@ -180,7 +188,10 @@ async fn settlement_sums_are_the_sums_of_the_rows_and_fees_round_half_up(backend
         q.limit = 1000;
         let whole = kit.store.book_entries(&q).await.unwrap();
         let paged: Vec<_> = rows.iter().filter(|e| e.kind == kind).cloned().collect();
-        assert_eq!(paged, whole, "{kind:?} pages the same in pages of 2 and of 1000");
+        assert_eq!(
+            paged, whole,
+            "{kind:?} pages the same in pages of 2 and of 1000"
+        );
         assert_eq!(
             kit.store.count_book_entries(&q).await.unwrap(),
             whole.len() as i64
@@ -197,7 +208,10 @@ async fn settlement_sums_are_the_sums_of_the_rows_and_fees_round_half_up(backend
         t.payments.sum_minor
     );
     assert_eq!(
-        payments.iter().map(|e| s.fee_plan.fee(e.amount.minor())).sum::<i64>(),
+        payments
+            .iter()
+            .map(|e| s.fee_plan.fee(e.amount.minor()))
+            .sum::<i64>(),
         t.fees_minor
     );
     assert_eq!(
@@ -274,7 +288,14 @@ async fn one_node_claims_a_days_run_and_a_rerun_opens_no_case_twice(backend: Bac
     // Done: the schedule does not take it again; an operator's run does, and opens nothing new.
     assert_eq!(
         store
-            .claim_reconciliation(date, "default", "node-b", now, now + Duration::hours(1), false)
+            .claim_reconciliation(
+                date,
+                "default",
+                "node-b",
+                now,
+                now + Duration::hours(1),
+                false
+            )
             .await
             .unwrap(),
         None
@@ -284,7 +305,10 @@ async fn one_node_claims_a_days_run_and_a_rerun_opens_no_case_twice(backend: Bac
         .await
         .unwrap();
     assert_eq!(again, Some(run.id));
-    assert_eq!(store.finish_reconciliation(&run, vec![case]).await.unwrap(), 0);
+    assert_eq!(
+        store.finish_reconciliation(&run, vec![case]).await.unwrap(),
+        0
+    );
     assert_eq!(store.open_cases().await.unwrap(), 1);
     let cases = store
         .cases(&CaseFilter {
@@ -295,7 +319,10 @@ async fn one_node_claims_a_days_run_and_a_rerun_opens_no_case_twice(backend: Bac
         .await
         .unwrap();
     assert_eq!(cases.len(), 1);
-    assert!(store.close_case(cases[0].id, "refunded by hand", now).await.unwrap());
+    assert!(store
+        .close_case(cases[0].id, "refunded by hand", now)
+        .await
+        .unwrap());
     assert!(!store.close_case(cases[0].id, "twice", now).await.unwrap());
     assert_eq!(store.open_cases().await.unwrap(), 0);
     let closed = store.case(cases[0].id).await.unwrap().unwrap();
@@ -310,7 +337,14 @@ async fn one_node_claims_a_days_run_and_a_rerun_opens_no_case_twice(backend: Bac
         .unwrap();
     let later = now + closing::CLAIM_LEASE + Duration::minutes(1);
     assert!(store
-        .claim_reconciliation(other, "default", "node-b", later, later - closing::CLAIM_LEASE, false)
+        .claim_reconciliation(
+            other,
+            "default",
+            "node-b",
+            later,
+            later - closing::CLAIM_LEASE,
+            false
+        )
         .await
         .unwrap()
         .is_some());

@@ -172,12 +172,7 @@ impl BooksStore for SqliteStore {
         self.read_one(sql::CASE, params![id], |r| sql::case_record(r))
     }
 
-    async fn close_case(
-        &self,
-        id: i64,
-        note: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    async fn close_case(&self, id: i64, note: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let binds = vec![
             Bind::Int(Some(id)),
             Bind::Int(Some(at.timestamp_millis())),

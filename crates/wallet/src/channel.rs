@@ -249,14 +249,15 @@ impl HttpChannel {
             })
             .map_err(|e| e.to_string())?;
             let body = self.post(protocol::STATEMENT_PATH, &request).await?;
-            let page: protocol::Statement = serde_json::from_slice(&body)
-                .map_err(|e| format!("statement is not JSON: {e}"))?;
+            let page: protocol::Statement =
+                serde_json::from_slice(&body).map_err(|e| format!("statement is not JSON: {e}"))?;
             if page.date != date.to_string() {
                 return Err(format!("the statement is of {:?}, not {date}", page.date));
             }
             for l in page.lines {
-                let class = OperationClass::parse(&l.operation)
-                    .ok_or_else(|| format!("unknown operation {:?} on the statement", l.operation))?;
+                let class = OperationClass::parse(&l.operation).ok_or_else(|| {
+                    format!("unknown operation {:?} on the statement", l.operation)
+                })?;
                 let at = chrono::DateTime::parse_from_rfc3339(&l.at)
                     .map_err(|_| format!("a statement line's time {:?} is not RFC 3339", l.at))?
                     .with_timezone(&chrono::Utc);

@@ -396,9 +396,14 @@ impl Ledger {
                 EditKind::Missing => {
                     lines.remove(i);
                 }
-                EditKind::Amount => line.amount_minor = edit.amount_minor.unwrap_or(line.amount_minor),
+                EditKind::Amount => {
+                    line.amount_minor = edit.amount_minor.unwrap_or(line.amount_minor)
+                }
                 EditKind::Currency => {
-                    line.currency = edit.currency.clone().unwrap_or_else(|| line.currency.clone())
+                    line.currency = edit
+                        .currency
+                        .clone()
+                        .unwrap_or_else(|| line.currency.clone())
                 }
                 EditKind::Outcome => line.outcome = edit.outcome.unwrap_or(line.outcome),
                 EditKind::OtherDay => {
@@ -429,11 +434,13 @@ impl Ledger {
     ) -> Result<(), Refusal> {
         let order = self.orders.get(&edit.transaction_no);
         if edit.kind == EditKind::PhantomRefund {
-            let no = edit.refund_no.get_or_insert_with(|| {
-                format!("PHANTOM{}", self.statement_edits.len() + 1)
-            });
+            let no = edit
+                .refund_no
+                .get_or_insert_with(|| format!("PHANTOM{}", self.statement_edits.len() + 1));
             if order.is_some_and(|o| o.refunds.contains_key(no.as_str())) {
-                return Err(Refusal::Conflict(format!("the wallet performed refund {no}")));
+                return Err(Refusal::Conflict(format!(
+                    "the wallet performed refund {no}"
+                )));
             }
         } else {
             let exists = order.is_some_and(|o| {

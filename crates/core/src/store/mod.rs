@@ -423,8 +423,7 @@ pub trait BooksStore: Send + Sync + 'static {
     async fn cases(&self, filter: &CaseFilter) -> Result<Vec<CaseRecord>, StoreError>;
     async fn case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError>;
     /// Closes an open case with the operator's note; false when it is not open.
-    async fn close_case(&self, id: i64, note: &str, at: DateTime<Utc>)
-        -> Result<bool, StoreError>;
+    async fn close_case(&self, id: i64, note: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
     /// How many cases are open (a metric).
     async fn open_cases(&self) -> Result<i64, StoreError>;
 }
