@@ -90,6 +90,7 @@ pub enum CasesCommand {
     Close {
         #[command(flatten)]
         common: Common,
+        /// The case's id (`cases list`).
         id: i64,
         /// Why it is closed (required).
         #[arg(long)]
