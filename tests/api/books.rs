@@ -538,3 +538,96 @@ on_both_backends!(
     settlement_and_export_of_a_day_agree_with_its_rows,
     bad_input_to_the_books_is_refused_with_a_clear_error,
 );
+
+/// Three nodes on one PostgreSQL database, each with the daily schedule due at once: the
+/// previous day is reconciled by exactly one of them.
+#[tokio::test]
+#[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]
+async fn the_daily_schedule_reconciles_a_day_once_whatever_the_number_of_nodes() {
+    let Some(admin_url) = postgres_admin_url() else {
+        return;
+    };
+    let db = std::sync::Arc::new(PgDatabase::create(&admin_url).await);
+    let dir = std::sync::Arc::new(TempDir::new());
+    let wallet = Wallet::start(&dir, free_port(), "http://127.0.0.1:9/none", &[]);
+    let config = dir.0.join("books.toml");
+    std::fs::write(&config, "[books]\nreconcile_at = \"00:00\"\n").unwrap();
+    let config = config.display().to_string();
+    let base = wallet.base.clone();
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let (dir, url, config, base) =
+                (dir.clone(), db.url.clone(), config.clone(), base.clone());
+            std::thread::spawn(move || {
+                start(
+                    &dir,
+                    &url,
+                    &[
+                        "--config",
+                        &config,
+                        "--channel",
+                        &base,
+                        "--channel-key",
+                        KEY,
+                    ],
+                )
+            })
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for s in starts {
+        let (child, base) = s.join().unwrap().expect("every node starts");
+        nodes.push(TestApp {
+            base,
+            child,
+            dir: dir.clone(),
+            database_url: db.url.clone(),
+            client: reqwest::Client::new(),
+            database: None,
+        });
+    }
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
+        .date_naive()
+        .to_string();
+    let path = format!("/admin/v1/reconciliations?date={yesterday}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let run = loop {
+        let (status, runs) = nodes[0]
+            .raw(reqwest::Method::GET, &path, None, Vec::new())
+            .await;
+        assert_eq!(status, 200, "{runs}");
+        let run = runs["reconciliations"][0].clone();
+        if run["status"] == "done" {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reconciled: {runs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["scope"], "default");
+    assert_eq!(run["mismatched"], 0, "{run}");
+    // Every node tried; one ran it, the others found it claimed.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let mut runs = 0;
+    for node in &nodes {
+        let metrics = node
+            .client
+            .get(format!("{}/metrics", node.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        runs += metrics
+            .lines()
+            .filter(|l| l.starts_with("tillgate_reconciliations_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    assert_eq!(runs, 1, "one node reconciled the day");
+    drop(nodes);
+    drop(db);
+}

@@ -5,6 +5,7 @@
 //! Admin API (same bearer token as the rest of `/admin/v1`):
 //!
 //! - `GET /admin/v1/settlement?date=YYYY-MM-DD[&merchantNo=N][&storeNo=S]`
+//! - `GET /admin/v1/reconciliations?date=YYYY-MM-DD` — each wallet's run of that day, if any
 //! - `POST /admin/v1/reconciliations?date=YYYY-MM-DD` — reconcile that UTC day now (again)
 //! - `GET /admin/v1/cases[?status=open|closed][&date=YYYY-MM-DD][&limit=N]`
 //! - `GET /admin/v1/cases/{id}` — both sides and the transaction's timeline
@@ -395,7 +396,10 @@ pub fn routes(app: Arc<Lifecycle>, config: &Config, node: String) -> Router {
     };
     Router::new()
         .route("/admin/v1/settlement", get(settlement_route))
-        .route("/admin/v1/reconciliations", post(reconcile_route))
+        .route(
+            "/admin/v1/reconciliations",
+            get(runs_route).post(reconcile_route),
+        )
         .route("/admin/v1/cases", get(cases_route))
         .route("/admin/v1/cases/{id}", get(case_route))
         .route("/admin/v1/cases/{id}/close", post(close_route))
@@ -465,6 +469,38 @@ async fn reconcile_route(State(b): State<Books>, Query(q): Query<DateQuery>) -> 
     let store = b.app.store().clone();
     Json(reconcile(store.as_ref(), &b.wallets, date, &b.node, b.app.now(), true).await)
         .into_response()
+}
+
+/// Each wallet's reconciliation of a day, as recorded: who ran it, when, and what it found.
+pub async fn runs(store: &dyn Store, wallets: &Wallets, date: &str) -> Result<Value, BooksError> {
+    let date = parse_day(date).map_err(BooksError::Input)?;
+    let mut out = Vec::new();
+    for scope in &wallets.scopes {
+        let run = store.reconciliation(date, &scope.name).await?;
+        out.push(match run {
+            Some(r) => json!({
+                "scope": r.scope,
+                "status": r.status,
+                "node": r.node,
+                "claimedAt": r.claimed_at.to_rfc3339(),
+                "finishedAt": r.finished_at.map(|t| t.to_rfc3339()),
+                "gatewayLines": r.gateway_lines,
+                "walletLines": r.wallet_lines,
+                "matched": r.matched,
+                "mismatched": r.mismatched,
+                "error": r.error,
+            }),
+            None => json!({ "scope": scope.name, "status": "not_run" }),
+        });
+    }
+    Ok(json!({ "date": date.to_string(), "reconciliations": out }))
+}
+
+async fn runs_route(State(b): State<Books>, Query(q): Query<DateQuery>) -> Response {
+    let Some(date) = q.date else {
+        return answer(Err(BooksError::Input("date=YYYY-MM-DD is required".into())));
+    };
+    answer(runs(b.app.store().as_ref(), &b.wallets, &date).await)
 }
 
 #[derive(Debug, Deserialize)]
