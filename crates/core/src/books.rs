@@ -745,6 +745,121 @@ mod tests {
         assert_eq!(FeePlan::new(10_000, 1).unwrap().fee(i64::MAX), i64::MAX);
     }
 
+    fn usd(minor: i64) -> Money {
+        Money::from_minor(minor, Currency::from_code("USD").unwrap()).unwrap()
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn cancel(id: i64, outcome: BookOutcome, time: &str) -> BookEntry {
+        BookEntry {
+            id,
+            kind: BookKind::Cancel,
+            number: format!("C{id}"),
+            transaction_no: "T1".into(),
+            merchant_no: "M".into(),
+            store_no: "S".into(),
+            reference: None,
+            cancel_kind: Some(CancelKind::Reverse),
+            amount: usd(700),
+            outcome,
+            at: at(time),
+            at_wallet: true,
+        }
+    }
+
+    fn line(class: OperationClass, outcome: BookOutcome, time: &str) -> StatementLine {
+        StatementLine {
+            class,
+            operation: "reverse".into(),
+            transaction_no: "T1".into(),
+            refund_no: None,
+            amount_minor: 700,
+            currency: "USD".into(),
+            outcome,
+            at: at(time),
+            wallet_ref: None,
+        }
+    }
+
+    #[test]
+    fn a_cancel_tried_again_is_matched_by_its_latest_attempt() {
+        let gateway = [
+            cancel(1, BookOutcome::Declined, "2026-12-05T10:00:00Z"),
+            cancel(2, BookOutcome::Approved, "2026-12-05T11:00:00Z"),
+        ];
+        let wallet = [line(
+            OperationClass::Cancel,
+            BookOutcome::Approved,
+            "2026-12-05T11:00:00.010Z",
+        )];
+        let m = reconcile_lines(&gateway, &wallet, &[], &|_| None);
+        assert_eq!((m.matched, m.findings.len()), (1, 0), "{m:?}");
+    }
+
+    #[test]
+    fn clocks_straddling_midnight_are_forgiven_and_a_real_day_apart_is_not() {
+        let gateway = [cancel(1, BookOutcome::Approved, "2026-12-05T23:59:59Z")];
+        let next_day = [line(
+            OperationClass::Cancel,
+            BookOutcome::Approved,
+            "2026-12-06T00:00:01Z",
+        )];
+        let m = reconcile_lines(&gateway, &[], &next_day, &|_| None);
+        assert_eq!((m.matched, m.findings.len()), (1, 0));
+        let days_later = [line(
+            OperationClass::Cancel,
+            BookOutcome::Approved,
+            "2026-12-06T18:00:00Z",
+        )];
+        let m = reconcile_lines(&gateway, &[], &days_later, &|_| None);
+        assert_eq!(m.findings.len(), 1);
+        assert_eq!(m.findings[0].kind, FindingKind::DayMismatch);
+        // With nothing anywhere, it is only the gateway's; a line nobody booked, only the
+        // wallet's.
+        let m = reconcile_lines(&gateway, &[], &[], &|_| None);
+        assert_eq!(m.findings[0].kind, FindingKind::OnlyAtGateway);
+        let m = reconcile_lines(&[], &days_later, &[], &|_| None);
+        assert_eq!(m.findings[0].kind, FindingKind::OnlyAtWallet);
+        assert_eq!(m.findings[0].merchant_no, None);
+    }
+
+    #[test]
+    fn one_line_can_differ_in_several_ways_each_its_own_finding() {
+        let gateway = [cancel(1, BookOutcome::Approved, "2026-12-05T10:00:00Z")];
+        let mut w = line(
+            OperationClass::Cancel,
+            BookOutcome::Declined,
+            "2026-12-05T10:00:00Z",
+        );
+        w.amount_minor = 701;
+        w.currency = "EUR".into();
+        let m = reconcile_lines(&gateway, &[w], &[], &|_| None);
+        let kinds: Vec<_> = m.findings.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                FindingKind::AmountMismatch,
+                FindingKind::CurrencyMismatch,
+                FindingKind::OutcomeMismatch
+            ]
+        );
+        assert_eq!(m.matched, 0);
+    }
+
+    #[test]
+    fn a_csv_field_is_quoted_only_when_it_must_be() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(decimal(-1959, "USD"), "-19.59");
+        assert_eq!(decimal(5, "JPY"), "5");
+    }
+
     #[test]
     fn a_fee_plan_out_of_range_is_refused() {
         assert!(FeePlan::new(-1, 0).is_err());
