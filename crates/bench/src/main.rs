@@ -258,6 +258,8 @@ async fn export_bench(args: ExportArgs) -> anyhow::Result<()> {
         "no tillgate binary at {}: pass --tillgate PATH",
         tillgate.display()
     );
+    // The export runs in its database's directory.
+    let tillgate = tillgate.canonicalize().unwrap_or(tillgate);
     let work_dir = args
         .work_dir
         .unwrap_or_else(|| std::env::temp_dir().join("tillgate-bench"));

@@ -74,6 +74,10 @@ fn parts(kind: BookKind) -> (String, &'static str, &'static str, String) {
 
 /// One page of `kind`: `?1` from (ms), `?2` to (ms), `?3` merchant id or NULL, `?4` store
 /// number or NULL, `?5`/`?6` the (time, id) to start after, `?7` the page size.
+///
+/// Two index seeks, never a scan from the start of the range: the rest of the rows at the
+/// previous page's last time (`time = ?5 AND id > ?6`, in id order), then the rows after that
+/// time; so a page costs the same whether many rows share one millisecond or none do.
 pub fn entries_sql(kind: BookKind) -> String {
     let (select, at, id, wanted) = parts(kind);
     let merchant = match kind {
@@ -81,10 +85,18 @@ pub fn entries_sql(kind: BookKind) -> String {
         BookKind::Refund => "r.merchant_id",
         BookKind::Cancel => "c.merchant_id",
     };
+    let common = format!(
+        "{at} >= ?1 AND {at} < ?2 AND (?3 IS NULL OR {merchant} = ?3) \
+         AND (?4 IS NULL OR p.store_no = ?4) AND {wanted}"
+    );
     format!(
-        "{select} WHERE {at} >= ?1 AND {at} < ?2 AND (?3 IS NULL OR {merchant} = ?3) \
-         AND (?4 IS NULL OR p.store_no = ?4) AND ({at} > ?5 OR ({at} = ?5 AND {id} > ?6)) \
-         AND {wanted} ORDER BY {at}, {id} LIMIT ?7"
+        "SELECT * FROM (\
+           SELECT * FROM ({select} WHERE {at} = ?5 AND {id} > ?6 AND {common} \
+             ORDER BY {id} LIMIT ?7) same_time \
+           UNION ALL \
+           SELECT * FROM ({select} WHERE {at} > ?5 AND {common} \
+             ORDER BY {at}, {id} LIMIT ?7) later\
+         ) page ORDER BY booked_at, id LIMIT ?7"
     )
 }
 
