@@ -1,7 +1,7 @@
 //! `tillgate report settlement`, `tillgate reconcile`, `tillgate cases` and `tillgate export`:
 //! the books from the command line (the admin API shares their JSON).
 
-use crate::output::{self, emit, emit_json, Column};
+use crate::output::{self, emit, emit_json, Column, ReportFormat};
 use crate::Common;
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -10,17 +10,6 @@ use tillgate_core::books::{self, BookKind, BookQuery};
 use tillgate_core::Secret;
 use tillgate_domain::{Clock, MerchantZone, SystemClock};
 use tillgate_server::books::{self as server_books, BooksError};
-
-/// How a report prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ReportFormat {
-    /// One aligned line per merchant and currency.
-    Table,
-    /// A heading and one line per merchant and currency, amounts as decimal strings.
-    Csv,
-    /// Pretty-printed JSON, amounts as decimal strings and as integer minor units.
-    Json,
-}
 
 #[derive(Subcommand)]
 pub enum ReportCommand {
