@@ -1,9 +1,10 @@
-//! The `tillgate` command: `serve`, `merchant`, `notify`, `unresolved`, `sandbox`, `terminal`,
-//! `wallet-sim` and `completions`.
+//! The `tillgate` command: `serve`, `merchant`, `notify`, `unresolved`, `report`, `reconcile`,
+//! `cases`, `export`, `sandbox`, `terminal`, `wallet-sim` and `completions`.
 //!
 //! `main` only parses the command line and wires things up; the gateway itself is built by
 //! `tillgate_server::run`, which the tests call through this binary.
 
+mod books;
 mod logging;
 mod merchant;
 mod output;
@@ -70,6 +71,18 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
+    /// Reports of the books: a business day's settlement.
+    #[command(subcommand)]
+    Report(books::ReportCommand),
+    /// Reconcile a day (UTC) with every HTTP wallet's signed statement: each difference opens
+    /// a case. Running a day again opens no case twice.
+    Reconcile(books::ReconcileArgs),
+    /// Cases opened by reconciliations: list, show (both sides and the timeline), close.
+    #[command(subcommand)]
+    Cases(books::CasesCommand),
+    /// Export transactions, refunds or cancels of a date range as CSV or JSON lines, streamed
+    /// (a progress bar on standard error when it is a terminal).
+    Export(books::ExportArgs),
     /// Prints a completion script for SHELL, e.g. `tillgate completions bash >
     /// /etc/bash_completion.d/tillgate`.
     Completions {
@@ -335,6 +348,10 @@ fn main() -> anyhow::Result<()> {
                 format,
             } => unresolved(common, limit, format).await,
             Command::Completions { shell } => completions(shell),
+            Command::Report(command) => books::report(command).await,
+            Command::Reconcile(args) => books::reconcile(args).await,
+            Command::Cases(command) => books::cases(command).await,
+            Command::Export(args) => books::export(args).await,
             Command::Sandbox(SandboxCommand::Settle {
                 server,
                 transaction_no,

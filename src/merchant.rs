@@ -88,7 +88,16 @@ pub enum Policy {
     clap::ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["timezone", "notify_schedule_s", "require_refund_reference", "name", "refund_authority", "approval_threshold_minor"])
+        .args([
+            "timezone",
+            "notify_schedule_s",
+            "require_refund_reference",
+            "name",
+            "refund_authority",
+            "approval_threshold_minor",
+            "fee_bps",
+            "fee_fixed"
+        ])
 ))]
 pub struct UpdateArgs {
     #[command(flatten)]
@@ -118,6 +127,14 @@ pub struct UpdateArgs {
     /// the gateway's `[replay] require_refund_reference`.
     #[arg(long)]
     pub require_refund_reference: Option<Policy>,
+    /// The fee plan's share of each approved payment, in basis points (0 to 10000; 150 is
+    /// 1.5 %), rounded half up to a minor unit per payment.
+    #[arg(long)]
+    pub fee_bps: Option<i64>,
+    /// The fee plan's fixed part per approved payment, in minor units of the payment's
+    /// currency (30 is 0.30 USD).
+    #[arg(long)]
+    pub fee_fixed: Option<i64>,
 }
 
 /// A credential from the command line (at least 16 characters), or a random one of `len` hex
@@ -386,6 +403,10 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
             tillgate_core::credentials::display_name(n).map_err(|e| anyhow::anyhow!("--name: {e}"))
         })
         .transpose()?;
+    if args.fee_bps.is_some() || args.fee_fixed.is_some() {
+        tillgate_core::books::FeePlan::new(args.fee_bps.unwrap_or(0), args.fee_fixed.unwrap_or(0))
+            .map_err(|e| anyhow::anyhow!("{e} (--fee-bps, --fee-fixed)"))?;
+    }
     let store =
         tillgate_server::open_existing_store(&config.database_url, config.database_max_connections)
             .await?;
@@ -436,12 +457,25 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
                 .set_refund_reference_required(merchant.id, required)
                 .await?;
         }
-        store
+        if args.fee_bps.is_some() || args.fee_fixed.is_some() {
+            let now = store.fee_plan(merchant.id).await?.unwrap_or_default();
+            let plan = tillgate_core::books::FeePlan::new(
+                args.fee_bps.unwrap_or(now.bps),
+                args.fee_fixed.unwrap_or(now.fixed_minor),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            store.set_fee_plan(merchant.id, Some(plan)).await?;
+        }
+        let plan = store.fee_plan(merchant.id).await?.unwrap_or_default();
+        let merchant = store
             .merchant_by_id(merchant.id)
             .await?
-            .context("the merchant vanished while it was changed")
+            .context("the merchant vanished while it was changed")?;
+        let mut shown = merchant_json(&merchant);
+        shown["feePlan"] = serde_json::json!({ "bps": plan.bps, "fixedMinor": plan.fixed_minor });
+        Ok(shown)
     }
     .await;
     store.close().await;
-    emit_json(&merchant_json(&updated?))
+    emit_json(&updated?)
 }

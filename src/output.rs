@@ -13,6 +13,17 @@ pub enum Format {
     Table,
 }
 
+/// How a report prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// One aligned line per merchant and currency.
+    Table,
+    /// A heading and one line per merchant and currency, amounts as decimal strings.
+    Csv,
+    /// Pretty-printed JSON, amounts as decimal strings and as integer minor units.
+    Json,
+}
+
 /// Writes `text` and a new line to standard output. When the reader has gone away (a closed
 /// pipe), the command ends at once and quietly, with success: what it had to say was not
 /// wanted any more.

@@ -32,6 +32,7 @@ macro_rules! on_both_backends {
 }
 
 mod bad_input;
+mod books;
 mod browser;
 mod connections;
 mod console;

@@ -6,13 +6,13 @@ use serde_json::{json, Value};
 use std::process::Child;
 use std::time::Duration;
 
-const KEY: &str = "74696c6c676174652d77616c6c65742d746573742d6b6579";
+pub(crate) const KEY: &str = "74696c6c676174652d77616c6c65742d746573742d6b6579";
 /// The key of a second wallet, serving another merchant.
 const OTHER_KEY: &str = "6f746865722d77616c6c65742d6f662d6d65726368616e742d62";
 
-struct Wallet {
+pub(crate) struct Wallet {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     port: u16,
     state: String,
     callback_url: String,
@@ -27,7 +27,7 @@ impl Drop for Wallet {
 }
 
 impl Wallet {
-    fn start(dir: &TempDir, port: u16, callback_url: &str, faults: &[&str]) -> Wallet {
+    pub(crate) fn start(dir: &TempDir, port: u16, callback_url: &str, faults: &[&str]) -> Wallet {
         Wallet::start_with_key(dir, port, callback_url, KEY, faults)
     }
 
@@ -89,7 +89,12 @@ impl Wallet {
         self.base = base;
     }
 
-    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         let client = reqwest::Client::new();
         let mut req = client.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
@@ -163,7 +168,7 @@ async fn gateway_and_wallet(faults: &[&str]) -> (TestApp, Wallet) {
     (app, wallet)
 }
 
-async fn added(pos: &Pos, amount: &str) -> String {
+pub(crate) async fn added(pos: &Pos, amount: &str) -> String {
     let a = pos.add(&reference("w"), amount).await;
     assert_eq!(a["ret_code"], "000100", "{a}");
     a["result"]["transactionNo"].as_str().unwrap().to_owned()

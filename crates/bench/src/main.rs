@@ -9,6 +9,7 @@ mod baseline_http;
 mod ceiling;
 mod client;
 mod driver;
+mod export;
 mod metrics;
 mod pockyt;
 mod procfs;
@@ -46,6 +47,8 @@ enum Command {
     Suite(SuiteArgs),
     /// One workload at one or more loads, with the ceilings beside it.
     Run(RunArgs),
+    /// `tillgate export` of seeded transactions as CSV: wall time and peak memory at each size.
+    Export(ExportArgs),
     /// Baseline (a)'s server; the benchmark starts it itself.
     #[command(hide = true)]
     BaselineServer {
@@ -116,6 +119,19 @@ struct SuiteArgs {
     /// Skip PostgreSQL.
     #[arg(long)]
     no_postgres: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The tillgate binary (default: the `tillgate` next to this executable).
+    #[arg(long)]
+    tillgate: Option<PathBuf>,
+    /// Where the databases go (default: the system temp dir's tillgate-bench).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Seeded transactions of each run.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000, 1_000_000])]
+    rows: Vec<u64>,
 }
 
 #[derive(Args)]
@@ -224,8 +240,36 @@ fn main() -> anyhow::Result<()> {
             Command::BaselineServer { listen } => baseline_http::serve(&listen).await,
             Command::Suite(args) => suite(args).await,
             Command::Run(args) => run(args).await,
+            Command::Export(args) => export_bench(args).await,
         }
     })
+}
+
+async fn export_bench(args: ExportArgs) -> anyhow::Result<()> {
+    let tillgate = args
+        .tillgate
+        .clone()
+        .unwrap_or_else(server::default_tillgate);
+    if !tillgate.is_file() && args.tillgate.is_none() {
+        build_tillgate()?;
+    }
+    anyhow::ensure!(
+        tillgate.is_file(),
+        "no tillgate binary at {}: pass --tillgate PATH",
+        tillgate.display()
+    );
+    // The export runs in its database's directory.
+    let tillgate = tillgate.canonicalize().unwrap_or(tillgate);
+    let work_dir = args
+        .work_dir
+        .unwrap_or_else(|| std::env::temp_dir().join("tillgate-bench"));
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("cannot create {}", work_dir.display()))?;
+    if tillgate.display().to_string().contains("/debug/") {
+        eprintln!("warning: {} looks like a debug build", tillgate.display());
+    }
+    println!("{}", command_line());
+    export::run(&tillgate, &work_dir, &args.rows).await
 }
 
 fn command_line() -> String {

@@ -6,7 +6,9 @@
 //! the money. [`credentials::Credentials`] opens merchants' secrets for the dialects'
 //! authenticators, the notification renderers and the hub.
 
+pub mod books;
 pub mod channel;
+pub mod closing;
 pub mod console;
 pub mod credentials;
 pub mod error;
@@ -30,6 +32,6 @@ pub use secret::{Secret, SecretBox, SecretError};
 pub use service::{Lifecycle, LifecycleConfig};
 pub use snapshot::Snapshot;
 pub use store::{
-    Conflict, ConsoleStore, CredentialStore, MutateFn, Mutated, OutboxStore, PaymentStore,
-    Rejection, ReplayStore, Store, StoreError, TerminalStore, Writes,
+    BooksStore, Conflict, ConsoleStore, CredentialStore, MutateFn, Mutated, OutboxStore,
+    PaymentStore, Rejection, ReplayStore, Store, StoreError, TerminalStore, Writes,
 };

@@ -35,16 +35,28 @@ impl MerchantZone {
     /// The first instant of a calendar day in this zone: its midnight, the earlier one where a
     /// clock change repeats it, the first instant after the gap where one skips it.
     pub fn day_start(&self, day: chrono::NaiveDate) -> DateTime<Utc> {
-        let midnight = day.and_time(chrono::NaiveTime::MIN);
-        let mut local = midnight;
-        // A gap is at most a few hours; walk forward by minutes until the clock exists.
-        for _ in 0..=24 * 60 {
-            if let Some(t) = self.0.from_local_datetime(&local).earliest() {
-                return t.with_timezone(&Utc);
-            }
-            local += Duration::minutes(1);
-        }
-        Utc.from_utc_datetime(&midnight)
+        self.start_of(day)
+    }
+
+    /// The instants `[from, to)` of calendar day `date` in this zone: 23 or 25 hours on the
+    /// days summer time starts or ends.
+    pub fn day_bounds(&self, date: chrono::NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+        let next = date.succ_opt().unwrap_or(date);
+        (self.start_of(date), self.start_of(next))
+    }
+
+    /// The first instant of `date` in this zone (a zone that skips midnight starts its day at
+    /// the first minute that exists).
+    fn start_of(&self, date: chrono::NaiveDate) -> DateTime<Utc> {
+        let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+        (0..=180)
+            .find_map(|m| {
+                self.0
+                    .from_local_datetime(&(midnight + Duration::minutes(m)))
+                    .earliest()
+            })
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| midnight.and_utc())
     }
 }
 

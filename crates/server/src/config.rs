@@ -81,6 +81,19 @@ pub struct Config {
     pub cors: CorsConfig,
     /// Where health and metrics are served (`[observability]`).
     pub observability: ObservabilityConfig,
+    /// The books: the daily reconciliation's schedule (`[books]`).
+    pub books: BooksConfig,
+}
+
+/// The daily reconciliation inside `serve` (`[books]` in the TOML file): off unless
+/// `reconcile_at` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BooksConfig {
+    /// When each node tries to reconcile the previous UTC day with every HTTP wallet's
+    /// statement, as "HH:MM" UTC (one node of many gets each day's run; the others skip it).
+    #[serde(deserialize_with = "file::time_of_day")]
+    pub reconcile_at: Option<chrono::NaiveTime>,
 }
 
 /// Browser pages of other origins (`[cors]` in the TOML file): none unless listed.
@@ -339,6 +352,7 @@ impl Default for Config {
             replay: ReplayConfig::default(),
             cors: CorsConfig::default(),
             observability: ObservabilityConfig::default(),
+            books: BooksConfig::default(),
         }
     }
 }
@@ -403,6 +417,18 @@ mod file {
 
     pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret<String>>, D::Error> {
         Ok(Some(Secret::new(String::deserialize(d)?)))
+    }
+
+    pub fn time_of_day<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<chrono::NaiveTime>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| {
+            chrono::NaiveTime::parse_from_str(&t, "%H:%M").map_err(|_| {
+                serde::de::Error::custom(format!("{t:?} is not a time of day as HH:MM (UTC)"))
+            })
+        })
+        .transpose()
     }
 
     pub fn zone<'de, D: Deserializer<'de>>(d: D) -> Result<MerchantZone, D::Error> {
@@ -740,6 +766,7 @@ per_address = 0
         "replay.require_refund_reference",
         "cors.allowed_origins",
         "observability.listen",
+        "books.reconcile_at",
     ];
 
     /// The `table.key` paths of a TOML document (a merchant's number reads as N).

@@ -6,6 +6,7 @@
 //! every acknowledged write is already durable.
 
 pub mod admin;
+pub mod books;
 pub mod config;
 pub mod console;
 pub mod cors;
@@ -94,7 +95,7 @@ pub async fn open_existing_store(
 pub use dburl::redact_url;
 
 /// A name for this node, unique among the nodes sharing a database.
-fn node_id() -> String {
+pub(crate) fn node_id() -> String {
     let random = SecretBox::generate_key_hex();
     format!("node-{}-{}", std::process::id(), &random.expose()[..8])
 }
@@ -336,6 +337,7 @@ pub fn app(
             observe::Exposure::on_main_listener(config),
         ));
     router = router.merge(admin::routes(lifecycle.clone(), config));
+    router = router.merge(books::routes(lifecycle.clone(), config, node_id()));
     if let Some(callbacks) = wallet::routes(lifecycle.clone(), config) {
         router = router.merge(callbacks);
     }
@@ -645,6 +647,17 @@ pub async fn run(
     let listening = tokio::spawn(terminals.clone().listen());
     let (stop_dispatch, stopped) = tokio::sync::watch::channel(false);
     let notifications = tokio::spawn(dispatcher(&service, &config)?.run(stopped.clone()));
+    let reconciling = match config.books.reconcile_at {
+        Some(at) => Some(tokio::spawn(books::schedule(
+            store.clone(),
+            books::wallets(&config)?,
+            at,
+            service.clock().clone(),
+            node_id(),
+            stopped.clone(),
+        ))),
+        None => None,
+    };
     let janitor = tokio::spawn(
         janitor::Janitor::new(
             service.clone(),
@@ -698,6 +711,9 @@ pub async fn run(
     let _ = stop_dispatch.send(true);
     let _ = notifications.await;
     let _ = janitor.await;
+    if let Some(reconciling) = reconciling {
+        reconciling.abort();
+    }
     let _ = forgetting.await;
     let _ = upkeep.await;
     listening.abort();

@@ -73,7 +73,7 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
                     notify_url: None,
                     dialect: tillgate_core::Dialect::Pockyt,
                     extra: None,
-                    fingerprint: "sandbox-fixture".into(),
+                    fingerprint: tillgate_core::books::SANDBOX_FIXTURE.into(),
                     created_at: now,
                     expires_at: now,
                 })

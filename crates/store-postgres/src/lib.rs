@@ -11,6 +11,7 @@
 //! The URL may name several hosts (a primary and its standbys, `hosts`): the store connects to
 //! the one that takes writes and moves there by itself after a failover.
 
+mod books;
 mod console;
 mod credentials;
 pub mod hosts;

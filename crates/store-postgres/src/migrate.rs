@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key_check",
         include_str!("../migrations/0008_key_check.sql"),
     ),
+    (9, "books", include_str!("../migrations/0009_books.sql")),
     (
         10,
         "merchant_name",

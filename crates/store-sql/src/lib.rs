@@ -2,6 +2,7 @@
 //! domain's invariants as it loads) through a four-method [`Columns`] view of a row, so that the
 //! SQLite and PostgreSQL backends read the same columns the same way.
 
+pub mod books;
 pub mod console;
 
 use chrono::{DateTime, Utc};

@@ -7,6 +7,7 @@
 //! of a refund can never interleave with another. Reads use their own read-only connections on
 //! the caller's thread (WAL readers do not block the writer).
 
+mod books;
 mod console;
 mod credentials;
 mod migrate;

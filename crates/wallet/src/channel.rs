@@ -8,7 +8,7 @@
 //! and the transaction, never with the key.
 
 use crate::protocol::{
-    self, Answer, CancelRequest, PayRequest, QueryOperation, QueryRequest, RefundRequest,
+    self, Answer, CancelRequest, Outcome, PayRequest, QueryOperation, QueryRequest, RefundRequest,
     MAX_BODY_BYTES, MIN_KEY_BYTES, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use async_trait::async_trait;
@@ -195,17 +195,17 @@ impl HttpChannel {
         })
     }
 
-    /// Sends one call; `Err` says why its outcome is unknown.
-    async fn send(&self, call: &Call) -> Result<Answer, String> {
+    /// POSTs a signed body to `path`; answers the body of a signed 2xx answer.
+    async fn post(&self, path: &str, request: &[u8]) -> Result<Vec<u8>, String> {
         let timestamp = self.clock.now().timestamp();
-        let signature = protocol::sign(self.key.expose(), timestamp, &call.body);
+        let signature = protocol::sign(self.key.expose(), timestamp, request);
         let mut response = self
             .client
-            .post(format!("{}{}", self.base_url, call.path))
+            .post(format!("{}{}", self.base_url, path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header(SIGNATURE_HEADER, signature)
-            .body(call.body.clone())
+            .body(request.to_vec())
             .send()
             .await
             .map_err(|e| describe(&e))?;
@@ -230,6 +230,65 @@ impl HttpChannel {
             self.clock.now().timestamp(),
         )
         .map_err(|e| format!("answer refused: {e}"))?;
+        Ok(body)
+    }
+
+    /// The wallet's statement of the UTC calendar day `date`, every page of it, each page's
+    /// signature checked. `Err` says why it could not be read whole.
+    pub async fn statement(
+        &self,
+        date: chrono::NaiveDate,
+    ) -> Result<Vec<tillgate_core::books::StatementLine>, String> {
+        use tillgate_core::books::{BookOutcome, OperationClass, StatementLine};
+        let mut lines = Vec::new();
+        let mut after = None;
+        // A bound: a million lines a day is 5000 pages.
+        for _ in 0..100_000 {
+            let request = serde_json::to_vec(&protocol::StatementRequest {
+                date: date.to_string(),
+                after,
+            })
+            .map_err(|e| e.to_string())?;
+            let body = self.post(protocol::STATEMENT_PATH, &request).await?;
+            let page: protocol::Statement =
+                serde_json::from_slice(&body).map_err(|e| format!("statement is not JSON: {e}"))?;
+            if page.date != date.to_string() {
+                return Err(format!("the statement is of {:?}, not {date}", page.date));
+            }
+            for l in page.lines {
+                let class = OperationClass::parse(&l.operation).ok_or_else(|| {
+                    format!("unknown operation {:?} on the statement", l.operation)
+                })?;
+                let at = chrono::DateTime::parse_from_rfc3339(&l.at)
+                    .map_err(|_| format!("a statement line's time {:?} is not RFC 3339", l.at))?
+                    .with_timezone(&chrono::Utc);
+                lines.push(StatementLine {
+                    class,
+                    operation: l.operation,
+                    transaction_no: l.transaction_no,
+                    refund_no: l.refund_no,
+                    amount_minor: l.amount_minor,
+                    currency: l.currency,
+                    outcome: match l.outcome {
+                        Outcome::Approved => BookOutcome::Approved,
+                        Outcome::Declined => BookOutcome::Declined,
+                        Outcome::Pending => BookOutcome::Pending,
+                    },
+                    at,
+                    wallet_ref: l.wallet_ref,
+                });
+            }
+            match page.next {
+                Some(n) if Some(n) != after => after = Some(n),
+                _ => return Ok(lines),
+            }
+        }
+        Err("the statement did not end".into())
+    }
+
+    /// Sends one call; `Err` says why its outcome is unknown.
+    async fn send(&self, call: &Call) -> Result<Answer, String> {
+        let body = self.post(call.path, &call.body).await?;
         let answer: Answer =
             serde_json::from_slice(&body).map_err(|e| format!("answer is not JSON: {e}"))?;
         if answer.transaction_no != call.transaction_no {
@@ -309,5 +368,15 @@ impl Channel for HttpChannel {
                 ChannelReply::new(ChannelOutcome::Unknown)
             }
         }
+    }
+}
+
+#[async_trait]
+impl tillgate_core::closing::StatementSource for HttpChannel {
+    async fn statement(
+        &self,
+        date: chrono::NaiveDate,
+    ) -> Result<Vec<tillgate_core::books::StatementLine>, String> {
+        HttpChannel::statement(self, date).await
     }
 }

@@ -13,7 +13,7 @@
 //! | close, reverse | 53 | pending, approved `late_callback_ms` later (callback) |
 //! | close, reverse | anything else | approved (declined once the order has refunds) |
 
-use crate::protocol::{Answer, Callback, CallbackKind, Outcome, QueryOperation};
+use crate::protocol::{Answer, Callback, CallbackKind, Outcome, QueryOperation, StatementLine};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -202,6 +202,10 @@ pub struct Ledger {
     pub callbacks: Vec<CallbackRecord>,
     pub next_wallet_ref: u64,
     pub next_callback_id: u64,
+    /// Discrepancies injected into the statement (`POST /control/statement`); the operations
+    /// themselves are left as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statement_edits: Vec<StatementEdit>,
     /// Counts changes in this process, so a write can tell it already holds a later snapshot.
     #[serde(skip)]
     pub changes: u64,
@@ -215,9 +219,94 @@ impl Default for Ledger {
             callbacks: Vec::new(),
             next_wallet_ref: 1,
             next_callback_id: 1,
+            statement_edits: Vec::new(),
             changes: 0,
         }
     }
+}
+
+/// What an injected discrepancy does to the statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EditKind {
+    /// A refund line the wallet never performed (approved, at the time it was injected).
+    PhantomRefund,
+    /// The operation's line is left out.
+    Missing,
+    /// The line shows `amountMinor` instead.
+    Amount,
+    /// The line shows `currency` instead.
+    Currency,
+    /// The line shows `outcome` instead.
+    Outcome,
+    /// The line is moved `days` days (its time shifted), onto another day's statement.
+    OtherDay,
+}
+
+/// One discrepancy injected into the statement. `operation` (`pay`, `refund`, `cancel`) and
+/// `transactionNo` (with `refundNo` for a refund) name the line it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatementEdit {
+    pub kind: EditKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    pub transaction_no: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_minor: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<i64>,
+    /// When it was injected (a phantom refund's time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+fn line_of(order: &Order, op: &Operation, refund_no: Option<&str>) -> StatementLine {
+    StatementLine {
+        operation: match op.operation {
+            OpKind::Pay => "pay",
+            OpKind::Close => "close",
+            OpKind::Reverse => "reverse",
+            OpKind::Refund => "refund",
+        }
+        .to_owned(),
+        transaction_no: order.transaction_no.clone(),
+        refund_no: refund_no.map(str::to_owned),
+        cancel_no: op.cancel_no.clone(),
+        amount_minor: op.amount_minor,
+        currency: op.currency.clone(),
+        outcome: op.outcome,
+        at: op
+            .decided_at
+            .unwrap_or(op.requested_at)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        wallet_ref: Some(op.wallet_ref.clone()),
+    }
+}
+
+/// Whether a statement line is the one an edit names.
+fn names(edit: &StatementEdit, line: &StatementLine) -> bool {
+    fn class(op: &str) -> &str {
+        match op {
+            "close" | "reverse" => "cancel",
+            other => other,
+        }
+    }
+    line.transaction_no == edit.transaction_no
+        && edit.operation.as_deref().map(class) == Some(class(&line.operation))
+        && (line.operation != "refund" || line.refund_no == edit.refund_no)
+}
+
+fn line_time(line: &StatementLine) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&line.at)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
 }
 
 fn last_two_digits(minor: i64) -> i64 {
@@ -266,6 +355,114 @@ struct Asked<'a> {
 }
 
 impl Ledger {
+    /// Every operation decided (or asked for, while pending) on the UTC calendar day `date`,
+    /// in the order of their times, with the injected discrepancies applied.
+    pub fn statement(&self, date: chrono::NaiveDate) -> Vec<StatementLine> {
+        let mut lines = Vec::new();
+        for order in self.orders.values() {
+            if let Some(op) = &order.payment {
+                lines.push(line_of(order, op, None));
+            }
+            if let Some(op) = &order.cancel {
+                lines.push(line_of(order, op, None));
+            }
+            for (no, op) in &order.refunds {
+                lines.push(line_of(order, op, Some(no)));
+            }
+        }
+        for edit in &self.statement_edits {
+            if edit.kind == EditKind::PhantomRefund {
+                lines.push(StatementLine {
+                    operation: "refund".into(),
+                    transaction_no: edit.transaction_no.clone(),
+                    refund_no: edit.refund_no.clone(),
+                    cancel_no: None,
+                    amount_minor: edit.amount_minor.unwrap_or(100),
+                    currency: edit.currency.clone().unwrap_or_else(|| "USD".into()),
+                    outcome: Outcome::Approved,
+                    at: edit
+                        .at
+                        .unwrap_or_default()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    wallet_ref: Some("W-PHANTOM".into()),
+                });
+                continue;
+            }
+            let Some(i) = lines.iter().position(|l| names(edit, l)) else {
+                continue;
+            };
+            let line = &mut lines[i];
+            match edit.kind {
+                EditKind::Missing => {
+                    lines.remove(i);
+                }
+                EditKind::Amount => {
+                    line.amount_minor = edit.amount_minor.unwrap_or(line.amount_minor)
+                }
+                EditKind::Currency => {
+                    line.currency = edit
+                        .currency
+                        .clone()
+                        .unwrap_or_else(|| line.currency.clone())
+                }
+                EditKind::Outcome => line.outcome = edit.outcome.unwrap_or(line.outcome),
+                EditKind::OtherDay => {
+                    let moved = line_time(line) + chrono::Duration::days(edit.days.unwrap_or(1));
+                    line.at = moved.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                }
+                EditKind::PhantomRefund => {}
+            }
+        }
+        lines.retain(|l| line_time(l).date_naive() == date);
+        lines.sort_by(|a, b| {
+            (line_time(a), &a.transaction_no, &a.operation, &a.refund_no).cmp(&(
+                line_time(b),
+                &b.transaction_no,
+                &b.operation,
+                &b.refund_no,
+            ))
+        });
+        lines
+    }
+
+    /// Injects a discrepancy into the statement. The line it changes must exist (a phantom
+    /// refund needs a refund number the wallet does not know).
+    pub fn edit_statement(
+        &mut self,
+        mut edit: StatementEdit,
+        now: DateTime<Utc>,
+    ) -> Result<(), Refusal> {
+        let order = self.orders.get(&edit.transaction_no);
+        if edit.kind == EditKind::PhantomRefund {
+            let no = edit
+                .refund_no
+                .get_or_insert_with(|| format!("PHANTOM{}", self.statement_edits.len() + 1));
+            if order.is_some_and(|o| o.refunds.contains_key(no.as_str())) {
+                return Err(Refusal::Conflict(format!(
+                    "the wallet performed refund {no}"
+                )));
+            }
+        } else {
+            let exists = order.is_some_and(|o| {
+                let line = |op: &Operation, no: Option<&str>| names(&edit, &line_of(o, op, no));
+                o.payment.as_ref().is_some_and(|op| line(op, None))
+                    || o.cancel.as_ref().is_some_and(|op| line(op, None))
+                    || o.refunds.iter().any(|(no, op)| line(op, Some(no)))
+            });
+            if !exists {
+                return Err(Refusal::NotFound(format!(
+                    "no {} of transaction {} on the wallet's books",
+                    edit.operation.as_deref().unwrap_or("operation"),
+                    edit.transaction_no
+                )));
+            }
+        }
+        edit.at.get_or_insert(now);
+        self.statement_edits.push(edit);
+        self.changes += 1;
+        Ok(())
+    }
+
     fn touch(&mut self, effects: &mut Effects) {
         self.changes += 1;
         effects.changed = true;

@@ -84,6 +84,25 @@
 //! reused with another amount or currency), `413 too_large`, `503 unavailable` (the wallet
 //! cannot record anything now).
 //!
+//! ## The daily statement
+//!
+//! `POST /v1/statement` with `{"date": "YYYY-MM-DD", "after": N?}` asks for every operation the
+//! wallet performed on that UTC calendar day (the wallet's day; a gateway reconciles each day
+//! with the statements of the days around it, so an operation near midnight is not lost). The
+//! signed `200` answer is one page:
+//!
+//! ```json
+//! {"date": "2026-12-05", "lines": [{"operation": "pay", "transactionNo": "217476000000000001",
+//!   "amountMinor": 1300, "currency": "USD", "outcome": "approved",
+//!   "at": "2026-12-05T10:00:00.000Z", "walletRef": "W000000000003"}], "next": 200}
+//! ```
+//!
+//! `operation` is `pay`, `close`, `reverse` or `refund` (with `refundNo`; a close or reverse
+//! carries `cancelNo` when the wallet knows it); `outcome` is `approved`, `declined` or
+//! `pending`; `at` is when the operation was decided (when it was asked, while pending). Lines
+//! are in the order of `at`, at most 200 a page; `next`, when present, is the `after` of the
+//! next page (the number of lines already sent). A date that is not a calendar day is `400`.
+//!
 //! ## Callbacks from the wallet to the gateway
 //!
 //! When an operation answered `pending` is decided, the wallet POSTs to the gateway's callback
@@ -131,6 +150,10 @@ pub const CLOSE_PATH: &str = "/v1/close";
 pub const REVERSE_PATH: &str = "/v1/reverse";
 pub const REFUND_PATH: &str = "/v1/refund";
 pub const QUERY_PATH: &str = "/v1/query";
+pub const STATEMENT_PATH: &str = "/v1/statement";
+/// The most lines of one statement page (each well under 320 bytes, so a page stays under the
+/// body limit).
+pub const STATEMENT_PAGE_LINES: usize = 200;
 
 /// The longest transaction, refund or cancel number accepted.
 pub const MAX_NUMBER_LEN: usize = 64;
@@ -396,6 +419,56 @@ impl QueryRequest {
             QueryOperation::Cancel(no) => check_number("cancelNo", no),
         }
     }
+}
+
+/// A request for one page of the wallet's statement of a day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatementRequest {
+    /// The UTC calendar day, `YYYY-MM-DD`.
+    pub date: String,
+    /// How many lines of the day were already read (absent: from the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+}
+
+impl StatementRequest {
+    /// The day asked for.
+    pub fn check(&self) -> Result<chrono::NaiveDate, ProtocolError> {
+        chrono::NaiveDate::parse_from_str(&self.date, "%Y-%m-%d")
+            .map_err(|_| ProtocolError::BadField("date must be YYYY-MM-DD".into()))
+    }
+}
+
+/// One operation on the wallet's statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatementLine {
+    /// `pay`, `close`, `reverse` or `refund`.
+    pub operation: String,
+    pub transaction_no: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_no: Option<String>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub outcome: Outcome,
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet_ref: Option<String>,
+}
+
+/// One page of the wallet's statement of a day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Statement {
+    pub date: String,
+    pub lines: Vec<StatementLine>,
+    /// The `after` of the next page, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
 }
 
 /// What the wallet says became of an operation.

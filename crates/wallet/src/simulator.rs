@@ -34,10 +34,16 @@
 //! - `POST /control/callback` — sends any callback, even a wrong one: the callback's JSON
 //!   fields, plus `"corruptSignature": true` to sign it with the wrong key.
 //! - `POST /control/callbacks/{id}/resend` — sends a recorded callback again.
+//! - `GET /control/statement`, `POST /control/statement` — the discrepancies injected into the
+//!   daily statement (`POST /v1/statement`), or one more: `{"kind": "phantomRefund",
+//!   "transactionNo", "refundNo"?, "amountMinor", "currency"}`, `{"kind": "missing" |
+//!   "amount" | "currency" | "outcome" | "otherDay", "operation": "pay" | "refund" | "cancel",
+//!   "transactionNo", "refundNo"?, "amountMinor"? | "currency"? | "outcome"? | "days"?}`. The
+//!   operations themselves stay as they were; only the statement shows them otherwise.
 
 use crate::ledger::{
-    CallbackPolicy, CallbackRecord, CallbackStatus, Effects, Ledger, OpKind, Order, Refusal, Timer,
-    LEDGER_VERSION,
+    CallbackPolicy, CallbackRecord, CallbackStatus, Effects, Ledger, OpKind, Order, Refusal,
+    StatementEdit, Timer, LEDGER_VERSION,
 };
 use crate::protocol::{
     self, Answer, Callback, CancelRequest, ErrorBody, Outcome, PayRequest, ProtocolError,
@@ -661,6 +667,11 @@ fn router(shared: Arc<Shared>) -> Router {
             protocol::QUERY_PATH,
             post(|s: St, c: Ext, h: HeaderMap, b: Body| operation(s, c, h, b, Endpoint::Query)),
         )
+        .route(protocol::STATEMENT_PATH, post(statement))
+        .route(
+            "/control/statement",
+            get(control_statement).post(control_edit_statement),
+        )
         .route("/control/orders", get(control_orders))
         .route("/control/orders/{transaction_no}", get(control_order))
         .route(
@@ -937,6 +948,96 @@ async fn operation(
         return abort(&conn).await;
     }
     signed(&shared, StatusCode::OK, &answer)
+}
+
+/// One page of the signed daily statement, from the ledger with the injected discrepancies.
+async fn statement(
+    State(shared): State<Arc<Shared>>,
+    Extension(conn): Extension<Conn>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let (status, code) = body_refused(&rejection);
+            return signed_error(&shared, status, code, &rejection.body_text());
+        }
+    };
+    if let Err(e) = protocol::verify_headers(
+        shared.key.expose(),
+        &headers,
+        &body,
+        shared.clock.now().timestamp(),
+    ) {
+        tracing::warn!(peer = %conn.peer, endpoint = "statement", error = %e, "wallet-sim: request refused");
+        return signed_error(&shared, StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
+    }
+    let request: protocol::StatementRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return signed_error(&shared, StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
+    };
+    let date = match request.check() {
+        Ok(d) => d,
+        Err(e) => return signed_error(&shared, StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
+    };
+    let all = lock(&shared.ledger).statement(date);
+    let after = usize::try_from(request.after.unwrap_or(0)).unwrap_or(usize::MAX);
+    let lines: Vec<_> = all
+        .iter()
+        .skip(after)
+        .take(protocol::STATEMENT_PAGE_LINES)
+        .cloned()
+        .collect();
+    let sent = after.saturating_add(lines.len());
+    let page = protocol::Statement {
+        date: request.date,
+        next: (sent < all.len()).then_some(sent as u64),
+        lines,
+    };
+    signed(&shared, StatusCode::OK, &page)
+}
+
+/// The discrepancies injected into the statement so far.
+async fn control_statement(
+    State(shared): State<Arc<Shared>>,
+    Extension(conn): Extension<Conn>,
+) -> Response {
+    if let Some(refused) = refuse_remote(&conn) {
+        return refused;
+    }
+    let edits = lock(&shared.ledger).statement_edits.clone();
+    Json(serde_json::json!({ "edits": edits })).into_response()
+}
+
+/// Injects a discrepancy into the statement (see `ledger::StatementEdit`).
+async fn control_edit_statement(
+    State(shared): State<Arc<Shared>>,
+    Extension(conn): Extension<Conn>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Some(refused) = refuse_remote(&conn) {
+        return refused;
+    }
+    let edit: StatementEdit = match body.map(|b| serde_json::from_slice(&b)) {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+        Err(r) => return json_error(StatusCode::BAD_REQUEST, "bad_request", &r.body_text()),
+    };
+    let done = lock(&shared.ledger).edit_statement(edit, shared.clock.now());
+    match done {
+        Ok(()) => {}
+        Err(Refusal::NotFound(m)) => return json_error(StatusCode::NOT_FOUND, "not_found", &m),
+        Err(Refusal::Conflict(m)) => return json_error(StatusCode::CONFLICT, "conflict", &m),
+        Err(Refusal::Full) => {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "full")
+        }
+    }
+    if let Err(e) = persist(&shared).await {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e);
+    }
+    let edits = lock(&shared.ledger).statement_edits.clone();
+    Json(serde_json::json!({ "edits": edits })).into_response()
 }
 
 /// The control endpoint answers only on loopback: it is unsigned and can move simulated money.

@@ -873,3 +873,104 @@ async fn run_simulator_stops_when_told() {
         .unwrap()
         .unwrap();
 }
+
+/// The daily statement over HTTP: every operation of the day in order, over several pages, each
+/// signed; an injected discrepancy changes the statement and nothing else; a refused edit or a
+/// bad date says why.
+#[tokio::test]
+async fn the_daily_statement_lists_every_operation_over_several_signed_pages() {
+    let sim = Simulator::start(config("statement")).await.unwrap();
+    let channel = channel(&sim);
+    // 450 payments and one refund: three pages of 200.
+    for i in 0..450 {
+        let tx = format!("2200000000000{i:05}");
+        assert_eq!(
+            outcome(&channel, pay(&tx, 1_000)).await,
+            ChannelOutcome::Approved
+        );
+    }
+    let first = "220000000000000000";
+    assert_eq!(
+        outcome(&channel, refund(first, "R-1", 300)).await,
+        ChannelOutcome::Approved
+    );
+    let today = chrono::Utc::now().date_naive();
+    let lines = channel.statement(today).await.unwrap();
+    assert_eq!(lines.len(), 451);
+    assert!(
+        lines.windows(2).all(|w| w[0].at <= w[1].at),
+        "in time order"
+    );
+    let refund_line = lines
+        .iter()
+        .find(|l| l.refund_no.as_deref() == Some("R-1"))
+        .unwrap();
+    assert_eq!(
+        (refund_line.amount_minor, refund_line.operation.as_str()),
+        (300, "refund")
+    );
+    // Another day holds none of them.
+    let yesterday = today.pred_opt().unwrap();
+    assert!(channel.statement(yesterday).await.unwrap().is_empty());
+
+    // The statement shows the refund otherwise; the wallet's own record stays as it was.
+    let (status, _) = control_post(
+        &sim,
+        "/control/statement",
+        json!({"kind": "amount", "operation": "refund", "transactionNo": first,
+               "refundNo": "R-1", "amountMinor": 350}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = control_post(
+        &sim,
+        "/control/statement",
+        json!({"kind": "otherDay", "operation": "pay", "transactionNo": first, "days": -1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let lines = channel.statement(today).await.unwrap();
+    assert_eq!(lines.len(), 450);
+    let refund_line = lines
+        .iter()
+        .find(|l| l.refund_no.as_deref() == Some("R-1"))
+        .unwrap();
+    assert_eq!(refund_line.amount_minor, 350);
+    let moved = channel.statement(yesterday).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].transaction_no, first);
+    let (_, order) = control_get(&sim, &format!("/control/orders/{first}")).await;
+    assert_eq!(order["refunds"]["R-1"]["amountMinor"], 300, "{order}");
+
+    // An edit naming nothing the wallet did is refused; so is a phantom of a real refund.
+    let (status, _) = control_post(
+        &sim,
+        "/control/statement",
+        json!({"kind": "missing", "operation": "refund", "transactionNo": first,
+               "refundNo": "R-404"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = control_post(
+        &sim,
+        "/control/statement",
+        json!({"kind": "phantomRefund", "transactionNo": first, "refundNo": "R-1"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // A date that is no calendar day is refused, signed.
+    let body = br#"{"date":"2026-02-30"}"#;
+    let now = chrono::Utc::now().timestamp();
+    let r = reqwest::Client::new()
+        .post(format!("{}{}", sim.base_url(), protocol::STATEMENT_PATH))
+        .header(protocol::TIMESTAMP_HEADER, now.to_string())
+        .header(protocol::SIGNATURE_HEADER, protocol::sign(KEY, now, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.headers().contains_key(protocol::SIGNATURE_HEADER));
+    sim.shutdown().await;
+}

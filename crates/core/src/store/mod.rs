@@ -9,6 +9,8 @@
 //! - [`CredentialStore`]: merchants, stores, apps, terminals and once-only request keys.
 //! - [`TerminalStore`]: terminal presence, handshake nonces and terminal commands.
 //! - [`ReplayStore`]: the exact-replay guard's memory of signed requests.
+//! - [`BooksStore`]: the books: fee plans, the booked operations page by page, reconciliation
+//!   runs and their cases.
 //!
 //! [`Store`] is all four, with the store's life (commit counters, health, backlog, close).
 //! Each backend is one struct implementing every part, so a part can be handed to a component
@@ -18,6 +20,9 @@ mod writes;
 
 pub use writes::*;
 
+use crate::books::{
+    BookEntry, BookQuery, CaseFilter, CaseRecord, FeePlan, LineKey, NewCase, RunRecord,
+};
 use crate::model::*;
 use crate::replay::StoredAnswer;
 use crate::terminal::{CommandOutcome, CommandRecord, Presence, TerminalRow};
@@ -378,6 +383,57 @@ pub trait ReplayStore: Send + Sync + 'static {
     async fn forget_replays(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
+/// The books: fee plans, the operations the gateway booked, and reconciliations with the
+/// wallet's statement and the cases they open (see `crate::books`).
+#[async_trait]
+pub trait BooksStore: Send + Sync + 'static {
+    /// Sets (or clears, back to no fees) a merchant's fee plan.
+    async fn set_fee_plan(&self, merchant_id: i64, plan: Option<FeePlan>)
+        -> Result<(), StoreError>;
+    /// A merchant's fee plan; `None` when it has none (no fees).
+    async fn fee_plan(&self, merchant_id: i64) -> Result<Option<FeePlan>, StoreError>;
+    /// Every merchant, by number.
+    async fn merchants(&self) -> Result<Vec<MerchantRecord>, StoreError>;
+    /// One page of booked operations, ordered by (time, id), after `query.after`.
+    async fn book_entries(&self, query: &BookQuery) -> Result<Vec<BookEntry>, StoreError>;
+    /// How many entries `query` lists over all its pages.
+    async fn count_book_entries(&self, query: &BookQuery) -> Result<i64, StoreError>;
+    /// What the gateway booked for an operation the wallet knows by `key`, on any day (the
+    /// latest, for a cancel tried twice).
+    async fn book_entry_of(&self, key: &LineKey) -> Result<Option<BookEntry>, StoreError>;
+    /// Claims the reconciliation of `day` and `scope` for `node`: answers the run to do, or
+    /// `None` when another node has it (claimed since `stale_before`) or it is done. `again`
+    /// (an operator's explicit run) takes a finished run again.
+    async fn claim_reconciliation(
+        &self,
+        day: chrono::NaiveDate,
+        scope: &str,
+        node: &str,
+        at: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        again: bool,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Records what a claimed run found, in one transaction: opens a case per finding that has
+    /// none yet (running a day again opens nothing twice) and marks the run done with its
+    /// counts (or failed, with `error`). Answers how many cases are new.
+    async fn finish_reconciliation(
+        &self,
+        run: &RunRecord,
+        cases: Vec<NewCase>,
+    ) -> Result<u64, StoreError>;
+    async fn reconciliation(
+        &self,
+        day: chrono::NaiveDate,
+        scope: &str,
+    ) -> Result<Option<RunRecord>, StoreError>;
+    async fn cases(&self, filter: &CaseFilter) -> Result<Vec<CaseRecord>, StoreError>;
+    async fn case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError>;
+    /// Closes an open case with the operator's note; false when it is not open.
+    async fn close_case(&self, id: i64, note: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// How many cases are open (a metric).
+    async fn open_cases(&self) -> Result<i64, StoreError>;
+}
+
 /// The whole store: every part, and its life.
 /// The console's users, sessions and audit log, and the search of payments it lists.
 #[async_trait]
@@ -478,7 +534,13 @@ pub trait ConsoleStore: Send + Sync + 'static {
 
 #[async_trait]
 pub trait Store:
-    PaymentStore + OutboxStore + CredentialStore + TerminalStore + ReplayStore + ConsoleStore
+    PaymentStore
+    + OutboxStore
+    + CredentialStore
+    + TerminalStore
+    + ReplayStore
+    + ConsoleStore
+    + BooksStore
 {
     /// Write operations committed and durable commits made since start.
     fn commit_stats(&self) -> CommitStats;

@@ -38,6 +38,11 @@ pub const TERMINALS_ONLINE: &str = "tillgate_terminals_online";
 /// Wallet calls, by `operation` and `outcome` (approved, declined, unknown).
 pub const WALLET_CALLS: &str = "tillgate_wallet_calls_total";
 pub const WALLET_SECONDS: &str = "tillgate_wallet_call_duration_seconds";
+/// Reconciliation cases open (differences between the gateway's books and a wallet's
+/// statement that no operator has closed).
+pub const CASES_OPEN: &str = "tillgate_reconciliation_cases_open";
+/// Reconciliation runs, by `outcome` (clean, mismatched, failed).
+pub const RECONCILIATIONS: &str = "tillgate_reconciliations_total";
 
 /// Buckets of the durations, in seconds: a signed request answers in milliseconds, a wallet
 /// or a notification may take its whole time-out.
@@ -134,6 +139,14 @@ fn describe() {
         Unit::Seconds,
         "Time of one wallet call, by operation."
     );
+    describe_gauge!(
+        CASES_OPEN,
+        "Reconciliation cases open: differences between the books and a wallet's statement."
+    );
+    describe_counter!(
+        RECONCILIATIONS,
+        "Reconciliation runs of this node, by outcome (clean, mismatched, failed)."
+    );
 }
 
 /// Brings what is read rather than counted up to date: the store's commit counters, the
@@ -157,5 +170,10 @@ pub async fn scrape(
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "metrics: the store's backlog could not be read"),
         Err(_) => tracing::warn!("metrics: the store's backlog did not come in time"),
+    }
+    match tokio::time::timeout(within, store.open_cases()).await {
+        Ok(Ok(n)) => metrics::gauge!(CASES_OPEN).set(n as f64),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: open cases could not be counted"),
+        Err(_) => tracing::warn!("metrics: the count of open cases did not come in time"),
     }
 }
