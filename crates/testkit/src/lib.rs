@@ -8,6 +8,7 @@ mod channel;
 mod hub;
 pub mod pg;
 mod requests;
+pub mod sim;
 mod stored;
 
 pub use channel::{OpKind, ScriptedWallet};
