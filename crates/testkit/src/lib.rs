@@ -5,6 +5,7 @@
 //! wallet and the terminals: no store is mocked.
 
 mod channel;
+pub mod fuzz;
 mod hub;
 pub mod pg;
 mod requests;

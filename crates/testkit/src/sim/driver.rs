@@ -79,6 +79,7 @@ pub(super) struct Sim {
     pub touched: Vec<usize>,
     pub report: SimReport,
     next_ref: u64,
+    step_no: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -240,6 +241,7 @@ impl Sim {
                 ..SimReport::default()
             },
             next_ref: 0,
+            step_no: 0,
         }
     }
 
@@ -257,6 +259,7 @@ impl Sim {
 
     /// Records a step and its outcome in the trace (and its digest).
     pub fn note(&mut self, line: String) {
+        let line = format!("step {}: {line}", self.step_no);
         line.hash(&mut self.hasher);
         lock(&self.trace).push(line);
     }
@@ -267,8 +270,9 @@ impl Sim {
             let secs = self.rng.below(90) as i64;
             self.clock.advance(Duration::seconds(secs));
             self.touched.clear();
+            self.step_no = step;
             let kind = STEPS[self.rng.weighted(&weights)].0;
-            let all = self.step(step, kind).await;
+            let all = self.step(kind).await;
             self.check(all || step % 16 == 15).await;
         }
         self.quiesce().await;
@@ -288,9 +292,9 @@ impl Sim {
     }
 
     /// Runs one step; true when it may have touched any payment.
-    async fn step(&mut self, step: usize, kind: Step) -> bool {
+    async fn step(&mut self, kind: Step) -> bool {
         match kind {
-            Step::Add => self.add(step).await,
+            Step::Add => self.add().await,
             Step::AddReplay => self.add_replay(false).await,
             Step::AddKeyReused => self.add_replay(true).await,
             Step::Pay => self.pay(false).await,
@@ -309,14 +313,14 @@ impl Sim {
                 return true;
             }
             Step::Crash => {
-                self.note(format!("{step}: gateway crash between requests"));
+                self.note(format!("gateway crash between requests"));
                 self.reboot().await;
                 return true;
             }
             Step::ClockJump => {
                 let hours = 1 + self.rng.below(5) as i64;
                 self.clock.advance(Duration::hours(hours));
-                self.note(format!("{step}: {hours} h pass"));
+                self.note(format!("{hours} h pass"));
             }
         }
         false
@@ -356,7 +360,7 @@ impl Sim {
         };
         self.wallet.crash_armed.store(false, Ordering::SeqCst);
         if out.is_none() {
-            self.note("  gateway crashed inside the wallet call".into());
+            self.note("gateway crashed inside the wallet call".into());
             self.reboot().await;
         }
         out
@@ -447,7 +451,7 @@ impl Sim {
         i
     }
 
-    async fn add(&mut self, step: usize) {
+    async fn add(&mut self) {
         let m = self.pick_merchant();
         let req = self.add_request(m, false);
         let merchant = self.merchants[m].rec.clone();
@@ -457,7 +461,7 @@ impl Sim {
                 assert!(!o.replayed, "a new reference was answered as a replay");
                 let i = self.track(m, req, &o.value);
                 self.note(format!(
-                    "{step}: add p{i} {} of m{m}",
+                    "add p{i} {} of m{m}",
                     o.value.payment.amount().minor()
                 ));
             }
@@ -491,7 +495,7 @@ impl Sim {
             (true, Err(LifecycleError::KeyReused)) => {}
             (_, other) => panic!("add again (other parameters: {other_params}): {other:?}"),
         }
-        self.note(format!("  add again p{i} other={other_params}: ok"));
+        self.note(format!("add again p{i} other={other_params}: ok"));
     }
 
     async fn pay(&mut self, replay: bool) {
@@ -550,7 +554,7 @@ impl Sim {
                 format!("refused {e}")
             }
         };
-        self.note(format!("  pay p{i} (replay {replay}): {line}"));
+        self.note(format!("pay p{i} (replay {replay}): {line}"));
     }
 
     async fn terminal_sale(&mut self) {
@@ -585,7 +589,7 @@ impl Sim {
             }
             Err(e) => panic!("terminal sale ({plan:?}): {e}"),
         };
-        self.note(format!("  terminal sale p{i} {plan:?}: {line}"));
+        self.note(format!("terminal sale p{i} {plan:?}: {line}"));
     }
 
     async fn refund(&mut self) {
@@ -854,7 +858,7 @@ impl Sim {
             }
             (_, other) => panic!("query (other merchant: {other_merchant}): {other:?}"),
         }
-        self.note(format!("  query p{i} other={other_merchant}: ok"));
+        self.note(format!("query p{i} other={other_merchant}: ok"));
     }
 
     /// Delivers one of the wallet's late answers, as its callback would.
@@ -915,7 +919,7 @@ impl Sim {
         };
         if let Some(i) = self.pays.iter().position(|p| p.transaction_no == tx) {
             self.touched.push(i);
-            self.note(format!("  callback p{i} {line}"));
+            self.note(format!("callback p{i} {line}"));
         }
     }
 
@@ -982,7 +986,7 @@ impl Sim {
             }
         }
         self.report.janitor_resolved += resolved;
-        self.note(format!("  janitor: {} due, {resolved} resolved", due.len()));
+        self.note(format!("janitor: {} due, {resolved} resolved", due.len()));
     }
 
     /// The end: the wallet stops failing, its late answers arrive, silent terminals report,

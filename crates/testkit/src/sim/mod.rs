@@ -52,10 +52,9 @@ pub fn steps() -> usize {
 }
 
 /// The command that replays `seed`.
-pub fn replay_command(seed: u64) -> String {
+pub fn replay_command(seed: u64, steps: usize) -> String {
     format!(
-        "TILLGATE_SIM_SEED={seed} TILLGATE_SIM_STEPS={} cargo test -p tillgate-core --test sim -- --nocapture",
-        steps()
+        "TILLGATE_SIM_SEED={seed} TILLGATE_SIM_STEPS={steps} cargo test -p tillgate-core --test sim -- --nocapture"
     )
 }
 
@@ -83,7 +82,7 @@ pub fn run_seed(seed: u64, steps: usize) -> SimReport {
             let tail = lines[lines.len().saturating_sub(25)..].join("\n  ");
             panic!(
                 "simulation seed {seed} failed: {message}\nlast steps:\n  {tail}\nreplay: {}",
-                replay_command(seed)
+                replay_command(seed, steps)
             );
         }
     }
