@@ -246,6 +246,7 @@ fn pockyt_endpoints_answer_every_input_with_a_precise_code() {
         (kit, router, t)
     });
     let seeds = seeds(&transaction_no);
+    let tally = fuzz::Tally::default();
     fuzz::run("pockyt endpoints", input(seeds.len()), |case| {
         let (route, body, form) = match &case {
             Input::Bytes { route, body, form } => (*route, body.clone(), *form),
@@ -291,6 +292,7 @@ fn pockyt_endpoints_answer_every_input_with_a_precise_code() {
         let (status, answer) =
             rt.block_on(fuzz::call(&router, ROUTES[route], Some(ct), body.clone()));
         let code = answer["ret_code"].as_str().unwrap_or("");
+        tally.add(code);
         prop_assert!(
             status.as_u16() < 500,
             "status {} for {:?}: {}",
@@ -315,5 +317,6 @@ fn pockyt_endpoints_answer_every_input_with_a_precise_code() {
         }
         Ok(())
     });
+    tally.print("pockyt endpoints");
     drop(kit);
 }

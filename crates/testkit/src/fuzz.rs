@@ -215,3 +215,82 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("a runtime")
 }
+
+/// A change to one field of a request that is signed again afterwards.
+#[derive(Debug, Clone)]
+pub enum FieldOp {
+    Remove(usize),
+    Set(usize, serde_json::Value),
+    Add(String, serde_json::Value),
+}
+
+/// A value of a JSON field: a weird string, a number at the limits, or another JSON kind.
+pub fn weird_json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value as Json;
+    prop_oneof![
+        4 => weird_value().prop_map(Json::String),
+        1 => any::<i64>().prop_map(Json::from),
+        1 => Just(Json::from(u64::MAX)),
+        1 => Just(serde_json::json!(1.5e300)),
+        1 => Just(Json::Null),
+        1 => any::<bool>().prop_map(Json::Bool),
+        1 => Just(serde_json::json!([1, "a"])),
+        1 => Just(serde_json::json!({"k": "v"})),
+    ]
+}
+
+/// One field change; added fields are named from `names` or at random.
+pub fn field_op(names: &'static [&'static str]) -> impl Strategy<Value = FieldOp> {
+    let name = prop_oneof![
+        3 => (0..names.len()).prop_map(move |i| names[i].to_owned()),
+        1 => "[A-Za-z_]{1,12}",
+    ];
+    prop_oneof![
+        any::<usize>().prop_map(FieldOp::Remove),
+        (any::<usize>(), weird_json()).prop_map(|(i, v)| FieldOp::Set(i, v)),
+        (name, weird_json()).prop_map(|(k, v)| FieldOp::Add(k, v)),
+    ]
+}
+
+/// `fields` with `ops` applied in turn.
+pub fn apply_ops(
+    mut fields: Vec<(String, serde_json::Value)>,
+    ops: &[FieldOp],
+) -> Vec<(String, serde_json::Value)> {
+    for op in ops {
+        match op {
+            FieldOp::Remove(i) if !fields.is_empty() => {
+                let n = fields.len();
+                fields.remove(i % n);
+            }
+            FieldOp::Set(i, v) if !fields.is_empty() => {
+                let n = fields.len();
+                fields[i % n].1 = v.clone();
+            }
+            FieldOp::Add(k, v) => {
+                fields.retain(|(name, _)| name != k);
+                fields.push((k.clone(), v.clone()));
+            }
+            _ => {}
+        }
+    }
+    fields
+}
+
+/// How often each answer code came, to show how deep the inputs reached.
+#[derive(Default)]
+pub struct Tally(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl Tally {
+    pub fn add(&self, code: impl Into<String>) {
+        let mut codes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *codes.entry(code.into()).or_default() += 1;
+    }
+
+    /// Prints the codes seen, as `code×count`.
+    pub fn print(&self, name: &str) {
+        let codes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let line: Vec<String> = codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+        eprintln!("fuzz {name}: answers {}", line.join(" "));
+    }
+}
