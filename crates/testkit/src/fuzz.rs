@@ -109,12 +109,12 @@ pub enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 1u8..=255).prop_map(|(at, bits)| Mutation::Flip { at, bits }),
-        (at.clone(), proptest::collection::vec(any::<u8>(), 1..8))
+        (at, 1u8..=255).prop_map(|(at, bits)| Mutation::Flip { at, bits }),
+        (at, proptest::collection::vec(any::<u8>(), 1..8))
             .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        (at.clone(), 0..TOKENS.len()).prop_map(|(at, token)| Mutation::Token { at, token }),
-        (at.clone(), 1usize..16).prop_map(|(at, len)| Mutation::Delete { at, len }),
-        at.clone().prop_map(|at| Mutation::Truncate { at }),
+        (at, 0..TOKENS.len()).prop_map(|(at, token)| Mutation::Token { at, token }),
+        (at, 1usize..16).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        at.prop_map(|at| Mutation::Truncate { at }),
         (at, 1usize..32).prop_map(|(at, len)| Mutation::Duplicate { at, len }),
     ]
 }

@@ -266,6 +266,8 @@ impl Sim {
 
     pub async fn run(mut self, steps: usize) -> SimReport {
         let weights: Vec<u64> = STEPS.iter().map(|(_, w)| *w).collect();
+        let merchants = self.merchants.len();
+        self.note(format!("seed {}: {merchants} merchants", self.seed));
         for step in 0..steps {
             let secs = self.rng.below(90) as i64;
             self.clock.advance(Duration::seconds(secs));
@@ -282,7 +284,6 @@ impl Sim {
         self.report.payments = self.pays.len();
         self.report.world = lock(&self.world).stats.clone();
         self.report.trace_digest = self.hasher.finish();
-        let _ = self.seed;
         if let Some(gw) = self.gw.take() {
             gw.store.close().await;
             gw.events.abort();
@@ -313,7 +314,7 @@ impl Sim {
                 return true;
             }
             Step::Crash => {
-                self.note(format!("gateway crash between requests"));
+                self.note("gateway crash between requests".to_owned());
                 self.reboot().await;
                 return true;
             }
