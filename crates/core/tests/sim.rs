@@ -11,7 +11,7 @@ fn shard(i: u64) {
     eprintln!(
         "sim shard {i}: {} seeds, {} steps, {} payments, {} refunds, {} cancels, {} gateway crashes \
          ({} inside a wallet call), {} callbacks, {} janitor resolutions, {} terminal reports, \
-         {} idempotent replays checked, in {:?}",
+         {} idempotent replays checked, {} late cancel callbacks during a later cancel, in {:?}",
         reports.len(),
         sum(|r| r.steps as u64),
         sum(|r| r.payments as u64),
@@ -23,6 +23,7 @@ fn shard(i: u64) {
         sum(|r| r.janitor_resolved),
         sum(|r| r.terminal_reports),
         sum(|r| r.idempotent_replays),
+        sum(|r| r.world.stale_cancel_callbacks),
         started.elapsed()
     );
 }

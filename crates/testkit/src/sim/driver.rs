@@ -892,10 +892,12 @@ impl Sim {
             }
             Callback::Cancel {
                 transaction_no,
+                cancel_no,
                 outcome,
+                attempt,
             } => {
-                // As the gateway's callback endpoint does: the wallet names the transaction,
-                // the cancel in progress is the one it answers.
+                // As the gateway's callback endpoint does: the cancel the callback names, else
+                // the transaction's cancel in progress.
                 let p = store
                     .payment_by_transaction_no(&transaction_no)
                     .await
@@ -905,11 +907,27 @@ impl Sim {
                     .cancels_of(p.id)
                     .await
                     .unwrap_or_else(|e| panic!("read: {e}"));
+                let named = cancels.iter().find(|c| c.cancel_no == cancel_no);
                 let open = cancels
                     .iter()
                     .rev()
                     .find(|c| c.state == CancelState::InProgress);
-                if let Some(c) = open {
+                let target = named.or(open);
+                let later = lock(&self.world)
+                    .accounts
+                    .get(&transaction_no)
+                    .map_or(0, |a| a.cancels)
+                    > attempt;
+                if later && open.is_some() {
+                    lock(&self.world).stats.stale_cancel_callbacks += 1;
+                }
+                if let Some(c) = target {
+                    // A wallet's answer settles only the operation it reports on.
+                    assert_eq!(
+                        c.cancel_no, cancel_no,
+                        "a late answer of cancel {cancel_no} would settle cancel {}",
+                        c.cancel_no
+                    );
                     match app.wallet_settles_cancel(&c.cancel_no, outcome).await {
                         Ok(_) | Err(LifecycleError::Rejected(Rejection::Replay)) => {}
                         Err(e) => panic!("cancel callback: {e}"),

@@ -67,6 +67,8 @@ pub struct Account {
     pub closed: bool,
     /// What became of the transaction's last cancel (close or reverse).
     pub cancel: Option<ChannelOutcome>,
+    /// How many cancels of the transaction reached the wallet or a terminal.
+    pub cancels: u32,
 }
 
 /// A late answer the wallet still owes the gateway (a callback).
@@ -84,6 +86,10 @@ pub enum Callback {
     Cancel {
         transaction_no: String,
         outcome: ChannelOutcome,
+        /// The gateway's number of the cancel, as the wallet was told it.
+        cancel_no: String,
+        /// Which of the transaction's cancels it reports on (the wallet's own count).
+        attempt: u32,
     },
 }
 
@@ -126,6 +132,9 @@ pub struct WorldStats {
     pub gateway_crashes: u64,
     pub queries_unanswered: u64,
     pub terminal_commands: u64,
+    /// Late cancel callbacks that arrived while a later cancel of the same transaction was in
+    /// progress (they name their own cancel, which must be the one they settle).
+    pub stale_cancel_callbacks: u64,
 }
 
 impl World {
@@ -183,6 +192,7 @@ impl World {
             ChannelOutcome::Declined
         };
         acct.cancel = Some(outcome);
+        acct.cancels += 1;
         outcome
     }
 
@@ -331,9 +341,22 @@ impl Channel for SimWallet {
                         refund_no: refund_no.clone(),
                         outcome,
                     },
-                    ChannelOp::Close { transaction_no, .. }
-                    | ChannelOp::Reverse { transaction_no, .. }
-                    | ChannelOp::Query { transaction_no, .. } => Callback::Cancel {
+                    ChannelOp::Close {
+                        transaction_no,
+                        cancel_no,
+                        ..
+                    }
+                    | ChannelOp::Reverse {
+                        transaction_no,
+                        cancel_no,
+                        ..
+                    } => Callback::Cancel {
+                        transaction_no: transaction_no.clone(),
+                        cancel_no: cancel_no.clone(),
+                        outcome,
+                        attempt: w.accounts.get(transaction_no).map_or(0, |a| a.cancels),
+                    },
+                    ChannelOp::Query { transaction_no, .. } => Callback::Payment {
                         transaction_no: transaction_no.clone(),
                         outcome,
                     },
