@@ -80,6 +80,7 @@ pub(super) struct Sim {
     pub report: SimReport,
     next_ref: u64,
     step_no: usize,
+    mix: super::Mix,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -145,7 +146,7 @@ const CURRENCIES: [&str; 4] = ["USD", "EUR", "CNY", "JPY"];
 
 /// The steps and their weights.
 #[derive(Debug, Clone, Copy)]
-enum Step {
+pub(super) enum Step {
     Add,
     AddReplay,
     AddKeyReused,
@@ -165,7 +166,7 @@ enum Step {
     ClockJump,
 }
 
-const STEPS: [(Step, u64); 17] = [
+pub(super) const STEPS: [(Step, u64); 17] = [
     (Step::Add, 14),
     (Step::AddReplay, 3),
     (Step::AddKeyReused, 2),
@@ -186,7 +187,7 @@ const STEPS: [(Step, u64); 17] = [
 ];
 
 impl Sim {
-    pub async fn new(seed: u64, trace: Arc<Mutex<Vec<String>>>) -> Sim {
+    pub async fn new(seed: u64, mix: super::Mix, trace: Arc<Mutex<Vec<String>>>) -> Sim {
         let world = Arc::new(Mutex::new(World::new(seed)));
         let wallet = Arc::new(SimWallet::new(world.clone()));
         let clock = Arc::new(ManualClock::new(crate::start()));
@@ -242,6 +243,7 @@ impl Sim {
             },
             next_ref: 0,
             step_no: 0,
+            mix,
         }
     }
 
@@ -265,7 +267,7 @@ impl Sim {
     }
 
     pub async fn run(mut self, steps: usize) -> SimReport {
-        let weights: Vec<u64> = STEPS.iter().map(|(_, w)| *w).collect();
+        let weights: Vec<u64> = STEPS.iter().map(|(s, w)| self.mix.weight(*s, *w)).collect();
         let merchants = self.merchants.len();
         self.note(format!("seed {}: {merchants} merchants", self.seed));
         for step in 0..steps {

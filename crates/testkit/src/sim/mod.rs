@@ -22,6 +22,34 @@ use std::sync::{Arc, Mutex};
 pub const DEFAULT_SEEDS: u64 = 64;
 pub const DEFAULT_STEPS: usize = 250;
 
+/// How often each kind of step comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Every kind of step (the default).
+    All,
+    /// Cancels and the wallet's late answers five times as often: retries of failed cancels
+    /// with answers still on their way (where a late answer once settled the wrong cancel).
+    Cancels,
+}
+
+impl Mix {
+    /// The mix of `TILLGATE_SIM_MIX` (`cancels`), else [`Mix::All`].
+    pub fn from_env() -> Mix {
+        match std::env::var("TILLGATE_SIM_MIX").as_deref() {
+            Ok("cancels") => Mix::Cancels,
+            _ => Mix::All,
+        }
+    }
+
+    fn weight(self, step: driver::Step, weight: u64) -> u64 {
+        match (self, step) {
+            (Mix::Cancels, driver::Step::Cancel) => weight * 5,
+            (Mix::Cancels, driver::Step::Callback) => weight * 2,
+            _ => weight,
+        }
+    }
+}
+
 /// What one seed did.
 #[derive(Debug, Clone, Default)]
 pub struct SimReport {
@@ -52,15 +80,19 @@ pub fn steps() -> usize {
 }
 
 /// The command that replays `seed`.
-pub fn replay_command(seed: u64, steps: usize) -> String {
+pub fn replay_command(seed: u64, steps: usize, mix: Mix) -> String {
+    let mix = match mix {
+        Mix::All => "",
+        Mix::Cancels => "TILLGATE_SIM_MIX=cancels ",
+    };
     format!(
-        "TILLGATE_SIM_SEED={seed} TILLGATE_SIM_STEPS={steps} cargo test -p tillgate-core --test sim -- --nocapture"
+        "{mix}TILLGATE_SIM_SEED={seed} TILLGATE_SIM_STEPS={steps} cargo test -p tillgate-core --test sim -- --nocapture"
     )
 }
 
 /// Runs one seed to the end on a current-thread runtime; panics (with the trace's last steps
 /// and the command that replays it) when an invariant breaks.
-pub fn run_seed(seed: u64, steps: usize) -> SimReport {
+pub fn run_seed(seed: u64, steps: usize, mix: Mix) -> SimReport {
     let trace = Arc::new(Mutex::new(Vec::new()));
     let shared = trace.clone();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
@@ -68,7 +100,7 @@ pub fn run_seed(seed: u64, steps: usize) -> SimReport {
             .enable_all()
             .build()
             .expect("a runtime");
-        runtime.block_on(async move { driver::Sim::new(seed, shared).await.run(steps).await })
+        runtime.block_on(async move { driver::Sim::new(seed, mix, shared).await.run(steps).await })
     }));
     match outcome {
         Ok(report) => report,
@@ -82,23 +114,24 @@ pub fn run_seed(seed: u64, steps: usize) -> SimReport {
             let tail = lines[lines.len().saturating_sub(25)..].join("\n  ");
             panic!(
                 "simulation seed {seed} failed: {message}\nlast steps:\n  {tail}\nreplay: {}",
-                replay_command(seed, steps)
+                replay_command(seed, steps, mix)
             );
         }
     }
 }
 
-/// Runs shard `shard` of `shards` of the seeds (`0..TILLGATE_SIM_SEEDS`, or the one of
-/// `TILLGATE_SIM_SEED` on shard 0 only) and answers their reports.
-pub fn run_shard(shard: u64, shards: u64) -> Vec<SimReport> {
+/// Runs shard `shard` of `shards` of the seeds of `mix` (`0..n`, where `n` is
+/// `TILLGATE_SIM_SEEDS` divided by `divisor`, or the one of `TILLGATE_SIM_SEED` on shard 0 of
+/// the mix of `TILLGATE_SIM_MIX` only) and answers their reports.
+pub fn run_shard(shard: u64, shards: u64, mix: Mix, divisor: u64) -> Vec<SimReport> {
     let steps = steps();
     let seeds: Vec<u64> = match env_u64("TILLGATE_SIM_SEED") {
-        Some(seed) if shard == 0 => vec![seed],
+        Some(seed) if shard == 0 && mix == Mix::from_env() => vec![seed],
         Some(_) => Vec::new(),
         None => {
-            let n = env_u64("TILLGATE_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+            let n = env_u64("TILLGATE_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS) / divisor.max(1);
             (0..n).filter(|s| s % shards == shard).collect()
         }
     };
-    seeds.into_iter().map(|s| run_seed(s, steps)).collect()
+    seeds.into_iter().map(|s| run_seed(s, steps, mix)).collect()
 }
