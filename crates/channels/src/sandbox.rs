@@ -87,9 +87,10 @@ impl SandboxWallet {
                         refund_no: refund_no.clone(),
                         amount,
                     },
-                    QueryTarget::Cancel { .. } => ChannelOp::Close {
+                    QueryTarget::Cancel { cancel_no } => ChannelOp::Close {
                         transaction_no,
                         amount,
+                        cancel_no: cancel_no.clone(),
                     },
                 })
             }

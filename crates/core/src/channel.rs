@@ -17,11 +17,15 @@ pub enum ChannelOp {
     Close {
         transaction_no: String,
         amount: Money,
+        /// The gateway's cancel this is, so that the wallet's late answer can name it (a
+        /// transaction may see a cancel fail and another one asked).
+        cancel_no: String,
     },
     /// Return the full amount of a transaction paid today.
     Reverse {
         transaction_no: String,
         amount: Money,
+        cancel_no: String,
     },
     /// Return part or all of a paid transaction.
     Refund {

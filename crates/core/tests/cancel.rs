@@ -89,6 +89,7 @@ async fn a_paid_payment_is_reversed_in_full_on_its_business_day_and_the_merchant
             ChannelOp::Reverse {
                 transaction_no,
                 amount,
+                ..
             } => Some((transaction_no, amount)),
             _ => None,
         })
@@ -425,4 +426,47 @@ async fn asking_again_for_a_reversal_done_on_the_terminal_answers_with_it_while_
     let offline = cancel_on_terminal(&kit, &m, &other).await;
     assert!(matches!(offline, Err(LifecycleError::TerminalOffline)));
     assert!(kit.cancels(other.id).await.is_empty());
+}
+
+/// Found by the simulation: a wallet's late (or repeated) answer to a cancel that failed,
+/// arriving while the merchant's next cancel of the same transaction waited for the wallet,
+/// was taken for the next one's answer, because the wallet was never told which cancel it was
+/// answering. The wallet is now told the cancel's number, so its callback can name it.
+#[tokio::test]
+async fn the_wallet_is_told_which_cancel_it_carries_out() {
+    let (kit, m, wallet) = kit("cancel-number").await;
+    let p = kit.added_and_paid(&m, "order-1", usd(4_200)).await;
+    wallet.answer_to(OpKind::Cancel, ChannelOutcome::Declined);
+    let first = cancel(&kit, &m, &p, CancelIntent::Cancel)
+        .await
+        .unwrap()
+        .value
+        .1;
+    assert_eq!(first.state, CancelState::Failed);
+    wallet.answer_to(OpKind::Cancel, ChannelOutcome::Unknown);
+    let second = cancel(&kit, &m, &p, CancelIntent::Cancel)
+        .await
+        .unwrap()
+        .value
+        .1;
+    assert_eq!(second.state, CancelState::InProgress);
+    let told: Vec<String> = wallet
+        .asked()
+        .into_iter()
+        .filter_map(|op| match op {
+            ChannelOp::Reverse { cancel_no, .. } => Some(cancel_no),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, [first.cancel_no, second.cancel_no.clone()]);
+    // The first cancel's answer again changes nothing of the second.
+    let again = kit
+        .app
+        .wallet_settles_cancel(&told[0], ChannelOutcome::Declined)
+        .await;
+    assert!(
+        matches!(again, Err(LifecycleError::Rejected(Rejection::Replay))),
+        "{again:?}"
+    );
+    assert_eq!(kit.cancels(p.id).await[1].state, CancelState::InProgress);
 }

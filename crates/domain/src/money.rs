@@ -143,7 +143,12 @@ impl Money {
             return Err(AmountError::Empty);
         }
         if let Some(rest) = text.strip_prefix('-') {
-            // Report a negative number as such, and garbage after a minus sign as garbage.
+            // Report a negative number as such, and garbage after a minus sign as garbage. A
+            // second sign is garbage at once: the recursion below goes one level deep only, so
+            // a long run of signs cannot overflow the stack.
+            if rest.starts_with('-') {
+                return Err(AmountError::NotADecimal);
+            }
             return match Money::parse(rest, currency) {
                 Ok(m) if m.minor == 0 => Err(AmountError::NotADecimal),
                 Ok(_) | Err(AmountError::TooManyDecimals { .. }) | Err(AmountError::Overflow) => {

@@ -5,9 +5,11 @@
 //! wallet and the terminals: no store is mocked.
 
 mod channel;
+pub mod fuzz;
 mod hub;
 pub mod pg;
 mod requests;
+pub mod sim;
 mod stored;
 
 pub use channel::{OpKind, ScriptedWallet};

@@ -98,12 +98,14 @@ impl HttpChannel {
     }
 
     fn call_of(op: &ChannelOp) -> Result<Call, serde_json::Error> {
-        fn cancel(transaction_no: &str, amount: &Money) -> CancelRequest {
+        // The cancel's number goes along, so that the wallet's callback names the cancel it
+        // answers (not whichever of the transaction's cancels is in progress then).
+        fn cancel(transaction_no: &str, amount: &Money, cancel_no: &str) -> CancelRequest {
             CancelRequest {
                 transaction_no: transaction_no.to_owned(),
                 amount_minor: amount.minor(),
                 currency: amount.currency().code().to_owned(),
-                cancel_no: None,
+                cancel_no: Some(cancel_no.to_owned()),
             }
         }
         Ok(match op {
@@ -129,10 +131,11 @@ impl HttpChannel {
             ChannelOp::Close {
                 transaction_no,
                 amount,
+                cancel_no,
             } => Call {
                 operation: "close",
                 path: protocol::CLOSE_PATH,
-                body: serde_json::to_vec(&cancel(transaction_no, amount))?,
+                body: serde_json::to_vec(&cancel(transaction_no, amount, cancel_no))?,
                 transaction_no: transaction_no.clone(),
                 refund_no: None,
                 amount: Some(*amount),
@@ -140,10 +143,11 @@ impl HttpChannel {
             ChannelOp::Reverse {
                 transaction_no,
                 amount,
+                cancel_no,
             } => Call {
                 operation: "reverse",
                 path: protocol::REVERSE_PATH,
-                body: serde_json::to_vec(&cancel(transaction_no, amount))?,
+                body: serde_json::to_vec(&cancel(transaction_no, amount, cancel_no))?,
                 transaction_no: transaction_no.clone(),
                 refund_no: None,
                 amount: Some(*amount),

@@ -207,6 +207,7 @@ async fn every_operation_gets_the_sandbox_answer_over_http() {
     let close = |tx: &str, minor| ChannelOp::Close {
         transaction_no: tx.into(),
         amount: usd(minor),
+        cancel_no: format!("c-{tx}"),
     };
     assert_eq!(
         outcome(&ch, close("t5", 1000)).await,
@@ -223,6 +224,7 @@ async fn every_operation_gets_the_sandbox_answer_over_http() {
     let reverse = ChannelOp::Reverse {
         transaction_no: "t7".into(),
         amount: usd(2000),
+        cancel_no: "c-t7".into(),
     };
     assert_eq!(outcome(&ch, reverse).await, ChannelOutcome::Approved);
 
@@ -657,6 +659,7 @@ async fn a_pending_payment_is_called_back_once_decided_and_twice_under_the_dupli
     let close = ChannelOp::Close {
         transaction_no: "t3".into(),
         amount: usd(153),
+        cancel_no: "c-t3".into(),
     };
     assert_eq!(outcome(&ch, close).await, ChannelOutcome::Unknown);
     wait_until("the cancel's callback", || async {

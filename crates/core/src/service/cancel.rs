@@ -73,14 +73,17 @@ impl Lifecycle {
         }
         let transaction_no = payment.transaction_no.clone();
         let amount = payment.payment.amount();
+        let cancel_no = cancel.cancel_no.clone();
         let op = match cancel.kind {
             CancelKind::Void | CancelKind::Close => ChannelOp::Close {
                 transaction_no,
                 amount,
+                cancel_no,
             },
             CancelKind::Reverse => ChannelOp::Reverse {
                 transaction_no,
                 amount,
+                cancel_no,
             },
         };
         let reply = self.channel_for(&payment.merchant_no).execute(op).await;
