@@ -195,27 +195,9 @@ async fn shop_from(page: std::sync::Arc<std::sync::Mutex<String>>) -> String {
     base
 }
 
-const YABAND_TID: &str = "T125119061";
-const YABAND_SECRET: &str = "62184c09df1aeb63239e07079875be81";
-
+/// A call of the sandbox's YabandPay terminal (seed 003's `T125119061`).
 async fn yaband(app: &TestApp, method: &str, data: Value) -> Value {
-    let time = chrono::Utc::now().timestamp();
-    let body = json!({
-        "user": YABAND_TID,
-        "method": method,
-        "time": time,
-        "sign": crate::yabandpay::yaband_sign(YABAND_TID, method, time, &data, YABAND_SECRET),
-        "data": data,
-    });
-    app.client
-        .post(format!("{}/Payments", app.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    crate::yabandpay::call(&app.base, crate::yabandpay::TID, method, data).await
 }
 
 /// YabandPay's signature of a notification, written here independently: the `data` fields
@@ -309,7 +291,8 @@ async fn a_create_payments_checkout_is_clicked_through_to_the_shops_redirect_url
     let note: Value = serde_json::from_slice(&got[0].body).unwrap_or_else(|_| panic!("{got:?}"));
     assert_eq!(note["data"]["trade_id"], trade_id.as_str(), "{note}");
     assert_eq!(note["data"]["state"], "paid", "{note}");
-    let signs = [true, false].map(|empties| data_sign(&note["data"], YABAND_SECRET, empties));
+    let signs =
+        [true, false].map(|empties| data_sign(&note["data"], crate::yabandpay::SECRET, empties));
     assert!(
         signs.iter().any(|s| note["sign"] == s.as_str()),
         "signed over data with the terminal's secret: {note}"
@@ -514,7 +497,8 @@ async fn an_operator_signs_in_finds_a_transaction_and_reads_its_story() {
 async fn a_transaction_page_follows_a_terminal_at_work_without_reloading() {
     use crate::terminal_client::TestTerminal;
     let app = spawn_app().await;
-    let mut terminal = TestTerminal::connect(&app.base, crate::yabandpay::TID, YABAND_SECRET).await;
+    let mut terminal =
+        TestTerminal::connect(&app.base, crate::yabandpay::TID, crate::yabandpay::SECRET).await;
     let order_id = crate::yabandpay::order_id();
     let sale = tokio::spawn({
         let base = app.base.clone();
@@ -644,27 +628,7 @@ async fn post_again(browser: &Browser, form: &str, drop_csrf: bool) -> i64 {
 }
 
 fn cli(app: &TestApp, args: &[&str], stdin: Option<&str>) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(binary())
-        .args(args)
-        .args(["--database-url", &app.database_url])
-        .current_dir(&app.dir.0)
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
+    let out = tillgate_command(app, args, stdin);
     assert!(
         out.status.success(),
         "{args:?}: {}",

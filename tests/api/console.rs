@@ -52,28 +52,8 @@ fn csrf_of(html: &str) -> String {
 }
 
 fn user(app: &TestApp, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(binary())
-        .arg("user")
-        .args(args)
-        .args(["--database-url", &app.database_url])
-        .current_dir(&app.dir.0)
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    let args: Vec<&str> = ["user"].iter().chain(args).copied().collect();
+    tillgate_command(app, &args, stdin)
 }
 
 /// A unified order of the sandbox's second merchant (M1621873433953); answers its number.

@@ -651,3 +651,29 @@ pub fn url_decode_form(body: &[u8]) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Runs a `tillgate` command against the app's database (its arguments, then
+/// `--database-url`), with `stdin` written to it when given.
+pub fn tillgate_command(app: &TestApp, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .args(args)
+        .args(["--database-url", &app.database_url])
+        .current_dir(&app.dir.0)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}

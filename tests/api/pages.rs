@@ -5,26 +5,9 @@
 use crate::helpers::*;
 use serde_json::{json, Value};
 
-const YABAND_TID: &str = "T125119061";
-const YABAND_SECRET: &str = "62184c09df1aeb63239e07079875be81";
-
+/// A call of the sandbox's YabandPay terminal (seed 003's `T125119061`).
 async fn yaband(app: &TestApp, method: &str, data: Value) -> Value {
-    let time = chrono::Utc::now().timestamp();
-    let body = json!({
-        "user": YABAND_TID,
-        "method": method,
-        "time": time,
-        "sign": crate::yabandpay::yaband_sign(YABAND_TID, method, time, &data, YABAND_SECRET),
-        "data": data,
-    });
-    let resp = app
-        .client
-        .post(format!("{}/Payments", app.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    resp.json().await.unwrap()
+    crate::yabandpay::call(&app.base, crate::yabandpay::TID, method, data).await
 }
 
 /// A `v3.CreatePayments` checkout; answers (trade_id, page url).

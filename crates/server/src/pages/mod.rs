@@ -171,16 +171,19 @@ fn respond(status: StatusCode, markup: Markup) -> Response {
 }
 
 fn guard(r: &mut Response) {
+    protect(r, CSP, "no-referrer");
+}
+
+/// The headers every page of the gateway carries: its content policy, no caching, the
+/// referrer policy, no framing, no type sniffing. (The console's pages use it too.)
+pub(crate) fn protect(r: &mut Response, csp: &'static str, referrer: &'static str) {
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static(referrer));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
