@@ -1042,7 +1042,100 @@ async fn the_dashboard_and_the_operators_lists(app: TestApp) {
     );
 }
 
+async fn a_merchants_settings_are_changed_by_its_admin_or_an_operator(app: TestApp) {
+    let out = user(
+        &app,
+        &[
+            "create",
+            "--login",
+            "boss",
+            "--role",
+            "merchant-admin",
+            "--merchant-no",
+            "200043",
+            "--password-stdin",
+        ],
+        Some("boss password 123\n"),
+    );
+    assert!(out.status.success());
+    let boss = sign_in(&app, "boss", "boss password 123").await.unwrap();
+    let path = "/console/merchants/200043";
+    let (status, html) = page(&app, &boss, path).await;
+    assert_eq!(status, 200, "{html}");
+    let csrf = csrf_of(&html);
+    let form = |name: &'static str,
+                zone: &'static str,
+                authority: &'static str,
+                threshold: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", name.to_owned()),
+            ("zone", zone.to_owned()),
+            ("schedule", "0,30,60".to_owned()),
+            ("authority", authority.to_owned()),
+            ("threshold", threshold.to_owned()),
+        ]
+    };
+    let post_form = |fields: Vec<(&'static str, String)>| {
+        let (app, boss) = (&app, &boss);
+        async move {
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post(app, boss, path, &pairs).await
+        }
+    };
+    // A bad field changes nothing.
+    for bad in [
+        form("Tea House", "Mars/Olympus", "approval", "500"),
+        form("Tea House", "Asia/Shanghai", "maybe", "500"),
+        form("Tea House", "Asia/Shanghai", "approval", "-5"),
+    ] {
+        let (status, _, html) = post_form(bad).await;
+        assert_eq!(status, 400, "{html}");
+    }
+    let (_, html) = page(&app, &boss, path).await;
+    assert!(html.contains("data-test=\"name\">—"), "{html}");
+    let (status, to, _) =
+        post_form(form("Tea House", "Europe/Amsterdam", "approval", "2500")).await;
+    assert_eq!(
+        (status, to.as_str()),
+        (303, "/console/merchants/200043?done=saved")
+    );
+    let (_, html) = page(&app, &boss, path).await;
+    assert!(html.contains("data-test=\"name\">Tea House"), "{html}");
+    assert!(
+        html.contains("Europe/Amsterdam") && html.contains("above 2500"),
+        "{html}"
+    );
+    let (_, html) = page(&app, &boss, "/console/users/boss").await;
+    assert!(html.contains("merchant settings"), "{html}");
+
+    // Staff read them; they do not change them. Another merchant's are not found.
+    let cashier = sign_in(&app, "cashier", "sandbox-cashier").await.unwrap();
+    let (status, html) = page(&app, &cashier, path).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("data-test=\"settings\""), "{html}");
+    let cashier_csrf = csrf_of(&html);
+    let (status, _, _) = post(
+        &app,
+        &cashier,
+        path,
+        &[
+            ("csrf", &cashier_csrf),
+            ("name", "x"),
+            ("zone", "UTC"),
+            ("authority", "immediate"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = page(&app, &cashier, "/console/merchants/M1621873433953").await;
+    assert_eq!(status, 404);
+    let (status, _) = page(&app, &boss, "/console/merchants/M1621873433953").await;
+    assert_eq!(status, 404);
+}
+
 on_both_backends!(
+    a_merchants_settings_are_changed_by_its_admin_or_an_operator,
     a_session_ends_when_idle_and_after_twelve_hours,
     the_search_pages_through_a_hundred_thousand_transactions,
     the_dashboard_and_the_operators_lists,

@@ -12,6 +12,7 @@ mod auth;
 mod dashboard;
 mod export;
 mod live;
+mod merchants;
 mod ops;
 pub mod search;
 
@@ -66,6 +67,10 @@ pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
         .route("/console/notifications/resend", post(ops::resend_failed))
         .route("/console/unresolved", get(ops::unresolved))
         .route("/console/terminals", get(ops::terminals))
+        .route(
+            "/console/merchants/{merchant_no}",
+            get(merchants::page).post(merchants::save),
+        )
         .route("/console/assets/console.js", get(js))
         .route(
             "/console/transactions/{transaction_no}/live",
@@ -169,7 +174,7 @@ fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
                         span.who {
                             a href={ "/console/users/" (s.user.login) } data-test="who" { (s.user.login) }
                             " · " (s.user.role.as_str())
-                            @if let Some(m) = &s.user.merchant_no { " · merchant " (m) }
+                            @if let Some(m) = &s.user.merchant_no { " · merchant " a href={ "/console/merchants/" (m) } { (m) } }
                         }
                         form method="post" action="/console/logout" {
                             input type="hidden" name="csrf" value=(s.session.csrf);
@@ -585,7 +590,7 @@ async fn show_transaction(
         div.card {
             dl.facts {
                 dt { "Merchant" } dd data-test="merchant" {
-                    (p.merchant_no)
+                    a href={ "/console/merchants/" (p.merchant_no) } { (p.merchant_no) }
                     @if let Some(name) = merchant.as_ref().and_then(|m| m.display_name.as_deref()) { " · " (name) }
                 }
                 dt { "Store" } dd { (p.store_no) }
