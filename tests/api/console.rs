@@ -1134,7 +1134,62 @@ async fn a_merchants_settings_are_changed_by_its_admin_or_an_operator(app: TestA
     assert_eq!(status, 404);
 }
 
+fn dd(html: &str, test: &str) -> String {
+    let marker = format!("data-test=\"{test}\">");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {test}: {html}"))
+        + marker.len();
+    html[at..].split('<').next().unwrap().to_owned()
+}
+
+async fn an_operator_creates_a_merchant_whose_credentials_work(app: TestApp) {
+    let operator = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    let (status, html) = page(&app, &operator, "/console/merchants/new").await;
+    assert_eq!(status, 200);
+    let csrf = csrf_of(&html);
+    let create = |no: &'static str, store: &'static str, zone: &'static str| {
+        let (app, operator, csrf) = (&app, &operator, &csrf);
+        async move {
+            post(
+                app,
+                operator,
+                "/console/merchants/new",
+                &[
+                    ("csrf", csrf),
+                    ("merchant_no", no),
+                    ("store_no", store),
+                    ("zone", zone),
+                    ("name", "Noodle Bar"),
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(create("", "1", "UTC").await.0, 400);
+    assert_eq!(create("777001", "1", "Nowhere/Land").await.0, 400);
+    let (status, _, html) = create("777001", "1", "Asia/Shanghai").await;
+    assert_eq!(status, 200, "{html}");
+    let token = dd(&html, "token");
+    assert_eq!(token.len(), 32, "{html}");
+    assert!(!dd(&html, "terminal-secret").is_empty());
+    // Its store's token works at once with the Pockyt API.
+    let pos = app.pos_for("777001", "1", &token);
+    let added = pos.add(&reference("new"), "1.00").await;
+    assert_eq!(added["ret_code"], "000100", "{added}");
+    // Its secrets are never shown again: a second creation is refused.
+    let (status, _, html) = create("777001", "2", "UTC").await;
+    assert_eq!(status, 409);
+    assert!(!html.contains(&token));
+    // Only operators create merchants.
+    let cashier = sign_in(&app, "cashier", "sandbox-cashier").await.unwrap();
+    assert_eq!(page(&app, &cashier, "/console/merchants/new").await.0, 403);
+    let (_, html) = page(&app, &operator, "/console/users/operator").await;
+    assert!(html.contains("merchant created"), "{html}");
+}
+
 on_both_backends!(
+    an_operator_creates_a_merchant_whose_credentials_work,
     a_merchants_settings_are_changed_by_its_admin_or_an_operator,
     a_session_ends_when_idle_and_after_twelve_hours,
     the_search_pages_through_a_hundred_thousand_transactions,

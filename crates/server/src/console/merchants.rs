@@ -215,3 +215,180 @@ pub async fn save(
     }
     go(&format!("/console/merchants/{}?done=saved", m.merchant_no))
 }
+
+fn random_hex(len: usize) -> String {
+    let key = tillgate_core::SecretBox::generate_key_hex();
+    key.expose()[..len.min(64)].to_owned()
+}
+
+fn new_form(s: &SignedIn, status: StatusCode, error: Option<&str>) -> Response {
+    let body = html! {
+        h1 { "New merchant" }
+        @if let Some(e) = error { p.error data-test="notice" { (e) } }
+        p.muted { "Creates the merchant with a store (Pockyt), an app (unified API) and a POS terminal (YabandPay); their secrets are shown once." }
+        form.filters method="post" action="/console/merchants/new" data-test="new-merchant" {
+            input type="hidden" name="csrf" value=(s.session.csrf);
+            label { "Merchant number" input name="merchant_no" required maxlength="32"; }
+            label { "Store number" input name="store_no" required maxlength="32"; }
+            label { "Name" input name="name" maxlength="80"; }
+            label { "Time zone (IANA)" input name="zone" value="UTC" size="18"; }
+            button.primary type="submit" data-test="create" { "Create" }
+        }
+    };
+    respond(status, layout("New merchant", Some(s), body))
+}
+
+pub async fn new_page(State(c): State<Console>, headers: HeaderMap) -> Response {
+    let s = match require(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if s.user.role != Role::Operator {
+        return failure(
+            StatusCode::FORBIDDEN,
+            Some(&s),
+            "Only an operator creates merchants.",
+        );
+    }
+    new_form(&s, StatusCode::OK, None)
+}
+
+#[derive(Deserialize)]
+pub struct NewForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    merchant_no: String,
+    #[serde(default)]
+    store_no: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    zone: String,
+}
+
+/// Creates a merchant with its first store, app and terminal, and shows their secrets once.
+/// A number already taken is refused: the console never shows an existing merchant's secrets.
+pub async fn create(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Form(form): Form<NewForm>,
+) -> Response {
+    use tillgate_core::credentials::{CredentialWanted, MerchantWanted};
+    use tillgate_core::Secret;
+    let s = match require(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !auth::same_origin(&headers) || !auth::csrf_ok(&s.session, &form.csrf) {
+        return failure(
+            StatusCode::FORBIDDEN,
+            Some(&s),
+            "Refused: the form is stale or came from another site. Reload the page.",
+        );
+    }
+    if s.user.role != Role::Operator {
+        return failure(
+            StatusCode::FORBIDDEN,
+            Some(&s),
+            "Only an operator creates merchants.",
+        );
+    }
+    let checked = (|| {
+        let merchant_no = tillgate_domain::MerchantNo::parse(form.merchant_no.trim())
+            .map_err(|e| format!("The merchant number {e}."))?;
+        let store_no = tillgate_domain::StoreNo::parse(form.store_no.trim())
+            .map_err(|e| format!("The store number {e}."))?;
+        let zone = MerchantZone::parse(form.zone.trim())
+            .ok_or("The time zone must be an IANA name such as Europe/Amsterdam.")?;
+        let name = tillgate_core::credentials::display_name(&form.name)?.map(str::to_owned);
+        Ok::<_, String>((
+            merchant_no.as_str().to_owned(),
+            store_no.as_str().to_owned(),
+            zone,
+            name,
+        ))
+    })();
+    let (merchant_no, store_no, zone, name) = match checked {
+        Ok(v) => v,
+        Err(e) => return new_form(&s, StatusCode::BAD_REQUEST, Some(&e)),
+    };
+    let store = c.app.store().as_ref();
+    match store.merchant(&merchant_no).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return new_form(
+                &s,
+                StatusCode::CONFLICT,
+                Some("That merchant exists: manage it on its page."),
+            )
+        }
+        Err(e) => return unavailable(e),
+    }
+    let wanted = MerchantWanted {
+        merchant_no: merchant_no.clone(),
+        zone,
+        notify_schedule: None,
+        store: CredentialWanted {
+            key: store_no,
+            secret: Secret::new(random_hex(32)),
+            named: true,
+        },
+        app: CredentialWanted {
+            key: random_hex(24),
+            secret: Secret::new(random_hex(64)),
+            named: true,
+        },
+        terminal: CredentialWanted {
+            key: format!("T{}", random_hex(10).to_uppercase()),
+            secret: Secret::new(random_hex(32)),
+            named: true,
+        },
+    };
+    let done = match c.app.credentials().set_up_merchant(wanted).await {
+        Ok(done) if done.created => done,
+        Ok(_) => {
+            return new_form(
+                &s,
+                StatusCode::CONFLICT,
+                Some("That merchant exists: manage it on its page."),
+            )
+        }
+        Err(e) => return unavailable(e),
+    };
+    if let Some(name) = &name {
+        if let Err(e) = store.set_display_name(done.merchant.id, Some(name)).await {
+            return unavailable(e);
+        }
+    }
+    let entry = NewAudit {
+        at: c.app.clock().now(),
+        user_id: Some(s.user.id),
+        login: s.user.login.clone(),
+        action: "merchant created".into(),
+        transaction_no: None,
+        detail: format!("{} with store {}", merchant_no, done.store.key),
+        address: None,
+    };
+    if let Err(e) = store.audit(entry).await {
+        tracing::warn!(error = %e, "console: audit line not written");
+    }
+    let body = html! {
+        h1 { "Merchant " (merchant_no) " created" }
+        p.done data-test="notice" { "Its credentials, shown this once: give them to the merchant now." }
+        div.card { dl.facts data-test="credentials" {
+            dt { "Pockyt merchantNo / storeNo" } dd { (merchant_no) " / " (done.store.key) }
+            dt { "Pockyt token" } dd data-test="token" { (done.store.secret.expose()) }
+            @if let Some(app) = &done.app {
+                dt { "Unified mchNo / appId" } dd { (merchant_no) " / " (app.key) }
+                dt { "Unified app secret" } dd data-test="app-secret" { (app.secret.expose()) }
+            }
+            @if let Some(t) = &done.terminal {
+                dt { "Terminal (YabandPay user)" } dd data-test="tid" { (t.key) }
+                dt { "Terminal secret" } dd data-test="terminal-secret" { (t.secret.expose()) }
+            }
+        } }
+        p { a href={ "/console/merchants/" (merchant_no) } { "Its settings →" } }
+    };
+    respond(StatusCode::OK, layout("Merchant created", Some(&s), body))
+}

@@ -68,6 +68,10 @@ pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
         .route("/console/unresolved", get(ops::unresolved))
         .route("/console/terminals", get(ops::terminals))
         .route(
+            "/console/merchants/new",
+            get(merchants::new_page).post(merchants::create),
+        )
+        .route(
             "/console/merchants/{merchant_no}",
             get(merchants::page).post(merchants::save),
         )
@@ -167,6 +171,9 @@ fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
                         a href="/console/transactions" { "Transactions" }
                         a href="/console/approvals" data-test="approvals" { "Approvals" }
                         a href="/console/terminals" { "Terminals" }
+                        @if s.user.role == Role::Operator {
+                            a href="/console/merchants/new" data-test="new-merchant-link" { "New merchant" }
+                        }
                         @if !s.user.role.is_merchants() {
                             a href="/console/notifications" { "Notifications" }
                             a href="/console/unresolved" { "Unresolved" }
