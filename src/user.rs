@@ -70,6 +70,9 @@ pub struct CreateArgs {
     /// The merchant of a merchant-admin or merchant-staff user.
     #[arg(long)]
     pub merchant_no: Option<String>,
+    /// Confine a merchant role to this store of its merchant (repeatable; default: all).
+    #[arg(long = "store")]
+    pub stores: Vec<String>,
     /// Read the password (at least 12 characters) from the first line of standard input
     /// instead of generating one.
     #[arg(long)]
@@ -154,6 +157,7 @@ fn user_json(u: &UserRecord) -> serde_json::Value {
         "login": u.login,
         "role": u.role.as_str(),
         "merchantNo": u.merchant_no,
+        "stores": u.stores,
         "disabled": u.disabled,
         "locked": u.locked_until.is_some_and(|t| t > tillgate_domain::SystemClock.now()),
         "createdAt": u.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -282,12 +286,20 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
             ),
             None => None,
         };
+        if let Some(no) = &args.merchant_no {
+            for store_no in &args.stores {
+                if store.store_row(no, store_no).await?.is_none() {
+                    bail!("merchant {no} has no store {store_no}");
+                }
+            }
+        }
         let created = store
             .insert_user(NewUser {
                 login: args.login.clone(),
                 password_hash: hash,
                 role,
                 merchant_id,
+                stores: args.stores.clone(),
                 created_at: tillgate_domain::SystemClock.now(),
             })
             .await;

@@ -1188,7 +1188,89 @@ async fn an_operator_creates_a_merchant_whose_credentials_work(app: TestApp) {
     assert!(html.contains("merchant created"), "{html}");
 }
 
+async fn staff_confined_to_a_store_see_that_store_only(app: TestApp) {
+    let out = user(
+        &app,
+        &[
+            "create",
+            "--login",
+            "till2",
+            "--role",
+            "merchant-staff",
+            "--merchant-no",
+            "200043",
+            "--store",
+            "nope",
+            "--password-stdin",
+        ],
+        Some("till two password\n"),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no store nope"));
+    let out = user(
+        &app,
+        &[
+            "create",
+            "--login",
+            "till2",
+            "--role",
+            "merchant-staff",
+            "--merchant-no",
+            "200043",
+            "--store",
+            "300014",
+            "--password-stdin",
+        ],
+        Some("till two password\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["stores"], json!(["300014"]));
+    let mine = app
+        .pos_for("200043", "300014", "5cbfb079f15b150122261c8537086d77a")
+        .paid(&reference("mine"), "2.00")
+        .await;
+    let theirs = app.pos().paid(&reference("theirs"), "3.00").await;
+    let till = sign_in(&app, "till2", "till two password").await.unwrap();
+    let (_, html) = page(&app, &till, "/console/transactions").await;
+    assert!(html.contains(&mine), "{html}");
+    assert!(!html.contains(&theirs), "{html}");
+    let (_, html) = page(
+        &app,
+        &till,
+        &format!("/console/transactions?store=303660&no={theirs}"),
+    )
+    .await;
+    assert!(html.contains("No transaction matches"), "{html}");
+    assert_eq!(
+        page(&app, &till, &format!("/console/transactions/{theirs}"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        page(&app, &till, &format!("/console/transactions/{theirs}/live"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        page(&app, &till, &format!("/console/transactions/{mine}"))
+            .await
+            .0,
+        200
+    );
+    let (_, csv) = page(&app, &till, "/console/transactions.csv").await;
+    assert!(csv.contains(&mine) && !csv.contains(&theirs), "{csv}");
+    assert_eq!(page(&app, &till, "/console/dashboard").await.0, 404);
+}
+
 on_both_backends!(
+    staff_confined_to_a_store_see_that_store_only,
     an_operator_creates_a_merchant_whose_credentials_work,
     a_merchants_settings_are_changed_by_its_admin_or_an_operator,
     a_session_ends_when_idle_and_after_twelve_hours,

@@ -19,6 +19,17 @@ pub enum Role {
     Auditor,
 }
 
+impl UserRecord {
+    /// Whether this user may see a payment of `merchant_id`'s store `store_no`.
+    pub fn sees(&self, merchant_id: i64, store_no: &str) -> bool {
+        if !self.role.is_merchants() {
+            return true;
+        }
+        self.merchant_id == Some(merchant_id)
+            && (self.stores.is_empty() || self.stores.iter().any(|s| s == store_no))
+    }
+}
+
 impl Role {
     pub const ALL: [Role; 4] = [
         Role::Operator,
@@ -56,6 +67,8 @@ pub struct UserRecord {
     pub role: Role,
     pub merchant_id: Option<i64>,
     pub merchant_no: Option<String>,
+    /// For a merchant role, the stores it is confined to; empty: all its merchant's stores.
+    pub stores: Vec<String>,
     pub disabled: bool,
     /// Wrong passwords since the last sign-in.
     pub failed_logins: i64,
@@ -71,6 +84,8 @@ pub struct NewUser {
     pub password_hash: String,
     pub role: Role,
     pub merchant_id: Option<i64>,
+    /// The stores a merchant role is confined to; empty: all.
+    pub stores: Vec<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -115,6 +130,8 @@ pub struct NewAudit {
 pub struct PaymentSearch {
     pub merchant_id: Option<i64>,
     pub store_no: Option<String>,
+    /// Only these stores (a user confined to some); empty: any.
+    pub store_nos: Vec<String>,
     pub dialect: Option<Dialect>,
     pub states: Vec<PaymentState>,
     /// Created at or after.

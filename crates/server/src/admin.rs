@@ -245,7 +245,7 @@ async fn search(
     let store = app.store().as_ref();
     let found = async {
         let limit = filter.limit(50)?;
-        let (search, zone) = filter.search(store, None, zone, limit).await?;
+        let (search, zone) = filter.search(store, None, &[], zone, limit).await?;
         let rows = store.search_payments(&search).await?;
         Ok::<_, FilterError>((rows, zone, limit))
     }

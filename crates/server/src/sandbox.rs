@@ -137,6 +137,7 @@ pub async fn bootstrap(app: &Lifecycle, zone: MerchantZone) -> anyhow::Result<()
                 password_hash: hash,
                 role,
                 merchant_id: role.is_merchants().then_some(merchant.id),
+                stores: Vec::new(),
                 created_at: app.now(),
             };
             match store.insert_user(user).await {

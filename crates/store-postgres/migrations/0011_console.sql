@@ -7,6 +7,8 @@ CREATE TABLE console_users (
     password_hash TEXT    NOT NULL,
     role          TEXT    NOT NULL,
     merchant_id   BIGINT  REFERENCES merchants (id),
+    -- For a merchant role, the stores it is confined to (separated by spaces); NULL: all.
+    stores        TEXT,
     disabled      BIGINT  NOT NULL DEFAULT 0,
     failed_logins BIGINT  NOT NULL DEFAULT 0,
     locked_until  BIGINT,

@@ -26,6 +26,7 @@ impl ConsoleStore for PgStore {
             .bind(u.role.as_str())
             .bind(u.merchant_id)
             .bind(ms(u.created_at))
+            .bind((!u.stores.is_empty()).then(|| u.stores.join(" ")))
             .fetch_one(&self.pool)
             .await
             .map_err(db_error)

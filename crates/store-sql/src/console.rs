@@ -11,8 +11,8 @@ const USER_COLUMNS: &str = "SELECT u.*, m.merchant_no AS user_merchant_no FROM c
                             LEFT JOIN merchants m ON m.id = u.merchant_id";
 
 pub const INSERT_USER: &str = "INSERT INTO console_users \
-    (login, password_hash, role, merchant_id, disabled, failed_logins, created_at) \
-    VALUES (?1, ?2, ?3, ?4, 0, 0, ?5) RETURNING id";
+    (login, password_hash, role, merchant_id, disabled, failed_logins, created_at, stores) \
+    VALUES (?1, ?2, ?3, ?4, 0, 0, ?5, ?6) RETURNING id";
 
 pub fn user_by(column: &str) -> String {
     format!("{USER_COLUMNS} WHERE u.{column} = ?1")
@@ -127,6 +127,10 @@ pub fn user(row: &impl Columns) -> Result<UserRecord, StoreError> {
         role: Role::parse(&row.text("role")?).ok_or_else(|| corrupt("console user role"))?,
         merchant_id: row.opt_int("merchant_id")?,
         merchant_no: row.opt_text("user_merchant_no")?,
+        stores: row
+            .opt_text("stores")?
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
         disabled: row.int("disabled")? != 0,
         failed_logins: row.int("failed_logins")?,
         locked_until: row.opt_int("locked_until")?.map(time).transpose()?,
@@ -178,6 +182,16 @@ pub fn search_sql(q: &PaymentSearch) -> (String, Vec<Value>) {
     }
     if let Some(s) = &q.store_no {
         bind(&mut sql, " AND p.store_no = #", Value::Text(s.clone()));
+    }
+    if !q.store_nos.is_empty() {
+        sql.push_str(" AND p.store_no IN (");
+        for (i, s) in q.store_nos.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            bind(&mut sql, "#", Value::Text(s.clone()));
+        }
+        sql.push(')');
     }
     if let Some(d) = q.dialect {
         bind(

@@ -7,6 +7,8 @@ CREATE TABLE console_users (
     password_hash TEXT    NOT NULL,
     role          TEXT    NOT NULL,
     merchant_id   INTEGER REFERENCES merchants (id),
+    -- For a merchant role, the stores it is confined to (separated by spaces); NULL: all.
+    stores        TEXT,
     disabled      INTEGER NOT NULL DEFAULT 0,
     failed_logins INTEGER NOT NULL DEFAULT 0,
     locked_until  INTEGER,

@@ -41,7 +41,8 @@ impl ConsoleStore for SqliteStore {
                             u.password_hash,
                             u.role.as_str(),
                             u.merchant_id,
-                            ms(u.created_at)
+                            ms(u.created_at),
+                            (!u.stores.is_empty()).then(|| u.stores.join(" "))
                         ],
                         |r| r.get::<_, i64>(0),
                     )

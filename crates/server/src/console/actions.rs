@@ -135,7 +135,7 @@ async fn begin(
     }
     let store = c.app.store().as_ref();
     let p = match store.payment_by_transaction_no(transaction_no).await {
-        Ok(Some(p)) if scope(&s.user).is_none_or(|m| m == p.merchant_id) => p,
+        Ok(Some(p)) if s.user.sees(p.merchant_id, &p.store_no) => p,
         Ok(_) => {
             return Err(failure(
                 StatusCode::NOT_FOUND,
@@ -622,10 +622,25 @@ pub async fn approvals(
         Ok::<_, tillgate_core::StoreError>((pending, all))
     }
     .await;
-    let (pending, all) = match listed {
+    let (mut pending, mut all) = match listed {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
+    // A user confined to some stores sees the approvals of those stores' payments only.
+    if !s.user.stores.is_empty() {
+        let mut visible = std::collections::HashSet::new();
+        for a in pending.iter().chain(all.iter()) {
+            match store.payment_by_id(a.payment_id).await {
+                Ok(Some(p)) if s.user.sees(p.merchant_id, &p.store_no) => {
+                    visible.insert(a.id);
+                }
+                Ok(_) => {}
+                Err(e) => return unavailable(e),
+            }
+        }
+        pending.retain(|a| visible.contains(&a.id));
+        all.retain(|a| visible.contains(&a.id));
+    }
     let decided: Vec<_> = all
         .iter()
         .filter(|a| a.state != ApprovalState::Pending)

@@ -54,6 +54,13 @@ pub async fn page(
         Ok(s) => s,
         Err(r) => return r,
     };
+    if !s.user.stores.is_empty() {
+        return failure(
+            StatusCode::NOT_FOUND,
+            Some(&s),
+            "The dashboard covers a whole merchant; your transactions are on the Transactions page.",
+        );
+    }
     let store = c.app.store().as_ref();
     let now = c.app.clock().now();
     // Whose day, in which zone.

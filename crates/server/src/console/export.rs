@@ -49,7 +49,13 @@ pub async fn csv(
     };
     let store = c.app.store().clone();
     let first = match filter
-        .search(store.as_ref(), scope(&s.user), c.zone, CHUNK)
+        .search(
+            store.as_ref(),
+            scope(&s.user),
+            &s.user.stores,
+            c.zone,
+            CHUNK,
+        )
         .await
     {
         Ok((search, _)) => search,

@@ -30,7 +30,7 @@ pub async fn timeline(
     };
     let store = c.app.store().clone();
     let p = match store.payment_by_transaction_no(&transaction_no).await {
-        Ok(Some(p)) if scope(&s.user).is_none_or(|m| m == p.merchant_id) => p,
+        Ok(Some(p)) if s.user.sees(p.merchant_id, &p.store_no) => p,
         Ok(_) => return failure(StatusCode::NOT_FOUND, Some(&s), "No such transaction."),
         Err(e) => return unavailable(e),
     };

@@ -437,7 +437,10 @@ async fn transactions(
         Err(r) => return r,
     };
     let store = c.app.store().as_ref();
-    let (rows, error, zone) = match filter.search(store, scope(&s.user), c.zone, PAGE).await {
+    let (rows, error, zone) = match filter
+        .search(store, scope(&s.user), &s.user.stores, c.zone, PAGE)
+        .await
+    {
         Ok((search, zone)) => match store.search_payments(&search).await {
             Ok(rows) => (rows, None, zone),
             Err(e) => return unavailable(e),
@@ -554,7 +557,7 @@ async fn show_transaction(
     let s = s.clone();
     let store = c.app.store().as_ref();
     let p = match store.payment_by_transaction_no(transaction_no).await {
-        Ok(Some(p)) if scope(&s.user).is_none_or(|m| m == p.merchant_id) => p,
+        Ok(Some(p)) if s.user.sees(p.merchant_id, &p.store_no) => p,
         Ok(_) => return failure(StatusCode::NOT_FOUND, Some(&s), "No such transaction."),
         Err(e) => return unavailable(e),
     };

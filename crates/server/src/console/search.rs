@@ -85,18 +85,21 @@ fn day(v: &Option<String>, name: &str) -> Result<Option<NaiveDate>, FilterError>
 }
 
 impl Filter {
-    /// The search these filters ask for, confined to `scope` (a merchant's id) when given, and
+    /// The search these filters ask for, confined to `scope` (a merchant's id) and `stores`
+    /// (some of its stores) when given, and
     /// the time zone its days were read in. A merchant outside the scope finds nothing.
     pub async fn search(
         &self,
         store: &dyn Store,
         scope: Option<i64>,
+        stores: &[String],
         default_zone: MerchantZone,
         limit: u32,
     ) -> Result<(PaymentSearch, MerchantZone), FilterError> {
         let mut search = PaymentSearch {
             limit,
             merchant_id: scope,
+            store_nos: stores.to_vec(),
             ..PaymentSearch::default()
         };
         let mut zone = default_zone;
