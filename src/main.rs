@@ -285,6 +285,9 @@ enum MerchantCommand {
     /// Change an existing merchant's time zone, notification schedule or refund policy, and
     /// print its settings as JSON.
     Update(merchant::UpdateArgs),
+    /// Rotate a store's token, an app's or a terminal's secret: the new one is printed once
+    /// and in force at once; the old one is still accepted for --grace-minutes.
+    Rotate(merchant::RotateArgs),
 }
 
 #[derive(Subcommand)]
@@ -326,6 +329,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Merchant(MerchantCommand::Create(args)) => merchant::create(args).await,
             Command::Merchant(MerchantCommand::Update(args)) => merchant::update(args).await,
+            Command::Merchant(MerchantCommand::Rotate(args)) => merchant::rotate(args).await,
             Command::User(command) => user::run(command).await,
             Command::Notify(NotifyCommand::List {
                 common,

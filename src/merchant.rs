@@ -479,3 +479,75 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
     store.close().await;
     emit_json(&updated?)
 }
+
+#[derive(Args)]
+#[command(group(
+    clap::ArgGroup::new("credential")
+        .required(true)
+        .args(["store_no", "app_id", "tid"])
+))]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The merchant whose credential is rotated.
+    #[arg(long)]
+    pub merchant_no: String,
+    /// Rotate this store's Pockyt token.
+    #[arg(long)]
+    pub store_no: Option<String>,
+    /// Rotate this unified app's secret.
+    #[arg(long)]
+    pub app_id: Option<String>,
+    /// Rotate this terminal's (YabandPay user's) secret.
+    #[arg(long)]
+    pub tid: Option<String>,
+    /// How long requests signed with the old secret are still accepted (0: refused at once).
+    #[arg(long, default_value_t = 60)]
+    pub grace_minutes: u32,
+}
+
+/// `tillgate merchant rotate`: a new secret in force at once, the old one accepted for the
+/// grace period; the new one is printed once.
+pub async fn rotate(args: RotateArgs) -> anyhow::Result<()> {
+    use tillgate_core::CredentialKind;
+    let config = args.common.config()?;
+    let (kind, key) = match (&args.store_no, &args.app_id, &args.tid) {
+        (Some(k), _, _) => (CredentialKind::Store, k.clone()),
+        (_, Some(k), _) => (CredentialKind::App, k.clone()),
+        (_, _, Some(k)) => (CredentialKind::Terminal, k.clone()),
+        _ => bail!("name the credential: --store-no, --app-id or --tid"),
+    };
+    let grace = chrono::Duration::minutes(i64::from(args.grace_minutes));
+    let store =
+        tillgate_server::open_existing_store(&config.database_url, config.database_max_connections)
+            .await?;
+    let credentials = tillgate_server::keys::open_credentials(&config, store.clone()).await;
+    let done = async {
+        let credentials = credentials?;
+        let Some(merchant) = store.merchant(&args.merchant_no).await? else {
+            bail!("there is no merchant {}", args.merchant_no);
+        };
+        let secret = credentials
+            .rotate(kind, &merchant, &key, grace)
+            .await
+            .map_err(|e| match e {
+                tillgate_core::credentials::CredentialError::Unknown => anyhow::anyhow!(
+                    "merchant {} has no {} {key}",
+                    args.merchant_no,
+                    kind.as_str()
+                ),
+                other => other.into(),
+            })?;
+        anyhow::Ok((secret, credentials.now() + grace))
+    }
+    .await;
+    store.close().await;
+    let (secret, until) = done?;
+    emit_json(&serde_json::json!({
+        "merchantNo": args.merchant_no,
+        "kind": kind.as_str(),
+        "key": key,
+        "secret": secret.expose(),
+        "previousAcceptedUntil": until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }))
+}

@@ -619,3 +619,381 @@ async fn a_transaction_page_follows_a_terminal_sale_and_reversal_without_reloadi
     browser.screenshot("console-live").await;
     browser.quit().await;
 }
+
+/// Signs in through the form; the browser lands on the transactions page.
+async fn sign_in_as(browser: &Browser, base: &str, login: &str, password: &str) {
+    browser.goto(&format!("{base}/console/login")).await;
+    browser
+        .run(&format!(
+            "document.querySelector('#login').value = '{login}';
+             document.querySelector('#password').value = '{password}';
+             return true"
+        ))
+        .await;
+    browser.click("[data-test=sign-in]").await;
+    browser
+        .wait_for_url(&format!("{base}/console/transactions"), 10)
+        .await;
+}
+
+async fn sign_out(browser: &Browser, base: &str) {
+    browser.click("[data-test=logout]").await;
+    browser
+        .wait_for_url(&format!("{base}/console/login"), 10)
+        .await;
+}
+
+/// Posts a form of the page again with `fetch` (as a second click would), optionally without
+/// its CSRF token; answers the HTTP status.
+async fn post_again(browser: &Browser, form: &str, drop_csrf: bool) -> i64 {
+    let script = format!(
+        "const form = document.querySelector('{form}');
+         const data = new URLSearchParams(new FormData(form));
+         if ({drop_csrf}) {{ data.delete('csrf'); }}
+         const r = await fetch(form.action, {{ method: 'POST', body: data, redirect: 'manual' }});
+         return r.status;"
+    );
+    // The script is async: run it and wait for its answer.
+    let v = browser
+        .run(&format!(
+            "window.__posted = undefined; (async () => {{ {script} }})().then(s => window.__posted = s); return true"
+        ))
+        .await;
+    assert_eq!(v, Value::Bool(true));
+    for _ in 0..100 {
+        let got = browser
+            .run("return window.__posted === undefined ? null : window.__posted")
+            .await;
+        if let Some(n) = got.as_i64() {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the post did not finish");
+}
+
+fn cli(app: &TestApp, args: &[&str], stdin: Option<&str>) {
+    let out = tillgate_command(app, args, stdin);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The console's story in a browser: find, refund under a maker-checker policy, the second
+/// person approves, isolation, CSRF, the auditor, and a failed notification sent again.
+async fn the_console_in_a_browser(app: TestApp) {
+    cli(
+        &app,
+        &[
+            "merchant",
+            "update",
+            "--merchant-no",
+            "200043",
+            "--refund-authority",
+            "approval",
+            "--approval-threshold-minor",
+            "500",
+        ],
+        None,
+    );
+    cli(
+        &app,
+        &[
+            "user",
+            "create",
+            "--login",
+            "boss",
+            "--role",
+            "merchant-admin",
+            "--merchant-no",
+            "200043",
+            "--password-stdin",
+        ],
+        Some("boss password 123\n"),
+    );
+    cli(
+        &app,
+        &[
+            "user",
+            "create",
+            "--login",
+            "audra",
+            "--role",
+            "auditor",
+            "--password-stdin",
+        ],
+        Some("auditor password 1\n"),
+    );
+    let receiver = Receiver::start().await;
+    // The shop's server is down for the first notification.
+    receiver.script(vec![Answer {
+        status: 500,
+        body: "down",
+        delay_ms: 0,
+    }]);
+    let pos = app.pos();
+    let order = reference("story");
+    let added = pos
+        .call(
+            "/app-instore/v3/add",
+            &[
+                ("amount", "40.00"),
+                ("currency", "USD"),
+                ("settleCurrency", "USD"),
+                ("reference", &order),
+                ("ipnUrl", &receiver.url),
+            ],
+        )
+        .await;
+    let no = added["result"]["transactionNo"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(pos.pay(&no).await["result"]["transactionStatus"], "success");
+    receiver.wait_for(1, 20).await;
+    let other_merchant = {
+        let mut order = json!({
+            "mchNo": "M1621873433953", "appId": "60cc09bce4b0f1c0b83761c9", "reqTime": "1700000000123",
+            "version": "1.0", "signType": "MD5", "mchOrderNo": reference("b"), "wayCode": "QR_CASHIER",
+            "amount": "500", "currency": "cny", "subject": "b", "body": "b",
+        });
+        let pairs: Vec<(String, String)> = order
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        order["sign"] = json!(crate::unified::jeepay_sign(&pairs, "offline-test-key"));
+        let v: Value = app
+            .client
+            .post(format!("{}/api/pay/unifiedOrder", app.base))
+            .json(&order)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["data"]["payOrderId"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('P')
+            .to_owned()
+    };
+
+    let base = app.base.clone();
+    let browser = Browser::start().await;
+    sign_in_as(&browser, &base, "cashier", "sandbox-cashier").await;
+    // Find it by reference, and by today's date range.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    for query in [
+        format!("reference={order}"),
+        format!("from={today}&to={today}&currency=USD&min=40.00&max=40.00"),
+    ] {
+        browser
+            .goto(&format!("{base}/console/transactions?{query}"))
+            .await;
+        browser
+            .find(&format!("a[href='/console/transactions/{no}']"))
+            .await;
+    }
+    browser
+        .click(&format!("a[href='/console/transactions/{no}']"))
+        .await;
+    // Ask for a refund above the threshold — with a double click.
+    browser
+        .run(
+            "document.querySelector('[data-test=refund-amount]').value = '12.00';
+                 document.querySelector('input[name=reason]').value = 'double click'; return true",
+        )
+        .await;
+    assert_eq!(
+        post_again(&browser, "[data-test=refund-form]", false).await,
+        0,
+        "a redirect (opaque)"
+    );
+    browser.click("[data-test=refund]").await;
+    assert!(browser
+        .text("[data-test=notice]")
+        .await
+        .contains("waits for a second person"));
+    // Without the session's token the same form is refused.
+    assert_eq!(
+        post_again(&browser, "[data-test=refund-form]", true).await,
+        403
+    );
+    browser.goto(&format!("{base}/console/approvals")).await;
+    let pending = browser.text("[data-test=pending]").await;
+    assert_eq!(pending.matches("double click").count(), 1, "{pending}");
+    assert!(
+        pending.contains("yours: another person decides"),
+        "{pending}"
+    );
+    // Another merchant's transaction, by its address: refused.
+    browser
+        .goto(&format!("{base}/console/transactions/{other_merchant}"))
+        .await;
+    assert_eq!(browser.text("h1").await, "No such transaction.");
+    sign_out(&browser, &base).await;
+
+    // The merchant's admin approves; the refund is made and notified.
+    sign_in_as(&browser, &base, "boss", "boss password 123").await;
+    browser.goto(&format!("{base}/console/approvals")).await;
+    browser.click("[data-test^=approve-]").await;
+    assert_eq!(
+        browser.text("[data-test=notice]").await,
+        "Approved and carried out."
+    );
+    browser
+        .goto(&format!("{base}/console/transactions/{no}"))
+        .await;
+    let refunds = browser.text("[data-test=refunds]").await;
+    assert!(
+        refunds.contains("12.00") && refunds.contains("Succeeded"),
+        "{refunds}"
+    );
+    // The failed payment notification, sent again from its row.
+    receiver.wait_for(2, 20).await;
+    browser
+        .goto(&format!("{base}/console/transactions/{no}"))
+        .await;
+    let notes = browser.text("[data-test=notifications]").await;
+    assert!(
+        notes.contains("500"),
+        "the failed attempt is shown: {notes}"
+    );
+    let before = receiver.received().len();
+    browser.click("[data-test^=resend-]").await;
+    assert!(browser
+        .text("[data-test=notice]")
+        .await
+        .contains("sent again"));
+    receiver.wait_for(before + 1, 20).await;
+    sign_out(&browser, &base).await;
+
+    // An auditor sees no action and a forged action is refused.
+    sign_in_as(&browser, &base, "audra", "auditor password 1").await;
+    browser
+        .goto(&format!("{base}/console/transactions/{no}"))
+        .await;
+    let buttons = browser.run("return document.querySelectorAll('[data-test=refund], [data-test=cancel], [data-test^=resend-]').length").await;
+    assert_eq!(buttons, json!(0));
+    let status = browser
+        .run(&format!(
+            "window.__posted = undefined;
+             const csrf = document.querySelector('input[name=csrf]').value;
+             fetch('/console/transactions/{no}/refund', {{ method: 'POST', redirect: 'manual',
+               body: new URLSearchParams({{ csrf, key: 'a'.repeat(32), amount: '1.00' }}) }})
+               .then(r => window.__posted = r.status);
+             return true"
+        ))
+        .await;
+    assert_eq!(status, json!(true));
+    let mut forged = Value::Null;
+    for _ in 0..50 {
+        forged = browser
+            .run("return window.__posted === undefined ? null : window.__posted")
+            .await;
+        if !forged.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(forged, json!(403));
+    let q = pos.query(&no).await;
+    assert_eq!(
+        q["result"]["refundAmount"], "12.00",
+        "one refund, approved: {q}"
+    );
+    browser
+        .screenshot(&format!(
+            "console-story-{}",
+            if app.database.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            }
+        ))
+        .await;
+    browser.quit().await;
+}
+
+mod console_story {
+    use super::*;
+
+    #[tokio::test]
+    #[cfg_attr(
+        tillgate_no_browser,
+        ignore = "chromium and chromedriver are not installed"
+    )]
+    async fn on_sqlite() {
+        let app = spawn_app_on(Backend::Sqlite)
+            .await
+            .expect("SQLite always runs");
+        the_console_in_a_browser(app).await
+    }
+
+    #[tokio::test]
+    #[cfg_attr(
+        tillgate_no_browser,
+        ignore = "chromium and chromedriver are not installed"
+    )]
+    #[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]
+    async fn on_postgres() {
+        let app = spawn_app_on(Backend::Postgres)
+            .await
+            .expect("TILLGATE_TEST_POSTGRES_URL is set");
+        the_console_in_a_browser(app).await
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    tillgate_no_browser,
+    ignore = "chromium and chromedriver are not installed"
+)]
+async fn an_operator_rotates_a_token_and_the_old_one_works_only_during_its_grace() {
+    const OLD: &str = "359c05eb811c7c8576f4a8a277dc6f6b";
+    let app = spawn_app().await;
+    let base = app.base.clone();
+    let browser = Browser::start().await;
+    sign_in_as(&browser, &base, "operator", "sandbox-operator").await;
+    let rotate = |grace: &'static str| {
+        let (browser, base) = (&browser, &base);
+        async move {
+            browser
+                .goto(&format!("{base}/console/merchants/200043"))
+                .await;
+            browser
+                .run(&format!(
+                    "document.querySelector('[data-test=rotate-key]').value = '303660';
+                     document.querySelector('[data-test=rotate] input[name=grace]').value = '{grace}';
+                     return true"
+                ))
+                .await;
+            browser.click("[data-test=rotate-button]").await;
+            browser.text("[data-test=new-secret]").await
+        }
+    };
+    let add = |token: String| {
+        let app = &app;
+        async move {
+            let v = app
+                .pos_for("200043", "303660", &token)
+                .add(&reference("rot"), "1.00")
+                .await;
+            v["ret_code"].as_str().unwrap_or("?").to_owned()
+        }
+    };
+    let fresh = rotate("60").await;
+    assert_eq!(fresh.len(), 32);
+    assert_eq!(add(fresh.clone()).await, "000100");
+    assert_eq!(add(OLD.to_owned()).await, "000100", "during the grace");
+    let newest = rotate("0").await;
+    browser.screenshot("console-rotated").await;
+    assert_eq!(add(newest).await, "000100");
+    assert_ne!(add(fresh).await, "000100", "after the grace");
+    browser.quit().await;
+}

@@ -1269,7 +1269,203 @@ async fn staff_confined_to_a_store_see_that_store_only(app: TestApp) {
     assert_eq!(page(&app, &till, "/console/dashboard").await.0, 404);
 }
 
+async fn a_rotated_token_is_in_force_at_once_and_the_old_one_only_for_its_grace(app: TestApp) {
+    const OLD: &str = "359c05eb811c7c8576f4a8a277dc6f6b";
+    let operator = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    let path = "/console/merchants/200043";
+    let csrf = csrf_of(&page(&app, &operator, path).await.1);
+    let rotate = |grace: &'static str| {
+        let (app, operator, csrf) = (&app, &operator, &csrf);
+        async move {
+            let (status, _, html) = post(
+                app,
+                operator,
+                &format!("{path}/rotate"),
+                &[
+                    ("csrf", csrf),
+                    ("kind", "store"),
+                    ("key", "303660"),
+                    ("grace", grace),
+                ],
+            )
+            .await;
+            assert_eq!(status, 200, "{html}");
+            dd(&html, "new-secret")
+        }
+    };
+    let add = |token: String| {
+        let app = &app;
+        async move {
+            let v = app
+                .pos_for("200043", "303660", &token)
+                .add(&reference("rot"), "1.00")
+                .await;
+            v["ret_code"].as_str().unwrap_or("?").to_owned()
+        }
+    };
+    let first = rotate("60").await;
+    assert_eq!(first.len(), 32);
+    assert_eq!(add(first.clone()).await, "000100", "the new token at once");
+    assert_eq!(
+        add(OLD.to_owned()).await,
+        "000100",
+        "the old one during its grace"
+    );
+    // Rotated again with no grace: only the newest works.
+    let second = rotate("0").await;
+    assert_eq!(add(second.clone()).await, "000100");
+    assert_ne!(
+        add(first).await,
+        "000100",
+        "the previous one is refused after its grace"
+    );
+    assert_ne!(add(OLD.to_owned()).await, "000100");
+    // Bad forms change nothing; staff cannot rotate.
+    for (kind, key, grace) in [
+        ("store", "nope", "5"),
+        ("coin", "303660", "5"),
+        ("store", "303660", "-1"),
+    ] {
+        let (status, _, _) = post(
+            &app,
+            &operator,
+            &format!("{path}/rotate"),
+            &[
+                ("csrf", &csrf),
+                ("kind", kind),
+                ("key", key),
+                ("grace", grace),
+            ],
+        )
+        .await;
+        assert!(
+            status == 400 || status == 404,
+            "{kind} {key} {grace}: {status}"
+        );
+    }
+    assert_eq!(add(second.clone()).await, "000100");
+    let cashier = sign_in(&app, "cashier", "sandbox-cashier").await.unwrap();
+    let cashier_csrf = csrf_of(&page(&app, &cashier, path).await.1);
+    let (status, _, _) = post(
+        &app,
+        &cashier,
+        &format!("{path}/rotate"),
+        &[
+            ("csrf", &cashier_csrf),
+            ("kind", "store"),
+            ("key", "303660"),
+            ("grace", "5"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (_, html) = page(&app, &operator, "/console/users/operator").await;
+    assert!(html.contains("credential rotated"), "{html}");
+
+    // The unified app's secret: rotated with no grace, the old secret is refused.
+    let (status, _, html) = post(
+        &app,
+        &operator,
+        "/console/merchants/M1621873433953/rotate",
+        &[
+            ("csrf", &csrf),
+            ("kind", "app"),
+            ("key", "60cc09bce4b0f1c0b83761c9"),
+            ("grace", "0"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    let fresh = dd(&html, "new-secret");
+    assert_eq!(fresh.len(), 64);
+    let order = |secret: &str| {
+        let mut order = json!({
+            "mchNo": "M1621873433953", "appId": "60cc09bce4b0f1c0b83761c9", "reqTime": "1700000000123",
+            "version": "1.0", "signType": "MD5", "mchOrderNo": reference("rot"), "wayCode": "QR_CASHIER",
+            "amount": "100", "currency": "cny", "subject": "t", "body": "t",
+        });
+        let pairs: Vec<(String, String)> = order
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        order["sign"] = json!(crate::unified::jeepay_sign(&pairs, secret));
+        order
+    };
+    for (secret, accepted) in [(fresh.as_str(), true), ("offline-test-key", false)] {
+        let v: Value = app
+            .client
+            .post(format!("{}/api/pay/unifiedOrder", app.base))
+            .json(&order(secret))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["code"] == 0, accepted, "{v}");
+    }
+}
+
+async fn merchant_rotate_on_the_command_line(app: TestApp) {
+    let out = tillgate_command(
+        &app,
+        &[
+            "merchant",
+            "rotate",
+            "--merchant-no",
+            "200043",
+            "--store-no",
+            "300014",
+            "--grace-minutes",
+            "5",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["kind"], "store");
+    let fresh = printed["secret"].as_str().unwrap().to_owned();
+    assert_eq!(fresh.len(), 32);
+    assert!(printed["previousAcceptedUntil"].as_str().is_some());
+    let out = tillgate_command(
+        &app,
+        &[
+            "merchant",
+            "rotate",
+            "--merchant-no",
+            "200043",
+            "--tid",
+            "nope",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no terminal nope"));
+    // A gateway that reads the credential again (here: started anew) takes both during the grace.
+    let dir = app.dir.clone();
+    let url = app.database_url.clone();
+    let database = app.database.clone();
+    drop(app);
+    let mut again = spawn_on(dir, &url, &[]).await;
+    again.database = database;
+    for token in [fresh.as_str(), "5cbfb079f15b150122261c8537086d77a"] {
+        let v = again
+            .pos_for("200043", "300014", token)
+            .add(&reference("cli"), "1.00")
+            .await;
+        assert_eq!(v["ret_code"], "000100", "{token}: {v}");
+    }
+}
+
 on_both_backends!(
+    a_rotated_token_is_in_force_at_once_and_the_old_one_only_for_its_grace,
+    merchant_rotate_on_the_command_line,
     staff_confined_to_a_store_see_that_store_only,
     an_operator_creates_a_merchant_whose_credentials_work,
     a_merchants_settings_are_changed_by_its_admin_or_an_operator,

@@ -4,12 +4,14 @@
 //! the keys a merchant may use only once (YabandPay's request_id).
 
 use crate::model::{
-    AppRow, MerchantRecord, MerchantSetup, NewMerchant, StoreAdded, StoreRow, WantedCredential,
+    AppRow, CredentialKind, MerchantRecord, MerchantSetup, NewMerchant, Rotation, StoreAdded,
+    StoreRow, WantedCredential,
 };
 use crate::notify::Schedule;
 use crate::secret::{Secret, SecretBox, SecretError};
 use crate::store::{CredentialStore, StoreError};
 use crate::terminal::TerminalRow;
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
@@ -95,6 +97,8 @@ pub struct StoreCredential {
     /// What an add naming no currency is in (`None`: USD).
     pub default_currency: Option<Currency>,
     pub token: Secret<String>,
+    /// The token it had before a rotation, while it is still accepted.
+    pub previous: Option<Previous>,
 }
 
 /// An opened unified-API app credential.
@@ -103,6 +107,8 @@ pub struct AppCredential {
     pub merchant: MerchantRecord,
     pub app_id: String,
     pub secret: Secret<String>,
+    /// The secret it had before a rotation, while it is still accepted.
+    pub previous: Option<Previous>,
 }
 
 /// An opened terminal credential (also the YabandPay user of its POS methods).
@@ -111,6 +117,24 @@ pub struct TerminalCredential {
     pub merchant: MerchantRecord,
     pub tid: String,
     pub secret: Secret<String>,
+    /// The secret it had before a rotation, while it is still accepted.
+    pub previous: Option<Previous>,
+}
+
+/// A credential's secret before its rotation, and until when requests signed with it are
+/// still accepted. Answers and notifications are always signed with the new secret.
+#[derive(Debug, Clone)]
+pub struct Previous {
+    pub secret: Secret<String>,
+    pub until: DateTime<Utc>,
+}
+
+/// The previous secret of a credential, if it is still accepted at `now`.
+pub fn previous_at(previous: &Option<Previous>, now: DateTime<Utc>) -> Option<&Secret<String>> {
+    previous
+        .as_ref()
+        .filter(|p| now < p.until)
+        .map(|p| &p.secret)
 }
 
 /// The most opened credentials of one kind kept in memory (a bound).
@@ -135,6 +159,11 @@ impl<K: Hash + Eq, V> Cache<K, V> {
             Some((at, v)) if at.elapsed() < ttl => Some(v.clone()),
             _ => None,
         }
+    }
+
+    fn forget(&self, key: &K) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        entries.remove(key);
     }
 
     fn put(&self, key: K, value: Arc<V>) {
@@ -182,6 +211,56 @@ pub fn display_name(text: &str) -> Result<Option<&str>, &'static str> {
 }
 
 impl Credentials {
+    /// Rotates a credential of `merchant`: a new random secret replaces it at once (answers and
+    /// notifications are signed with it), and requests signed with the old one are still
+    /// accepted for `grace`. Answers the new secret, shown once. Other nodes see the change
+    /// within their credential cache's lifetime.
+    pub async fn rotate(
+        &self,
+        kind: CredentialKind,
+        merchant: &MerchantRecord,
+        key: &str,
+        grace: chrono::Duration,
+    ) -> Result<Secret<String>, CredentialError> {
+        let len = if kind == CredentialKind::App { 64 } else { 32 };
+        let fresh = SecretBox::generate_key_hex().expose()[..len].to_owned();
+        let (context, previous_key) = match kind {
+            CredentialKind::Store => (
+                store_context(&merchant.merchant_no, key),
+                format!("{}/{key}", merchant.merchant_no),
+            ),
+            CredentialKind::App => (app_context(key), key.to_owned()),
+            CredentialKind::Terminal => (terminal_context(key), key.to_owned()),
+        };
+        let rotated = self
+            .store
+            .rotate_secret(Rotation {
+                kind,
+                merchant_id: merchant.id,
+                key: key.to_owned(),
+                previous_key,
+                new_sealed: self.secrets.seal(&fresh, &context),
+                until: self.clock.now() + grace,
+            })
+            .await?;
+        if !rotated {
+            return Err(CredentialError::Unknown);
+        }
+        match kind {
+            CredentialKind::Store => self
+                .stores
+                .forget(&(merchant.merchant_no.clone(), key.to_owned())),
+            CredentialKind::App => self.apps.forget(&key.to_owned()),
+            CredentialKind::Terminal => self.terminals.forget(&key.to_owned()),
+        }
+        Ok(Secret::new(fresh))
+    }
+
+    /// The time on the credentials' clock (when a previous secret is still accepted).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// The tokens of the hosted payment pages (keyed by the master key).
     pub fn page_tokens(&self) -> crate::page::PageTokens {
         self.secrets.page_tokens()
@@ -539,7 +618,15 @@ impl Credentials {
         }
         let row = fetch().await?.ok_or(CredentialError::Unknown)?;
         let secret = self.secrets.open(row.sealed(), context)?;
-        let cred = Arc::new(row.opened(secret));
+        let (kind, previous_key) = row.previous_key();
+        let previous = match self.store.previous_secret(kind, &previous_key).await? {
+            Some((sealed, until)) => Some(Previous {
+                secret: self.secrets.open(&sealed, context)?,
+                until,
+            }),
+            None => None,
+        };
+        let cred = Arc::new(row.opened(secret, previous));
         cache.put(key, cred.clone());
         Ok(cred)
     }
@@ -549,7 +636,9 @@ impl Credentials {
 trait SealedRow {
     type Opened;
     fn sealed(&self) -> &str;
-    fn opened(self, secret: Secret<String>) -> Self::Opened;
+    /// Where its previous secret is kept after a rotation.
+    fn previous_key(&self) -> (CredentialKind, String);
+    fn opened(self, secret: Secret<String>, previous: Option<Previous>) -> Self::Opened;
 }
 
 impl SealedRow for StoreRow {
@@ -557,12 +646,19 @@ impl SealedRow for StoreRow {
     fn sealed(&self) -> &str {
         &self.token_sealed
     }
-    fn opened(self, token: Secret<String>) -> StoreCredential {
+    fn previous_key(&self) -> (CredentialKind, String) {
+        (
+            CredentialKind::Store,
+            format!("{}/{}", self.merchant.merchant_no, self.store_no),
+        )
+    }
+    fn opened(self, token: Secret<String>, previous: Option<Previous>) -> StoreCredential {
         StoreCredential {
             merchant: self.merchant,
             store_no: self.store_no,
             default_currency: self.default_currency,
             token,
+            previous,
         }
     }
 }
@@ -572,11 +668,15 @@ impl SealedRow for AppRow {
     fn sealed(&self) -> &str {
         &self.secret_sealed
     }
-    fn opened(self, secret: Secret<String>) -> AppCredential {
+    fn previous_key(&self) -> (CredentialKind, String) {
+        (CredentialKind::App, self.app_id.clone())
+    }
+    fn opened(self, secret: Secret<String>, previous: Option<Previous>) -> AppCredential {
         AppCredential {
             merchant: self.merchant,
             app_id: self.app_id,
             secret,
+            previous,
         }
     }
 }
@@ -586,11 +686,15 @@ impl SealedRow for TerminalRow {
     fn sealed(&self) -> &str {
         &self.secret_sealed
     }
-    fn opened(self, secret: Secret<String>) -> TerminalCredential {
+    fn previous_key(&self) -> (CredentialKind, String) {
+        (CredentialKind::Terminal, self.tid.clone())
+    }
+    fn opened(self, secret: Secret<String>, previous: Option<Previous>) -> TerminalCredential {
         TerminalCredential {
             merchant: self.merchant,
             tid: self.tid,
             secret,
+            previous,
         }
     }
 }

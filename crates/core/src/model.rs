@@ -389,3 +389,37 @@ pub enum UnresolvedKind {
         cancel_no: String,
     },
 }
+
+/// A kind of credential whose secret can be rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    /// A Pockyt store's token.
+    Store,
+    /// A unified-API app's secret.
+    App,
+    /// A POS terminal's secret (also the YabandPay user's).
+    Terminal,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Store => "store",
+            CredentialKind::App => "app",
+            CredentialKind::Terminal => "terminal",
+        }
+    }
+}
+
+/// A rotation: the credential's secret replaced, its previous one kept until `until`.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub kind: CredentialKind,
+    pub merchant_id: i64,
+    /// The store number, app id or tid.
+    pub key: String,
+    /// The key the previous secret is kept under (`merchant_no/store_no`, app id, tid).
+    pub previous_key: String,
+    pub new_sealed: String,
+    pub until: DateTime<Utc>,
+}

@@ -104,8 +104,13 @@ async fn authenticate(
                     .with_status(StatusCode::INTERNAL_SERVER_ERROR)
             }
         })?;
-    let token_md5 = sign::md5_hex(credential.token.expose().as_bytes());
-    if !sign::verify_with_token_md5(&params, &token_md5, signature) {
+    // The token in force, or the one before a rotation while it is still accepted.
+    let verified = |token: &tillgate_core::Secret<String>| {
+        let token_md5 = sign::md5_hex(token.expose().as_bytes());
+        sign::verify_with_token_md5(&params, &token_md5, signature)
+    };
+    let previous = tillgate_core::credentials::previous_at(&credential.previous, credentials.now());
+    if !verified(&credential.token) && !previous.is_some_and(verified) {
         return Err(PockytError::new(
             RetCode::NoRights,
             "verifySign does not match the parameters and the store's token",

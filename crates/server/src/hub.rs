@@ -286,12 +286,15 @@ impl Hub {
             .terminal_credential(&tid)
             .await
             .map_err(|_| "unknown terminal or bad signature".to_owned())?;
-        let expected = handshake_signature(credential.secret.expose(), &tid, timestamp, &nonce);
-        if !bool::from(
-            expected
-                .as_bytes()
-                .ct_eq(signature.to_ascii_lowercase().as_bytes()),
-        ) {
+        // The secret in force, or the one before a rotation while it is still accepted.
+        let given = signature.to_ascii_lowercase();
+        let verified = |secret: &tillgate_core::Secret<String>| {
+            let expected = handshake_signature(secret.expose(), &tid, timestamp, &nonce);
+            bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+        };
+        let previous =
+            tillgate_core::credentials::previous_at(&credential.previous, self.credentials.now());
+        if !verified(&credential.secret) && !previous.is_some_and(verified) {
             return Err("unknown terminal or bad signature".into());
         }
         let now = self.clock.now();

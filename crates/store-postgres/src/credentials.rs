@@ -11,6 +11,47 @@ use tillgate_domain::MerchantZone;
 
 #[async_trait]
 impl CredentialStore for PgStore {
+    async fn rotate_secret(&self, r: Rotation) -> Result<bool, StoreError> {
+        let (keep, replace) = tillgate_store_sql::rotation_sql(r.kind);
+        let (keep, replace) = (dollar_placeholders(&keep), dollar_placeholders(&replace));
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query(&keep)
+            .bind(r.kind.as_str())
+            .bind(&r.previous_key)
+            .bind(r.until.timestamp_millis())
+            .bind(r.merchant_id)
+            .bind(&r.key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let n = sqlx::query(&replace)
+            .bind(&r.new_sealed)
+            .bind(r.merchant_id)
+            .bind(&r.key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        tx.commit().await.map_err(db_error)?;
+        Ok(n == 1)
+    }
+
+    async fn previous_secret(
+        &self,
+        kind: CredentialKind,
+        key: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let text = dollar_placeholders(tillgate_store_sql::PREVIOUS_SECRET);
+        self.one(sqlx::query(&text).bind(kind.as_str()).bind(key), |r| {
+            use tillgate_store_sql::Columns;
+            Ok((
+                r.text("sealed")?,
+                tillgate_store_sql::time(r.int("until_at")?)?,
+            ))
+        })
+        .await
+    }
+
     async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError> {
         let q = sqlx::query(
             "INSERT INTO merchants (merchant_no, zone, sandbox, created_at) VALUES ($1, $2, $3, $4) \

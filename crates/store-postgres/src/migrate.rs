@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "refund_approvals",
         include_str!("../migrations/0012_refund_approvals.sql"),
     ),
+    (
+        13,
+        "credential_previous",
+        include_str!("../migrations/0013_credential_previous.sql"),
+    ),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.

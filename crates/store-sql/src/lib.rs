@@ -537,3 +537,31 @@ pub fn stored_answer(
         _ => Err(corrupt("a replay answer in part")),
     }
 }
+
+/// Where a kind of credential keeps its secret: (table, sealed column, key column).
+pub fn secret_place(kind: CredentialKind) -> (&'static str, &'static str, &'static str) {
+    match kind {
+        CredentialKind::Store => ("stores", "token_sealed", "store_no"),
+        CredentialKind::App => ("apps", "secret_sealed", "app_id"),
+        CredentialKind::Terminal => ("terminals", "secret_sealed", "tid"),
+    }
+}
+
+/// The two statements of a rotation (`?N` placeholders): keep the secret in force as the
+/// previous one (?1 kind, ?2 previous key, ?3 until, ?4 merchant, ?5 key), then put the new
+/// one in its place (?1 new sealed, ?2 merchant, ?3 key).
+pub fn rotation_sql(kind: CredentialKind) -> (String, String) {
+    let (table, column, key) = secret_place(kind);
+    (
+        format!(
+            "INSERT INTO credential_previous (kind, key, sealed, until_at) \
+             SELECT ?1, ?2, {column}, ?3 FROM {table} WHERE merchant_id = ?4 AND {key} = ?5 \
+             ON CONFLICT (kind, key) DO UPDATE SET sealed = excluded.sealed, \
+             until_at = excluded.until_at"
+        ),
+        format!("UPDATE {table} SET {column} = ?1 WHERE merchant_id = ?2 AND {key} = ?3"),
+    )
+}
+
+pub const PREVIOUS_SECRET: &str =
+    "SELECT sealed, until_at FROM credential_previous WHERE kind = ?1 AND key = ?2";

@@ -12,6 +12,46 @@ use tillgate_domain::MerchantZone;
 
 #[async_trait]
 impl CredentialStore for SqliteStore {
+    async fn rotate_secret(&self, r: Rotation) -> Result<bool, StoreError> {
+        let (keep, replace) = tillgate_store_sql::rotation_sql(r.kind);
+        self.write(move |conn| {
+            conn.execute(
+                &keep,
+                params![
+                    r.kind.as_str(),
+                    r.previous_key,
+                    r.until.timestamp_millis(),
+                    r.merchant_id,
+                    r.key
+                ],
+            )
+            .map_err(native)?;
+            let n = conn
+                .execute(&replace, params![r.new_sealed, r.merchant_id, r.key])
+                .map_err(native)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn previous_secret(
+        &self,
+        kind: CredentialKind,
+        key: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        self.read_one(
+            tillgate_store_sql::PREVIOUS_SECRET,
+            params![kind.as_str(), key],
+            |r| {
+                use tillgate_store_sql::Columns;
+                Ok((
+                    r.text("sealed")?,
+                    tillgate_store_sql::time(r.int("until_at")?)?,
+                ))
+            },
+        )
+    }
+
     async fn upsert_merchant(&self, m: NewMerchant) -> Result<MerchantRecord, StoreError> {
         self.write(move |conn| upsert_merchant(conn, m)).await
     }

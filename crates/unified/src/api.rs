@@ -220,7 +220,13 @@ async fn authenticate(
         ));
     }
     let known: Vec<&str> = COMMON.iter().chain(ep.fields()).copied().collect();
-    if !sign::verify(&params, credential.secret.expose(), &known, signature) {
+    // The secret in force, or the one before a rotation while it is still accepted.
+    let verified = |secret: &tillgate_core::Secret<String>| {
+        sign::verify(&params, secret.expose(), &known, signature)
+    };
+    let previous =
+        tillgate_core::credentials::previous_at(&credential.previous, app.credentials().now());
+    if !verified(&credential.secret) && !previous.is_some_and(verified) {
         return Err(UnifiedError::fail(
             "验签失败 (sign does not match the parameters and the app's secret)",
         ));

@@ -252,7 +252,12 @@ async fn authenticate(
                 YabandError::system(StatusCode::INTERNAL_SERVER_ERROR)
             }
         })?;
-    if !sign::verify(&req.sign_entries(), user.secret.expose(), &req.sign) {
+    // The secret in force, or the one before a rotation while it is still accepted.
+    let entries = req.sign_entries();
+    let verified =
+        |secret: &tillgate_core::Secret<String>| sign::verify(&entries, secret.expose(), &req.sign);
+    let previous = tillgate_core::credentials::previous_at(&user.previous, clock.now());
+    if !verified(&user.secret) && !previous.is_some_and(verified) {
         return Err(YabandError::new(
             Code::BadSign,
             "sign is hex(HMAC-SHA256(secret_key, k=v&…)) over user, method, time and every data field, sorted by key",

@@ -284,6 +284,15 @@ pub trait CredentialStore: Send + Sync + 'static {
         key: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// Replaces a credential's secret, keeping the one it had (sealed) until the rotation's
+    /// time, as one change; false when there is no such credential of that merchant.
+    async fn rotate_secret(&self, rotation: Rotation) -> Result<bool, StoreError>;
+    /// A credential's previous secret (sealed) and until when it is accepted.
+    async fn previous_secret(
+        &self,
+        kind: CredentialKind,
+        key: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError>;
     /// Sets a merchant's time zone, which decides its business day.
     async fn set_zone(
         &self,

@@ -69,6 +69,19 @@ fn render(
                     input name="threshold" value=[m.approval_threshold_minor] size="10" inputmode="numeric"; }
                 button.primary type="submit" data-test="save" { "Save" }
             }
+            h2 { "Rotate a credential" }
+            p.muted { "A new secret is in force at once and shown once; requests signed with the old one are still accepted for the grace period, then refused. Answers and notifications are signed with the new one." }
+            form.filters method="post" action={ "/console/merchants/" (m.merchant_no) "/rotate" } data-test="rotate" {
+                input type="hidden" name="csrf" value=(s.session.csrf);
+                label { "Kind" select name="kind" {
+                    option value="store" { "store token (Pockyt)" }
+                    option value="app" { "app secret (unified)" }
+                    option value="terminal" { "terminal secret (YabandPay)" }
+                } }
+                label { "Store no, app id or tid" input name="key" required maxlength="64" data-test="rotate-key"; }
+                label { "Grace (minutes)" input name="grace" value="60" size="6" inputmode="numeric"; }
+                button.primary type="submit" data-test="rotate-button" { "Rotate" }
+            }
         }
     };
     respond(
@@ -391,4 +404,123 @@ pub async fn create(
         p { a href={ "/console/merchants/" (merchant_no) } { "Its settings →" } }
     };
     respond(StatusCode::OK, layout("Merchant created", Some(&s), body))
+}
+
+#[derive(Deserialize)]
+pub struct RotateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    grace: String,
+}
+
+/// Rotates one of the merchant's credentials and shows the new secret once.
+pub async fn rotate(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(merchant_no): Path<String>,
+    Form(form): Form<RotateForm>,
+) -> Response {
+    use tillgate_core::CredentialKind;
+    let s = match require(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !auth::same_origin(&headers) || !auth::csrf_ok(&s.session, &form.csrf) {
+        return failure(
+            StatusCode::FORBIDDEN,
+            Some(&s),
+            "Refused: the form is stale or came from another site. Reload the page.",
+        );
+    }
+    let m = match load(&c, &s, &merchant_no).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if !may_change(&s.user, m.id) {
+        return failure(
+            StatusCode::FORBIDDEN,
+            Some(&s),
+            "Your role may not do this.",
+        );
+    }
+    let kind = match form.kind.as_str() {
+        "store" => CredentialKind::Store,
+        "app" => CredentialKind::App,
+        "terminal" => CredentialKind::Terminal,
+        _ => {
+            return render(
+                &s,
+                &m,
+                StatusCode::BAD_REQUEST,
+                Some((true, "Choose a kind of credential.".into())),
+            )
+        }
+    };
+    let Some(minutes) = form
+        .grace
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|g| (0..=60 * 24 * 30).contains(g))
+    else {
+        return render(
+            &s,
+            &m,
+            StatusCode::BAD_REQUEST,
+            Some((true, "The grace period is 0 to 43200 minutes.".into())),
+        );
+    };
+    let key = form.key.trim();
+    let secret = match c
+        .app
+        .credentials()
+        .rotate(kind, &m, key, chrono::Duration::minutes(minutes))
+        .await
+    {
+        Ok(secret) => secret,
+        Err(tillgate_core::credentials::CredentialError::Unknown) => {
+            return render(
+                &s,
+                &m,
+                StatusCode::NOT_FOUND,
+                Some((
+                    true,
+                    format!("The merchant has no {} {key:?}.", kind.as_str()),
+                )),
+            )
+        }
+        Err(e) => return unavailable(e),
+    };
+    let until = c.app.clock().now() + chrono::Duration::minutes(minutes);
+    let entry = NewAudit {
+        at: c.app.clock().now(),
+        user_id: Some(s.user.id),
+        login: s.user.login.clone(),
+        action: "credential rotated".into(),
+        transaction_no: None,
+        detail: format!(
+            "{}: {} {key}, the old one accepted until {}",
+            m.merchant_no,
+            kind.as_str(),
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        address: None,
+    };
+    if let Err(e) = c.app.store().audit(entry).await {
+        tracing::warn!(error = %e, "console: audit line not written");
+    }
+    let body = html! {
+        h1 { "New " (kind.as_str()) " secret for " (key) }
+        p.done data-test="notice" { "In force now; shown this once. The old one is accepted until " (at(until, c.zone)) " " (c.zone.name()) "." }
+        div.card { dl.facts {
+            dt { "Secret" } dd data-test="new-secret" { (secret.expose()) }
+        } }
+        p { a href={ "/console/merchants/" (m.merchant_no) } { "← Merchant " (m.merchant_no) } }
+    };
+    respond(StatusCode::OK, layout("Credential rotated", Some(&s), body))
 }

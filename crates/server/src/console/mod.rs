@@ -75,6 +75,10 @@ pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
             "/console/merchants/{merchant_no}",
             get(merchants::page).post(merchants::save),
         )
+        .route(
+            "/console/merchants/{merchant_no}/rotate",
+            post(merchants::rotate),
+        )
         .route("/console/assets/console.js", get(js))
         .route(
             "/console/transactions/{transaction_no}/live",
