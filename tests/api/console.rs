@@ -1186,6 +1186,79 @@ async fn an_operator_creates_a_merchant_whose_credentials_work(app: TestApp) {
     assert_eq!(page(&app, &cashier, "/console/merchants/new").await.0, 403);
     let (_, html) = page(&app, &operator, "/console/users/operator").await;
     assert!(html.contains("merchant created"), "{html}");
+
+    // A second store, an app and a terminal added to it: each secret shown once, and works.
+    let path = "/console/merchants/777001/add";
+    let (status, _, html) = post(
+        &app,
+        &operator,
+        path,
+        &[("csrf", &csrf), ("kind", "store"), ("key", "2")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    let second = dd(&html, "new-secret");
+    let v = app
+        .pos_for("777001", "2", &second)
+        .add(&reference("new"), "1.00")
+        .await;
+    assert_eq!(v["ret_code"], "000100", "{v}");
+    let (status, _, html) = post(
+        &app,
+        &operator,
+        path,
+        &[("csrf", &csrf), ("kind", "store"), ("key", "2")],
+    )
+    .await;
+    assert_eq!(
+        status, 409,
+        "an existing store's secret is never shown again"
+    );
+    assert!(!html.contains(&second));
+    for kind in ["app", "terminal"] {
+        let (status, _, html) = post(
+            &app,
+            &operator,
+            path,
+            &[("csrf", &csrf), ("kind", kind), ("key", "")],
+        )
+        .await;
+        assert_eq!(status, 200, "{kind}: {html}");
+        assert!(!dd(&html, "new-secret").is_empty());
+    }
+    let (status, _, _) = post(
+        &app,
+        &operator,
+        path,
+        &[("csrf", &csrf), ("kind", "coin"), ("key", "")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let boss_out = user(
+        &app,
+        &[
+            "create",
+            "--login",
+            "boss7",
+            "--role",
+            "merchant-admin",
+            "--merchant-no",
+            "777001",
+            "--password-stdin",
+        ],
+        Some("boss seven password\n"),
+    );
+    assert!(boss_out.status.success());
+    let boss = sign_in(&app, "boss7", "boss seven password").await.unwrap();
+    let boss_csrf = csrf_of(&page(&app, &boss, "/console/merchants/777001").await.1);
+    let (status, _, _) = post(
+        &app,
+        &boss,
+        path,
+        &[("csrf", &boss_csrf), ("kind", "store"), ("key", "3")],
+    )
+    .await;
+    assert_eq!(status, 403, "only operators add credentials");
 }
 
 async fn staff_confined_to_a_store_see_that_store_only(app: TestApp) {

@@ -69,6 +69,19 @@ fn render(
                     input name="threshold" value=[m.approval_threshold_minor] size="10" inputmode="numeric"; }
                 button.primary type="submit" data-test="save" { "Save" }
             }
+            @if s.user.role == Role::Operator {
+                h2 { "Add a credential" }
+                form.filters method="post" action={ "/console/merchants/" (m.merchant_no) "/add" } data-test="add" {
+                    input type="hidden" name="csrf" value=(s.session.csrf);
+                    label { "What" select name="kind" {
+                        option value="store" { "store (Pockyt token)" }
+                        option value="app" { "app (unified secret)" }
+                        option value="terminal" { "POS terminal (YabandPay)" }
+                    } }
+                    label { "Store number (for a store)" input name="key" maxlength="32" data-test="add-key"; }
+                    button.primary type="submit" data-test="add-button" { "Add" }
+                }
+            }
             h2 { "Rotate a credential" }
             p.muted { "A new secret is in force at once and shown once; requests signed with the old one are still accepted for the grace period, then refused. Answers and notifications are signed with the new one." }
             form.filters method="post" action={ "/console/merchants/" (m.merchant_no) "/rotate" } data-test="rotate" {
@@ -523,4 +536,158 @@ pub async fn rotate(
         p { a href={ "/console/merchants/" (m.merchant_no) } { "← Merchant " (m.merchant_no) } }
     };
     respond(StatusCode::OK, layout("Credential rotated", Some(&s), body))
+}
+
+#[derive(Deserialize)]
+pub struct AddForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    kind: String,
+    /// A store number, or empty for a random app id or tid.
+    #[serde(default)]
+    key: String,
+}
+
+/// Adds a store, an app or a terminal to an existing merchant, and shows its secret once. A
+/// key that exists is refused: its secret is never shown again (rotate it instead).
+pub async fn add(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(merchant_no): Path<String>,
+    Form(form): Form<AddForm>,
+) -> Response {
+    use tillgate_core::credentials::{CredentialWanted, MerchantWanted};
+    use tillgate_core::Secret;
+    let s = match require(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !auth::same_origin(&headers) || !auth::csrf_ok(&s.session, &form.csrf) {
+        return failure(
+            StatusCode::FORBIDDEN,
+            Some(&s),
+            "Refused: the form is stale or came from another site. Reload the page.",
+        );
+    }
+    let m = match load(&c, &s, &merchant_no).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if s.user.role != Role::Operator {
+        return failure(
+            StatusCode::FORBIDDEN,
+            Some(&s),
+            "Only an operator adds credentials.",
+        );
+    }
+    let key = form.key.trim();
+    // The set-up names the one credential asked for; the others stand for the merchant's
+    // first of their kind, which an existing merchant keeps as they are (their keys unused).
+    let unnamed = |k: String| CredentialWanted {
+        key: k,
+        secret: Secret::new(random_hex(32)),
+        named: false,
+    };
+    let (store, app, terminal, label) = match form.kind.as_str() {
+        "store" => match tillgate_domain::StoreNo::parse(key) {
+            Ok(no) => (
+                CredentialWanted {
+                    key: no.as_str().to_owned(),
+                    secret: Secret::new(random_hex(32)),
+                    named: true,
+                },
+                unnamed(random_hex(24)),
+                unnamed(format!("T{}", random_hex(10).to_uppercase())),
+                "store",
+            ),
+            Err(e) => {
+                return render(
+                    &s,
+                    &m,
+                    StatusCode::BAD_REQUEST,
+                    Some((true, format!("The store number {e}."))),
+                )
+            }
+        },
+        "app" => (
+            unnamed(random_hex(8)),
+            CredentialWanted {
+                key: random_hex(24),
+                secret: Secret::new(random_hex(64)),
+                named: true,
+            },
+            unnamed(format!("T{}", random_hex(10).to_uppercase())),
+            "app",
+        ),
+        "terminal" => (
+            unnamed(random_hex(8)),
+            unnamed(random_hex(24)),
+            CredentialWanted {
+                key: format!("T{}", random_hex(10).to_uppercase()),
+                secret: Secret::new(random_hex(32)),
+                named: true,
+            },
+            "terminal",
+        ),
+        _ => {
+            return render(
+                &s,
+                &m,
+                StatusCode::BAD_REQUEST,
+                Some((true, "Choose what to add.".into())),
+            )
+        }
+    };
+    let wanted = MerchantWanted {
+        merchant_no: m.merchant_no.clone(),
+        zone: m.zone,
+        notify_schedule: None,
+        store,
+        app,
+        terminal,
+    };
+    let done = match c.app.credentials().set_up_merchant(wanted).await {
+        Ok(done) => done,
+        Err(e) => return unavailable(e),
+    };
+    let added = match label {
+        "store" => Some(done.store),
+        "app" => done.app,
+        _ => done.terminal,
+    }
+    .filter(|cred| cred.created);
+    let Some(added) = added else {
+        return render(
+            &s,
+            &m,
+            StatusCode::CONFLICT,
+            Some((
+                true,
+                format!("That {label} exists: rotate it to get a new secret."),
+            )),
+        );
+    };
+    let entry = NewAudit {
+        at: c.app.clock().now(),
+        user_id: Some(s.user.id),
+        login: s.user.login.clone(),
+        action: "credential added".into(),
+        transaction_no: None,
+        detail: format!("{}: {label} {}", m.merchant_no, added.key),
+        address: None,
+    };
+    if let Err(e) = c.app.store().audit(entry).await {
+        tracing::warn!(error = %e, "console: audit line not written");
+    }
+    let body = html! {
+        h1 { "New " (label) " of merchant " (m.merchant_no) }
+        p.done data-test="notice" { "Shown this once: give it to the merchant now." }
+        div.card { dl.facts {
+            dt { "Key (store no, app id or tid)" } dd data-test="new-key" { (added.key) }
+            dt { "Secret" } dd data-test="new-secret" { (added.secret.expose()) }
+        } }
+        p { a href={ "/console/merchants/" (m.merchant_no) } { "← Merchant " (m.merchant_no) } }
+    };
+    respond(StatusCode::OK, layout("Credential added", Some(&s), body))
 }

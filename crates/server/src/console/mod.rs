@@ -79,6 +79,7 @@ pub fn routes(app: Arc<Lifecycle>, secure: bool, zone: MerchantZone) -> Router {
             "/console/merchants/{merchant_no}/rotate",
             post(merchants::rotate),
         )
+        .route("/console/merchants/{merchant_no}/add", post(merchants::add))
         .route("/console/assets/console.js", get(js))
         .route(
             "/console/transactions/{transaction_no}/live",
