@@ -364,6 +364,50 @@ async fn a_qr_cashier_page_follows_a_payment_made_elsewhere_and_an_expired_page_
         .await;
     assert_eq!(browser.text("[data-test=status]").await, "Paid. Thank you.");
 
+    // Another order paid on its own page: the customer presses Pay (the sandbox's wallet).
+    order["mchOrderNo"] = json!(reference("qr"));
+    order.as_object_mut().unwrap().remove("sign");
+    order["sign"] = json!(sign(&order));
+    let v: Value = app
+        .client
+        .post(format!("{}/api/pay/unifiedOrder", app.base))
+        .json(&order)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = v["data"]["payData"].as_str().unwrap().to_owned();
+    let pay_order_id = v["data"]["payOrderId"].as_str().unwrap().to_owned();
+    browser.goto(&url).await;
+    browser.click("[data-test=pay]").await;
+    browser
+        .wait_until(
+            "return document.querySelector('main').dataset.state === 'paid'",
+            15,
+        )
+        .await;
+    let mut query = json!({
+        "mchNo": "M1621873433953", "appId": "60cc09bce4b0f1c0b83761c9", "reqTime": "1700000000123",
+        "version": "1.0", "signType": "MD5", "payOrderId": pay_order_id,
+    });
+    query["sign"] = json!(sign(&query));
+    let q: Value = app
+        .client
+        .post(format!("{}/api/pay/query", app.base))
+        .json(&query)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        q["data"]["state"], 2,
+        "paid, as the merchant's query says: {q}"
+    );
+
     // Another order left past its time-out: its page says it expired, and offers no payment.
     order["mchOrderNo"] = json!(reference("qr"));
     order.as_object_mut().unwrap().remove("sign");
