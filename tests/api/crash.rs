@@ -95,13 +95,14 @@ impl Gateway {
         Gateway {
             dir,
             database_url: database_url.to_owned(),
-            port: free_port(),
+            port: restartable_port(),
             args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
             starts: 0,
         }
     }
 
+    /// The gateway's address (the same after every restart).
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -1512,4 +1513,24 @@ async fn a_refund_in_flight_at_a_crash_is_settled_by_the_janitor_on_the_sandbox(
     verify(&db, &[]).await;
     assert_eq!(db.unresolved().await, 0);
     db.close().await;
+}
+
+/// A free port below the kernel's range of ephemeral ports (32768 and up), so that no other
+/// test's listener on port 0 takes it while the gateway is down between a crash and its
+/// restart.
+fn restartable_port() -> u16 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let mut n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id();
+    for _ in 0..1000 {
+        n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let port = 20_000 + (n >> 8) as u16 % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
 }

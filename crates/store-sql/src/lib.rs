@@ -484,7 +484,8 @@ pub const RECORD_KEY_CHECK: &str =
      ON CONFLICT (id) DO NOTHING";
 
 /// The oldest store with its merchant.
-pub const FIRST_STORE_ROW: &str = "SELECT m.*, s.store_no, s.token_sealed FROM stores s \
+pub const FIRST_STORE_ROW: &str =
+    "SELECT m.*, s.store_no, s.token_sealed, s.default_currency FROM stores s \
      JOIN merchants m ON m.id = s.merchant_id ORDER BY s.id LIMIT 1";
 
 /// A stored dialect name.

@@ -321,7 +321,32 @@ async fn health_and_backlog_tell_what_the_store_holds(backend: Backend) {
     assert!(closed.to_string().contains("closed"), "{closed}");
 }
 
+/// The row a master key is checked against in a database with credentials and no check
+/// value yet (a node starting while another sets the database up): it reads like every store
+/// row, with all its columns.
+async fn the_first_store_row_reads_whole(backend: Backend) {
+    let kit = Kit::builder("contract-first-store")
+        .on(backend)
+        .build()
+        .await;
+    assert!(kit.store.first_store_row().await.unwrap().is_none());
+    let merchant = kit.merchant("100207", MerchantZone::utc()).await;
+    kit.store_of(&merchant, "9", "a-token-of-sixteen-chars")
+        .await;
+    let row = kit
+        .store
+        .first_store_row()
+        .await
+        .expect("a store row with every column")
+        .expect("the store");
+    assert_eq!(
+        (row.merchant.merchant_no.as_str(), row.store_no.as_str()),
+        ("100207", "9")
+    );
+}
+
 on_both_backends!(
+    the_first_store_row_reads_whole,
     health_and_backlog_tell_what_the_store_holds,
     a_signed_request_acts_once_per_window,
     an_ordinary_change_never_rewrites_the_creation_time,
