@@ -3,7 +3,7 @@
 //! `main` parses the command line, builds the plan and hands it to [`suite::Bench`]; the
 //! modules hold the parts: the load generator (`driver`, `schedule`, `client`, `workload`), the
 //! baselines (`baseline_http`, `ceiling`), the data (`seed`), the probes (`procfs`, `metrics`)
-//! and the output (`stats`, `report`, `svg`).
+//! and the output (`stats`, `report`, `svg`); `soak` is the minutes-long run sampled over time.
 
 mod baseline_http;
 mod ceiling;
@@ -17,6 +17,7 @@ mod report;
 mod schedule;
 mod seed;
 mod server;
+mod soak;
 mod stats;
 mod suite;
 mod svg;
@@ -49,6 +50,9 @@ enum Command {
     Run(RunArgs),
     /// `tillgate export` of seeded transactions as CSV: wall time and peak memory at each size.
     Export(ExportArgs),
+    /// Minutes of steady mixed load on one gateway, sampled every few seconds: throughput, p99,
+    /// resident memory, open file descriptors and outbox backlog over time (table, CSV, SVG).
+    Soak(SoakArgs),
     /// Baseline (a)'s server; the benchmark starts it itself.
     #[command(hide = true)]
     BaselineServer {
@@ -132,6 +136,48 @@ struct ExportArgs {
     /// Seeded transactions of each run.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000, 1_000_000])]
     rows: Vec<u64>,
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// The tillgate binary (default: the `tillgate` next to this executable).
+    #[arg(long)]
+    tillgate: Option<PathBuf>,
+    /// Where the database, the CSV and the SVG go (default: the system temp dir's
+    /// tillgate-bench).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Minutes of load.
+    #[arg(long, default_value_t = 5)]
+    minutes: u64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 5)]
+    interval_s: u64,
+    /// Connections of the closed loop (the `mix` workload, every add and refund notified).
+    #[arg(long, default_value_t = 16)]
+    concurrency: u32,
+    /// Existing (seeded) transactions that queries and refunds pick from.
+    #[arg(long, default_value_t = 10_000)]
+    existing: u64,
+    /// After the load, the longest the sampling waits for the outbox to drain.
+    #[arg(long, default_value_t = 120)]
+    drain_limit_s: u64,
+    /// Soak on PostgreSQL instead of SQLite: this database is dropped and re-created (its name
+    /// must start with tillgate_bench).
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// Seed of the workers' random choices.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// The CSV of the samples (default: soak.csv in the work dir).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// The plot of the samples (default: soak.svg in the work dir).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Keep the SQLite database after the run.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Args)]
@@ -241,6 +287,7 @@ fn main() -> anyhow::Result<()> {
             Command::Suite(args) => suite(args).await,
             Command::Run(args) => run(args).await,
             Command::Export(args) => export_bench(args).await,
+            Command::Soak(args) => soak_bench(args).await,
         }
     })
 }
@@ -270,6 +317,85 @@ async fn export_bench(args: ExportArgs) -> anyhow::Result<()> {
     }
     println!("{}", command_line());
     export::run(&tillgate, &work_dir, &args.rows).await
+}
+
+async fn soak_bench(args: SoakArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=60).contains(&args.minutes),
+        "a soak is bounded: --minutes from 1 to 60"
+    );
+    anyhow::ensure!(
+        (1..=600).contains(&args.interval_s),
+        "--interval-s from 1 to 600"
+    );
+    anyhow::ensure!(args.drain_limit_s <= 3600, "--drain-limit-s at most 3600");
+    let common = Common {
+        tillgate: args.tillgate.clone(),
+        work_dir: args.work_dir.clone(),
+        warmup_s: 0,
+        duration_s: 1,
+        max_ops: u64::MAX,
+        cancel_pool: 0,
+        seed: args.seed,
+        busy_retries: 0,
+        busy_limit_pct: 100,
+        json: None,
+        svg: None,
+        keep: args.keep,
+    };
+    let settings = common.settings()?;
+    warn_about_builds(&settings);
+    let db = match &args.postgres {
+        Some(url) => Db::Postgres { url: url.clone() },
+        None => Db::Sqlite {
+            path: settings.work_dir.join("soak.db"),
+        },
+    };
+    let csv_path = args
+        .csv
+        .clone()
+        .unwrap_or_else(|| settings.work_dir.join("soak.csv"));
+    let svg_path = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| settings.work_dir.join("soak.svg"));
+    let spec = soak::SoakSpec {
+        load: Duration::from_secs(args.minutes * 60),
+        interval: Duration::from_secs(args.interval_s),
+        concurrency: args.concurrency.max(1),
+        existing: args.existing,
+        seed: args.seed,
+        drain_limit: Duration::from_secs(args.drain_limit_s),
+    };
+    println!("{}", command_line());
+    warn_if_busy().await;
+    let report = report::Report::new(
+        procfs::Machine::read(),
+        settings.tillgate.display().to_string(),
+        command_line(),
+    );
+    let mut bench = Bench::new(settings, report);
+    let samples = soak::run(&mut bench, &db, &spec).await;
+    if let (Db::Sqlite { path }, false) = (&db, args.keep) {
+        let _ = suite::remove_sqlite_files(path);
+    }
+    let samples = samples?;
+    println!();
+    print!("{}", soak::summary(&samples));
+    let title = format!(
+        "tillgate soak: mix at c={} on {}, {} min, sampled every {} s",
+        spec.concurrency,
+        db.backend(),
+        args.minutes,
+        args.interval_s
+    );
+    std::fs::write(&csv_path, soak::csv(&samples))
+        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+    println!("wrote {}", csv_path.display());
+    std::fs::write(&svg_path, soak::plot(&title, &samples))
+        .with_context(|| format!("cannot write {}", svg_path.display()))?;
+    println!("wrote {}", svg_path.display());
+    Ok(())
 }
 
 fn command_line() -> String {

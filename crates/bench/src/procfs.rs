@@ -106,6 +106,20 @@ pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
     parse_status_kib(&text, "VmHWM").with_context(|| format!("{path} has no VmHWM line"))
 }
 
+/// Current resident memory (`VmRSS`) of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    parse_status_kib(&text, "VmRSS").with_context(|| format!("{path} has no VmRSS line"))
+}
+
+/// Open file descriptors of process `pid`: the entries of `/proc/PID/fd`.
+pub fn open_fds(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/fd");
+    let dir = std::fs::read_dir(&path).with_context(|| format!("cannot read {path}"))?;
+    Ok(dir.flatten().count() as u64)
+}
+
 /// Clock ticks per second of `/proc/PID/stat` (`USER_HZ`). Asked of `getconf` because calling
 /// `sysconf` would need `unsafe`, which the workspace forbids; every Linux the project runs on
 /// answers 100, which is the fallback.
@@ -227,5 +241,18 @@ mod tests {
         let pid = std::process::id();
         assert!(cpu_ns(pid, 100).is_ok());
         assert!(peak_rss_bytes(pid).unwrap() > 0);
+        assert!(rss_bytes(pid).unwrap() > 0);
+    }
+
+    #[test]
+    fn open_descriptors_of_this_process_are_counted() {
+        let pid = std::process::id();
+        let before = open_fds(pid).unwrap();
+        assert!(before >= 3, "stdin, stdout and stderr at least");
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        // Other tests' threads open files too; this one at least is counted.
+        assert!(open_fds(pid).unwrap() >= 1);
+        drop(file);
+        assert!(open_fds(u32::MAX).is_err());
     }
 }

@@ -549,7 +549,7 @@ impl Bench {
 
     /// A fresh database: the gateway creates the schema and the sandbox merchant, stops, the
     /// seed goes in, and the gateway, started again, answers for seeded transactions.
-    async fn prepare(&mut self, db: &Db, existing: u64) -> anyhow::Result<String> {
+    pub async fn prepare(&mut self, db: &Db, existing: u64) -> anyhow::Result<String> {
         let t0 = std::time::Instant::now();
         match db {
             Db::Sqlite { path } => remove_sqlite_files(path)?,
@@ -588,6 +588,7 @@ impl Bench {
             existing: 1_000_000,
             tag: self.tag(),
             cancel_pool: None,
+            ipn_url: None,
         });
         let spec = self.spec(Workload::BaselineHttp, load);
         let target = Target {
@@ -618,6 +619,7 @@ impl Bench {
             existing,
             tag,
             cancel_pool: None,
+            ipn_url: None,
         };
         if workload == Workload::Cancel {
             let prep = Arc::new(Shared {
@@ -625,6 +627,7 @@ impl Bench {
                 existing,
                 tag: format!("{}p", shared.tag),
                 cancel_pool: None,
+                ipn_url: None,
             });
             let pool = driver::prepare_cancel_pool(
                 prep,

@@ -1,5 +1,6 @@
 //! A hand-written SVG plot: throughput (top) and p99 latency (bottom), both on log scales, against
-//! concurrency, one line per workload. No plotting library: the picture is a few dozen
+//! concurrency, one line per workload; and a soak's timeline, one small linear chart per series
+//! over time. No plotting library: the picture is a few dozen
 //! elements, and writing them keeps the dependency tree small.
 //!
 //! Pixel coordinates are floats; no money ever reaches this module, so the workspace's
@@ -241,6 +242,156 @@ pub fn plot(title: &str, series: &[Series]) -> String {
     s
 }
 
+/// One small chart of a soak: a value over time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panel {
+    pub title: String,
+    /// (seconds since the start, value); a missing reading is left out.
+    pub points: Vec<(u64, u64)>,
+    /// How an axis label of this panel's values reads.
+    pub unit: Unit,
+}
+
+/// How a panel's values are printed on its axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Nanoseconds,
+    Bytes,
+}
+
+impl Unit {
+    fn label(self, v: u64) -> String {
+        match self {
+            Unit::Count => fmt_rate(v),
+            Unit::Nanoseconds => fmt_latency(v),
+            Unit::Bytes => format!("{}MiB", v / MIB),
+        }
+    }
+
+    /// The top of a linear axis that holds `max`: a round number in this unit.
+    fn top(self, max: u64) -> u64 {
+        match self {
+            Unit::Bytes => nice_ceiling(max.div_ceil(MIB)).saturating_mul(MIB),
+            Unit::Count | Unit::Nanoseconds => nice_ceiling(max),
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The smallest "round" number (1, 2 or 5 times a power of ten) at or above `v`, at least 1: the
+/// top of a linear axis.
+pub fn nice_ceiling(v: u64) -> u64 {
+    let mut base = 1u64;
+    loop {
+        for m in [1u64, 2, 5] {
+            let c = base.saturating_mul(m);
+            if c >= v || c == u64::MAX {
+                return c.max(1);
+            }
+        }
+        if base > u64::MAX / 10 {
+            return u64::MAX;
+        }
+        base *= 10;
+    }
+}
+
+const T_WIDTH: f64 = 900.0;
+const T_LEFT: f64 = 90.0;
+const T_RIGHT: f64 = 30.0;
+const T_PANEL_H: f64 = 110.0;
+const T_GAP: f64 = 55.0;
+const T_TOP: f64 = 60.0;
+
+/// The SVG document of a soak: one linear chart per panel, stacked, sharing the time axis; a
+/// dashed vertical line at `load_end_s` marks where the load stopped and the drain began.
+pub fn timeline(title: &str, panels: &[Panel], load_end_s: Option<u64>) -> String {
+    let height = T_TOP + (T_PANEL_H + T_GAP) * panels.len() as f64 + 10.0;
+    let plot_w = T_WIDTH - T_LEFT - T_RIGHT;
+    let t_max = panels
+        .iter()
+        .flat_map(|p| p.points.iter().map(|&(t, _)| t))
+        .chain(load_end_s)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let x_of = |t: u64| T_LEFT + plot_w * (t.min(t_max) as f64) / (t_max as f64);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{T_WIDTH}" height="{height}" viewBox="0 0 {T_WIDTH} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="16">{}</text>"#,
+        T_WIDTH / 2.0,
+        escape(title)
+    );
+    for (i, panel) in panels.iter().enumerate() {
+        let top = T_TOP + (T_PANEL_H + T_GAP) * i as f64;
+        let bottom = top + T_PANEL_H;
+        let y_max = panel
+            .unit
+            .top(panel.points.iter().map(|&(_, v)| v).max().unwrap_or(0));
+        let y_of = |v: u64| bottom - T_PANEL_H * (v.min(y_max) as f64) / (y_max as f64);
+        let color = COLORS[i % COLORS.len()];
+        let _ = writeln!(
+            s,
+            r##"<rect x="{T_LEFT}" y="{top}" width="{plot_w}" height="{T_PANEL_H}" fill="none" stroke="#444"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{T_LEFT}" y="{:.1}" font-size="13">{}</text>"#,
+            top - 8.0,
+            escape(&panel.title)
+        );
+        for v in [0, y_max / 2, y_max] {
+            let y = y_of(v);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{T_LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                T_LEFT + plot_w,
+                T_LEFT - 6.0,
+                y + 4.0,
+                panel.unit.label(v)
+            );
+        }
+        for k in 0..=4u64 {
+            let t = t_max * k / 4;
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t}s</text>"#,
+                x_of(t),
+                bottom + 15.0
+            );
+        }
+        if let Some(end) = load_end_s {
+            let x = x_of(end);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom}" stroke="#888" stroke-dasharray="4 3"/>"##
+            );
+        }
+        let coords: Vec<String> = panel
+            .points
+            .iter()
+            .map(|&(t, v)| format!("{:.1},{:.1}", x_of(t), y_of(v)))
+            .collect();
+        if !coords.is_empty() {
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                coords.join(" ")
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +481,72 @@ mod tests {
         assert_eq!(fmt_rate(100), "100");
         assert_eq!(fmt_rate(10_000), "10k");
         assert_eq!(fmt_rate(1_000_000), "1M");
+    }
+
+    #[test]
+    fn nice_ceilings_are_one_two_or_five_times_a_power_of_ten() {
+        assert_eq!(nice_ceiling(0), 1);
+        assert_eq!(nice_ceiling(1), 1);
+        assert_eq!(nice_ceiling(3), 5);
+        assert_eq!(nice_ceiling(7), 10);
+        assert_eq!(nice_ceiling(1_234), 2_000);
+        assert_eq!(nice_ceiling(50_000_000), 50_000_000);
+        assert_eq!(nice_ceiling(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_timeline_has_one_chart_per_panel_inside_its_frame() {
+        let panels = vec![
+            Panel {
+                title: "ops/s".into(),
+                points: vec![(5, 900), (10, 1_100), (15, 0)],
+                unit: Unit::Count,
+            },
+            Panel {
+                title: "RSS <MiB>".into(),
+                points: vec![(5, 40 << 20), (10, 41 << 20)],
+                unit: Unit::Bytes,
+            },
+            Panel {
+                title: "empty".into(),
+                points: vec![],
+                unit: Unit::Nanoseconds,
+            },
+        ];
+        let s = timeline("soak", &panels, Some(10));
+        assert!(s.starts_with("<svg ") && s.trim_end().ends_with("</svg>"));
+        assert_eq!(s.matches("<polyline").count(), 2);
+        assert_eq!(
+            s.matches("stroke-dasharray").count(),
+            3,
+            "the drain line in each panel"
+        );
+        assert!(s.contains("RSS &lt;MiB&gt;"));
+        assert!(s.contains(">50MiB</text>"));
+        assert!(s.contains(">2k</text>"));
+        assert!(!s.contains("NaN") && !s.contains("inf"));
+        for (i, line) in s.lines().filter(|l| l.starts_with("<polyline")).enumerate() {
+            let top = T_TOP + (T_PANEL_H + T_GAP) * i as f64;
+            let pts = line
+                .split("points=\"")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches("\"/>");
+            for p in pts.split(' ') {
+                let (x, y) = p.split_once(',').unwrap();
+                let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+                assert!((T_LEFT..=T_WIDTH - T_RIGHT).contains(&x), "x {x}");
+                assert!(
+                    (top..=top + T_PANEL_H).contains(&y),
+                    "y {y} outside panel {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_timeline_without_points_is_still_a_picture() {
+        let s = timeline("nothing", &[], None);
+        assert!(s.trim_end().ends_with("</svg>"));
     }
 }

@@ -81,6 +81,9 @@ pub struct Shared {
     /// Prefix of every key this run creates.
     pub tag: String,
     pub cancel_pool: Option<CancelPool>,
+    /// Where added transactions' and refunds' notifications go (`ipnUrl`), when anywhere: the
+    /// soak's receiver, so that the outbox is exercised.
+    pub ipn_url: Option<String>,
 }
 
 /// What one operation came to.
@@ -192,13 +195,17 @@ impl Worker {
         // 1 to 9 cents: never ends in 61, which the sandbox wallet declines.
         let amount = decimal_2(1 + i64::try_from(self.rng.below(9)).unwrap_or(0));
         let key = self.key('r');
-        let body = self.shared.signer.body(&[
-            ("transactionNo", &t),
+        let mut pairs = vec![
+            ("transactionNo", t.as_str()),
             ("refundAmount", &amount),
             ("currency", "USD"),
             ("settleCurrency", "USD"),
             ("refundReference", &key),
-        ]);
+        ];
+        if let Some(url) = &self.shared.ipn_url {
+            pairs.push(("ipnUrl", url));
+        }
+        let body = self.shared.signer.body(&pairs);
         self.send(
             conn,
             pockyt::REFUND,
@@ -218,12 +225,16 @@ impl Worker {
         let dollars = 1 + i64::try_from(self.rng.below(999)).unwrap_or(0);
         let cents = 100 * dollars + i64::try_from(self.rng.below(50)).unwrap_or(0);
         let amount = decimal_2(cents);
-        let body = self.shared.signer.body(&[
-            ("amount", &amount),
+        let mut pairs = vec![
+            ("amount", amount.as_str()),
             ("currency", "USD"),
             ("settleCurrency", "USD"),
             ("reference", &reference),
-        ]);
+        ];
+        if let Some(url) = &self.shared.ipn_url {
+            pairs.push(("ipnUrl", url));
+        }
+        let body = self.shared.signer.body(&pairs);
         self.send(conn, pockyt::ADD, &body, &[SUCCESS]).await?;
         Ok(reference)
     }
