@@ -125,14 +125,7 @@ async fn begin(
     csrf: &str,
     allowed: fn(Allowed) -> bool,
 ) -> Result<(SignedIn, PaymentRecord, MerchantRecord), Response> {
-    let s = require(c, headers).await?;
-    if !auth::same_origin(headers) || !auth::csrf_ok(&s.session, csrf) {
-        return Err(failure(
-            StatusCode::FORBIDDEN,
-            Some(&s),
-            "Refused: the form is stale or came from another site. Reload the page.",
-        ));
-    }
+    let s = posted(c, headers, csrf).await?;
     let store = c.app.store().as_ref();
     let p = match store.payment_by_transaction_no(transaction_no).await {
         Ok(Some(p)) if s.user.sees(p.merchant_id, &p.store_no) => p,
@@ -164,27 +157,6 @@ async fn begin(
         ));
     }
     Ok((s, p, merchant))
-}
-
-async fn audit_action(
-    c: &Console,
-    s: &SignedIn,
-    transaction_no: &str,
-    action: &str,
-    detail: String,
-) {
-    let entry = NewAudit {
-        at: c.app.clock().now(),
-        user_id: Some(s.user.id),
-        login: s.user.login.clone(),
-        action: action.to_owned(),
-        transaction_no: Some(transaction_no.to_owned()),
-        detail,
-        address: None,
-    };
-    if let Err(e) = c.app.store().audit(entry).await {
-        tracing::warn!(error = %e, action, "console: audit line not written");
-    }
 }
 
 fn back(transaction_no: &str, done: &str) -> Response {
@@ -296,11 +268,11 @@ pub async fn refund(
     );
     if merchant.refund_authority == RefundAuthority::Disabled && s.user.role == Role::MerchantStaff
     {
-        audit_action(
+        audited(
             &c,
             &s,
-            &p.transaction_no,
             "refund refused",
+            Some(&p.transaction_no),
             format!("{detail}: refunds by the merchant's staff are disabled"),
         )
         .await;
@@ -341,11 +313,11 @@ pub async fn refund(
             Ok(a) if a.requested_by == s.user.id && a.amount_minor == amount.minor() => {
                 // Posted again, the form finds its first request: said once in the log.
                 if a.requested_at.timestamp_millis() == asked_at.timestamp_millis() {
-                    audit_action(
+                    audited(
                         &c,
                         &s,
-                        &p.transaction_no,
                         "refund requested",
+                        Some(&p.transaction_no),
                         format!("{detail} (approval #{})", a.id),
                     )
                     .await;
@@ -378,11 +350,11 @@ pub async fn refund(
                 _ => "refund-pending",
             };
             if !out.replayed {
-                audit_action(
+                audited(
                     &c,
                     &s,
-                    &p.transaction_no,
                     "refund",
+                    Some(&p.transaction_no),
                     format!("{detail} → {}", r.refund_no),
                 )
                 .await;
@@ -391,11 +363,11 @@ pub async fn refund(
         }
         Err(e @ LifecycleError::Store(_)) => unavailable(e),
         Err(e) => {
-            audit_action(
+            audited(
                 &c,
                 &s,
-                &p.transaction_no,
                 "refund refused",
+                Some(&p.transaction_no),
                 format!("{detail}: {e}"),
             )
             .await;
@@ -480,11 +452,11 @@ pub async fn cancel(
         Ok(out) => {
             let (_, x) = &out.value;
             if !out.replayed {
-                audit_action(
+                audited(
                     &c,
                     &s,
-                    &p.transaction_no,
                     "cancel",
+                    Some(&p.transaction_no),
                     format!("{} {}", x.kind.as_str(), x.cancel_no),
                 )
                 .await;
@@ -498,7 +470,14 @@ pub async fn cancel(
         }
         Err(e @ LifecycleError::Store(_)) => unavailable(e),
         Err(e) => {
-            audit_action(&c, &s, &p.transaction_no, "cancel refused", e.to_string()).await;
+            audited(
+                &c,
+                &s,
+                "cancel refused",
+                Some(&p.transaction_no),
+                e.to_string(),
+            )
+            .await;
             show_transaction(
                 &c,
                 &s,
@@ -531,11 +510,11 @@ pub async fn resend(
     match store.resend(Resend::One(id), c.app.now()).await {
         Ok(_) => {
             c.app.outbox_wake().notify_one();
-            audit_action(
+            audited(
                 &c,
                 &s,
-                &p.transaction_no,
                 "notification resent",
+                Some(&p.transaction_no),
                 format!("#{id}"),
             )
             .await;
@@ -580,11 +559,11 @@ pub async fn settle(
         .await
     {
         Ok(_) => {
-            audit_action(
+            audited(
                 &c,
                 &s,
-                &p.transaction_no,
                 "sandbox settle",
+                Some(&p.transaction_no),
                 form.outcome.clone(),
             )
             .await;
@@ -732,6 +711,17 @@ pub fn error_message(code: &str) -> Option<&'static str> {
     })
 }
 
+/// The audit line of a decision on an approval.
+fn decision_line(a: &tillgate_core::console::ApprovalRecord, why: &str) -> String {
+    format!(
+        "approval #{} of {} {} asked by {}: {why}",
+        a.id,
+        minor_text(a.amount_minor, &a.currency),
+        a.currency,
+        a.requested_login
+    )
+}
+
 #[derive(Deserialize)]
 pub struct DecideForm {
     #[serde(default)]
@@ -746,14 +736,7 @@ async fn begin_decision(
     id: i64,
     csrf: &str,
 ) -> Result<(SignedIn, tillgate_core::console::ApprovalRecord), Response> {
-    let s = require(c, headers).await?;
-    if !auth::same_origin(headers) || !auth::csrf_ok(&s.session, csrf) {
-        return Err(failure(
-            StatusCode::FORBIDDEN,
-            Some(&s),
-            "Refused: the form is stale or came from another site. Reload the page.",
-        ));
-    }
+    let s = posted(c, headers, csrf).await?;
     let a = match c.app.store().approval(id).await {
         Ok(Some(a)) if scope(&s.user).is_none_or(|m| m == a.merchant_id) => a,
         Ok(_) => {
@@ -836,13 +819,14 @@ pub async fn approve(
     if let Err(e) = store.approval_outcome(id, &text).await {
         return unavailable(e);
     }
-    let detail = format!(
-        "approval #{id} of {} {} asked by {}: {text}",
-        minor_text(a.amount_minor, &a.currency),
-        a.currency,
-        a.requested_login
-    );
-    audit_action(&c, &s, &a.transaction_no, "refund approved", detail).await;
+    audited(
+        &c,
+        &s,
+        "refund approved",
+        Some(&a.transaction_no),
+        decision_line(&a, &text),
+    )
+    .await;
     match outcome {
         Ok(_) => go("/console/approvals?done=approved"),
         Err(_) => go("/console/approvals?error=refused"),
@@ -877,13 +861,8 @@ pub async fn reject(
         .await;
     match decided {
         Ok(true) => {
-            let detail = format!(
-                "approval #{id} of {} {} asked by {}: {reason}",
-                minor_text(a.amount_minor, &a.currency),
-                a.currency,
-                a.requested_login
-            );
-            audit_action(&c, &s, &a.transaction_no, "refund rejected", detail).await;
+            let detail = decision_line(&a, &reason);
+            audited(&c, &s, "refund rejected", Some(&a.transaction_no), detail).await;
             go("/console/approvals?done=rejected")
         }
         Ok(false) => go("/console/approvals?error=decided"),

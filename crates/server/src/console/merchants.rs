@@ -143,17 +143,10 @@ pub async fn save(
     Path(merchant_no): Path<String>,
     Form(form): Form<SettingsForm>,
 ) -> Response {
-    let s = match require(&c, &headers).await {
+    let s = match posted(&c, &headers, &form.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !auth::same_origin(&headers) || !auth::csrf_ok(&s.session, &form.csrf) {
-        return failure(
-            StatusCode::FORBIDDEN,
-            Some(&s),
-            "Refused: the form is stale or came from another site. Reload the page.",
-        );
-    }
     let m = match load(&c, &s, &merchant_no).await {
         Ok(m) => m,
         Err(r) => return r,
@@ -219,13 +212,12 @@ pub async fn save(
     if let Err(e) = written {
         return unavailable(e);
     }
-    let entry = NewAudit {
-        at: c.app.clock().now(),
-        user_id: Some(s.user.id),
-        login: s.user.login.clone(),
-        action: "merchant settings".into(),
-        transaction_no: None,
-        detail: format!(
+    audited(
+        &c,
+        &s,
+        "merchant settings",
+        None,
+        format!(
             "{}: name {:?}, zone {}, schedule {}, refunds {}{}",
             m.merchant_no,
             name.as_deref().unwrap_or(""),
@@ -234,11 +226,8 @@ pub async fn save(
             authority.as_str(),
             threshold.map(|t| format!(" above {t}")).unwrap_or_default()
         ),
-        address: None,
-    };
-    if let Err(e) = store.audit(entry).await {
-        tracing::warn!(error = %e, "console: audit line not written");
-    }
+    )
+    .await;
     go(&format!("/console/merchants/{}?done=saved", m.merchant_no))
 }
 
@@ -302,17 +291,10 @@ pub async fn create(
 ) -> Response {
     use tillgate_core::credentials::{CredentialWanted, MerchantWanted};
     use tillgate_core::Secret;
-    let s = match require(&c, &headers).await {
+    let s = match posted(&c, &headers, &form.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !auth::same_origin(&headers) || !auth::csrf_ok(&s.session, &form.csrf) {
-        return failure(
-            StatusCode::FORBIDDEN,
-            Some(&s),
-            "Refused: the form is stale or came from another site. Reload the page.",
-        );
-    }
     if s.user.role != Role::Operator {
         return failure(
             StatusCode::FORBIDDEN,
@@ -387,18 +369,14 @@ pub async fn create(
             return unavailable(e);
         }
     }
-    let entry = NewAudit {
-        at: c.app.clock().now(),
-        user_id: Some(s.user.id),
-        login: s.user.login.clone(),
-        action: "merchant created".into(),
-        transaction_no: None,
-        detail: format!("{} with store {}", merchant_no, done.store.key),
-        address: None,
-    };
-    if let Err(e) = store.audit(entry).await {
-        tracing::warn!(error = %e, "console: audit line not written");
-    }
+    audited(
+        &c,
+        &s,
+        "merchant created",
+        None,
+        format!("{} with store {}", merchant_no, done.store.key),
+    )
+    .await;
     let body = html! {
         h1 { "Merchant " (merchant_no) " created" }
         p.done data-test="notice" { "Its credentials, shown this once: give them to the merchant now." }
@@ -439,17 +417,10 @@ pub async fn rotate(
     Form(form): Form<RotateForm>,
 ) -> Response {
     use tillgate_core::CredentialKind;
-    let s = match require(&c, &headers).await {
+    let s = match posted(&c, &headers, &form.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !auth::same_origin(&headers) || !auth::csrf_ok(&s.session, &form.csrf) {
-        return failure(
-            StatusCode::FORBIDDEN,
-            Some(&s),
-            "Refused: the form is stale or came from another site. Reload the page.",
-        );
-    }
     let m = match load(&c, &s, &merchant_no).await {
         Ok(m) => m,
         Err(r) => return r,
@@ -510,23 +481,19 @@ pub async fn rotate(
         Err(e) => return unavailable(e),
     };
     let until = c.app.clock().now() + chrono::Duration::minutes(minutes);
-    let entry = NewAudit {
-        at: c.app.clock().now(),
-        user_id: Some(s.user.id),
-        login: s.user.login.clone(),
-        action: "credential rotated".into(),
-        transaction_no: None,
-        detail: format!(
+    audited(
+        &c,
+        &s,
+        "credential rotated",
+        None,
+        format!(
             "{}: {} {key}, the old one accepted until {}",
             m.merchant_no,
             kind.as_str(),
             until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
-        address: None,
-    };
-    if let Err(e) = c.app.store().audit(entry).await {
-        tracing::warn!(error = %e, "console: audit line not written");
-    }
+    )
+    .await;
     let body = html! {
         h1 { "New " (kind.as_str()) " secret for " (key) }
         p.done data-test="notice" { "In force now; shown this once. The old one is accepted until " (at(until, c.zone)) " " (c.zone.name()) "." }
@@ -559,17 +526,10 @@ pub async fn add(
 ) -> Response {
     use tillgate_core::credentials::{CredentialWanted, MerchantWanted};
     use tillgate_core::Secret;
-    let s = match require(&c, &headers).await {
+    let s = match posted(&c, &headers, &form.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !auth::same_origin(&headers) || !auth::csrf_ok(&s.session, &form.csrf) {
-        return failure(
-            StatusCode::FORBIDDEN,
-            Some(&s),
-            "Refused: the form is stale or came from another site. Reload the page.",
-        );
-    }
     let m = match load(&c, &s, &merchant_no).await {
         Ok(m) => m,
         Err(r) => return r,
@@ -668,18 +628,14 @@ pub async fn add(
             )),
         );
     };
-    let entry = NewAudit {
-        at: c.app.clock().now(),
-        user_id: Some(s.user.id),
-        login: s.user.login.clone(),
-        action: "credential added".into(),
-        transaction_no: None,
-        detail: format!("{}: {label} {}", m.merchant_no, added.key),
-        address: None,
-    };
-    if let Err(e) = c.app.store().audit(entry).await {
-        tracing::warn!(error = %e, "console: audit line not written");
-    }
+    audited(
+        &c,
+        &s,
+        "credential added",
+        None,
+        format!("{}: {label} {}", m.merchant_no, added.key),
+    )
+    .await;
     let body = html! {
         h1 { "New " (label) " of merchant " (m.merchant_no) }
         p.done data-test="notice" { "Shown this once: give it to the merchant now." }

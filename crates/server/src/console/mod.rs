@@ -251,6 +251,43 @@ async fn require(c: &Console, headers: &HeaderMap) -> Result<SignedIn, Response>
     }
 }
 
+/// The signed-in user of a posted form, once the form is proven the session's own (its CSRF
+/// token) and not another site's page; or the answer refusing it.
+async fn posted(c: &Console, headers: &HeaderMap, csrf: &str) -> Result<SignedIn, Response> {
+    let s = require(c, headers).await?;
+    if !auth::same_origin(headers) || !auth::csrf_ok(&s.session, csrf) {
+        return Err(failure(
+            StatusCode::FORBIDDEN,
+            Some(&s),
+            "Refused: the form is stale or came from another site. Reload the page.",
+        ));
+    }
+    Ok(s)
+}
+
+/// Writes a line of the audit log of what `s` did (about a transaction, when given); a failure
+/// to write it is logged, never shown to the user.
+async fn audited(
+    c: &Console,
+    s: &SignedIn,
+    action: &str,
+    transaction_no: Option<&str>,
+    detail: String,
+) {
+    let entry = NewAudit {
+        at: c.app.clock().now(),
+        user_id: Some(s.user.id),
+        login: s.user.login.clone(),
+        action: action.to_owned(),
+        transaction_no: transaction_no.map(str::to_owned),
+        detail,
+        address: None,
+    };
+    if let Err(e) = c.app.store().audit(entry).await {
+        tracing::warn!(error = %e, action, "console: audit line not written");
+    }
+}
+
 /// The merchant a user is confined to (`None`: every merchant).
 fn scope(user: &UserRecord) -> Option<i64> {
     if user.role.is_merchants() {
@@ -391,17 +428,10 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let s = match require(&c, &headers).await {
+    let s = match posted(&c, &headers, &form.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !auth::same_origin(&headers) || !auth::csrf_ok(&s.session, &form.csrf) {
-        return failure(
-            StatusCode::FORBIDDEN,
-            Some(&s),
-            "Refused: the form is stale or came from another site.",
-        );
-    }
     let store = c.app.store().as_ref();
     if let Err(e) = store.delete_session(&s.session.id_hash).await {
         return unavailable(e);

@@ -128,17 +128,10 @@ pub async fn resend_failed(
     headers: HeaderMap,
     Form(form): Form<ResendForm>,
 ) -> Response {
-    let s = match require(&c, &headers).await {
+    let s = match posted(&c, &headers, &form.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !auth::same_origin(&headers) || !auth::csrf_ok(&s.session, &form.csrf) {
-        return failure(
-            StatusCode::FORBIDDEN,
-            Some(&s),
-            "Refused: the form is stale or came from another site. Reload the page.",
-        );
-    }
     if s.user.role != Role::Operator {
         return failure(
             StatusCode::FORBIDDEN,
@@ -161,18 +154,14 @@ pub async fn resend_failed(
     {
         Ok(n) => {
             c.app.outbox_wake().notify_one();
-            let entry = NewAudit {
-                at: c.app.clock().now(),
-                user_id: Some(s.user.id),
-                login: s.user.login.clone(),
-                action: "notifications resent".into(),
-                transaction_no: None,
-                detail: format!("{n} failed since {}", since.to_rfc3339()),
-                address: None,
-            };
-            if let Err(e) = c.app.store().audit(entry).await {
-                tracing::warn!(error = %e, "console: audit line not written");
-            }
+            audited(
+                &c,
+                &s,
+                "notifications resent",
+                None,
+                format!("{n} failed since {}", since.to_rfc3339()),
+            )
+            .await;
             go("/console/notifications?status=pending&done=resent")
         }
         Err(e) => unavailable(e),
