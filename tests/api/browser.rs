@@ -981,7 +981,7 @@ mod console_story {
 
     #[tokio::test]
     #[cfg_attr(
-        tillgate_no_browser,
+        all(tillgate_no_browser, not(tillgate_no_postgres)),
         ignore = "chromium and chromedriver are not installed"
     )]
     #[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]

@@ -10,9 +10,11 @@
 //!
 //! Deliveries are independent: each runs as its own task, bounded by its own time-out, and is
 //! recorded the moment it ends; a freed slot is filled at once. At most `max_in_flight`
-//! deliveries run on a node, at most `max_in_flight_per_merchant` of one merchant (the claim
-//! skips a merchant at its limit), so a receiver that never answers holds only its merchant's
-//! slots, and other merchants' notifications go out on time.
+//! deliveries run on a node, and at most `max_in_flight_per_merchant` POSTs to one merchant's
+//! receivers are open at once (the claim skips a merchant at its limit, at the cost of one
+//! index probe however long its backlog), so a receiver that never answers holds only its
+//! merchant's slots, and other merchants' notifications go out on time. A slot is given back
+//! when the receiver has answered, before the attempt is recorded.
 //!
 //! Notifications reach only the addresses the gateway's `UrlPolicy` allows: the URL is checked
 //! again before each attempt (with the parser the client uses, so a URL stored before a policy
@@ -58,7 +60,7 @@ pub struct DispatcherConfig {
     pub lease: Duration,
     /// The most deliveries in flight at once on this node.
     pub max_in_flight: usize,
-    /// The most deliveries of one merchant in flight at once on this node.
+    /// The most POSTs to one merchant's receivers open at once on this node.
     pub max_in_flight_per_merchant: usize,
     /// The longest sleep between rounds (other nodes' rows, clock steps).
     pub idle_poll: Duration,
@@ -115,39 +117,75 @@ impl Round {
     }
 }
 
-/// The deliveries this node has running: one task each, and how many of each merchant.
+/// The deliveries this node has running: one task each, and how many of each merchant are
+/// talking to its receiver.
 #[derive(Default)]
 struct InFlight {
     tasks: JoinSet<Result<Delivery, StoreError>>,
-    merchant_of: HashMap<tokio::task::Id, i64>,
-    per_merchant: HashMap<i64, i64>,
+    posting: Posting,
 }
 
 type Landed = Result<(tokio::task::Id, Result<Delivery, StoreError>), JoinError>;
+
+/// How many POSTs of each merchant are open. A merchant's slot is held from the lease until its
+/// receiver has answered (or the time-out); recording the attempt happens outside it, so a
+/// busy database does not throttle one merchant's deliveries to its slots per commit.
+#[derive(Default, Clone)]
+struct Posting(Arc<Mutex<HashMap<i64, i64>>>);
+
+impl Posting {
+    fn take(&self, merchant: i64) -> Slot {
+        *self.lock().entry(merchant).or_insert(0) += 1;
+        Slot {
+            posting: self.clone(),
+            merchant,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, i64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One merchant's slot, given back when dropped: after the POST, or when its task ends in any
+/// way.
+struct Slot {
+    posting: Posting,
+    merchant: i64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.posting.lock();
+        if let Some(n) = map.get_mut(&self.merchant) {
+            *n -= 1;
+            if *n <= 0 {
+                map.remove(&self.merchant);
+            }
+        }
+    }
+}
 
 impl InFlight {
     fn len(&self) -> usize {
         self.tasks.len()
     }
 
-    /// What the claim must know: how many rows of each merchant this node holds.
+    /// What the claim must know: how many rows of each merchant this node is posting.
     fn held(&self) -> Vec<(i64, i64)> {
-        self.per_merchant.iter().map(|(m, n)| (*m, *n)).collect()
+        self.posting.lock().iter().map(|(m, n)| (*m, *n)).collect()
     }
 
     /// Books a finished task out; returns its outcome.
     fn land(&mut self, landed: Landed) -> Result<Delivery, StoreError> {
-        let (id, outcome) = match landed {
-            Ok((id, outcome)) => (id, outcome),
+        let outcome = match landed {
+            Ok((_, outcome)) => outcome,
             Err(e) => {
-                let id = e.id();
-                self.release(id);
                 return Err(StoreError::Unavailable(format!(
                     "a notification delivery ended abnormally: {e}"
                 )));
             }
         };
-        self.release(id);
         self.report();
         outcome
     }
@@ -155,17 +193,6 @@ impl InFlight {
     /// Tells the metrics how many deliveries run.
     fn report(&self) {
         metrics::gauge!(IN_FLIGHT_METRIC).set(self.tasks.len() as f64);
-    }
-
-    fn release(&mut self, id: tokio::task::Id) {
-        if let Some(merchant) = self.merchant_of.remove(&id) {
-            if let Some(n) = self.per_merchant.get_mut(&merchant) {
-                *n -= 1;
-                if *n <= 0 {
-                    self.per_merchant.remove(&merchant);
-                }
-            }
-        }
     }
 }
 
@@ -287,11 +314,11 @@ impl Dispatcher {
                 return Ok(started);
             }
             for row in rows {
-                let merchant = row.merchant_id;
+                let slot = flight.posting.take(row.merchant_id);
                 let this = self.clone();
-                let task = flight.tasks.spawn(async move { this.attempt(row).await });
-                flight.merchant_of.insert(task.id(), merchant);
-                *flight.per_merchant.entry(merchant).or_insert(0) += 1;
+                flight
+                    .tasks
+                    .spawn(async move { this.attempt(row, slot).await });
                 started += 1;
             }
             flight.report();
@@ -339,8 +366,9 @@ impl Dispatcher {
         own.unwrap_or_else(|| self.config.schedule.clone())
     }
 
-    /// One attempt of one leased notification, recorded whatever happens.
-    async fn attempt(&self, row: OutboxRecord) -> Result<Delivery, StoreError> {
+    /// One attempt of one leased notification, recorded whatever happens. The merchant's
+    /// `slot` is given back once the receiver has answered, and the loop woken to fill it.
+    async fn attempt(&self, row: OutboxRecord, slot: Slot) -> Result<Delivery, StoreError> {
         let started = Instant::now();
         let at = self.clock.now();
         // The client bounds the POST; this bounds the whole delivery, rendering included.
@@ -349,6 +377,8 @@ impl Dispatcher {
                 Ok(posted) => posted,
                 Err(_) => (None, String::new(), Some("timed out".to_owned()), false),
             };
+        drop(slot);
+        self.wake.notify_one();
         let attempt = AttemptRecord {
             outbox_id: row.id,
             attempt: row.attempts + 1,

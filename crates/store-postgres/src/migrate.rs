@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credential_previous",
         include_str!("../migrations/0013_credential_previous.sql"),
     ),
+    (
+        14,
+        "outbox_pending",
+        include_str!("../migrations/0014_outbox_pending.sql"),
+    ),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.

@@ -236,44 +236,79 @@ pub fn attempt(row: &impl Columns) -> Result<AttemptRecord, StoreError> {
 /// to `$1`.. for PostgreSQL): `?1` now, `?2` the lease's end, `?3` the most rows, `?4` the most
 /// of one merchant, `?5` what this node holds already ([`held_json`]).
 ///
-/// The innermost query takes the first due rows of merchants below their limit (a merchant at
-/// its limit is skipped, however many rows it has waiting); each row then gets its place among
-/// its merchant's (held ones first), and only places up to the limit are leased. The outer
-/// conditions are checked again on the row itself, so two nodes that pick the same row cannot
-/// both lease it.
+/// Its cost does not grow with the backlog. `m` lists the merchants with pending rows, one
+/// index probe each (a loose scan of the partial index `outbox_pending`, which holds pending
+/// rows only, by merchant and due time). A merchant at its limit is dropped there; of each other
+/// merchant, at most `?4` of its first due rows are read from the same index, skipping rows
+/// leased elsewhere and rows behind an earlier pending notification of their payment. Each
+/// candidate then gets its place among its merchant's (held ones first), and only places up to
+/// the limit are leased, oldest due first. A merchant with 10⁵ rows waiting behind a receiver
+/// that never answers costs one probe, not 10⁵ rows. The outer conditions are checked again on
+/// the row itself, so two nodes that pick the same row cannot both lease it.
 pub fn claim_sql(postgres: bool) -> String {
-    let held = if postgres {
-        "COALESCE((CAST(?5 AS text)::jsonb ->> CAST(o.merchant_id AS text))::bigint, 0)"
+    let (held, indexed, outer, lock) = if postgres {
+        (
+            "COALESCE((CAST(?5 AS text)::jsonb ->> CAST(m.id AS text))::bigint, 0)",
+            "",
+            "",
+            " FOR UPDATE SKIP LOCKED",
+        )
     } else {
-        "COALESCE(json_extract(?5, '$.\"' || o.merchant_id || '\"'), 0)"
+        (
+            "COALESCE(json_extract(?5, '$.\"' || m.id || '\"'), 0)",
+            // Without statistics, SQLite would walk `outbox_due` (status first) instead, for
+            // the listing and for the update's own conditions; the update finds its rows by
+            // id (NOT INDEXED leaves the primary key usable).
+            " INDEXED BY outbox_pending",
+            " NOT INDEXED",
+            "",
+        )
+    };
+    // The first due rows of merchant `h.id` that this lease may take.
+    let first = |columns: &str| {
+        format!(
+            "SELECT {columns} FROM outbox o \
+         WHERE o.status = '{pending}' AND o.merchant_id = h.id AND o.next_attempt_at <= ?1 \
+           AND (o.leased_until IS NULL OR o.leased_until < ?1) \
+           AND NOT EXISTS (SELECT 1 FROM outbox e \
+                           WHERE e.payment_id = o.payment_id AND e.id < o.id \
+                             AND e.status = '{pending}') \
+         ORDER BY o.next_attempt_at, o.id LIMIT ?4{lock}",
+            pending = OutboxStatus::Pending.as_str(),
+        )
+    };
+    // PostgreSQL runs it once per merchant as a lateral join; SQLite, which has none, as a
+    // correlated list looked up by id (PostgreSQL would test that list for every row).
+    let rows = if postgres {
+        format!(
+            "CROSS JOIN LATERAL ({}) x",
+            first("o.id, o.merchant_id, o.next_attempt_at")
+        )
+    } else {
+        format!("JOIN outbox x ON x.id IN ({})", first("o.id"))
     };
     format!(
-        "UPDATE outbox SET leased_until = ?2 \
+        "UPDATE outbox{outer} SET leased_until = ?2 \
          WHERE status = '{pending}' AND next_attempt_at <= ?1 \
            AND (leased_until IS NULL OR leased_until < ?1) \
            AND id IN ( \
-             SELECT r.id FROM ( \
-               SELECT c.id, c.next_attempt_at, c.held + ROW_NUMBER() OVER ( \
-                        PARTITION BY c.merchant_id ORDER BY c.next_attempt_at, c.id) AS place \
-               FROM ( \
-                 SELECT o.id, o.merchant_id, o.next_attempt_at, {held} AS held \
-                 FROM outbox o \
-                 WHERE o.status = '{pending}' AND o.next_attempt_at <= ?1 \
-                   AND (o.leased_until IS NULL OR o.leased_until < ?1) \
-                   AND NOT EXISTS (SELECT 1 FROM outbox e \
-                                   WHERE e.payment_id = o.payment_id AND e.id < o.id \
-                                     AND e.status = '{pending}') \
-                   AND {held} < ?4 \
-                 ORDER BY o.next_attempt_at, o.id LIMIT ?3 * ?4{lock}) c) r \
-             WHERE r.place <= ?4 \
-             ORDER BY r.next_attempt_at, r.id LIMIT ?3) \
+             WITH RECURSIVE m(id) AS ( \
+               SELECT (SELECT merchant_id FROM outbox{indexed} WHERE status = '{pending}' \
+                       ORDER BY merchant_id LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT merchant_id FROM outbox{indexed} WHERE status = '{pending}' \
+                         AND merchant_id > m.id ORDER BY merchant_id LIMIT 1) \
+               FROM m WHERE m.id IS NOT NULL), \
+             h(id, held) AS (SELECT m.id, {held} FROM m WHERE m.id IS NOT NULL), \
+             c(id, next_attempt_at, place) AS ( \
+               SELECT x.id, x.next_attempt_at, h.held + ROW_NUMBER() OVER ( \
+                        PARTITION BY x.merchant_id ORDER BY x.next_attempt_at, x.id) \
+               FROM h {rows} \
+               WHERE h.held < ?4) \
+             SELECT c.id FROM c WHERE c.place <= ?4 \
+             ORDER BY c.next_attempt_at, c.id LIMIT ?3) \
          RETURNING *",
         pending = OutboxStatus::Pending.as_str(),
-        lock = if postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        }
     )
 }
 
