@@ -16,6 +16,20 @@ use tillgate_core::terminal::{CommandState, NewCommand};
 use tillgate_core::*;
 use tillgate_domain::{CancelState, PaymentState, RefundState};
 
+/// A merchant's payment by its key: the statement and the key's value.
+fn payment_sql(key: &PaymentKey) -> (&'static str, &String) {
+    match key {
+        PaymentKey::TransactionNo(n) => (
+            "SELECT * FROM payments WHERE transaction_no = ? AND merchant_id = ?",
+            n,
+        ),
+        PaymentKey::Reference(r) => (
+            "SELECT * FROM payments WHERE reference = ? AND merchant_id = ?",
+            r,
+        ),
+    }
+}
+
 #[async_trait]
 impl PaymentStore for SqliteStore {
     async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError> {
@@ -27,17 +41,32 @@ impl PaymentStore for SqliteStore {
         merchant_id: i64,
         key: &PaymentKey,
     ) -> Result<Option<PaymentRecord>, StoreError> {
-        let (sql, value) = match key {
-            PaymentKey::TransactionNo(n) => (
-                "SELECT * FROM payments WHERE transaction_no = ? AND merchant_id = ?",
-                n,
-            ),
-            PaymentKey::Reference(r) => (
-                "SELECT * FROM payments WHERE reference = ? AND merchant_id = ?",
-                r,
-            ),
-        };
+        let (sql, value) = payment_sql(key);
         self.read_one(sql, params![value, merchant_id], |r| rows::payment(r))
+    }
+
+    async fn payment_with_refunds(
+        &self,
+        merchant_id: i64,
+        key: &PaymentKey,
+    ) -> Result<Option<(PaymentRecord, Vec<RefundRecord>)>, StoreError> {
+        let (sql, value) = payment_sql(key);
+        // One read connection, one transaction: the refunds belong to the payment as read.
+        self.read(|conn| {
+            let tx = conn.unchecked_transaction().map_err(native)?;
+            let Some(payment) =
+                writer::one(&tx, sql, params![value, merchant_id], |r| rows::payment(r))?
+            else {
+                return Ok(None);
+            };
+            let refunds = writer::all(
+                &tx,
+                "SELECT * FROM refunds WHERE payment_id = ? ORDER BY id",
+                params![payment.id],
+                |r| rows::refund(r),
+            )?;
+            Ok(Some((payment, refunds)))
+        })
     }
 
     async fn payment_by_transaction_no(
