@@ -55,7 +55,7 @@ impl BooksStore for SqliteStore {
 
     async fn count_book_entries(&self, query: &BookQuery) -> Result<i64, StoreError> {
         let (from, to, merchant, store, ..) = sql::entries_params(query);
-        self.read(|conn| {
+        self.read_long(|conn| {
             conn.prepare_cached(&sql::count_sql(query.kind))
                 .and_then(|mut s| {
                     s.query_row(params![from, to, merchant, store], |r| r.get::<_, i64>(0))
@@ -185,7 +185,7 @@ impl BooksStore for SqliteStore {
     }
 
     async fn open_cases(&self) -> Result<i64, StoreError> {
-        self.read(|conn| {
+        self.read_long(|conn| {
             conn.query_row(sql::OPEN_CASES, [], |r| r.get::<_, i64>(0))
                 .map_err(native)
         })

@@ -29,9 +29,12 @@ use tokio::sync::{mpsc, oneshot};
 pub use migrate::MIGRATIONS;
 pub use writer::{BATCH_METRIC, MAX_BATCH};
 
-/// Read connections: more than the runtime's worker threads, which are the most reads that
-/// can run at once (each runs on the thread of the request that makes it).
-const READ_CONNECTIONS: usize = 8;
+/// Read connections: twice the machine's parallelism and at least 8, more than the runtime's
+/// worker threads (a point read runs on the thread of the request that makes it) with room for
+/// the long reads that hand their worker's tasks over while they run ([`SqliteStore::read_long`]).
+fn read_connections() -> usize {
+    std::thread::available_parallelism().map_or(8, |n| n.get().saturating_mul(2).max(8))
+}
 
 /// How many writes may wait for the writer before callers wait to enqueue (a bound, rule 9).
 const WRITE_QUEUE: usize = 4096;
@@ -122,7 +125,7 @@ impl SqliteStore {
         let path = options.get_filename().to_owned();
         let file = FileId::of(&path);
         let native = writer::open(&path)?;
-        let reads = (0..READ_CONNECTIONS)
+        let reads = (0..read_connections())
             .map(|_| writer::open_read_only(&path).map(std::sync::Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
@@ -219,6 +222,23 @@ impl SqliteStore {
         f(&conn)
     }
 
+    /// A read that may run long (lists, searches, sums over many rows): on a multi-threaded
+    /// runtime the worker hands its other tasks to another thread while it runs (tokio's
+    /// `block_in_place`), so requests queued on that worker are not held up behind it. Point
+    /// reads by key stay plain [`read`](Self::read)s: they take microseconds, less than a hand-off.
+    fn read_long<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        match flavor {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| self.read(f))
+            }
+            _ => self.read(f),
+        }
+    }
+
     /// The query helper of reads: the first row of `sql`, mapped.
     fn read_one<T>(
         &self,
@@ -229,14 +249,14 @@ impl SqliteStore {
         self.read(|conn| writer::one(conn, sql, params, map))
     }
 
-    /// Every row of `sql`, mapped.
+    /// Every row of `sql`, mapped: a long read.
     fn read_all<T>(
         &self,
         sql: &str,
         params: impl rusqlite::Params,
         map: impl Fn(&rows::Native) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        self.read(|conn| writer::all(conn, sql, params, map))
+        self.read_long(|conn| writer::all(conn, sql, params, map))
     }
 
     /// The one value `sql` selects, given one parameter.
@@ -287,7 +307,7 @@ impl Store for SqliteStore {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<tillgate_core::store::Backlog, StoreError> {
         let sql = tillgate_store_sql::backlog_sql();
-        self.read(|conn| {
+        self.read_long(|conn| {
             conn.query_row(&sql, [now.timestamp_millis()], |r| {
                 Ok(tillgate_core::store::Backlog {
                     notifications_pending: r.get(0)?,

@@ -144,3 +144,38 @@ async fn the_lease_reads_the_outbox_through_its_partial_index_only() {
         "a merchant's rows are read from its range of the index; plan: {plan:#?}"
     );
 }
+
+/// A long read (here the backlog's counts over 300 000 pending rows) hands the worker's other
+/// tasks over while it runs: on a runtime of one worker, a task spawned just before it has run
+/// by the time it returns. Were the read to hold the worker, that task could not have started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_long_read_does_not_hold_the_runtimes_worker() {
+    let kit = Kit::builder("long-read").build().await;
+    let a = kit.merchant("930003", MerchantZone::utc()).await;
+    let mut side = sqlx::sqlite::SqliteConnectOptions::from_str(&kit.database_url())
+        .unwrap()
+        .foreign_keys(false)
+        .connect()
+        .await
+        .unwrap();
+    backlog(&mut side, a.id, 3_000_000, 300_000, 1_000).await;
+    // Both tasks queue on the one worker, the read first.
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let store = kit.store.clone();
+    let read = tokio::spawn(async move {
+        let counts = store
+            .backlog(Utc.timestamp_millis_opt(10_000_000).unwrap())
+            .await
+            .unwrap();
+        (counts.notifications_pending, rx.try_recv().is_ok())
+    });
+    tokio::spawn(async move {
+        let _ = tx.send(());
+    });
+    let (pending, other_ran) = read.await.unwrap();
+    assert_eq!(pending, 300_000);
+    assert!(
+        other_ran,
+        "the task queued behind the read waited for it: the read held the worker"
+    );
+}
