@@ -193,6 +193,18 @@ impl RefundAuthority {
     }
 }
 
+impl crate::model::MerchantRecord {
+    /// Whether a refund of `amount_minor` asked through a merchant API is held for approval:
+    /// only when the merchant says API refunds need approval too, and the console's rule
+    /// (authority and threshold) would ask for one.
+    pub fn holds_api_refund(&self, amount_minor: i64) -> bool {
+        self.api_refunds_need_approval
+            && self
+                .refund_authority
+                .needs_approval(self.approval_threshold_minor, amount_minor)
+    }
+}
+
 /// Where a refund that waits for approval stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApprovalState {
@@ -243,7 +255,14 @@ pub struct ApprovalRecord {
     pub decision_reason: Option<String>,
     /// What carrying it out gave: the refund's number and state, or why it was refused.
     pub outcome: Option<String>,
+    /// For a refund asked through a merchant API: the held refund it decides (reserved and in
+    /// progress since the request). Such an approval was asked by no console user
+    /// (`requested_by` is 0, `requested_login` [`API_REQUESTER`]).
+    pub refund_id: Option<i64>,
 }
+
+/// Who asked for an approval of a refund that came through a merchant API.
+pub const API_REQUESTER: &str = "API";
 
 /// A refund to wait for approval.
 #[derive(Debug, Clone)]

@@ -61,6 +61,12 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credential_previous",
         include_str!("../migrations/0013_credential_previous.sql"),
     ),
+    // Version 14 is reserved; each version not yet applied is, in order.
+    (
+        15,
+        "held_api_refunds",
+        include_str!("../migrations/0015_held_api_refunds.sql"),
+    ),
 ];
 
 /// The advisory lock key: "tillgate" in ASCII.

@@ -43,14 +43,15 @@ pub const AUDIT_OF_TRANSACTION: &str =
 pub const AUDIT_OF_USER: &str =
     "SELECT * FROM audit_log WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2";
 
-pub const SET_REFUND_AUTHORITY: &str =
-    "UPDATE merchants SET refund_authority = ?1, approval_threshold_minor = ?2 WHERE id = ?3";
+pub const SET_REFUND_AUTHORITY: &str = "UPDATE merchants SET refund_authority = ?1, \
+    approval_threshold_minor = ?2, api_refund_approval = ?3 WHERE id = ?4";
 pub const INSERT_APPROVAL: &str = "INSERT INTO refund_approvals \
     (payment_id, merchant_id, transaction_no, amount_minor, currency, reason, form_key, \
      requested_by, requested_login, requested_at, state) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 pub const APPROVAL: &str = "SELECT * FROM refund_approvals WHERE id = ?1";
 pub const APPROVAL_BY_KEY: &str = "SELECT * FROM refund_approvals WHERE form_key = ?1";
+pub const APPROVAL_OF_REFUND: &str = "SELECT * FROM refund_approvals WHERE refund_id = ?1";
 pub const APPROVALS_OF_PAYMENT: &str =
     "SELECT * FROM refund_approvals WHERE payment_id = ?1 ORDER BY id DESC";
 pub const DECIDE_APPROVAL: &str = "UPDATE refund_approvals SET state = ?1, decided_by = ?2, \
@@ -82,6 +83,7 @@ pub fn approval(row: &impl Columns) -> Result<ApprovalRecord, StoreError> {
         decided_at: row.opt_int("decided_at")?.map(time).transpose()?,
         decision_reason: row.opt_text("decision_reason")?,
         outcome: row.opt_text("outcome")?,
+        refund_id: row.opt_int("refund_id")?,
     })
 }
 

@@ -60,6 +60,12 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credential_previous",
         include_str!("../migrations/0013_credential_previous.sql"),
     ),
+    // Version 14 is reserved; each version not yet applied is, in order.
+    (
+        15,
+        "held_api_refunds",
+        include_str!("../migrations/0015_held_api_refunds.sql"),
+    ),
 ];
 
 /// Applies pending migrations; without `create`, a database that holds no tillgate schema yet
