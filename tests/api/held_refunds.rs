@@ -333,6 +333,11 @@ async fn pockyt_refunds_wait_for_a_person_and_end_as_decided(backend: Backend) {
     assert_eq!(metric(&app, "tillgate_unresolved_operations", &[]).await, 0);
     assert_eq!(wallet_calls(&app, "query").await, 0);
     assert_eq!(wallet_calls(&app, "refund").await, 1);
+    // The books know only the refund the wallet was asked for.
+    assert_eq!(
+        refunds_booked(&app).await,
+        json!({"count": 1, "sum": "5.00", "sumMinor": 500})
+    );
 
     // The console: the approvals list both, asked by the API; the transaction shows them held.
     let operator = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
@@ -419,6 +424,26 @@ async fn pockyt_refunds_wait_for_a_person_and_end_as_decided(backend: Backend) {
     assert_eq!(q["result"]["transactionStatus"], "success", "{q}");
     assert_eq!(wallet_calls(&app, "refund").await, 3);
     assert!(pending(&app, &operator).await.is_empty());
+    // The rejected refund is in no book: three refunds, 30.00.
+    assert_eq!(
+        refunds_booked(&app).await,
+        json!({"count": 3, "sum": "30.00", "sumMinor": 3000})
+    );
+}
+
+/// Today's refunds of merchant 200043 (in UTC, its time zone) in the settlement.
+async fn refunds_booked(app: &TestApp) -> Value {
+    let date = chrono::Utc::now().date_naive();
+    let (status, v) = app
+        .raw(
+            reqwest::Method::GET,
+            &format!("/admin/v1/settlement?date={date}&merchantNo=200043"),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["settlements"][0]["currencies"][0]["refunds"].clone()
 }
 
 /// The unified dialect answers and queries a held refund as refunding (state 1), and notifies

@@ -160,7 +160,7 @@ impl Lifecycle {
 
     /// Whether a refund in progress was never sent to the wallet: held for an approval not
     /// given (pending, or rejected and about to fail).
-    async fn is_held(&self, refund: &RefundRecord) -> Result<bool, LifecycleError> {
+    pub(super) async fn is_held(&self, refund: &RefundRecord) -> Result<bool, LifecycleError> {
         Ok(self
             .store
             .approval_of_refund(refund.id)

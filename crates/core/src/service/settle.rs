@@ -275,6 +275,11 @@ impl Lifecycle {
             .await?
             .filter(|r| r.payment_id == payment.id)
             .ok_or(LifecycleError::NotFound)?;
+        // The wallet was never told of a held refund: an answer that names one changes
+        // nothing (only a person's decision ends it).
+        if !refund.state.is_final() && self.is_held(&refund).await? {
+            return Ok((payment, refund));
+        }
         self.settle_refund(payment, refund, ChannelReply::new(outcome))
             .await
     }
