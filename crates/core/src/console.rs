@@ -149,6 +149,9 @@ pub struct PaymentSearch {
     /// A refund's gateway number or the merchant's refund reference.
     pub refund_no: Option<String>,
     pub cancel_no: Option<String>,
+    /// Made on this terminal: a YabandPay payment of this terminal (its user, the tid), or a
+    /// sale the terminal hub sent to this POS terminal.
+    pub terminal: Option<String>,
     /// Keyset pagination: only payments with a smaller id (the last one of the previous page).
     pub before_id: Option<i64>,
     /// At most this many (1..=500).

@@ -260,6 +260,20 @@ pub fn search_sql(q: &PaymentSearch) -> (String, Vec<Value>) {
             Value::Text(c.clone()),
         );
     }
+    if let Some(t) = &q.terminal {
+        // A YabandPay payment's store is the terminal that made it; a sale sent to a POS
+        // terminal has its command, whatever store it names.
+        bind(
+            &mut sql,
+            &format!(
+                " AND ((p.store_no = # AND p.dialect = '{yabandpay}') OR p.id IN \
+                 (SELECT payment_id FROM terminal_commands WHERE tid = # AND kind = '{sale}'))",
+                yabandpay = tillgate_core::Dialect::YabandPay.as_str(),
+                sale = tillgate_core::terminal::CommandKind::Sale.as_str(),
+            ),
+            Value::Text(t.clone()),
+        );
+    }
     if let Some(b) = q.before_id {
         bind(&mut sql, " AND p.id < #", Value::Int(b));
     }
@@ -272,6 +286,22 @@ pub fn search_sql(q: &PaymentSearch) -> (String, Vec<Value>) {
 mod tests {
     use super::*;
     use tillgate_domain::PaymentState;
+
+    #[test]
+    fn the_terminal_filter_binds_its_tid_once() {
+        let (sql, values) = search_sql(&PaymentSearch {
+            terminal: Some("T1".into()),
+            limit: 50,
+            ..PaymentSearch::default()
+        });
+        assert_eq!(
+            sql,
+            "SELECT p.* FROM payments p WHERE 1 = 1 AND ((p.store_no = ?1 AND p.dialect = \
+             'yabandpay') OR p.id IN (SELECT payment_id FROM terminal_commands WHERE tid = ?1 \
+             AND kind = 'sale')) ORDER BY p.id DESC LIMIT ?2"
+        );
+        assert_eq!(values, vec![Value::Text("T1".into()), Value::Int(50)]);
+    }
 
     #[test]
     fn the_search_binds_every_filter_in_order() {

@@ -493,6 +493,7 @@ async fn transactions(
                 label { "Merchant" input name="merchant" value=[filter.merchant.as_deref()] size="10"; }
             }
             label { "Store" input name="store" value=[filter.store.as_deref()] size="8"; }
+            label { "Terminal" input name="terminal" value=[filter.terminal.as_deref()] size="10" data-test="terminal"; }
             label { "Status"
                 select name="status" {
                     option value="" { "any" }
