@@ -673,7 +673,17 @@ pub async fn approvals(
                     td { (a.state.as_str()) }
                     td { (a.decided_login.as_deref().unwrap_or("")) }
                     td.wrap { (a.decision_reason.as_deref().unwrap_or("")) }
-                    td.wrap { (a.outcome.as_deref().unwrap_or("not carried out yet")) }
+                    td.wrap {
+                        (a.outcome.as_deref().unwrap_or("not carried out yet"))
+                        // A rejected held refund not failed yet (interrupted): finish it.
+                        @if a.state == ApprovalState::Rejected && a.refund_id.is_some() && a.outcome.is_none() && may_decide(&s.user, a) {
+                            form method="post" action={ "/console/approvals/" (a.id) "/reject" } {
+                                input type="hidden" name="csrf" value=(s.session.csrf);
+                                input type="hidden" name="reason" value=(a.decision_reason.as_deref().unwrap_or("rejected"));
+                                button type="submit" { "Fail the held refund" }
+                            }
+                        }
+                    }
                 } } }
             }
         }
@@ -778,8 +788,12 @@ pub async fn approve(
     match claimed {
         Ok(true) => {}
         // Approved earlier but not carried out (a crash between the two): carry it out now;
-        // its reference makes a second run replay the first.
-        Ok(false) if a.state == ApprovalState::Approved && a.outcome.is_none() => {}
+        // its reference makes a second run replay the first. Not a held API refund: once
+        // approved it may already be with the wallet, and it is the janitor's to ask about.
+        Ok(false)
+            if a.state == ApprovalState::Approved
+                && a.outcome.is_none()
+                && a.refund_id.is_none() => {}
         Ok(false) => return go("/console/approvals?error=decided"),
         Err(e) => return unavailable(e),
     }
