@@ -561,3 +561,82 @@ async fn held_unified_and_yabandpay_refunds_on_sqlite() {
 async fn held_unified_and_yabandpay_refunds_on_postgres() {
     unified_and_yabandpay_refunds_held_answer_in_progress(Backend::Postgres).await
 }
+
+/// The setting on the merchant's page: ticked by its admin, it holds the next API refund above
+/// the threshold; unticked, the API refunds at once again.
+async fn the_merchant_page_sets_api_refunds_to_need_approval(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, QUICK).await else {
+        return;
+    };
+    create_user(
+        &app,
+        "boss",
+        "merchant-admin",
+        "200043",
+        "boss password 123",
+    );
+    let boss = sign_in(&app, "boss", "boss password 123").await.unwrap();
+    let path = "/console/merchants/200043";
+    let (_, html) = page(&app, &boss, path).await;
+    assert!(
+        html.contains("data-test=\"api-approval\">refunded at once"),
+        "{html}"
+    );
+    let save = |api: bool| {
+        let (app, boss, html) = (&app, &boss, &html);
+        async move {
+            let csrf = csrf_of(html);
+            let mut form = vec![
+                ("csrf", csrf.as_str()),
+                ("name", ""),
+                ("zone", "UTC"),
+                ("schedule", "default"),
+                ("authority", "approval"),
+                ("threshold", "500"),
+            ];
+            if api {
+                form.push(("api_approval", "on"));
+            }
+            let resp = client()
+                .post(format!("{}{path}", app.base))
+                .header("cookie", boss.as_str())
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 303);
+        }
+    };
+    save(true).await;
+    let (_, html) = page(&app, &boss, path).await;
+    assert!(
+        html.contains("data-test=\"api-approval\">need approval too"),
+        "{html}"
+    );
+    let pos = app.pos();
+    let no = pos.paid(&reference("page"), "20.00").await;
+    let held = pos.refund(&no, "6.00", Some(&reference("r"))).await;
+    assert_eq!(held["result"]["status"], "pending", "{held}");
+    assert_eq!(wallet_calls(&app, "refund").await, 0);
+    save(false).await;
+    let (_, html) = page(&app, &boss, path).await;
+    assert!(
+        html.contains("data-test=\"api-approval\">refunded at once"),
+        "{html}"
+    );
+    let (_, audit) = page(&app, &boss, "/console/users/boss").await;
+    assert!(audit.contains("API refunds too"), "{audit}");
+    let now = pos.refund(&no, "6.00", Some(&reference("r"))).await;
+    assert_eq!(now["result"]["status"], "success", "{now}");
+}
+
+#[tokio::test]
+async fn held_refund_setting_on_the_merchant_page_on_sqlite() {
+    the_merchant_page_sets_api_refunds_to_need_approval(Backend::Sqlite).await
+}
+
+#[tokio::test]
+#[cfg_attr(tillgate_no_postgres, ignore = "TILLGATE_TEST_POSTGRES_URL is not set")]
+async fn held_refund_setting_on_the_merchant_page_on_postgres() {
+    the_merchant_page_sets_api_refunds_to_need_approval(Backend::Postgres).await
+}
