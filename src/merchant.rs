@@ -95,6 +95,7 @@ pub enum Policy {
             "name",
             "refund_authority",
             "approval_threshold_minor",
+            "api_refunds_need_approval",
             "fee_bps",
             "fee_fixed"
         ])
@@ -117,6 +118,11 @@ pub struct UpdateArgs {
     /// second person; "none": every refund does.
     #[arg(long)]
     pub approval_threshold_minor: Option<String>,
+    /// Whether refunds through the merchant APIs need approval too, under the same authority
+    /// and threshold: such a refund is reserved and answered "in progress", and goes to the
+    /// wallet only once a person approves it in the console (rejected: it fails).
+    #[arg(long, value_parser = clap::value_parser!(bool))]
+    pub api_refunds_need_approval: Option<bool>,
     /// IANA time zone of the merchant's business day (which day a same-day cancel belongs to).
     #[arg(long)]
     pub timezone: Option<String>,
@@ -380,6 +386,7 @@ fn merchant_json(m: &MerchantRecord) -> serde_json::Value {
         "requireRefundReference": m.refund_reference_required,
         "refundAuthority": m.refund_authority.as_str(),
         "approvalThresholdMinor": m.approval_threshold_minor,
+        "apiRefundsNeedApproval": m.api_refunds_need_approval,
         "corsOrigins": m.cors_origins,
     })
 }
@@ -421,7 +428,10 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
         if let Some(name) = name {
             store.set_display_name(merchant.id, name).await?;
         }
-        if args.refund_authority.is_some() || args.approval_threshold_minor.is_some() {
+        if args.refund_authority.is_some()
+            || args.approval_threshold_minor.is_some()
+            || args.api_refunds_need_approval.is_some()
+        {
             let authority = match args.refund_authority.as_deref() {
                 Some(a) => tillgate_core::console::RefundAuthority::parse(a)
                     .context("--refund-authority is immediate, approval or disabled")?,
@@ -437,8 +447,11 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
                         .context("--approval-threshold-minor is an amount in minor units (0 or more) or \"none\"")?,
                 ),
             };
+            let api = args
+                .api_refunds_need_approval
+                .unwrap_or(merchant.api_refunds_need_approval);
             store
-                .set_refund_authority(merchant.id, authority, threshold)
+                .set_refund_authority(merchant.id, authority, threshold, api)
                 .await?;
         }
         if let Some(schedule) = &schedule {

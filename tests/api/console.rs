@@ -1536,7 +1536,86 @@ async fn merchant_rotate_on_the_command_line(app: TestApp) {
     }
 }
 
+/// The transactions made on one terminal, by the admin API and on the console's page: a
+/// YabandPay terminal's barcode payments and the sales it took as a POS terminal, and nothing
+/// of another terminal or of a Pockyt store; paged by the same keyset.
+async fn the_search_finds_a_terminals_payments(app: TestApp) {
+    use crate::yabandpay::{call, order_id, OTHER_TID, SECRET, TID};
+    let barcode = |tid: &'static str| {
+        let base = app.base.clone();
+        async move {
+            let paid = call(&base, tid, "v3.BarcodePayment", json!({"order_id": order_id(), "auth_code": "2812", "amount": "4.00", "currency": "EUR", "description": "x"})).await;
+            assert_eq!(paid["status"], true, "{paid}");
+            paid["data"]["trade_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let mut mine = vec![barcode(TID).await, barcode(TID).await];
+    let mut terminal = crate::terminal_client::TestTerminal::connect(&app.base, TID, SECRET).await;
+    mine.push(crate::yabandpay::sale_on_terminal(&app.base, &mut terminal, "6.00").await);
+    let other = barcode(OTHER_TID).await;
+    let pockyt = app.pos().paid(&reference("t"), "4.00").await;
+
+    let search = |query: String| {
+        let app = &app;
+        async move {
+            let mut seen = Vec::new();
+            let mut before: Option<String> = None;
+            loop {
+                let mut url = format!("{}/admin/v1/transactions?{query}&limit=1", app.base);
+                if let Some(b) = &before {
+                    url.push_str(&format!("&before={b}"));
+                }
+                let v: Value = app
+                    .client
+                    .get(&url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                for t in v["transactions"].as_array().unwrap() {
+                    seen.push(t["transactionNo"].as_str().unwrap().to_owned());
+                }
+                match v["next"].as_str() {
+                    Some(n) => before = Some(n.to_owned()),
+                    None => break,
+                }
+            }
+            seen
+        }
+    };
+    mine.reverse();
+    assert_eq!(search(format!("terminal={TID}")).await, mine);
+    assert_eq!(
+        search(format!("terminal={OTHER_TID}")).await,
+        vec![other.clone()]
+    );
+    assert_eq!(
+        search(format!("terminal={TID}&status=paid&merchant=200043")).await,
+        mine
+    );
+    // A Pockyt store is not a terminal; an unknown terminal made nothing.
+    assert!(search("terminal=303660".into()).await.is_empty());
+    assert!(search("terminal=T000".into()).await.is_empty());
+    // The console's page and its form.
+    let operator = sign_in(&app, "operator", "sandbox-operator").await.unwrap();
+    let (status, html) = page(
+        &app,
+        &operator,
+        &format!("/console/transactions?terminal={TID}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("data-test=\"terminal\""), "{html}");
+    for no in &mine {
+        assert!(html.contains(no.as_str()), "{no}: {html}");
+    }
+    assert!(!html.contains(&other) && !html.contains(&pockyt), "{html}");
+}
+
 on_both_backends!(
+    the_search_finds_a_terminals_payments,
     a_rotated_token_is_in_force_at_once_and_the_old_one_only_for_its_grace,
     merchant_rotate_on_the_command_line,
     staff_confined_to_a_store_see_that_store_only,

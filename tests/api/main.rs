@@ -38,6 +38,7 @@ mod connections;
 mod console;
 mod crash;
 mod failover;
+mod held_refunds;
 mod helpers;
 mod notifications;
 mod observability;

@@ -30,7 +30,7 @@ fn text(v: &Value) -> String {
 }
 
 /// A merchant system speaking the unified API.
-struct Shop<'a> {
+pub(crate) struct Shop<'a> {
     app: &'a TestApp,
     mch_no: String,
     app_id: String,
@@ -38,7 +38,7 @@ struct Shop<'a> {
 }
 
 impl Shop<'_> {
-    async fn call(&self, path: &str, params: Value) -> Value {
+    pub(crate) async fn call(&self, path: &str, params: Value) -> Value {
         let mut body = params.as_object().unwrap().clone();
         body.insert("mchNo".into(), json!(self.mch_no));
         body.insert("appId".into(), json!(self.app_id));
@@ -73,7 +73,12 @@ impl Shop<'_> {
         answer
     }
 
-    async fn order(&self, mch_order_no: &str, amount: i64, notify_url: Option<&str>) -> Value {
+    pub(crate) async fn order(
+        &self,
+        mch_order_no: &str,
+        amount: i64,
+        notify_url: Option<&str>,
+    ) -> Value {
         let mut p = json!({
             "mchOrderNo": mch_order_no,
             "wayCode": "AUTO_BAR",
@@ -90,7 +95,7 @@ impl Shop<'_> {
     }
 }
 
-fn shop(app: &TestApp) -> Shop<'_> {
+pub(crate) fn shop(app: &TestApp) -> Shop<'_> {
     Shop {
         app,
         mch_no: MCH_NO.into(),

@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 
 pub(crate) const TID: &str = "T125119061";
-const OTHER_TID: &str = "016683";
+pub(crate) const OTHER_TID: &str = "016683";
 pub(crate) const SECRET: &str = "62184c09df1aeb63239e07079875be81";
 
 fn text(v: &Value) -> String {
@@ -92,7 +92,11 @@ async fn events(app_base: &str, transaction_no: &str) -> Vec<String> {
 }
 
 /// A sale on the terminal, completed by it; returns the trade_id.
-async fn sale_on_terminal(base: &str, terminal: &mut TestTerminal, amount: &str) -> String {
+pub(crate) async fn sale_on_terminal(
+    base: &str,
+    terminal: &mut TestTerminal,
+    amount: &str,
+) -> String {
     let pos = tokio::spawn({
         let base = base.to_owned();
         let amount = amount.to_owned();

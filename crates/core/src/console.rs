@@ -149,6 +149,9 @@ pub struct PaymentSearch {
     /// A refund's gateway number or the merchant's refund reference.
     pub refund_no: Option<String>,
     pub cancel_no: Option<String>,
+    /// Made on this terminal: a YabandPay payment of this terminal (its user, the tid), or a
+    /// sale the terminal hub sent to this POS terminal.
+    pub terminal: Option<String>,
     /// Keyset pagination: only payments with a smaller id (the last one of the previous page).
     pub before_id: Option<i64>,
     /// At most this many (1..=500).
@@ -190,6 +193,18 @@ impl RefundAuthority {
     /// Whether a refund of `amount_minor` needs a second person under this policy.
     pub fn needs_approval(self, threshold_minor: Option<i64>, amount_minor: i64) -> bool {
         self == RefundAuthority::Approval && threshold_minor.is_none_or(|t| amount_minor > t)
+    }
+}
+
+impl crate::model::MerchantRecord {
+    /// Whether a refund of `amount_minor` asked through a merchant API is held for approval:
+    /// only when the merchant says API refunds need approval too, and the console's rule
+    /// (authority and threshold) would ask for one.
+    pub fn holds_api_refund(&self, amount_minor: i64) -> bool {
+        self.api_refunds_need_approval
+            && self
+                .refund_authority
+                .needs_approval(self.approval_threshold_minor, amount_minor)
     }
 }
 
@@ -243,7 +258,14 @@ pub struct ApprovalRecord {
     pub decision_reason: Option<String>,
     /// What carrying it out gave: the refund's number and state, or why it was refused.
     pub outcome: Option<String>,
+    /// For a refund asked through a merchant API: the held refund it decides (reserved and in
+    /// progress since the request). Such an approval was asked by no console user
+    /// (`requested_by` is 0, `requested_login` [`API_REQUESTER`]).
+    pub refund_id: Option<i64>,
 }
+
+/// Who asked for an approval of a refund that came through a merchant API.
+pub const API_REQUESTER: &str = "API";
 
 /// A refund to wait for approval.
 #[derive(Debug, Clone)]

@@ -62,6 +62,10 @@ pub struct MerchantRecord {
     /// for a second person under `Approval` (`None`: every refund does).
     pub refund_authority: crate::console::RefundAuthority,
     pub approval_threshold_minor: Option<i64>,
+    /// Whether a refund asked through a merchant API that would need approval from the
+    /// console (`refund_authority` and the threshold) is held for one too: reserved, answered
+    /// "in progress", sent to the wallet only once approved.
+    pub api_refunds_need_approval: bool,
 }
 
 /// A Pockyt store credential as stored: the token is sealed.

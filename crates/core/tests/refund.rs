@@ -446,3 +446,121 @@ async fn concurrent_refunds_with_one_reference_reserve_once() {
     assert_eq!(kit.payment(p.id).await.payment.reserved(), usd(2_000));
     kit.assert_totals_agree_with_refund_rows(p.id).await;
 }
+
+/// A merchant whose API refunds above 20.00 are held for approval.
+async fn holding(kit: &Kit, m: &MerchantRecord) {
+    kit.store
+        .set_refund_authority(
+            m.id,
+            tillgate_core::console::RefundAuthority::Approval,
+            Some(2_000),
+            true,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_held_refund_is_reserved_never_sent_and_ends_as_a_person_decides() {
+    let (kit, m, wallet, p) = paid("refund-held", ChannelOutcome::Approved).await;
+    holding(&kit, &m).await;
+    let k = key(&p);
+    // Up to the threshold: at once.
+    let (_, small) = kit
+        .app
+        .refund(&m, &k, refund_request(usd(2_000), None))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(small.state, RefundState::Succeeded);
+    // Above it: reserved and in progress, the wallet not asked.
+    let (after, held) = kit
+        .app
+        .refund(&m, &k, refund_request(usd(5_000), Some("held-1")))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(held.state, RefundState::InProgress);
+    assert_eq!(after.payment.reserved(), usd(5_000));
+    assert_eq!(wallet.asked_to(OpKind::Refund), 1);
+    // Its retry answers it as it stands; what is left is 30.00.
+    let again = kit
+        .app
+        .refund(&m, &k, refund_request(usd(5_000), Some("held-1")))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.value.1.refund_no, held.refund_no);
+    assert_eq!(
+        refused(
+            kit.app
+                .refund(&m, &k, refund_request(usd(3_001), None))
+                .await
+        ),
+        RefundRejected::ExceedsRefundable {
+            refundable: usd(3_000)
+        }
+    );
+    // A wallet answer naming it changes nothing: the wallet never saw it.
+    kit.app
+        .wallet_settles_refund(&p.transaction_no, &held.refund_no, ChannelOutcome::Approved)
+        .await
+        .unwrap();
+    assert_eq!(kit.payment(p.id).await.payment.reserved(), usd(5_000));
+    // A console refund is never held.
+    let (_, console) = kit
+        .app
+        .refund_at_once(&m, &k, refund_request(usd(2_500), None))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(console.state, RefundState::Succeeded);
+    // Rejected: failed, released, the failure notified; the wallet still not asked.
+    let (after, failed) = kit
+        .app
+        .reject_held_refund(p.id, held.id, "no receipt")
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(failed.state, RefundState::Failed);
+    assert_eq!(after.payment.reserved(), usd(0));
+    assert_eq!(after.payment.refundable(), usd(5_500));
+    assert_eq!(wallet.asked_to(OpKind::Refund), 2);
+    assert_eq!(kit.notifications_of(p.id, "refund.failed").await, 1);
+    assert_eq!(kit.events_of_kind(p.id, "refund.rejected").await, 1);
+    // Deciding again changes nothing.
+    let replay = kit
+        .app
+        .reject_held_refund(p.id, held.id, "again")
+        .await
+        .unwrap();
+    assert!(replay.replayed);
+    kit.assert_totals_agree_with_refund_rows(p.id).await;
+}
+
+#[tokio::test]
+async fn an_approved_held_refund_goes_to_the_wallet_through_the_normal_path() {
+    let (kit, m, wallet, p) = paid("refund-held-approved", ChannelOutcome::Approved).await;
+    holding(&kit, &m).await;
+    let k = key(&p);
+    let (_, held) = kit
+        .app
+        .refund(&m, &k, refund_request(usd(10_000), Some("all")))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(held.state, RefundState::InProgress);
+    assert_eq!(wallet.asked_to(OpKind::Refund), 0);
+    let (after, done) = kit
+        .app
+        .approve_held_refund(p.id, held.id)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(done.state, RefundState::Succeeded);
+    assert_eq!(after.payment.state(), PaymentState::Refunded);
+    assert_eq!(wallet.asked_to(OpKind::Refund), 1);
+    assert_eq!(kit.notifications_of(p.id, "refund.succeeded").await, 1);
+    assert_eq!(kit.events_of_kind(p.id, "refund.approved").await, 1);
+    kit.assert_totals_agree_with_refund_rows(p.id).await;
+}

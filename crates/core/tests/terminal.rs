@@ -382,3 +382,32 @@ async fn a_sale_still_on_the_terminal_is_not_closed_by_asking_the_wallet() {
         now.payment.state()
     );
 }
+
+#[tokio::test]
+async fn the_payment_search_finds_a_sale_by_the_terminal_that_took_it() {
+    let (kit, m, _) = kit("terminal-search").await;
+    // The sale names a Pockyt store ("300001"); its command names the terminal.
+    let sold = sale(&kit, &m, "pos-search", 1_000).await.unwrap().value;
+    let elsewhere = kit.added_and_paid(&m, "not-on-a-terminal", usd(500)).await;
+    let found = |terminal: &str| {
+        let search = tillgate_core::console::PaymentSearch {
+            terminal: Some(terminal.to_owned()),
+            limit: 50,
+            ..Default::default()
+        };
+        let store = kit.store.clone();
+        async move {
+            store
+                .search_payments(&search)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found(TID).await, vec![sold.id]);
+    assert!(!found(TID).await.contains(&elsewhere.id));
+    // A Pockyt store is no terminal.
+    assert!(found("300001").await.is_empty());
+}

@@ -476,6 +476,8 @@ impl Payment {
 
     /// Applies the wallet's answer to a refund of `amount` reserved earlier. Returns false when
     /// nothing changed (the outcome is still unknown, or nothing of that size is reserved).
+    /// A refund held for a person's approval stays reserved the same way; its rejection is
+    /// applied as a decline (the reservation is released, nothing is refunded).
     pub fn settle_refund(&mut self, amount: Money, outcome: ChannelOutcome) -> bool {
         if outcome == ChannelOutcome::Unknown {
             return false;

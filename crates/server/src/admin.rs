@@ -233,7 +233,7 @@ async fn unresolved(State(app): State<Arc<Lifecycle>>) -> Response {
     }
 }
 
-/// `GET /admin/v1/transactions?merchant=&store=&status=&dialect=&from=&to=&no=&reference=&refund=&cancel=&before=&limit=`:
+/// `GET /admin/v1/transactions?merchant=&store=&terminal=&status=&dialect=&from=&to=&no=&reference=&refund=&cancel=&before=&limit=`:
 /// the transactions matching every filter given, newest first, a page at a time (`next` is the
 /// `before` of the following page). The console's transactions page runs the same search.
 async fn search(

@@ -154,11 +154,13 @@ impl ConsoleStore for PgStore {
         merchant_id: i64,
         authority: RefundAuthority,
         threshold_minor: Option<i64>,
+        api_refunds_need_approval: bool,
     ) -> Result<(), StoreError> {
         let text = dollar_placeholders(sql::SET_REFUND_AUTHORITY);
         let q = sqlx::query(&text)
             .bind(authority.as_str())
             .bind(threshold_minor)
+            .bind(i64::from(api_refunds_need_approval))
             .bind(merchant_id);
         self.exec(q).await.map(drop)
     }
@@ -217,6 +219,15 @@ impl ConsoleStore for PgStore {
     ) -> Result<Vec<ApprovalRecord>, StoreError> {
         let text = dollar_placeholders(sql::APPROVALS_OF_PAYMENT);
         self.all(sqlx::query(&text).bind(payment_id), sql::approval)
+            .await
+    }
+
+    async fn approval_of_refund(
+        &self,
+        refund_id: i64,
+    ) -> Result<Option<ApprovalRecord>, StoreError> {
+        let text = dollar_placeholders(sql::APPROVAL_OF_REFUND);
+        self.one(sqlx::query(&text).bind(refund_id), sql::approval)
             .await
     }
 

@@ -3,6 +3,7 @@
 
 use crate::{db_error, shape, Loaded, Written};
 use sqlx::Executor;
+use tillgate_core::console::{ApprovalState, API_REQUESTER};
 use tillgate_core::store::{CancelWrite, Guard, RefundWrite, Writes};
 use tillgate_core::terminal::CommandState;
 use tillgate_core::{PaymentRecord, StoreError};
@@ -77,7 +78,14 @@ r AS (
     INSERT INTO refunds (refund_no, payment_id, merchant_id, refund_reference, amount_minor,
         currency, state, fingerprint, created_at, updated_at, notify_url, extra)
     SELECT $19, u.id, $11, $20, $21, $22, $33, $23, $10, $10, $24, $25 FROM u
-    RETURNING *)",
+    RETURNING *),
+h AS (
+    INSERT INTO refund_approvals (payment_id, merchant_id, transaction_no, amount_minor,
+        currency, reason, form_key, requested_by, requested_login, requested_at, state,
+        refund_id)
+    SELECT r.payment_id, r.merchant_id, p.transaction_no, r.amount_minor, r.currency, '',
+        'api-' || r.refund_no, 0, $41, $10, $40, r.id
+    FROM r JOIN payments p ON p.id = r.payment_id WHERE $40::text IS NOT NULL)",
     command_cte!(),
     "
 SELECT * FROM r"
@@ -143,7 +151,10 @@ where
     };
     let q = bind_payment(sqlx::query(text), rec, version, at_ms, &writes);
     let q = pad_to_25(bind_order(q, refund, cancel), refund, cancel);
-    let q = bind_tail(q, &writes)?;
+    // $40, $41: the approval a held refund waits for (NULL: not held).
+    let q = bind_tail(q, &writes)?
+        .bind(writes.hold.then_some(ApprovalState::Pending.as_str()))
+        .bind(API_REQUESTER);
     let row = q.fetch_optional(executor).await.map_err(db_error)?;
     let Some(row) = row else {
         return Ok(Written::Raced(writes.guard));

@@ -52,7 +52,10 @@ fn parts(kind: BookKind) -> (String, &'static str, &'static str, String) {
             ),
             "r.updated_at",
             "r.id",
-            format!("r.state IN ({in_flight}, {ok}, {failed})"),
+            format!(
+                "r.state IN ({in_flight}, {ok}, {failed}) AND NOT EXISTS ({})",
+                crate::never_sent("r")
+            ),
         ),
         BookKind::Cancel => (
             format!(

@@ -43,14 +43,15 @@ pub const AUDIT_OF_TRANSACTION: &str =
 pub const AUDIT_OF_USER: &str =
     "SELECT * FROM audit_log WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2";
 
-pub const SET_REFUND_AUTHORITY: &str =
-    "UPDATE merchants SET refund_authority = ?1, approval_threshold_minor = ?2 WHERE id = ?3";
+pub const SET_REFUND_AUTHORITY: &str = "UPDATE merchants SET refund_authority = ?1, \
+    approval_threshold_minor = ?2, api_refund_approval = ?3 WHERE id = ?4";
 pub const INSERT_APPROVAL: &str = "INSERT INTO refund_approvals \
     (payment_id, merchant_id, transaction_no, amount_minor, currency, reason, form_key, \
      requested_by, requested_login, requested_at, state) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 pub const APPROVAL: &str = "SELECT * FROM refund_approvals WHERE id = ?1";
 pub const APPROVAL_BY_KEY: &str = "SELECT * FROM refund_approvals WHERE form_key = ?1";
+pub const APPROVAL_OF_REFUND: &str = "SELECT * FROM refund_approvals WHERE refund_id = ?1";
 pub const APPROVALS_OF_PAYMENT: &str =
     "SELECT * FROM refund_approvals WHERE payment_id = ?1 ORDER BY id DESC";
 pub const DECIDE_APPROVAL: &str = "UPDATE refund_approvals SET state = ?1, decided_by = ?2, \
@@ -82,6 +83,7 @@ pub fn approval(row: &impl Columns) -> Result<ApprovalRecord, StoreError> {
         decided_at: row.opt_int("decided_at")?.map(time).transpose()?,
         decision_reason: row.opt_text("decision_reason")?,
         outcome: row.opt_text("outcome")?,
+        refund_id: row.opt_int("refund_id")?,
     })
 }
 
@@ -258,6 +260,20 @@ pub fn search_sql(q: &PaymentSearch) -> (String, Vec<Value>) {
             Value::Text(c.clone()),
         );
     }
+    if let Some(t) = &q.terminal {
+        // A YabandPay payment's store is the terminal that made it; a sale sent to a POS
+        // terminal has its command, whatever store it names.
+        bind(
+            &mut sql,
+            &format!(
+                " AND ((p.store_no = # AND p.dialect = '{yabandpay}') OR p.id IN \
+                 (SELECT payment_id FROM terminal_commands WHERE tid = # AND kind = '{sale}'))",
+                yabandpay = tillgate_core::Dialect::YabandPay.as_str(),
+                sale = tillgate_core::terminal::CommandKind::Sale.as_str(),
+            ),
+            Value::Text(t.clone()),
+        );
+    }
     if let Some(b) = q.before_id {
         bind(&mut sql, " AND p.id < #", Value::Int(b));
     }
@@ -270,6 +286,22 @@ pub fn search_sql(q: &PaymentSearch) -> (String, Vec<Value>) {
 mod tests {
     use super::*;
     use tillgate_domain::PaymentState;
+
+    #[test]
+    fn the_terminal_filter_binds_its_tid_once() {
+        let (sql, values) = search_sql(&PaymentSearch {
+            terminal: Some("T1".into()),
+            limit: 50,
+            ..PaymentSearch::default()
+        });
+        assert_eq!(
+            sql,
+            "SELECT p.* FROM payments p WHERE 1 = 1 AND ((p.store_no = ?1 AND p.dialect = \
+             'yabandpay') OR p.id IN (SELECT payment_id FROM terminal_commands WHERE tid = ?1 \
+             AND kind = 'sale')) ORDER BY p.id DESC LIMIT ?2"
+        );
+        assert_eq!(values, vec![Value::Text("T1".into()), Value::Int(50)]);
+    }
 
     #[test]
     fn the_search_binds_every_filter_in_order() {

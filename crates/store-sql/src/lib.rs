@@ -54,6 +54,7 @@ pub fn merchant(row: &impl Columns) -> Result<MerchantRecord, StoreError> {
                 .ok_or_else(|| corrupt("refund authority"))?,
         },
         approval_threshold_minor: row.opt_int("approval_threshold_minor")?,
+        api_refunds_need_approval: row.opt_int("api_refund_approval")?.unwrap_or(0) != 0,
     })
 }
 
@@ -367,12 +368,23 @@ SELECT (SELECT COUNT(*) FROM outbox WHERE status = '{pending}') AS notifications
     )
 }
 
+/// A subquery that finds a row when the refund `refunds` names was never sent to the wallet:
+/// held for an approval that is pending, or was rejected (the refund then ends failed). Such a
+/// refund waits for a person, not for the wallet, and the books leave it out.
+pub fn never_sent(refunds: &str) -> String {
+    format!(
+        "SELECT 1 FROM refund_approvals a WHERE a.refund_id = {refunds}.id AND a.state <> '{}'",
+        tillgate_core::console::ApprovalState::Approved.as_str()
+    )
+}
+
 /// The operations waiting for the wallet: payments, refunds and cancels in flight. With
 /// `filtered`, only those waiting since before `?1` whose next question is due by `?3`. The
 /// states that mean "in flight" are written into the text from the domain's own values, never
 /// spelled by hand, and as literals, so that the partial indexes on them apply. What a POS
 /// terminal is doing (an open command) is the terminal's to answer, not the wallet's: asking
-/// the wallet about a sale it never saw would close a payment the customer is making.
+/// the wallet about a sale it never saw would close a payment the customer is making; nor is a
+/// refund held for an approval (`never_sent`) the wallet's.
 fn waiting_union(filtered: bool) -> String {
     let filter = |table: &str| {
         if filtered {
@@ -396,6 +408,7 @@ fn waiting_union(filtered: bool) -> String {
            r.unanswered_queries, r.next_query_at
     FROM refunds r JOIN payments p ON p.id = r.payment_id
     WHERE r.state = {refunding}{refunds}
+      AND NOT EXISTS ({held})
     UNION ALL
     SELECT p.id, p.transaction_no, p.merchant_no, 'cancel', c.cancel_no, c.updated_at,
            c.unanswered_queries, c.next_query_at
@@ -406,6 +419,7 @@ fn waiting_union(filtered: bool) -> String {
         pending = PaymentState::Pending.as_str(),
         open = tillgate_core::terminal::CommandState::Open.as_str(),
         refunding = RefundState::InProgress.code(),
+        held = never_sent("r"),
         cancelling = CancelState::InProgress.code(),
         payments = filter("p"),
         refunds = filter("r"),

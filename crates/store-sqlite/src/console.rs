@@ -171,10 +171,12 @@ impl ConsoleStore for SqliteStore {
         merchant_id: i64,
         authority: RefundAuthority,
         threshold_minor: Option<i64>,
+        api_refunds_need_approval: bool,
     ) -> Result<(), StoreError> {
         let binds = vec![
             Bind::Text(Some(authority.as_str().to_owned())),
             Bind::Int(threshold_minor),
+            Bind::Int(Some(i64::from(api_refunds_need_approval))),
             Bind::Int(Some(merchant_id)),
         ];
         self.console_write(sql::SET_REFUND_AUTHORITY, binds).await
@@ -226,6 +228,15 @@ impl ConsoleStore for SqliteStore {
         payment_id: i64,
     ) -> Result<Vec<ApprovalRecord>, StoreError> {
         self.read_all(sql::APPROVALS_OF_PAYMENT, params![payment_id], |r| {
+            sql::approval(r)
+        })
+    }
+
+    async fn approval_of_refund(
+        &self,
+        refund_id: i64,
+    ) -> Result<Option<ApprovalRecord>, StoreError> {
+        self.read_one(sql::APPROVAL_OF_REFUND, params![refund_id], |r| {
             sql::approval(r)
         })
     }

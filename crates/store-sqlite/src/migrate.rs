@@ -65,6 +65,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox_pending",
         include_str!("../migrations/0014_outbox_pending.sql"),
     ),
+    (
+        15,
+        "held_api_refunds",
+        include_str!("../migrations/0015_held_api_refunds.sql"),
+    ),
 ];
 
 /// Applies pending migrations; without `create`, a database that holds no tillgate schema yet

@@ -311,6 +311,9 @@ pub(crate) fn mutate(
         None => None,
         Some(w) => Some(write_refund(conn, &rec, w, at_ms)?),
     };
+    if let (true, Some(r), Some(RefundWrite::Insert(_))) = (writes.hold, &refund, &writes.refund) {
+        hold_refund(conn, &rec, r, at_ms)?;
+    }
     let cancel = match &writes.cancel {
         None => None,
         Some(w) => Some(write_cancel(conn, &rec, w, at_ms)?),
@@ -332,6 +335,36 @@ pub(crate) fn mutate(
         refund,
         cancel,
     })
+}
+
+/// Writes the pending approval of a refund held for one (asked through a merchant API).
+fn hold_refund(
+    conn: &Connection,
+    rec: &PaymentRecord,
+    refund: &RefundRecord,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO refund_approvals (payment_id, merchant_id, transaction_no, amount_minor, \
+         currency, reason, form_key, requested_by, requested_login, requested_at, state, \
+         refund_id) VALUES (?, ?, ?, ?, ?, '', 'api-' || ?, 0, ?, ?, ?, ?)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            rec.id,
+            rec.merchant_id,
+            rec.transaction_no,
+            refund.amount.minor(),
+            refund.amount.currency().code(),
+            refund.refund_no,
+            tillgate_core::console::API_REQUESTER,
+            at_ms,
+            tillgate_core::console::ApprovalState::Pending.as_str(),
+            refund.id,
+        ])
+    })
+    .map(drop)
+    .map_err(native)
 }
 
 /// True when the refund or cancel a change requires is still in progress.

@@ -77,6 +77,18 @@ impl Lifecycle {
         refund: RefundRecord,
         reply: ChannelReply,
     ) -> Result<(PaymentRecord, RefundRecord), LifecycleError> {
+        self.settle_refund_noted(payment, refund, reply, None).await
+    }
+
+    /// `settle_refund`, with an event of kind `note` (detail: the reply's message) written
+    /// before the outcome's: why a refund the wallet never saw ended (a rejected approval).
+    pub(super) async fn settle_refund_noted(
+        &self,
+        payment: PaymentRecord,
+        refund: RefundRecord,
+        reply: ChannelReply,
+        note: Option<&'static str>,
+    ) -> Result<(PaymentRecord, RefundRecord), LifecycleError> {
         if reply.outcome == ChannelOutcome::Unknown {
             return Ok((payment, refund));
         }
@@ -99,7 +111,11 @@ impl Lifecycle {
                         Topic::RefundFailed
                     };
                     let amount = refund.amount.minor().to_string();
-                    let mut w = Writes::at(now).event(topic.as_str(), amount);
+                    let mut w = Writes::at(now);
+                    if let Some(kind) = note {
+                        w = w.event(kind, reply.message.clone().unwrap_or_default());
+                    }
+                    let mut w = w.event(topic.as_str(), amount);
                     w.refund = Some(RefundWrite::SetState {
                         refund_id: refund.id,
                         state,
@@ -259,6 +275,11 @@ impl Lifecycle {
             .await?
             .filter(|r| r.payment_id == payment.id)
             .ok_or(LifecycleError::NotFound)?;
+        // The wallet was never told of a held refund: an answer that names one changes
+        // nothing (only a person's decision ends it).
+        if !refund.state.is_final() && self.is_held(&refund).await? {
+            return Ok((payment, refund));
+        }
         self.settle_refund(payment, refund, ChannelReply::new(outcome))
             .await
     }

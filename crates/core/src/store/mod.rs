@@ -504,12 +504,14 @@ pub trait ConsoleStore: Send + Sync + 'static {
         user_id: i64,
         limit: u32,
     ) -> Result<Vec<crate::console::AuditRecord>, StoreError>;
-    /// Sets a merchant's refund authority and approval threshold (minor units).
+    /// Sets a merchant's refund authority, approval threshold (minor units), and whether
+    /// refunds through its APIs are held for approval under them too.
     async fn set_refund_authority(
         &self,
         merchant_id: i64,
         authority: crate::console::RefundAuthority,
         threshold_minor: Option<i64>,
+        api_refunds_need_approval: bool,
     ) -> Result<(), StoreError>;
     /// Records a refund waiting for approval; a form key already used answers the approval
     /// it made (`Conflict::UniqueKey` never reaches the caller).
@@ -530,6 +532,11 @@ pub trait ConsoleStore: Send + Sync + 'static {
         &self,
         payment_id: i64,
     ) -> Result<Vec<crate::console::ApprovalRecord>, StoreError>;
+    /// The approval of a held refund (asked through a merchant API), if it has one.
+    async fn approval_of_refund(
+        &self,
+        refund_id: i64,
+    ) -> Result<Option<crate::console::ApprovalRecord>, StoreError>;
     /// Decides a pending approval; false when it was no longer pending (decided meanwhile).
     async fn decide_approval(&self, decision: crate::console::Decision)
         -> Result<bool, StoreError>;

@@ -78,6 +78,10 @@ pub struct Writes {
     /// A condition checked in the same transaction: when it does not hold, nothing is written
     /// and the mutation answers `Rejected(Replay)`.
     pub guard: Option<Guard>,
+    /// The refund this change inserts is held for a second person's approval: its approval
+    /// row (asked by the merchant API, pending) is written with it, and the refund stays
+    /// reserved and in progress, never sent to the wallet, until the approval is decided.
+    pub hold: bool,
     /// A new creation time for the payment. Only the sandbox's ageing moves it: an ordinary
     /// change never writes `created_at`, whatever the record it decided on says.
     pub created_at: Option<DateTime<Utc>>,

@@ -395,7 +395,7 @@ async fn carry_out(
     LifecycleError,
 > {
     c.app
-        .refund(
+        .refund_at_once(
             merchant,
             &PaymentKey::TransactionNo(p.transaction_no.clone()),
             RefundRequest {
@@ -673,7 +673,17 @@ pub async fn approvals(
                     td { (a.state.as_str()) }
                     td { (a.decided_login.as_deref().unwrap_or("")) }
                     td.wrap { (a.decision_reason.as_deref().unwrap_or("")) }
-                    td.wrap { (a.outcome.as_deref().unwrap_or("not carried out yet")) }
+                    td.wrap {
+                        (a.outcome.as_deref().unwrap_or("not carried out yet"))
+                        // A rejected held refund not failed yet (interrupted): finish it.
+                        @if a.state == ApprovalState::Rejected && a.refund_id.is_some() && a.outcome.is_none() && may_decide(&s.user, a) {
+                            form method="post" action={ "/console/approvals/" (a.id) "/reject" } {
+                                input type="hidden" name="csrf" value=(s.session.csrf);
+                                input type="hidden" name="reason" value=(a.decision_reason.as_deref().unwrap_or("rejected"));
+                                button type="submit" { "Fail the held refund" }
+                            }
+                        }
+                    }
                 } } }
             }
         }
@@ -778,10 +788,18 @@ pub async fn approve(
     match claimed {
         Ok(true) => {}
         // Approved earlier but not carried out (a crash between the two): carry it out now;
-        // its reference makes a second run replay the first.
-        Ok(false) if a.state == ApprovalState::Approved && a.outcome.is_none() => {}
+        // its reference makes a second run replay the first. Not a held API refund: once
+        // approved it may already be with the wallet, and it is the janitor's to ask about.
+        Ok(false)
+            if a.state == ApprovalState::Approved
+                && a.outcome.is_none()
+                && a.refund_id.is_none() => {}
         Ok(false) => return go("/console/approvals?error=decided"),
         Err(e) => return unavailable(e),
+    }
+    if let Some(refund_id) = a.refund_id {
+        let done = c.app.approve_held_refund(a.payment_id, refund_id).await;
+        return decided_held(&c, &s, &a, "refund approved", done, "approved").await;
     }
     let loaded = async {
         let p = store.payment_by_id(a.payment_id).await?;
@@ -860,12 +878,64 @@ pub async fn reject(
         })
         .await;
     match decided {
-        Ok(true) => {
-            let detail = decision_line(&a, &reason);
-            audited(&c, &s, "refund rejected", Some(&a.transaction_no), detail).await;
-            go("/console/approvals?done=rejected")
+        Ok(true) => {}
+        // Rejected earlier but its held refund not failed yet (a crash between the two):
+        // fail it now.
+        Ok(false)
+            if a.state == ApprovalState::Rejected
+                && a.refund_id.is_some()
+                && a.outcome.is_none() => {}
+        Ok(false) => return go("/console/approvals?error=decided"),
+        Err(e) => return unavailable(e),
+    }
+    if let Some(refund_id) = a.refund_id {
+        let done = c
+            .app
+            .reject_held_refund(a.payment_id, refund_id, &reason)
+            .await;
+        let why = format!("rejected ({reason})");
+        return decided_held(&c, &s, &a, "refund rejected", done, &why).await;
+    }
+    let detail = decision_line(&a, &reason);
+    audited(&c, &s, "refund rejected", Some(&a.transaction_no), detail).await;
+    go("/console/approvals?done=rejected")
+}
+
+/// Keeps and audits what a decision did to a held refund (asked through a merchant API), and
+/// answers the approvals page.
+async fn decided_held(
+    c: &Console,
+    s: &SignedIn,
+    a: &tillgate_core::console::ApprovalRecord,
+    action: &str,
+    done: Result<
+        tillgate_core::service::Outcome<(PaymentRecord, tillgate_core::RefundRecord)>,
+        LifecycleError,
+    >,
+    decision: &str,
+) -> Response {
+    let text = match &done {
+        Ok(out) => {
+            let (_, r) = &out.value;
+            format!("{decision}: refund {} {:?}", r.refund_no, r.state)
         }
-        Ok(false) => go("/console/approvals?error=decided"),
-        Err(e) => unavailable(e),
+        Err(e @ LifecycleError::Store(_)) => return unavailable(e),
+        Err(e) => refusal(e),
+    };
+    if let Err(e) = c.app.store().approval_outcome(a.id, &text).await {
+        return unavailable(e);
+    }
+    audited(
+        c,
+        s,
+        action,
+        Some(&a.transaction_no),
+        decision_line(a, &text),
+    )
+    .await;
+    match done {
+        Ok(_) if action == "refund rejected" => go("/console/approvals?done=rejected"),
+        Ok(_) => go("/console/approvals?done=approved"),
+        Err(_) => go("/console/approvals?error=refused"),
     }
 }

@@ -51,6 +51,11 @@ fn render(
                     }
                 }
             }
+            dt { "API refunds" } dd data-test="api-approval" {
+                @if m.api_refunds_need_approval {
+                    "need approval too, under the refund authority: held (answered in progress) until decided"
+                } @else { "refunded at once" }
+            }
             dt { "Sandbox" } dd { @if m.sandbox { "yes: public sample credentials" } @else { "no" } }
         } }
         @if edit {
@@ -67,6 +72,8 @@ fn render(
                 } }
                 label { "Approval above (minor units, empty: every refund)"
                     input name="threshold" value=[m.approval_threshold_minor] size="10" inputmode="numeric"; }
+                label { input type="checkbox" name="api_approval" value="on" checked[m.api_refunds_need_approval] data-test="api-approval-box";
+                    " API refunds need approval too" }
                 button.primary type="submit" data-test="save" { "Save" }
             }
             @if s.user.role == Role::Operator {
@@ -135,6 +142,9 @@ pub struct SettingsForm {
     authority: String,
     #[serde(default)]
     threshold: String,
+    /// The checkbox "API refunds need approval too": sent ("on") only when ticked.
+    #[serde(default)]
+    api_approval: Option<String>,
 }
 
 pub async fn save(
@@ -201,12 +211,15 @@ pub async fn save(
             )
         }
     };
+    let api_approval = form.api_approval.is_some();
     let store = c.app.store().as_ref();
     let written = async {
         store.set_display_name(m.id, name.as_deref()).await?;
         store.set_zone(m.id, &zone).await?;
         store.set_notify_schedule(m.id, schedule.as_deref()).await?;
-        store.set_refund_authority(m.id, authority, threshold).await
+        store
+            .set_refund_authority(m.id, authority, threshold, api_approval)
+            .await
     }
     .await;
     if let Err(e) = written {
@@ -218,13 +231,18 @@ pub async fn save(
         "merchant settings",
         None,
         format!(
-            "{}: name {:?}, zone {}, schedule {}, refunds {}{}",
+            "{}: name {:?}, zone {}, schedule {}, refunds {}{}{}",
             m.merchant_no,
             name.as_deref().unwrap_or(""),
             zone.name(),
             schedule.as_deref().unwrap_or("default"),
             authority.as_str(),
-            threshold.map(|t| format!(" above {t}")).unwrap_or_default()
+            threshold.map(|t| format!(" above {t}")).unwrap_or_default(),
+            if api_approval {
+                ", API refunds too"
+            } else {
+                ""
+            }
         ),
     )
     .await;

@@ -27,7 +27,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tillgate_core::console::{NewAudit, Role, UserRecord};
+use tillgate_core::console::{ApprovalState, NewAudit, Role, UserRecord};
 use tillgate_core::{Lifecycle, PaymentRecord, Store};
 use tillgate_domain::MerchantZone;
 
@@ -493,6 +493,7 @@ async fn transactions(
                 label { "Merchant" input name="merchant" value=[filter.merchant.as_deref()] size="10"; }
             }
             label { "Store" input name="store" value=[filter.store.as_deref()] size="8"; }
+            label { "Terminal" input name="terminal" value=[filter.terminal.as_deref()] size="10" data-test="terminal"; }
             label { "Status"
                 select name="status" {
                     option value="" { "any" }
@@ -657,7 +658,13 @@ async fn show_transaction(
                 thead { tr { th { "Refund" } th { "Reference" } th { "Amount" } th { "State" } th { "Created" } } }
                 tbody { @for r in &refunds { tr {
                     td { (r.refund_no) } td { (r.refund_reference.as_deref().unwrap_or("")) }
-                    td.num { (r.amount.to_decimal_string()) } td { (format!("{:?}", r.state)) }
+                    td.num { (r.amount.to_decimal_string()) }
+                    td data-test={ "refund-state-" (r.refund_no) } {
+                        (format!("{:?}", r.state))
+                        @if !r.state.is_final() && approvals.iter().any(|a| a.refund_id == Some(r.id) && a.state != ApprovalState::Approved) {
+                            " · held: not sent to the wallet, waits for approval"
+                        }
+                    }
                     td { (at(r.created_at, zone)) }
                 } } }
             }

@@ -43,6 +43,8 @@ pub struct Filter {
     /// A refund's number or the merchant's refund reference.
     pub refund: Option<String>,
     pub cancel: Option<String>,
+    /// A terminal's tid: the payments made on it.
+    pub terminal: Option<String>,
     /// The id of the last transaction of the previous page.
     pub before: Option<String>,
     /// Transactions per page (the admin API; 1 to 500, default 50).
@@ -170,6 +172,7 @@ impl Filter {
             .map(|n| n.strip_prefix('R').map(str::to_owned).unwrap_or(n));
         search.cancel_no = bounded(&self.cancel, "cancel")?
             .map(|n| n.strip_prefix('C').map(str::to_owned).unwrap_or(n));
+        search.terminal = bounded(&self.terminal, "terminal")?;
         if let Some(b) = given(&self.before) {
             search.before_id = Some(b.parse::<i64>().map_err(|_| {
                 FilterError::Invalid("before must be the id the previous page gave".into())
@@ -212,6 +215,7 @@ impl Filter {
             ("reference", &self.reference),
             ("refund", &self.refund),
             ("cancel", &self.cancel),
+            ("terminal", &self.terminal),
         ] {
             if let Some(v) = given(v) {
                 q.append_pair(k, v);
