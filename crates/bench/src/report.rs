@@ -501,13 +501,13 @@ impl Report {
             target,
             observed: if bad.is_empty() {
                 format!(
-                    "{} runs, {acknowledged} refunds acknowledged, all stored as succeeded",
-                    checked.len()
+                    "{}, {acknowledged} refunds acknowledged, all stored as succeeded",
+                    runs(checked.len())
                 )
             } else {
                 format!(
-                    "{} runs, {acknowledged} acknowledged; {}",
-                    checked.len(),
+                    "{}, {acknowledged} acknowledged; {}",
+                    runs(checked.len()),
                     bad.join("; ")
                 )
             },
@@ -817,6 +817,15 @@ impl Report {
             ),
             &series,
         )
+    }
+}
+
+/// "1 run", "3 runs".
+fn runs(n: usize) -> String {
+    if n == 1 {
+        "1 run".into()
+    } else {
+        format!("{n} runs")
     }
 }
 

@@ -435,6 +435,18 @@ pub fn single_plan(
         db: db.clone(),
         existing,
     });
+    if wallet == Wallet::Http {
+        // The same runs with the sandbox wallet on one node first, to compare with.
+        for &load in loads {
+            plan.push(Step::Gateway {
+                db: db.clone(),
+                existing,
+                workload,
+                load,
+                setup: Setup::default(),
+            });
+        }
+    }
     for &n in nodes {
         for &load in loads {
             plan.push(Step::Gateway {
@@ -1077,15 +1089,19 @@ mod tests {
         assert!(matches!(plan.last(), Some(Step::SqliteCeiling { .. })));
         assert_eq!(
             gateway_steps(&plan),
-            [(
-                Workload::Refund,
-                "sqlite",
-                8,
-                Setup {
-                    wallet: Wallet::Http,
-                    nodes: 1
-                }
-            )]
+            [
+                (Workload::Refund, "sqlite", 8, Setup::default()),
+                (
+                    Workload::Refund,
+                    "sqlite",
+                    8,
+                    Setup {
+                        wallet: Wallet::Http,
+                        nodes: 1
+                    }
+                )
+            ],
+            "through the HTTP wallet, beside the same run with the sandbox wallet"
         );
         // Several nodes need one database they can all open: PostgreSQL.
         let err = single_plan(
