@@ -58,16 +58,43 @@ pub struct Spec {
     pub seed: u64,
 }
 
-/// The process being measured.
-#[derive(Debug, Clone, Copy)]
-pub struct Target {
+/// One server process under test: where it listens and its process id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
     pub addr: SocketAddr,
     pub pid: u32,
-    /// Whether it serves tillgate's `/metrics`.
+}
+
+/// The processes being measured: one server, or several gateway nodes on one database, whose
+/// connections the workers spread over (worker `i` talks to node `i mod N`).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub nodes: Vec<Node>,
+    /// Whether they serve tillgate's `/metrics`.
     pub metrics: bool,
     /// The command name of a database server's processes whose CPU the run also reads
     /// (`postgres`); SQLite runs inside the gateway.
     pub db_comm: Option<&'static str>,
+    /// The HTTP wallet (simulator) the gateways call, when they call one: its CPU is read
+    /// apart, so it counts neither as the gateway's nor as the rest of the machine's.
+    pub wallet_pid: Option<u32>,
+}
+
+impl Target {
+    /// One server process.
+    pub fn one(node: Node, metrics: bool, db_comm: Option<&'static str>) -> Target {
+        Target {
+            nodes: vec![node],
+            metrics,
+            db_comm,
+            wallet_pid: None,
+        }
+    }
+
+    /// The node worker `id` talks to.
+    pub fn node_of(&self, id: u32) -> Node {
+        self.nodes[id as usize % self.nodes.len()]
+    }
 }
 
 /// What one run measured.
@@ -83,16 +110,24 @@ pub struct Measured {
     /// Open loop: operations intended in the window that were never sent before the drain
     /// deadline; each is counted in the latency with the lower bound it had reached.
     pub unsent: u64,
+    /// CPU of the gateway processes (all nodes together).
     pub server_cpu_ns: u64,
     pub client_cpu_ns: u64,
     /// CPU of the database server's processes (PostgreSQL), when there is one.
     pub db_cpu_ns: Option<u64>,
+    /// CPU of the HTTP wallet simulator, when the gateways call one.
+    pub wallet_cpu_ns: Option<u64>,
     /// CPU the rest of the machine used in the window (other processes: a compiler, a
     /// database server). A busy machine makes every figure of the run lower.
     pub other_cpu_ns: u64,
     pub store_operations: Option<u64>,
     pub store_commits: Option<u64>,
+    /// The largest peak resident memory of one gateway node.
     pub server_peak_rss_bytes: Option<u64>,
+    /// Refund references the gateway acknowledged as succeeded during the whole run (warm-up
+    /// and drain included), to check afterwards that each one is stored; not serialized.
+    #[serde(skip)]
+    pub acknowledged_refunds: Vec<String>,
     /// The cancel pool ran out (or every worker stopped) before the window ended.
     pub stopped_early: bool,
     pub first_error: Option<String>,
@@ -115,6 +150,7 @@ struct WorkerOut {
     lags: Vec<u64>,
     unsent: u64,
     first_error: Option<String>,
+    acknowledged_refunds: Vec<String>,
 }
 
 impl WorkerOut {
@@ -125,6 +161,7 @@ impl WorkerOut {
         self.samples.extend(o.samples);
         self.lags.extend(o.lags);
         self.unsent += o.unsent;
+        self.acknowledged_refunds.extend(o.acknowledged_refunds);
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
@@ -160,24 +197,40 @@ struct Snapshot {
     server_cpu_ns: u64,
     client_cpu_ns: u64,
     db_cpu_ns: Option<u64>,
+    wallet_cpu_ns: Option<u64>,
     machine_busy_ns: u64,
     commits: Option<Commits>,
 }
 
-async fn snapshot(target: Target, probe: &mut Conn, ticks: u64) -> anyhow::Result<Snapshot> {
-    let commits = if target.metrics {
-        let answer = probe
-            .get("/metrics")
-            .await
-            .map_err(|e| anyhow::anyhow!("GET /metrics: {e}"))?;
-        Some(Commits::parse(answer.body_text()).context("/metrics lacks the store counters")?)
-    } else {
-        None
-    };
+/// Reads every node's counters (summed) and CPU; `probes` has one connection per node.
+async fn snapshot(target: &Target, probes: &mut [Conn], ticks: u64) -> anyhow::Result<Snapshot> {
+    let mut commits = None;
+    if target.metrics {
+        let mut sum = Commits::default();
+        for probe in probes.iter_mut() {
+            let answer = probe
+                .get("/metrics")
+                .await
+                .map_err(|e| anyhow::anyhow!("GET /metrics: {e}"))?;
+            let c =
+                Commits::parse(answer.body_text()).context("/metrics lacks the store counters")?;
+            sum.operations += c.operations;
+            sum.commits += c.commits;
+        }
+        commits = Some(sum);
+    }
+    let mut server_cpu_ns = 0;
+    for node in &target.nodes {
+        server_cpu_ns += procfs::cpu_ns(node.pid, ticks)?;
+    }
     Ok(Snapshot {
-        server_cpu_ns: procfs::cpu_ns(target.pid, ticks)?,
+        server_cpu_ns,
         client_cpu_ns: procfs::cpu_ns(std::process::id(), ticks)?,
         db_cpu_ns: target.db_comm.map(|c| procfs::processes_cpu_ns(c, ticks)),
+        wallet_cpu_ns: match target.wallet_pid {
+            Some(pid) => Some(procfs::cpu_ns(pid, ticks)?),
+            None => None,
+        },
         machine_busy_ns: procfs::machine_busy_ns(ticks)?,
         commits,
     })
@@ -186,7 +239,12 @@ async fn snapshot(target: Target, probe: &mut Conn, ticks: u64) -> anyhow::Resul
 /// Runs `spec` against `target`.
 pub async fn run(spec: Spec, shared: Arc<Shared>, target: Target) -> anyhow::Result<Measured> {
     let ticks = procfs::clock_ticks_per_s();
-    let mut probe = Conn::new(target.addr)?;
+    anyhow::ensure!(!target.nodes.is_empty(), "no server to measure");
+    let mut probes = target
+        .nodes
+        .iter()
+        .map(|n| Conn::new(n.addr))
+        .collect::<anyhow::Result<Vec<Conn>>>()?;
     let connections = spec.load.connections().max(1);
     let (done_tx, mut done_rx) = watch::channel(false);
     let done_tx = Arc::new(done_tx);
@@ -203,7 +261,7 @@ pub async fn run(spec: Spec, shared: Arc<Shared>, target: Target) -> anyhow::Res
 
     let mut handles = Vec::with_capacity(connections as usize);
     for id in 0..connections {
-        let mut conn = Conn::new(target.addr)?;
+        let mut conn = Conn::new(target.node_of(id).addr)?;
         let mut worker = Worker::new(u64::from(id), spec.seed, shared.clone());
         let (done_tx, finished, started, phase) = (
             done_tx.clone(),
@@ -270,6 +328,7 @@ pub async fn run(spec: Spec, shared: Arc<Shared>, target: Target) -> anyhow::Res
                     }
                 },
             }
+            out.acknowledged_refunds = worker.take_acknowledged_refunds();
             if finished.fetch_add(1, Ordering::Relaxed) + 1 == connections as usize {
                 let _ = done_tx.send(true);
             }
@@ -288,7 +347,7 @@ pub async fn run(spec: Spec, shared: Arc<Shared>, target: Target) -> anyhow::Res
         }
     };
     all_done(&mut done_rx, m0).await;
-    let before = snapshot(target, &mut probe, ticks).await?;
+    let before = snapshot(&target, &mut probes, ticks).await?;
     phase.store(MEASURE, Ordering::Relaxed);
     let measure_start = Instant::now();
     let stopped_early = all_done(&mut done_rx, m1).await;
@@ -299,7 +358,7 @@ pub async fn run(spec: Spec, shared: Arc<Shared>, target: Target) -> anyhow::Res
         measure_start.elapsed()
     };
     phase.store(STOP, Ordering::Relaxed);
-    let after = snapshot(target, &mut probe, ticks).await?;
+    let after = snapshot(&target, &mut probes, ticks).await?;
 
     let mut out = WorkerOut::default();
     let join_deadline = drain_deadline + REQUEST_TIMEOUT + Duration::from_secs(5);
@@ -339,10 +398,21 @@ pub async fn run(spec: Spec, shared: Arc<Shared>, target: Target) -> anyhow::Res
         (Some(b), Some(a)) => Some(a.saturating_sub(b)),
         _ => None,
     };
+    let wallet_cpu_ns = match (before.wallet_cpu_ns, after.wallet_cpu_ns) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
     let other_cpu_ns = after
         .machine_busy_ns
         .saturating_sub(before.machine_busy_ns)
-        .saturating_sub(server_cpu_ns + client_cpu_ns + db_cpu_ns.unwrap_or(0));
+        .saturating_sub(
+            server_cpu_ns + client_cpu_ns + db_cpu_ns.unwrap_or(0) + wallet_cpu_ns.unwrap_or(0),
+        );
+    let server_peak_rss_bytes = target
+        .nodes
+        .iter()
+        .filter_map(|n| procfs::peak_rss_bytes(n.pid).ok())
+        .max();
     Ok(Measured {
         ops_ok: out.ok,
         ops_failed: out.failed,
@@ -354,10 +424,12 @@ pub async fn run(spec: Spec, shared: Arc<Shared>, target: Target) -> anyhow::Res
         server_cpu_ns,
         client_cpu_ns,
         db_cpu_ns,
+        wallet_cpu_ns,
         other_cpu_ns,
         store_operations: commits.map(|c| c.operations),
         store_commits: commits.map(|c| c.commits),
-        server_peak_rss_bytes: procfs::peak_rss_bytes(target.pid).ok(),
+        server_peak_rss_bytes,
+        acknowledged_refunds: out.acknowledged_refunds,
         stopped_early,
         first_error: out.first_error,
     })
@@ -397,6 +469,41 @@ pub async fn prepare_cancel_pool(
             .await?
             .map_err(|e| anyhow::anyhow!("adding the transactions to cancel failed: {e}"))?;
         all.extend(refs);
+    }
+    Ok(all)
+}
+
+/// Adds and pays `count` transactions through the gateway nodes of `target` (unmeasured, over
+/// `connections` connections spread over the nodes), for a run whose wallet must know the
+/// payments it refunds; returns their `transactionNo`s.
+pub async fn prepare_paid_pool(
+    shared: Arc<Shared>,
+    target: &Target,
+    count: usize,
+    connections: u32,
+    seed: u64,
+) -> anyhow::Result<Vec<String>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for id in 0..connections.max(1) {
+        let mut conn = Conn::new(target.node_of(id).addr)?;
+        // Worker ids far above any run's, so the keys never meet a measured run's keys.
+        let mut worker = Worker::new(2_000_000 + u64::from(id), seed, shared.clone());
+        let next = next.clone();
+        handles.push(tokio::spawn(async move {
+            let mut paid = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                paid.push(worker.paid_transaction(&mut conn).await?);
+            }
+            Ok::<_, String>(paid)
+        }));
+    }
+    let mut all = Vec::with_capacity(count);
+    for h in handles {
+        let paid = h
+            .await?
+            .map_err(|e| anyhow::anyhow!("paying the transactions to refund failed: {e}"))?;
+        all.extend(paid);
     }
     Ok(all)
 }

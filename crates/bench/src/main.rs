@@ -28,8 +28,8 @@ use clap::{Args, Parser, Subcommand};
 use driver::Load;
 use std::path::PathBuf;
 use std::time::Duration;
-use suite::{Bench, Db, Settings};
-use workload::Workload;
+use suite::{Bench, Db, Part, Settings};
+use workload::{Wallet, Workload};
 
 #[derive(Parser)]
 #[command(
@@ -120,9 +120,17 @@ struct SuiteArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/tillgate_bench"
     )]
     postgres_url: String,
-    /// Skip PostgreSQL.
+    /// Skip PostgreSQL (and so the PostgreSQL runs of the wallet and nodes parts).
     #[arg(long)]
     no_postgres: bool,
+    /// The parts to run (default: all): sqlite (every workload, sweeps, open loop), growth,
+    /// postgres (16 and 64 connections), wallet (refunds through the HTTP wallet simulator on
+    /// both backends), nodes (several gateways on one PostgreSQL).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Part::ALL)]
+    parts: Vec<Part>,
+    /// Node counts of the nodes part (one node is the PostgreSQL run at 64 connections).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3])]
+    nodes: Vec<u32>,
 }
 
 #[derive(Args)]
@@ -205,6 +213,14 @@ struct RunArgs {
     /// Skip the baselines (no ratios).
     #[arg(long)]
     no_ceilings: bool,
+    /// The wallet the gateway calls: its in-process sandbox, or the HTTP wallet simulator
+    /// (`tillgate wallet-sim`, started by the bench, latency 0), the production path.
+    #[arg(long, value_enum, default_value_t = Wallet::Sandbox)]
+    wallet: Wallet,
+    /// Run on this many gateway nodes, each its own process and port on the one PostgreSQL
+    /// database, the connections spread over them; a list runs each count in turn.
+    #[arg(long, value_delimiter = ',', default_values_t = [1])]
+    nodes: Vec<u32>,
 }
 
 /// Builds the gateway next to this executable when the bench was started by `cargo run`, so
@@ -443,12 +459,18 @@ async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
         !args.concurrency.is_empty(),
         "--concurrency needs at least one level"
     );
+    anyhow::ensure!(
+        args.nodes.iter().all(|&n| (1..=16).contains(&n)),
+        "--nodes: from 1 to 16 nodes"
+    );
     let postgres = (!args.no_postgres).then_some(args.postgres_url.as_str());
     let plan = suite::suite_plan(
         &settings.work_dir,
         &args.concurrency,
         &args.growth,
         postgres,
+        &args.parts,
+        &args.nodes,
     );
     let base = args.growth[0];
     let top = (args.growth.len() > 1).then(|| args.growth.iter().copied().max().unwrap_or(base));
@@ -496,7 +518,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .map(|&concurrency| Load::Closed { concurrency })
             .collect(),
     };
-    let plan = suite::single_plan(db, args.existing, args.workload, &loads, !args.no_ceilings)?;
+    let plan = suite::single_plan(
+        db,
+        args.existing,
+        args.workload,
+        &loads,
+        !args.no_ceilings,
+        args.wallet,
+        &args.nodes,
+    )?;
     finish(settings, plan, args.existing, None, &args.common).await
 }
 

@@ -5,9 +5,11 @@ use crate::ceiling::CeilingMeasured;
 use crate::driver::{Load, Measured};
 use crate::procfs::Machine;
 use crate::stats::{fmt_ns, fmt_permille, per_second, permille};
+use crate::suite::Setup;
 use crate::svg;
-use crate::workload::Workload;
+use crate::workload::{Wallet, Workload};
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// One measured run of the gateway (or of baseline (a)).
 #[derive(Debug, Clone, Serialize)]
@@ -17,6 +19,10 @@ pub struct Run {
     pub backend: String,
     pub existing: u64,
     pub load: Load,
+    /// The wallet the gateway called.
+    pub wallet: Wallet,
+    /// Gateway processes on the one database, sharing the connections.
+    pub nodes: u32,
     pub measured: Measured,
     pub ops_per_s: u64,
     pub requests_per_s: u64,
@@ -30,6 +36,64 @@ pub struct Run {
     pub vs_http_ceiling_permille: Option<u64>,
     /// Operations per second over baseline (b)'s for the same backend and data, per mille.
     pub vs_store_ceiling_permille: Option<u64>,
+    /// CPU of the HTTP wallet simulator per operation.
+    pub wallet_cpu_ns_per_op: Option<u64>,
+    /// After a run that refunds: whether every refund the gateway acknowledged is stored.
+    pub stored: Option<StoredCheck>,
+}
+
+/// The check after a refunding run, with the gateway stopped: every refund it acknowledged as
+/// succeeded is in the database, as succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoredCheck {
+    pub acknowledged: u64,
+    /// Acknowledged but not in the database at all.
+    pub missing: u64,
+    /// Acknowledged as succeeded but stored in another state.
+    pub not_succeeded: u64,
+    /// The first refund reference found missing or in another state, or why the check could
+    /// not read the database.
+    pub first_problem: Option<String>,
+    /// The database could not be read: nothing is known.
+    pub unchecked: bool,
+}
+
+impl StoredCheck {
+    /// Compares the acknowledged references with what the database holds (reference → state).
+    pub fn of(acknowledged: &[String], stored: &HashMap<String, i64>) -> StoredCheck {
+        let mut c = StoredCheck {
+            acknowledged: acknowledged.len() as u64,
+            ..StoredCheck::default()
+        };
+        for reference in acknowledged {
+            match stored.get(reference) {
+                None => c.missing += 1,
+                Some(&state) if state != crate::seed::REFUND_SUCCEEDED => c.not_succeeded += 1,
+                Some(_) => continue,
+            }
+            if c.first_problem.is_none() {
+                c.first_problem = Some(match stored.get(reference) {
+                    None => format!("{reference} is not stored"),
+                    Some(state) => format!("{reference} is stored in state {state}"),
+                });
+            }
+        }
+        c
+    }
+
+    /// The database could not be read.
+    pub fn failed(acknowledged: usize, why: String) -> StoredCheck {
+        StoredCheck {
+            acknowledged: acknowledged as u64,
+            first_problem: Some(why),
+            unchecked: true,
+            ..StoredCheck::default()
+        }
+    }
+
+    pub fn all_stored(&self) -> bool {
+        !self.unchecked && self.missing == 0 && self.not_succeeded == 0
+    }
 }
 
 impl Run {
@@ -39,6 +103,7 @@ impl Run {
         existing: u64,
         load: Load,
         measured: Measured,
+        setup: Setup,
     ) -> Run {
         let ops = measured.ops_ok;
         let per_op = |cpu: u64| (ops > 0).then(|| cpu / ops);
@@ -51,6 +116,8 @@ impl Run {
             backend: backend.to_owned(),
             existing,
             load,
+            wallet: setup.wallet,
+            nodes: setup.nodes,
             ops_per_s: per_second(ops, measured.elapsed_ns),
             requests_per_s: per_second(measured.requests, measured.elapsed_ns),
             server_cpu_ns_per_op: per_op(measured.server_cpu_ns),
@@ -59,12 +126,22 @@ impl Run {
             ops_per_commit_milli,
             vs_http_ceiling_permille: None,
             vs_store_ceiling_permille: None,
+            wallet_cpu_ns_per_op: measured.wallet_cpu_ns.and_then(per_op),
+            stored: None,
             measured,
         }
     }
 
     fn is_closed(&self) -> bool {
         matches!(self.load, Load::Closed { .. })
+    }
+
+    /// The wallet and nodes of the run.
+    pub fn setup(&self) -> Setup {
+        Setup {
+            wallet: self.wallet,
+            nodes: self.nodes,
+        }
     }
 }
 
@@ -141,13 +218,26 @@ impl Report {
             .find(|c| c.measured.backend == backend && c.existing == existing)
     }
 
+    /// The closed-loop run of `w` with the sandbox wallet on one node.
     fn find(&self, w: Workload, backend: &str, existing: u64, connections: u32) -> Option<&Run> {
+        self.find_setup(w, backend, existing, connections, Setup::default())
+    }
+
+    fn find_setup(
+        &self,
+        w: Workload,
+        backend: &str,
+        existing: u64,
+        connections: u32,
+        setup: Setup,
+    ) -> Option<&Run> {
         self.runs.iter().find(|r| {
             r.workload == w
                 && r.backend == backend
                 && r.existing == existing
                 && r.is_closed()
                 && r.load.connections() == connections
+                && r.setup() == setup
         })
     }
 
@@ -202,16 +292,13 @@ impl Report {
                 },
             );
         }
-        // 2. Durable partial refunds on SQLite at 64 connections.
+        // 2. Durable partial refunds on SQLite at 64 connections: ≥ 60% of baseline (b).
         let refund = self.find(Workload::Refund, "sqlite", base, c).cloned();
-        let a = self.http_ceiling(c).map(|r| r.requests_per_s);
         let b = self.store_ceiling("sqlite", base).map(|x| x.ops_per_s);
-        let target =
-            format!("SQLite refunds at {c} connections ≥ 60% of min(baseline (a), baseline (b))");
-        t.push(match (&refund, a, b) {
-            (Some(r), Some(a), Some(b)) => {
-                let floor = a.min(b);
-                let p = permille(r.ops_per_s, floor).unwrap_or(0);
+        let target = format!("SQLite refunds at {c} connections ≥ 60% of baseline (b)");
+        t.push(match (&refund, b) {
+            (Some(r), Some(b)) => {
+                let p = permille(r.ops_per_s, b).unwrap_or(0);
                 let through_sqlx = self
                     .store_ceiling("sqlite-sqlx", base)
                     .map(|c| format!("; the same statements through sqlx: {} ops/s", c.ops_per_s))
@@ -219,7 +306,7 @@ impl Report {
                 Target {
                     target,
                     observed: format!(
-                        "{} ops/s of min({a}, {b}) = {}{through_sqlx}",
+                        "{} of {b} ops/s = {}{through_sqlx}",
                         r.ops_per_s,
                         fmt_permille(p)
                     ),
@@ -247,38 +334,53 @@ impl Report {
             },
             None => not_measured(target),
         });
-        // 3. PostgreSQL refunds at 16 connections ≥ 100% of baseline (b) for PostgreSQL.
+        // 3. PostgreSQL refunds and add+pay at 16 and 64 connections ≥ 100% of baseline (b);
+        //    p99 ≤ 20 ms at 16.
         let pc = PG_CONNECTIONS;
-        let target = format!("PostgreSQL refunds at {pc} connections ≥ 100% of baseline (b)");
-        t.push(
-            match (
-                self.find(Workload::Refund, "postgres", base, pc),
-                self.store_ceiling("postgres", base),
-            ) {
-                (Some(r), Some(b)) => {
-                    let p = permille(r.ops_per_s, b.ops_per_s).unwrap_or(0);
-                    Target {
+        let pg_ceiling = self.store_ceiling("postgres", base);
+        for w in [Workload::Refund, Workload::AddPay] {
+            for n in [pc, crate::suite::NODES_CONNECTIONS] {
+                let target = format!(
+                    "PostgreSQL {} at {n} connections ≥ 100% of baseline (b)",
+                    w.name()
+                );
+                t.push(match (self.find(w, "postgres", base, n), pg_ceiling) {
+                    (Some(r), Some(b)) => {
+                        let p = permille(r.ops_per_s, b.ops_per_s).unwrap_or(0);
+                        Target {
+                            target,
+                            observed: format!(
+                                "{} of {} ops/s = {}",
+                                r.ops_per_s,
+                                b.ops_per_s,
+                                fmt_permille(p)
+                            ),
+                            met: Some(p >= 1000),
+                        }
+                    }
+                    (None, Some(b)) => Target {
                         target,
                         observed: format!(
-                            "{} of {} ops/s = {}",
-                            r.ops_per_s,
-                            b.ops_per_s,
-                            fmt_permille(p)
+                            "baseline (b) {} ops/s; the gateway did not run this on PostgreSQL",
+                            b.ops_per_s
                         ),
-                        met: Some(p >= 1000),
-                    }
-                }
-                (None, Some(b)) => Target {
+                        met: None,
+                    },
+                    _ => not_measured(target),
+                });
+            }
+        }
+        for w in [Workload::Refund, Workload::AddPay] {
+            let target = format!("PostgreSQL {} at {pc} connections: p99 ≤ 20 ms", w.name());
+            t.push(match self.find(w, "postgres", base, pc) {
+                Some(r) => Target {
                     target,
-                    observed: format!(
-                        "baseline (b) {} ops/s; the gateway did not run on PostgreSQL",
-                        b.ops_per_s
-                    ),
-                    met: None,
+                    observed: fmt_ns(r.measured.latency.p99_ns),
+                    met: Some(r.measured.latency.p99_ns <= 20_000_000),
                 },
-                _ => not_measured(target),
-            },
-        );
+                None => not_measured(target),
+            });
+        }
         // 4. Growth: from the base to the largest number of existing transactions.
         if let Some(top) = growth_top {
             for w in [
@@ -326,7 +428,11 @@ impl Report {
                 .runs
                 .iter()
                 .filter(|r| {
-                    r.workload == w && r.backend == "sqlite" && r.existing == base && r.is_closed()
+                    r.workload == w
+                        && r.backend == "sqlite"
+                        && r.existing == base
+                        && r.is_closed()
+                        && r.setup() == Setup::default()
                 })
                 .collect();
             let peak = sweep.iter().map(|r| r.ops_per_s).max();
@@ -354,7 +460,65 @@ impl Report {
                 _ => not_measured(target),
             });
         }
+        // 6. Durability: after each refunding run, every acknowledged refund is stored.
+        t.push(self.stored_target());
         self.targets = t;
+    }
+
+    /// Whether every refund acknowledged in any run of this invocation is stored.
+    fn stored_target(&self) -> Target {
+        let target = "after each refunding run, every acknowledged refund is stored".to_owned();
+        let checked: Vec<(&Run, &StoredCheck)> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.stored.as_ref().map(|s| (r, s)))
+            .collect();
+        if checked.is_empty() {
+            return not_measured(target);
+        }
+        let acknowledged: u64 = checked.iter().map(|(_, s)| s.acknowledged).sum();
+        let bad: Vec<String> = checked
+            .iter()
+            .filter(|(_, s)| !s.all_stored())
+            .map(|(r, s)| {
+                let what = if s.unchecked {
+                    "not checked".to_owned()
+                } else {
+                    format!(
+                        "{} missing, {} in another state of {}",
+                        s.missing, s.not_succeeded, s.acknowledged
+                    )
+                };
+                format!(
+                    "{} ({what}; {})",
+                    run_label(r),
+                    s.first_problem.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        let unchecked = checked.iter().any(|(_, s)| s.unchecked);
+        Target {
+            target,
+            observed: if bad.is_empty() {
+                format!(
+                    "{}, {acknowledged} refunds acknowledged, all stored as succeeded",
+                    runs(checked.len())
+                )
+            } else {
+                format!(
+                    "{}, {acknowledged} acknowledged; {}",
+                    runs(checked.len()),
+                    bad.join("; ")
+                )
+            },
+            met: if bad.is_empty() {
+                Some(true)
+            } else if unchecked && checked.iter().all(|(_, s)| s.unchecked || s.all_stored()) {
+                None
+            } else {
+                Some(false)
+            },
+        }
     }
 
     /// The terminal table.
@@ -386,6 +550,13 @@ impl Report {
             if m.unsent > 0 {
                 errors.push_str(&format!(" +{} unsent", m.unsent));
             }
+            if let Some(st) = r.stored.as_ref().filter(|s| !s.all_stored()) {
+                errors.push_str(&if st.unchecked {
+                    " (stored: unchecked)".to_owned()
+                } else {
+                    format!(" +{} not stored", st.missing + st.not_succeeded)
+                });
+            }
             rows.push(vec![
                 r.workload.name().to_owned(),
                 r.backend.clone(),
@@ -394,7 +565,7 @@ impl Report {
                 } else {
                     short_count(r.existing)
                 },
-                r.load.label(),
+                format!("{}{}", r.load.label(), r.setup().suffix()),
                 r.ops_per_s.to_string(),
                 fmt_ns(m.latency.p50_ns),
                 fmt_ns(m.latency.p99_ns),
@@ -488,6 +659,7 @@ impl Report {
             out.push_str(&errors.join("\n"));
             out.push('\n');
         }
+        out.push_str(&self.setups());
         if !self.targets.is_empty() {
             out.push_str("\ntargets:\n");
             for t in &self.targets {
@@ -505,11 +677,117 @@ impl Report {
         out
     }
 
+    /// The runs through the HTTP wallet beside the same runs with the sandbox wallet, and the
+    /// runs on several nodes beside the one-node run, each as a ratio to ceiling (b) of the
+    /// same backend and data size measured in this invocation; empty when there are none.
+    pub fn setups(&self) -> String {
+        let mut out = String::new();
+        let vs_b = |r: &Run| {
+            r.vs_store_ceiling_permille
+                .map_or("-".to_owned(), fmt_permille)
+        };
+        let brief = |r: &Run| {
+            format!(
+                "{} ops/s = {} of (b), p99 {}, srv {} µs/op",
+                r.ops_per_s,
+                vs_b(r),
+                fmt_ns(r.measured.latency.p99_ns),
+                r.server_cpu_ns_per_op.map_or("-".into(), fmt_micros)
+            )
+        };
+        let http: Vec<&Run> = self
+            .runs
+            .iter()
+            .filter(|r| r.is_closed() && r.wallet == Wallet::Http && r.nodes == 1)
+            .collect();
+        if !http.is_empty() {
+            out.push_str(
+                "\nthe HTTP wallet (tillgate wallet-sim, latency 0) beside the sandbox wallet:\n",
+            );
+            for r in http {
+                let n = r.load.connections();
+                let sandbox = self.find(r.workload, &r.backend, r.existing, n);
+                let b = self
+                    .store_ceiling(&r.backend, r.existing)
+                    .map_or("-".into(), |c| c.ops_per_s.to_string());
+                out.push_str(&format!(
+                    "  {} {} {} c={n}, ceiling (b) {b} ops/s\n    sandbox:    {}\n    wallet-sim: {}; wallet-sim CPU {} µs/op\n",
+                    r.workload.name(),
+                    r.backend,
+                    short_count(r.existing),
+                    sandbox.map_or("not measured".into(), brief),
+                    brief(r),
+                    r.wallet_cpu_ns_per_op.map_or("-".into(), fmt_micros),
+                ));
+                if let Some(ratio) = sandbox.and_then(|s| permille(r.ops_per_s, s.ops_per_s)) {
+                    out.push_str(&format!(
+                        "    through the HTTP wallet: {} of the sandbox wallet's throughput\n",
+                        fmt_permille(ratio)
+                    ));
+                }
+            }
+        }
+        let mut groups: Vec<(Workload, String, u64, u32)> = Vec::new();
+        for r in self.runs.iter().filter(|r| r.is_closed() && r.nodes > 1) {
+            let key = (
+                r.workload,
+                r.backend.clone(),
+                r.existing,
+                r.load.connections(),
+            );
+            if !groups.contains(&key) {
+                groups.push(key);
+            }
+        }
+        if !groups.is_empty() {
+            out.push_str(
+                "\nseveral nodes on one database (the connections spread over the nodes):\n",
+            );
+        }
+        for (w, backend, existing, n) in groups {
+            let mut runs: Vec<&Run> = self
+                .runs
+                .iter()
+                .filter(|r| {
+                    r.is_closed()
+                        && r.workload == w
+                        && r.backend == backend
+                        && r.existing == existing
+                        && r.load.connections() == n
+                        && r.wallet == Wallet::Sandbox
+                })
+                .collect();
+            runs.sort_by_key(|r| r.nodes);
+            runs.dedup_by_key(|r| r.nodes);
+            let b = self
+                .store_ceiling(&backend, existing)
+                .map_or("-".into(), |c| c.ops_per_s.to_string());
+            out.push_str(&format!(
+                "  {} {backend} {} c={n}, ceiling (b) {b} ops/s\n",
+                w.name(),
+                short_count(existing)
+            ));
+            for r in runs {
+                out.push_str(&format!(
+                    "    {} node{}: {}\n",
+                    r.nodes,
+                    if r.nodes == 1 { " " } else { "s" },
+                    brief(r)
+                ));
+            }
+        }
+        out
+    }
+
     /// The SVG of every closed-loop sweep at the base data size (series with two or more
     /// concurrency levels).
     pub fn svg(&self, base: u64) -> String {
         let mut series: Vec<svg::Series> = Vec::new();
-        for r in self.runs.iter().filter(|r| r.is_closed()) {
+        for r in self
+            .runs
+            .iter()
+            .filter(|r| r.is_closed() && r.setup() == Setup::default())
+        {
             if r.workload != Workload::BaselineHttp && r.existing != base {
                 continue;
             }
@@ -540,6 +818,27 @@ impl Report {
             &series,
         )
     }
+}
+
+/// "1 run", "3 runs".
+fn runs(n: usize) -> String {
+    if n == 1 {
+        "1 run".into()
+    } else {
+        format!("{n} runs")
+    }
+}
+
+/// "refund sqlite 1e4 c=64 via wallet-sim".
+fn run_label(r: &Run) -> String {
+    format!(
+        "{} {} {} {}{}",
+        r.workload.name(),
+        r.backend,
+        short_count(r.existing),
+        r.load.label(),
+        r.setup().suffix()
+    )
 }
 
 fn not_measured(target: String) -> Target {
@@ -631,7 +930,174 @@ mod tests {
             10_000,
             Load::Closed { concurrency: conns },
             measured,
+            Setup::default(),
         )
+    }
+
+    fn pg_run(w: Workload, conns: u32, ops: u64, p99: u64, setup: Setup) -> Run {
+        let mut r = run(w, conns, ops, ops * 2, p99);
+        r.backend = "postgres".into();
+        r.wallet = setup.wallet;
+        r.nodes = setup.nodes;
+        r
+    }
+
+    fn ceiling(backend: &'static str, ops: u64) -> Ceiling {
+        Ceiling::new(
+            10_000,
+            CeilingMeasured {
+                backend,
+                ops,
+                elapsed_ns: 1_000_000_000,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn acknowledged_refunds_are_checked_against_the_stored_ones() {
+        let acked: Vec<String> = ["r1", "r2", "r3"].iter().map(|s| s.to_string()).collect();
+        let mut stored = HashMap::new();
+        stored.insert("r1".to_owned(), crate::seed::REFUND_SUCCEEDED);
+        stored.insert("r2".to_owned(), crate::seed::REFUND_SUCCEEDED);
+        stored.insert("r3".to_owned(), crate::seed::REFUND_SUCCEEDED);
+        stored.insert("r4".to_owned(), 1);
+        let all = StoredCheck::of(&acked, &stored);
+        assert!(all.all_stored());
+        assert_eq!(all.acknowledged, 3);
+        stored.remove("r2");
+        stored.insert("r3".to_owned(), 3);
+        let some = StoredCheck::of(&acked, &stored);
+        assert_eq!((some.missing, some.not_succeeded), (1, 1));
+        assert_eq!(some.first_problem.as_deref(), Some("r2 is not stored"));
+        assert!(!some.all_stored());
+        assert!(!StoredCheck::failed(3, "no database".into()).all_stored());
+    }
+
+    #[test]
+    fn the_durability_target_covers_every_refunding_run() {
+        let mut r = Report::new(Machine::read(), "tillgate".into(), "test".into());
+        r.judge_targets(10_000, None);
+        let stored = |r: &Report| {
+            r.targets
+                .iter()
+                .find(|t| t.target.contains("acknowledged refund"))
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(stored(&r).met, None, "no refunding run, nothing known");
+        let mut a = run(Workload::Refund, 64, 5_000, 5_000, 1);
+        a.stored = Some(StoredCheck {
+            acknowledged: 20_000,
+            ..Default::default()
+        });
+        let mut b = pg_run(Workload::Refund, 16, 1_000, 1, Setup::default());
+        b.stored = Some(StoredCheck {
+            acknowledged: 5_000,
+            ..Default::default()
+        });
+        r.runs.push(a);
+        r.runs.push(b.clone());
+        r.judge_targets(10_000, None);
+        assert_eq!(stored(&r).met, Some(true));
+        assert!(stored(&r)
+            .observed
+            .contains("2 runs, 25000 refunds acknowledged, all stored"));
+        b.stored = Some(StoredCheck {
+            acknowledged: 5_000,
+            missing: 2,
+            first_problem: Some("bx1r3-4 is not stored".into()),
+            ..Default::default()
+        });
+        r.runs.push(b);
+        r.judge_targets(10_000, None);
+        assert_eq!(stored(&r).met, Some(false));
+        assert!(stored(&r)
+            .observed
+            .contains("refund postgres 1e4 c=16 (2 missing"));
+        assert!(r.table().contains("+2 not stored"));
+    }
+
+    #[test]
+    fn postgres_targets_at_16_and_64_and_the_wallet_and_nodes_sections() {
+        let mut r = Report::new(Machine::read(), "tillgate".into(), "test".into());
+        let http = Setup {
+            wallet: Wallet::Http,
+            nodes: 1,
+        };
+        let nodes = |n| Setup {
+            wallet: Wallet::Sandbox,
+            nodes: n,
+        };
+        r.runs.push(pg_run(
+            Workload::Refund,
+            16,
+            2_000,
+            15_000_000,
+            Setup::default(),
+        ));
+        r.runs.push(pg_run(
+            Workload::AddPay,
+            16,
+            1_000,
+            25_000_000,
+            Setup::default(),
+        ));
+        r.runs.push(pg_run(
+            Workload::Refund,
+            64,
+            4_100,
+            30_000_000,
+            Setup::default(),
+        ));
+        let mut via = pg_run(Workload::Refund, 16, 1_000, 30_000_000, http);
+        via.measured.wallet_cpu_ns = Some(40_000_000);
+        via.wallet_cpu_ns_per_op = Some(40_000);
+        r.runs.push(via);
+        r.runs
+            .push(pg_run(Workload::Refund, 64, 6_000, 30_000_000, nodes(2)));
+        r.runs
+            .push(pg_run(Workload::Refund, 64, 8_000, 30_000_000, nodes(3)));
+        r.ceilings.push(ceiling("postgres", 4_000));
+        r.compute_ratios();
+        r.judge_targets(10_000, None);
+        let met = |prefix: &str| {
+            r.targets
+                .iter()
+                .find(|t| t.target.starts_with(prefix))
+                .map(|t| t.met)
+                .unwrap()
+        };
+        assert_eq!(met("PostgreSQL refund at 16 connections ≥"), Some(false));
+        assert_eq!(
+            met("PostgreSQL refund at 64 connections ≥"),
+            Some(true),
+            "the one-node run"
+        );
+        assert_eq!(met("PostgreSQL add-pay at 16 connections ≥"), Some(false));
+        assert_eq!(met("PostgreSQL add-pay at 64 connections ≥"), None);
+        assert_eq!(met("PostgreSQL refund at 16 connections: p99"), Some(true));
+        assert_eq!(
+            met("PostgreSQL add-pay at 16 connections: p99"),
+            Some(false)
+        );
+        let s = r.setups();
+        assert!(s.contains("refund postgres 1e4 c=16, ceiling (b) 4000 ops/s"));
+        assert!(s.contains("sandbox:    2000 ops/s = 50.0% of (b)"));
+        assert!(s.contains("wallet-sim: 1000 ops/s = 25.0% of (b)"));
+        assert!(s.contains("wallet-sim CPU 40.0 µs/op"));
+        assert!(s.contains("50.0% of the sandbox wallet's throughput"));
+        assert!(s.contains("refund postgres 1e4 c=64, ceiling (b) 4000 ops/s"));
+        let lines: Vec<&str> = s
+            .lines()
+            .filter(|l| l.starts_with("    ") && l.contains(" node"))
+            .collect();
+        assert_eq!(lines.len(), 3, "{s}");
+        assert!(lines[0].contains("1 node : 4100 ops/s = 102.5% of (b)"));
+        assert!(lines[2].contains("3 nodes: 8000 ops/s = 200.0% of (b)"));
+        let table = r.table();
+        assert!(table.contains("c=64 on 3 nodes"));
+        assert!(table.contains("c=16 via wallet-sim"));
     }
 
     #[test]
@@ -681,6 +1147,7 @@ mod tests {
         assert_eq!(met("SQLite refunds at 64 connections: ≥ 8"), Some(true));
         assert_eq!(met("SQLite refunds at 64 connections: p99"), Some(false));
         assert_eq!(met("PostgreSQL"), None);
+        assert_eq!(met("after each refunding run"), None);
         assert_eq!(met("refund at 256"), Some(false));
         let table = r.table();
         assert!(table.contains("NOT MET"));

@@ -188,6 +188,54 @@ pub async fn seed_postgres(url: &str, count: u64, progress: Progress<'_>) -> any
     Ok(())
 }
 
+/// The state code of a succeeded refund (`RefundState::Succeeded` of tillgate-domain: 0
+/// generated, 1 refunding, 2 success, 3 fail, 4 closed).
+pub const REFUND_SUCCEEDED: i64 = 2;
+
+/// Every refund whose merchant reference starts with `prefix`, with its state code, read
+/// straight from the database at `url` (SQLite or PostgreSQL) while no gateway runs on it.
+pub async fn stored_refunds(
+    url: &str,
+    prefix: &str,
+) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+    anyhow::ensure!(
+        !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "a refund reference prefix of letters and digits only, not {prefix:?}"
+    );
+    let pattern = format!("{prefix}%");
+    let rows: Vec<(String, i64)> = if url.starts_with("sqlite:") {
+        let mut conn = sqlite_options(url)?
+            .read_only(true)
+            .connect()
+            .await
+            .context("cannot open the database to read its refunds")?;
+        let rows = sqlx::query_as(
+            "SELECT refund_reference, state FROM refunds WHERE refund_reference LIKE ?1",
+        )
+        .bind(&pattern)
+        .fetch_all(&mut conn)
+        .await
+        .context("reading the run's refunds")?;
+        conn.close().await?;
+        rows
+    } else {
+        let mut conn = pg_options(url)?
+            .connect()
+            .await
+            .context("cannot connect to read the run's refunds")?;
+        let rows = sqlx::query_as(
+            "SELECT refund_reference, state FROM refunds WHERE refund_reference LIKE $1",
+        )
+        .bind(&pattern)
+        .fetch_all(&mut conn)
+        .await
+        .context("reading the run's refunds")?;
+        conn.close().await?;
+        rows
+    };
+    Ok(rows.into_iter().collect())
+}
+
 /// Drops and creates the PostgreSQL database named by `url`. Refused unless its name starts
 /// with `tillgate_bench`, so the benchmark can never drop a database it did not make.
 pub async fn recreate_pg_database(url: &str) -> anyhow::Result<()> {

@@ -66,6 +66,12 @@ pub fn baseline_command() -> anyhow::Result<Command> {
     Ok(c)
 }
 
+/// The `HOST:PORT` of a `… listening on http://HOST:PORT` line.
+fn listening_address(line: &str) -> Option<&str> {
+    let (before, url) = line.split_once("listening on http://")?;
+    (before.is_empty() || before == "wallet-sim ").then_some(url)
+}
+
 impl Server {
     /// Starts `command` and waits for its `listening on http://HOST:PORT` line.
     pub async fn start(mut command: Command, what: &str) -> anyhow::Result<Server> {
@@ -100,7 +106,8 @@ impl Server {
             let mut tx = Some(tx);
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(url) = line.strip_prefix("listening on http://") {
+                // `listening on http://…` (the gateway), `wallet-sim listening on http://…`.
+                if let Some(url) = listening_address(&line) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(url.trim().to_owned());
                     }
@@ -178,5 +185,27 @@ impl Server {
                 bail!("server did not stop within {STOP_TIMEOUT:?}; killed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_and_the_wallet_simulator_say_where_they_listen() {
+        assert_eq!(
+            listening_address("listening on http://127.0.0.1:4100"),
+            Some("127.0.0.1:4100")
+        );
+        assert_eq!(
+            listening_address("wallet-sim listening on http://127.0.0.1:9090"),
+            Some("127.0.0.1:9090")
+        );
+        assert_eq!(
+            listening_address("a merchant said listening on http://x"),
+            None
+        );
+        assert_eq!(listening_address("ready"), None);
     }
 }

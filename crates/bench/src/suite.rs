@@ -5,13 +5,12 @@
 //! 31" and a failed step can be reported and skipped without losing the rest of the figures.
 
 use crate::ceiling::{self, CeilingSpec};
-use crate::driver::{self, Load, Spec, Target};
-use crate::pockyt::Signer;
-use crate::report::{short_count, Ceiling, Report, Run};
+use crate::driver::{self, Load, Node, Spec, Target};
+use crate::report::{short_count, Ceiling, Report, Run, StoredCheck};
 use crate::seed;
 use crate::server::{self, Server};
 use crate::stats::permille;
-use crate::workload::{CancelPool, Shared, Workload};
+use crate::workload::{CancelPool, Shared, Wallet, Workload};
 use anyhow::Context;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -72,6 +71,70 @@ impl Db {
     }
 }
 
+/// How the gateway under test is set up for a run: which wallet it calls, and how many nodes
+/// (processes on one database, each on its port) share the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    pub wallet: Wallet,
+    pub nodes: u32,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            wallet: Wallet::Sandbox,
+            nodes: 1,
+        }
+    }
+}
+
+impl Setup {
+    /// " via wallet-sim", " on 3 nodes": what sets a run apart from the default one.
+    pub fn suffix(self) -> String {
+        let mut s = String::new();
+        if self.wallet == Wallet::Http {
+            s.push_str(" via wallet-sim");
+        }
+        if self.nodes > 1 {
+            s.push_str(&format!(" on {} nodes", self.nodes));
+        }
+        s
+    }
+}
+
+/// The parts of the suite (`--parts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Every workload on SQLite at the base size, the sweeps and the open loop.
+    Sqlite,
+    /// The growth runs at the larger data sizes.
+    Growth,
+    /// PostgreSQL: refund, query and add+pay at 16 connections, refund and add+pay at 64.
+    Postgres,
+    /// Refunds through the HTTP wallet simulator, on SQLite and on PostgreSQL.
+    Wallet,
+    /// Several gateway nodes on one PostgreSQL: refund and add+pay at 64 connections.
+    Nodes,
+}
+
+impl Part {
+    pub const ALL: [Part; 5] = [
+        Part::Sqlite,
+        Part::Growth,
+        Part::Postgres,
+        Part::Wallet,
+        Part::Nodes,
+    ];
+}
+
+/// The concurrency of the runs on several nodes: the connections spread over the nodes.
+pub const NODES_CONNECTIONS: u32 = 64;
+/// How many transactions are paid through the HTTP wallet before a run that refunds through
+/// it (the simulator refunds only payments it approved, at most 100 refunds each).
+pub const WALLET_PAID_POOL: usize = 2_000;
+/// The key the benchmark's gateways share with its wallet simulator (loopback only).
+const WALLET_KEY_HEX: &str = "62656e63682d6f6e6c792d77616c6c65742d6b65792d6c6f6f706261636b2121";
+
 /// One step of a plan.
 #[derive(Debug, Clone)]
 pub enum Step {
@@ -79,12 +142,13 @@ pub enum Step {
     Prepare { db: Db, existing: u64 },
     /// Baseline (a) at `load`.
     Http { load: Load },
-    /// The gateway under `workload` at `load`.
+    /// The gateway under `workload` at `load`, set up as `setup` says.
     Gateway {
         db: Db,
         existing: u64,
         workload: Workload,
         load: Load,
+        setup: Setup,
     },
     /// An open loop at `percent`% of the throughput the closed loop reached at `connections`.
     OpenFromClosed {
@@ -116,12 +180,14 @@ impl Step {
                 existing,
                 workload,
                 load,
+                setup,
             } => format!(
-                "{} {} {} {}",
+                "{} {} {} {}{}",
                 workload.name(),
                 db.backend(),
                 short_count(*existing),
-                load.label()
+                load.label(),
+                setup.suffix()
             ),
             Step::OpenFromClosed {
                 db,
@@ -156,12 +222,17 @@ impl Step {
 }
 
 /// The default suite: every workload on SQLite at the base size with a concurrency sweep for
-/// query and refund, the open loop, growth runs, and PostgreSQL at 16 connections.
+/// query and refund, the open loop, growth runs, PostgreSQL at 16 and 64 connections, refunds
+/// through the HTTP wallet simulator on both backends, and several nodes on one PostgreSQL;
+/// `parts` picks which of these run (baseline (a) always does, and each backend's ceiling (b)
+/// with any part that runs on it).
 pub fn suite_plan(
     work_dir: &Path,
     concurrency: &[u32],
     growth: &[u64],
     postgres_url: Option<&str>,
+    parts: &[Part],
+    nodes: &[u32],
 ) -> Vec<Step> {
     let mut plan = Vec::new();
     let c = crate::report::SQLITE_CONNECTIONS;
@@ -169,33 +240,36 @@ pub fn suite_plan(
     let Some(&base) = growth.first() else {
         return plan;
     };
+    let has = |p: Part| parts.contains(&p);
     for &n in concurrency {
         plan.push(Step::Http { load: closed(n) });
     }
+    let http = Setup {
+        wallet: Wallet::Http,
+        nodes: 1,
+    };
     for (k, &existing) in growth.iter().enumerate() {
         let db = Db::Sqlite {
             path: work_dir.join(format!("bench-{}.db", short_count(existing))),
         };
-        plan.push(Step::Prepare {
-            db: db.clone(),
-            existing,
-        });
-        let gw = |workload, load| Step::Gateway {
+        let gw = |workload, load, setup| Step::Gateway {
             db: db.clone(),
             existing,
             workload,
             load,
+            setup,
         };
-        if k == 0 {
-            plan.push(gw(Workload::BadSignature, closed(c)));
+        let mut steps = Vec::new();
+        if k == 0 && has(Part::Sqlite) {
+            steps.push(gw(Workload::BadSignature, closed(c), Setup::default()));
             for &n in concurrency {
-                plan.push(gw(Workload::Query, closed(n)));
+                steps.push(gw(Workload::Query, closed(n), Setup::default()));
             }
             for &n in concurrency {
-                plan.push(gw(Workload::Refund, closed(n)));
+                steps.push(gw(Workload::Refund, closed(n), Setup::default()));
             }
             for percent in [50, 90] {
-                plan.push(Step::OpenFromClosed {
+                steps.push(Step::OpenFromClosed {
                     db: db.clone(),
                     existing,
                     workload: Workload::Refund,
@@ -203,44 +277,119 @@ pub fn suite_plan(
                     percent,
                 });
             }
-            plan.push(gw(Workload::AddPay, closed(c)));
-            plan.push(gw(Workload::Cancel, closed(c)));
-            plan.push(gw(Workload::Mix, closed(c)));
-        } else {
+            steps.push(gw(Workload::AddPay, closed(c), Setup::default()));
+            steps.push(gw(Workload::Cancel, closed(c), Setup::default()));
+            steps.push(gw(Workload::Mix, closed(c), Setup::default()));
+        } else if (k == 0 && has(Part::Growth) && growth.len() > 1) || (k > 0 && has(Part::Growth))
+        {
+            // The growth runs, and at the base size the same runs to compare them with.
             for w in [
                 Workload::Query,
                 Workload::Refund,
                 Workload::AddPay,
                 Workload::Mix,
             ] {
-                plan.push(gw(w, closed(c)));
+                steps.push(gw(w, closed(c), Setup::default()));
             }
         }
+        if k == 0 && has(Part::Wallet) {
+            // The sandbox refund it is compared with, unless the SQLite part ran it.
+            let sandbox = gw(Workload::Refund, closed(c), Setup::default());
+            if !steps.iter().any(|s| same_run(s, &sandbox)) {
+                steps.push(sandbox);
+            }
+            steps.push(gw(Workload::Refund, closed(c), http));
+        }
+        if steps.is_empty() {
+            continue;
+        }
+        plan.push(Step::Prepare {
+            db: db.clone(),
+            existing,
+        });
+        plan.extend(steps);
         plan.push(Step::SqliteCeiling { db, existing });
     }
-    if let Some(url) = postgres_url {
+    let pg_parts = [Part::Postgres, Part::Wallet, Part::Nodes];
+    if let Some(url) = postgres_url.filter(|_| pg_parts.iter().any(|&p| has(p))) {
         let pc = crate::report::PG_CONNECTIONS;
+        let db = Db::Postgres {
+            url: url.to_owned(),
+        };
+        let gw = |workload, concurrency, setup| Step::Gateway {
+            db: db.clone(),
+            existing: base,
+            workload,
+            load: closed(concurrency),
+            setup,
+        };
         plan.push(Step::PgCeiling {
             url: url.to_owned(),
             existing: base,
         });
-        let db = Db::Postgres {
-            url: url.to_owned(),
-        };
         plan.push(Step::Prepare {
             db: db.clone(),
             existing: base,
         });
-        for w in [Workload::Refund, Workload::Query, Workload::AddPay] {
-            plan.push(Step::Gateway {
-                db: db.clone(),
-                existing: base,
-                workload: w,
-                load: closed(pc),
-            });
+        let mut steps = Vec::new();
+        if has(Part::Postgres) {
+            for w in [Workload::Refund, Workload::Query, Workload::AddPay] {
+                steps.push(gw(w, pc, Setup::default()));
+            }
+            for w in [Workload::Refund, Workload::AddPay] {
+                steps.push(gw(w, NODES_CONNECTIONS, Setup::default()));
+            }
         }
+        if has(Part::Wallet) {
+            let sandbox = gw(Workload::Refund, pc, Setup::default());
+            if !steps.iter().any(|s| same_run(s, &sandbox)) {
+                steps.push(sandbox);
+            }
+            steps.push(gw(Workload::Refund, pc, http));
+        }
+        if has(Part::Nodes) {
+            for &n in nodes {
+                for w in [Workload::Refund, Workload::AddPay] {
+                    let step = gw(
+                        w,
+                        NODES_CONNECTIONS,
+                        Setup {
+                            wallet: Wallet::Sandbox,
+                            nodes: n.max(1),
+                        },
+                    );
+                    if !steps.iter().any(|s| same_run(s, &step)) {
+                        steps.push(step);
+                    }
+                }
+            }
+        }
+        plan.extend(steps);
     }
     plan
+}
+
+/// Whether two steps are the same gateway run.
+fn same_run(a: &Step, b: &Step) -> bool {
+    match (a, b) {
+        (
+            Step::Gateway {
+                db,
+                existing,
+                workload,
+                load,
+                setup,
+            },
+            Step::Gateway {
+                db: db2,
+                existing: e2,
+                workload: w2,
+                load: l2,
+                setup: s2,
+            },
+        ) => db == db2 && existing == e2 && workload == w2 && load == l2 && setup == s2,
+        _ => false,
+    }
 }
 
 /// A one-workload plan: the workload at each load, with baseline (a) at the same connection
@@ -251,8 +400,25 @@ pub fn single_plan(
     workload: Workload,
     loads: &[Load],
     ceilings: bool,
+    wallet: Wallet,
+    nodes: &[u32],
 ) -> anyhow::Result<Vec<Step>> {
     let mut plan = Vec::new();
+    anyhow::ensure!(!nodes.is_empty(), "--nodes needs at least one count");
+    anyhow::ensure!(
+        nodes.iter().all(|&n| (1..=16).contains(&n)),
+        "--nodes: from 1 to 16 nodes"
+    );
+    if nodes.iter().any(|&n| n > 1) {
+        anyhow::ensure!(
+            matches!(db, Db::Postgres { .. }),
+            "several nodes share one PostgreSQL database: give --database-url postgres://…"
+        );
+        anyhow::ensure!(
+            workload != Workload::Cancel,
+            "the cancel workload runs on one node"
+        );
+    }
     if ceilings || workload == Workload::BaselineHttp {
         let mut conns: Vec<u32> = loads.iter().map(|l| l.connections()).collect();
         conns.dedup();
@@ -269,13 +435,28 @@ pub fn single_plan(
         db: db.clone(),
         existing,
     });
-    for &load in loads {
-        plan.push(Step::Gateway {
-            db: db.clone(),
-            existing,
-            workload,
-            load,
-        });
+    if wallet == Wallet::Http {
+        // The same runs with the sandbox wallet on one node first, to compare with.
+        for &load in loads {
+            plan.push(Step::Gateway {
+                db: db.clone(),
+                existing,
+                workload,
+                load,
+                setup: Setup::default(),
+            });
+        }
+    }
+    for &n in nodes {
+        for &load in loads {
+            plan.push(Step::Gateway {
+                db: db.clone(),
+                existing,
+                workload,
+                load,
+                setup: Setup { wallet, nodes: n },
+            });
+        }
     }
     if ceilings && workload.writes() {
         match &db {
@@ -469,8 +650,11 @@ impl Bench {
                 existing,
                 workload,
                 load,
+                setup,
             } => {
-                let run = self.gateway_run(&db, existing, workload, load).await?;
+                let run = self
+                    .gateway_run(&db, existing, workload, load, setup)
+                    .await?;
                 Ok(summary(&run))
             }
             Step::OpenFromClosed {
@@ -484,6 +668,7 @@ impl Bench {
                 // loop of the workload on this data.
                 let closed_runs = self.report.runs.iter().filter(|r| {
                     r.workload == workload
+                        && r.setup() == Setup::default()
                         && r.backend == db.backend()
                         && r.existing == existing
                         && matches!(r.load, Load::Closed { .. })
@@ -496,7 +681,9 @@ impl Bench {
                     .context("no closed-loop run of this workload to derive a rate from")?;
                 let rate = (closed * percent / 100).max(1);
                 let load = Load::Open { rate, connections };
-                let run = self.gateway_run(&db, existing, workload, load).await?;
+                let run = self
+                    .gateway_run(&db, existing, workload, load, Setup::default())
+                    .await?;
                 Ok(summary(&run))
             }
             Step::SqliteCeiling { db, existing } => {
@@ -542,9 +729,64 @@ impl Bench {
     }
 
     async fn start_gateway(&self, db: &Db) -> anyhow::Result<Server> {
-        let cmd =
+        self.start_node(db, None).await
+    }
+
+    /// A gateway on `db`, calling the HTTP wallet at `wallet` when given.
+    async fn start_node(&self, db: &Db, wallet: Option<&str>) -> anyhow::Result<Server> {
+        let mut cmd =
             server::tillgate_command(&self.settings.tillgate, &db.url(), &self.settings.work_dir);
+        if let Some(url) = wallet {
+            cmd.args(["--channel", url])
+                .env("TILLGATE_CHANNEL_KEY", WALLET_KEY_HEX);
+        }
         Server::start(cmd, "tillgate").await
+    }
+
+    /// `nodes` gateways on `db`, started one after the other (the first one to start on a
+    /// fresh database sets it up); all stopped again if one fails to start.
+    async fn start_nodes(
+        &self,
+        db: &Db,
+        nodes: u32,
+        wallet: Option<&str>,
+    ) -> anyhow::Result<Vec<Server>> {
+        let mut started: Vec<Server> = Vec::new();
+        for _ in 0..nodes.max(1) {
+            match self.start_node(db, wallet).await {
+                Ok(s) => started.push(s),
+                Err(e) => {
+                    for s in started {
+                        let _ = s.stop().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// The wallet simulator with no added latency and no faults, its state file in
+    /// `/dev/shm` where there is one: the wallet is another party, and its fsyncs on the
+    /// gateway's disk would be measured as the gateway's.
+    async fn start_wallet(&self, tag: &str) -> anyhow::Result<(Server, PathBuf)> {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            shm
+        } else {
+            self.settings.work_dir.as_path()
+        };
+        let state = dir.join(format!("tillgate-bench-wallet-{tag}.json"));
+        let mut cmd = tokio::process::Command::new(&self.settings.tillgate);
+        cmd.arg("wallet-sim")
+            .args(["--listen", "127.0.0.1:0", "--latency-ms", "0", "--state"])
+            .arg(&state)
+            .current_dir(&self.settings.work_dir)
+            .env("TILLGATE_CHANNEL_KEY", WALLET_KEY_HEX)
+            .env("RUST_LOG", "warn")
+            .env("RUST_BACKTRACE", "0");
+        let sim = Server::start(cmd, "wallet-sim").await?;
+        Ok((sim, state))
     }
 
     /// A fresh database: the gateway creates the schema and the sandbox merchant, stops, the
@@ -583,23 +825,26 @@ impl Bench {
 
     async fn http_run(&mut self, load: Load) -> anyhow::Result<Run> {
         let server = Server::start(server::baseline_command()?, "baseline server").await?;
-        let shared = Arc::new(Shared {
-            signer: Signer::default(),
-            existing: 1_000_000,
-            tag: self.tag(),
-            cancel_pool: None,
-            ipn_url: None,
-        });
+        let shared = Arc::new(Shared::new(1_000_000, self.tag()));
         let spec = self.spec(Workload::BaselineHttp, load);
-        let target = Target {
-            addr: server.addr,
-            pid: server.pid,
-            metrics: false,
-            db_comm: None,
-        };
+        let target = Target::one(
+            Node {
+                addr: server.addr,
+                pid: server.pid,
+            },
+            false,
+            None,
+        );
         let measured = driver::run(spec, shared, target).await;
         server.stop().await?;
-        let run = Run::new(Workload::BaselineHttp, "none", 0, load, measured?);
+        let run = Run::new(
+            Workload::BaselineHttp,
+            "none",
+            0,
+            load,
+            measured?,
+            Setup::default(),
+        );
         self.report.runs.push(run.clone());
         Ok(run)
     }
@@ -610,65 +855,119 @@ impl Bench {
         existing: u64,
         workload: Workload,
         load: Load,
+        setup: Setup,
     ) -> anyhow::Result<Run> {
-        let server = self.start_gateway(db).await?;
         let tag = self.tag();
-        let spec = self.spec(workload, load);
-        let mut shared = Shared {
-            signer: Signer::default(),
-            existing,
-            tag,
-            cancel_pool: None,
-            ipn_url: None,
+        let wallet = match setup.wallet {
+            Wallet::Sandbox => None,
+            Wallet::Http => Some(self.start_wallet(&tag).await?),
         };
-        if workload == Workload::Cancel {
-            let prep = Arc::new(Shared {
-                signer: Signer::default(),
-                existing,
-                tag: format!("{}p", shared.tag),
-                cancel_pool: None,
-                ipn_url: None,
-            });
-            let pool = driver::prepare_cancel_pool(
-                prep,
-                server.addr,
-                self.settings.cancel_pool,
-                self.settings.warmup + self.settings.duration,
-                load.connections(),
-                spec.seed,
-            )
-            .await;
-            match pool {
-                Ok(p) => shared.cancel_pool = Some(CancelPool::new(p)),
-                Err(e) => {
-                    server.stop().await?;
-                    return Err(e);
+        let wallet_url = wallet
+            .as_ref()
+            .map(|(sim, _)| format!("http://{}", sim.addr));
+        let nodes = match self
+            .start_nodes(db, setup.nodes, wallet_url.as_deref())
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                if let Some((sim, state)) = wallet {
+                    let _ = sim.stop().await;
+                    let _ = std::fs::remove_file(state);
                 }
+                return Err(e);
             }
-        }
+        };
         let target = Target {
-            addr: server.addr,
-            pid: server.pid,
+            nodes: nodes
+                .iter()
+                .map(|s| Node {
+                    addr: s.addr,
+                    pid: s.pid,
+                })
+                .collect(),
             metrics: true,
             db_comm: match db {
                 Db::Sqlite { .. } => None,
                 Db::Postgres { .. } => Some("postgres"),
             },
+            wallet_pid: wallet.as_ref().map(|(sim, _)| sim.pid),
         };
-        let measured = driver::run(spec, Arc::new(shared), target).await;
-        let tail = server.stderr_tail();
-        server.stop().await?;
+        let measured = self
+            .measure_gateway(&target, existing, workload, load, setup, tag.clone())
+            .await;
+        let tails: Vec<String> = nodes.iter().map(Server::stderr_tail).collect();
+        let mut stopped = Ok(());
+        for node in nodes {
+            if let Err(e) = node.stop().await {
+                stopped = Err(e);
+            }
+        }
+        if let Some((sim, state)) = wallet {
+            let _ = sim.stop().await;
+            let _ = std::fs::remove_file(state);
+        }
+        stopped?;
         let mut measured = measured?;
-        if measured.first_error.is_some() && !tail.is_empty() {
-            if let Some(e) = measured.first_error.as_mut() {
-                // The server's own last words usually say why.
-                let last = tail.lines().last().unwrap_or_default();
+        if measured.first_error.is_some() {
+            // The server's own last words usually say why.
+            if let (Some(e), Some(last)) = (
+                measured.first_error.as_mut(),
+                tails.iter().filter_map(|t| t.lines().last()).next(),
+            ) {
                 e.push_str(&format!(" [server: {last}]"));
             }
         }
-        let run = Run::new(workload, db.backend(), existing, load, measured);
+        // Every refund the gateway acknowledged must be in the database once it has stopped.
+        let stored = if workload.refunds() {
+            let acknowledged = std::mem::take(&mut measured.acknowledged_refunds);
+            Some(
+                match seed::stored_refunds(&db.url(), &format!("{tag}r")).await {
+                    Ok(found) => StoredCheck::of(&acknowledged, &found),
+                    Err(e) => StoredCheck::failed(acknowledged.len(), format!("{e:#}")),
+                },
+            )
+        } else {
+            None
+        };
+        let mut run = Run::new(workload, db.backend(), existing, load, measured, setup);
+        run.stored = stored;
         self.report.runs.push(run.clone());
         Ok(run)
+    }
+
+    /// The measured part of a gateway run, on gateways already started.
+    async fn measure_gateway(
+        &mut self,
+        target: &Target,
+        existing: u64,
+        workload: Workload,
+        load: Load,
+        setup: Setup,
+        tag: String,
+    ) -> anyhow::Result<driver::Measured> {
+        let spec = self.spec(workload, load);
+        let mut shared = Shared::new(existing, tag);
+        if workload == Workload::Cancel {
+            let prep = Arc::new(Shared::new(existing, format!("{}p", shared.tag)));
+            let pool = driver::prepare_cancel_pool(
+                prep,
+                target.nodes[0].addr,
+                self.settings.cancel_pool,
+                self.settings.warmup + self.settings.duration,
+                load.connections(),
+                spec.seed,
+            )
+            .await?;
+            shared.cancel_pool = Some(CancelPool::new(pool));
+        }
+        if setup.wallet == Wallet::Http && workload.picks_paid_transactions() {
+            let prep = Arc::new(Shared::new(existing, format!("{}w", shared.tag)));
+            let paid =
+                driver::prepare_paid_pool(prep, target, WALLET_PAID_POOL, 16, spec.seed).await?;
+            shared.paid = Some(paid);
+        }
+        driver::run(spec, Arc::new(shared), target.clone()).await
     }
 }
 
@@ -709,13 +1008,32 @@ pub fn remove_sqlite_files(path: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    const PG: &str = "postgres://postgres@127.0.0.1:5432/tillgate_bench";
+
+    fn gateway_steps(plan: &[Step]) -> Vec<(Workload, &'static str, u32, Setup)> {
+        plan.iter()
+            .filter_map(|s| match s {
+                Step::Gateway {
+                    db,
+                    workload,
+                    load,
+                    setup,
+                    ..
+                } => Some((*workload, db.backend(), load.connections(), *setup)),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn the_suite_sweeps_seeds_grows_and_ends_with_postgres() {
         let plan = suite_plan(
             Path::new("/tmp/x"),
             &[1, 64, 256],
             &[10_000, 1_000_000],
-            Some("postgres://postgres@127.0.0.1:5432/tillgate_bench"),
+            Some(PG),
+            &Part::ALL,
+            &[1, 2, 3],
         );
         let count = |f: &dyn Fn(&Step) -> bool| plan.iter().filter(|s| f(s)).count();
         assert_eq!(count(&|s| matches!(s, Step::Http { .. })), 3);
@@ -746,10 +1064,165 @@ mod tests {
             path: PathBuf::from("/tmp/x.db"),
         };
         let loads = [Load::Closed { concurrency: 8 }];
-        let plan = single_plan(db.clone(), 100, Workload::Query, &loads, true).unwrap();
+        let one = [1];
+        let plan = single_plan(
+            db.clone(),
+            100,
+            Workload::Query,
+            &loads,
+            true,
+            Wallet::Sandbox,
+            &one,
+        )
+        .unwrap();
         assert_eq!(plan.len(), 3);
-        let plan = single_plan(db, 100, Workload::Refund, &loads, true).unwrap();
+        let plan = single_plan(
+            db.clone(),
+            100,
+            Workload::Refund,
+            &loads,
+            true,
+            Wallet::Http,
+            &one,
+        )
+        .unwrap();
         assert!(matches!(plan.last(), Some(Step::SqliteCeiling { .. })));
+        assert_eq!(
+            gateway_steps(&plan),
+            [
+                (Workload::Refund, "sqlite", 8, Setup::default()),
+                (
+                    Workload::Refund,
+                    "sqlite",
+                    8,
+                    Setup {
+                        wallet: Wallet::Http,
+                        nodes: 1
+                    }
+                )
+            ],
+            "through the HTTP wallet, beside the same run with the sandbox wallet"
+        );
+        // Several nodes need one database they can all open: PostgreSQL.
+        let err = single_plan(
+            db,
+            100,
+            Workload::Refund,
+            &loads,
+            true,
+            Wallet::Sandbox,
+            &[2],
+        );
+        assert!(err.is_err());
+        let pg = Db::Postgres { url: PG.into() };
+        let plan = single_plan(
+            pg,
+            100,
+            Workload::AddPay,
+            &loads,
+            true,
+            Wallet::Sandbox,
+            &[1, 3],
+        )
+        .unwrap();
+        let nodes: Vec<u32> = gateway_steps(&plan).iter().map(|g| g.3.nodes).collect();
+        assert_eq!(nodes, [1, 3]);
+        assert!(matches!(plan.last(), Some(Step::PgCeiling { .. })));
+    }
+
+    #[test]
+    fn the_wallet_and_nodes_parts_run_beside_their_sandbox_one_node_runs() {
+        let http = Setup {
+            wallet: Wallet::Http,
+            nodes: 1,
+        };
+        let on = |n| Setup {
+            wallet: Wallet::Sandbox,
+            nodes: n,
+        };
+        // Everything: each sandbox run once, the HTTP wallet refunds on both backends, and the
+        // nodes part reuses the PostgreSQL runs at 64 as its one-node runs.
+        let plan = suite_plan(
+            Path::new("/tmp/x"),
+            &[1, 64],
+            &[10_000],
+            Some(PG),
+            &Part::ALL,
+            &[1, 2, 3],
+        );
+        let g = gateway_steps(&plan);
+        assert!(g.contains(&(Workload::Refund, "sqlite", 64, http)));
+        assert!(g.contains(&(Workload::Refund, "postgres", 16, http)));
+        for w in [Workload::Refund, Workload::AddPay] {
+            for n in [1, 2, 3] {
+                let count = g
+                    .iter()
+                    .filter(|s| **s == (w, "postgres", 64, on(n)))
+                    .count();
+                assert_eq!(count, 1, "{} on {n} nodes", w.name());
+            }
+            assert!(g.contains(&(w, "postgres", 16, Setup::default())));
+        }
+        let sandbox_refunds = |g: &[(Workload, &str, u32, Setup)], backend, c| {
+            g.iter()
+                .filter(|s| **s == (Workload::Refund, backend, c, Setup::default()))
+                .count()
+        };
+        assert_eq!(sandbox_refunds(&g, "sqlite", 64), 1);
+        assert_eq!(sandbox_refunds(&g, "postgres", 16), 1);
+
+        // The wallet part alone still measures the sandbox refunds and both ceilings.
+        let plan = suite_plan(
+            Path::new("/tmp/x"),
+            &[64],
+            &[10_000, 1_000_000],
+            Some(PG),
+            &[Part::Wallet],
+            &[1],
+        );
+        let g = gateway_steps(&plan);
+        assert_eq!(g.len(), 4);
+        assert_eq!(sandbox_refunds(&g, "sqlite", 64), 1);
+        assert_eq!(sandbox_refunds(&g, "postgres", 16), 1);
+        assert!(plan.iter().any(|s| matches!(s, Step::SqliteCeiling { .. })));
+        assert!(plan.iter().any(|s| matches!(s, Step::PgCeiling { .. })));
+        assert_eq!(
+            plan.iter()
+                .filter(|s| matches!(s, Step::Prepare { .. }))
+                .count(),
+            2,
+            "no growth database without the growth part"
+        );
+
+        // The nodes part alone, without PostgreSQL, has nothing to run on.
+        let plan = suite_plan(
+            Path::new("/tmp/x"),
+            &[64],
+            &[10_000],
+            None,
+            &[Part::Nodes],
+            &[1, 2],
+        );
+        assert!(gateway_steps(&plan).is_empty());
+        let plan = suite_plan(
+            Path::new("/tmp/x"),
+            &[64],
+            &[10_000],
+            Some(PG),
+            &[Part::Nodes],
+            &[1, 2],
+        );
+        assert_eq!(gateway_steps(&plan).len(), 4);
+    }
+
+    #[test]
+    fn a_setup_names_what_sets_it_apart() {
+        assert_eq!(Setup::default().suffix(), "");
+        let s = Setup {
+            wallet: Wallet::Http,
+            nodes: 3,
+        };
+        assert_eq!(s.suffix(), " via wallet-sim on 3 nodes");
     }
 
     #[test]

@@ -42,6 +42,17 @@ impl Workload {
         }
     }
 
+    /// Whether the workload makes refunds (each acknowledged one is checked to be stored).
+    pub fn refunds(self) -> bool {
+        matches!(self, Workload::Refund | Workload::Mix)
+    }
+
+    /// Whether the workload picks existing transactions to refund or query (through an HTTP
+    /// wallet, those are paid through it before the run).
+    pub fn picks_paid_transactions(self) -> bool {
+        matches!(self, Workload::Refund | Workload::Mix | Workload::Query)
+    }
+
     /// Whether the workload changes the store (and so has operations per commit to report).
     pub fn writes(self) -> bool {
         matches!(
@@ -49,6 +60,18 @@ impl Workload {
             Workload::Refund | Workload::AddPay | Workload::Cancel | Workload::Mix
         )
     }
+}
+
+/// Which wallet the gateway under test calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Wallet {
+    /// The in-process sandbox wallet (the default of sandbox mode).
+    #[default]
+    Sandbox,
+    /// The HTTP wallet simulator, `tillgate wallet-sim`, in a process of its own with no added
+    /// latency: the production path (a signed HTTP call per payment and refund).
+    Http,
 }
 
 /// Transactions added before a cancel run, each cancelled once.
@@ -84,6 +107,27 @@ pub struct Shared {
     /// Where added transactions' and refunds' notifications go (`ipnUrl`), when anywhere: the
     /// soak's receiver, so that the outbox is exercised.
     pub ipn_url: Option<String>,
+    /// Paid transactions (their `transactionNo`) that queries and refunds pick from instead of
+    /// the seeded ones: those paid through an HTTP wallet before the run, which the wallet
+    /// knows (it refunds only payments it approved).
+    pub paid: Option<Vec<String>>,
+    /// Keep every acknowledged refund's reference, to check after the run that it is stored.
+    pub track_refunds: bool,
+}
+
+impl Shared {
+    /// Shared state for a run on `existing` seeded transactions, keys prefixed with `tag`.
+    pub fn new(existing: u64, tag: String) -> Shared {
+        Shared {
+            signer: Signer::default(),
+            existing,
+            tag,
+            cancel_pool: None,
+            ipn_url: None,
+            paid: None,
+            track_refunds: true,
+        }
+    }
 }
 
 /// What one operation came to.
@@ -106,10 +150,21 @@ pub struct Worker {
     seq: u64,
     rng: Rng,
     shared: Arc<Shared>,
+    /// The refund references the gateway answered as succeeded.
+    acknowledged_refunds: Vec<String>,
 }
 
 const SUCCESS: &str = "\"ret_code\":\"000100\"";
 const NO_RIGHTS: &str = "\"ret_code\":\"000030\"";
+
+/// The first string value of `"key":"…"` in a JSON text (the gateway writes no spaces and no
+/// escapes in the fields read here).
+pub fn json_string<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let needle = format!("\"{key}\":\"");
+    let start = text.find(&needle)? + needle.len();
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
+}
 
 fn check(answer: &Answer, needles: &[&str]) -> Result<(), String> {
     if answer.status == 200 && needles.iter().all(|n| answer.contains(n)) {
@@ -127,7 +182,13 @@ impl Worker {
             seq: 0,
             rng: Rng::new(seed ^ id.wrapping_mul(0x2545_F491_4F6C_DD1D)),
             shared,
+            acknowledged_refunds: Vec::new(),
         }
+    }
+
+    /// The refund references acknowledged as succeeded so far; the list starts afresh.
+    pub fn take_acknowledged_refunds(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.acknowledged_refunds)
     }
 
     fn key(&mut self, kind: char) -> String {
@@ -136,6 +197,10 @@ impl Worker {
     }
 
     fn existing_transaction(&mut self) -> String {
+        if let Some(paid) = self.shared.paid.as_ref().filter(|p| !p.is_empty()) {
+            let i = self.rng.below(paid.len() as u64) as usize;
+            return paid[i].clone();
+        }
         seeded_transaction_no(self.rng.below(self.shared.existing))
     }
 
@@ -213,17 +278,26 @@ impl Worker {
             &[SUCCESS, "\"status\":\"success\""],
         )
         .await
-        .map_err(|e| (1, e))
+        .map_err(|e| (1, e))?;
+        if self.shared.track_refunds {
+            self.acknowledged_refunds.push(key);
+        }
+        Ok(())
     }
 
     /// Adds a transaction; returns its reference.
     pub async fn add(&mut self, conn: &mut Conn) -> Result<String, String> {
-        let reference = self.key('a');
         // 1.00 to 999.49 with cents of 00 to 49: the sandbox wallet gives endings from 51 up
         // their special answers (declined, unknown, in progress), and every operation here is
         // meant to be approved.
         let dollars = 1 + i64::try_from(self.rng.below(999)).unwrap_or(0);
         let cents = 100 * dollars + i64::try_from(self.rng.below(50)).unwrap_or(0);
+        self.add_of(conn, cents).await
+    }
+
+    /// Adds a transaction of `cents`; returns its reference.
+    async fn add_of(&mut self, conn: &mut Conn, cents: i64) -> Result<String, String> {
+        let reference = self.key('a');
         let amount = decimal_2(cents);
         let mut pairs = vec![
             ("amount", amount.as_str()),
@@ -241,21 +315,35 @@ impl Worker {
 
     async fn add_pay(&mut self, conn: &mut Conn) -> Result<u32, (u32, String)> {
         let reference = self.add(conn).await.map_err(|e| (1, e))?;
+        self.pay(conn, &reference).await.map_err(|e| (2, e))?;
+        Ok(2)
+    }
+
+    /// Pays the added transaction `reference` by barcode; returns the answer's body.
+    async fn pay(&mut self, conn: &mut Conn, reference: &str) -> Result<String, String> {
         let barcode = format!("28{:016}", self.rng.below(10_000_000_000_000_000));
         let body = self.shared.signer.body(&[
-            ("reference", &reference),
+            ("reference", reference),
             ("paymentBarcode", &barcode),
             ("vendor", "alipay"),
         ]);
-        self.send(
-            conn,
-            pockyt::PAY,
-            &body,
-            &[SUCCESS, "\"transactionStatus\":\"success\""],
-        )
-        .await
-        .map_err(|e| (2, e))?;
-        Ok(2)
+        match conn.post(pockyt::PAY, &body).await {
+            Ok(a) => {
+                check(&a, &[SUCCESS, "\"transactionStatus\":\"success\""])?;
+                Ok(a.body_text().to_owned())
+            }
+            Err(e) => Err(format!("{}: {e}", pockyt::PAY)),
+        }
+    }
+
+    /// Adds and pays a transaction of 100.00 (room for a hundred refunds of up to 0.09, the
+    /// most the wallet simulator takes on one order); returns its `transactionNo`.
+    pub async fn paid_transaction(&mut self, conn: &mut Conn) -> Result<String, String> {
+        let reference = self.add_of(conn, 10_000).await?;
+        let answer = self.pay(conn, &reference).await?;
+        json_string(&answer, "transactionNo")
+            .map(str::to_owned)
+            .ok_or_else(|| format!("a pay answer without a transactionNo: {answer}"))
     }
 
     async fn cancel(&mut self, conn: &mut Conn, reference: &str) -> Result<(), (u32, String)> {
@@ -284,5 +372,22 @@ impl Worker {
             }
             _ => self.forged(conn).await.map(|_| 1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_string_field_is_read_from_an_answer() {
+        let body = r#"{"result":{"transactionNo":"227000000000001","amount":"100.00"},"ret_code":"000100"}"#;
+        assert_eq!(json_string(body, "transactionNo"), Some("227000000000001"));
+        assert_eq!(json_string(body, "ret_code"), Some("000100"));
+        assert_eq!(json_string(body, "missing"), None);
+        assert_eq!(
+            json_string(r#"{"transactionNo":"12"#, "transactionNo"),
+            None
+        );
     }
 }
