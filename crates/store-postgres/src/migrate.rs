@@ -61,17 +61,15 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credential_previous",
         include_str!("../migrations/0013_credential_previous.sql"),
     ),
-<<<<<<< HEAD
     (
         14,
         "outbox_pending",
         include_str!("../migrations/0014_outbox_pending.sql"),
-=======
+    ),
     (
         15,
         "held_api_refunds",
         include_str!("../migrations/0015_held_api_refunds.sql"),
->>>>>>> held
     ),
 ];
 
