@@ -1,0 +1,244 @@
+//! Group commit on PostgreSQL: the writers of a node, each committing the writes of concurrent
+//! requests together in one transaction.
+//!
+//! A write is one statement (a payment's swap on its version with everything the change writes,
+//! or a new payment). Each writer takes what is queued (up to its batch size), runs the
+//! statements one after the other inside `BEGIN … COMMIT` on a connection of the pool, and
+//! answers every caller only after the `COMMIT` returned, so one durable flush serves the whole
+//! batch. A batch of one runs as its own autocommitted statement.
+//!
+//! Writes stay isolated without a savepoint each (savepoints cost a round trip apiece and
+//! overflow PostgreSQL's per-backend cache of subtransactions in large batches): a statement
+//! that fails (a unique key taken, a deadlock with another node) aborts the transaction, which
+//! is rolled back; that write gets its error, and the others run again in a fresh transaction.
+//! A version swap that misses is not an error: the statement writes nothing and says so, and the
+//! caller decides again, as it would without the writer. When the transaction itself breaks —
+//! `BEGIN` or `COMMIT` fails, the connection is lost, a failover — every write of the batch is
+//! answered with the error and none with success; whether an in-doubt `COMMIT` landed is for the
+//! caller's retry to find out, by its key.
+//!
+//! A payment's writes always go to the same writer (by its id), so the batches of one node never
+//! lock each other's rows in opposite orders. The queues are bounded: a caller waits for room
+//! (back-pressure) instead of piling up work.
+
+use crate::db_error;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::{Execute, Executor, PgPool};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tillgate_core::store::StoreError;
+use tokio::sync::{mpsc, oneshot};
+
+/// How many writers a node runs and how much they take at once (`database_writers`,
+/// `database_write_queue`, `database_write_batch` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Writers of this node, each with a connection of the pool while it commits.
+    pub writers: usize,
+    /// Writes waiting for the writers, in all (each writer gets an equal share).
+    pub queue: usize,
+    /// The most writes one transaction carries.
+    pub batch: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> WriterOptions {
+        WriterOptions {
+            writers: DEFAULT_WRITERS,
+            queue: DEFAULT_QUEUE,
+            batch: DEFAULT_BATCH,
+        }
+    }
+}
+
+/// Two writers keep a transaction filling while the other one waits for its flush.
+pub const DEFAULT_WRITERS: usize = 2;
+/// As many writes as the SQLite writer queues.
+pub const DEFAULT_QUEUE: usize = 4096;
+/// Large enough to take every connection's write of a busy node in one flush; small enough to
+/// stay within PostgreSQL's cache of a transaction's row locks and subtransactions.
+pub const DEFAULT_BATCH: usize = 64;
+
+/// One statement with its parameters, kept so that it can run again after a rollback.
+pub(crate) struct Statement {
+    sql: &'static str,
+    args: PgArguments,
+}
+
+type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, PgArguments>;
+
+impl Statement {
+    /// Takes the text and the bound parameters of `q`.
+    pub(crate) fn of(sql: &'static str, mut q: PgQuery) -> Result<Statement, StoreError> {
+        let args = q
+            .take_arguments()
+            .map_err(|e| StoreError::Corrupt(format!("a parameter could not be encoded: {e}")))?
+            .unwrap_or_default();
+        Ok(Statement { sql, args })
+    }
+
+    pub(crate) fn query(&self) -> PgQuery {
+        sqlx::query_with(self.sql, self.args.clone())
+    }
+}
+
+/// What a write answers: the statement's row, if it returned one.
+type Answer = Result<Option<PgRow>, StoreError>;
+
+struct Job {
+    statement: Statement,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// Counters for the metrics and the benchmark: writes committed and the commits they took.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub operations: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+/// The writers of a node.
+pub(crate) struct Writers {
+    lanes: Vec<mpsc::Sender<Job>>,
+    next: AtomicUsize,
+    pub stats: Arc<Stats>,
+}
+
+impl Writers {
+    /// Starts `options.writers` writers on `pool`; they stop when the store is dropped.
+    pub(crate) fn start(pool: &PgPool, options: WriterOptions) -> Writers {
+        let writers = options.writers.max(1);
+        let per_lane = (options.queue / writers).max(1);
+        let batch = options.batch.max(1);
+        let stats = Arc::new(Stats::default());
+        let lanes = (0..writers)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(per_lane);
+                tokio::spawn(run(pool.clone(), rx, batch, stats.clone()));
+                tx
+            })
+            .collect();
+        Writers {
+            lanes,
+            next: AtomicUsize::new(0),
+            stats,
+        }
+    }
+
+    /// Commits `statement` with whatever else is queued; answers after the commit returned.
+    /// `payment_id` picks the writer (a new payment has none yet: any writer will do).
+    pub(crate) async fn write(&self, payment_id: Option<i64>, statement: Statement) -> Answer {
+        let n = self.lanes.len();
+        let lane = match payment_id {
+            Some(id) => usize::try_from(id.rem_euclid(n as i64)).unwrap_or(0),
+            None => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        let (reply, answer) = oneshot::channel();
+        self.lanes[lane]
+            .send(Job { statement, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?;
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the store's writer dropped the write uncommitted".into())
+        })?
+    }
+}
+
+/// One writer's loop: until every sender is gone, take what is queued and commit it.
+async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>, batch: usize, stats: Arc<Stats>) {
+    let mut jobs = Vec::with_capacity(batch);
+    while rx.recv_many(&mut jobs, batch).await > 0 {
+        commit(&pool, &mut jobs, &stats).await;
+        jobs.clear();
+    }
+}
+
+/// The histogram of writes per commit (the SQLite writer's name: one metric for both).
+const BATCH_METRIC: &str = "tillgate_store_batch_operations";
+
+impl Stats {
+    fn committed(&self, writes: usize) {
+        self.operations.fetch_add(writes as u64, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!(BATCH_METRIC).record(writes as f64);
+    }
+}
+
+/// Answers every job with `error`.
+fn fail_all(jobs: &mut Vec<Job>, error: &StoreError) {
+    for job in jobs.drain(..) {
+        let _ = job.reply.send(Err(error.clone()));
+    }
+}
+
+/// Commits `jobs` (answering each of them), dropping the ones whose statement fails.
+async fn commit(pool: &PgPool, jobs: &mut Vec<Job>, stats: &Stats) {
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => return fail_all(jobs, &db_error(e)),
+    };
+    if let [_] = jobs.as_slice() {
+        // Alone: one statement is a transaction of its own (and as durable).
+        let job = jobs.remove(0);
+        let answer = job.statement.query().fetch_optional(&mut *conn).await;
+        if let Err(e) = &answer {
+            if !matches!(e, sqlx::Error::Database(_)) {
+                conn.close_on_drop();
+            }
+        } else {
+            stats.committed(1);
+        }
+        let _ = job.reply.send(answer.map_err(db_error));
+        return;
+    }
+    while !jobs.is_empty() {
+        if let Err(e) = conn.execute("BEGIN").await {
+            conn.close_on_drop();
+            return fail_all(jobs, &db_error(e));
+        }
+        let mut rows = Vec::with_capacity(jobs.len());
+        let mut failed = None;
+        for (i, job) in jobs.iter().enumerate() {
+            match job.statement.query().fetch_optional(&mut *conn).await {
+                Ok(row) => rows.push(row),
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => match conn.execute("COMMIT").await {
+                Ok(_) => {
+                    stats.committed(jobs.len());
+                    for (job, row) in jobs.drain(..).zip(rows) {
+                        let _ = job.reply.send(Ok(row));
+                    }
+                }
+                Err(e) => {
+                    // Refused (rolled back) or in doubt (the connection went): nobody is told
+                    // it succeeded.
+                    tracing::error!(error = %e, writes = jobs.len(), "a group commit failed");
+                    conn.close_on_drop();
+                    return fail_all(jobs, &db_error(e));
+                }
+            },
+            // The statement's own failure (a key taken, a deadlock): it alone is refused.
+            Some((i, e @ sqlx::Error::Database(_))) => {
+                let job = jobs.remove(i);
+                let rolled_back = conn.execute("ROLLBACK").await;
+                let _ = job.reply.send(Err(db_error(e)));
+                if let Err(e) = rolled_back {
+                    conn.close_on_drop();
+                    return fail_all(jobs, &db_error(e));
+                }
+            }
+            // The connection's failure: nothing of the batch is committed.
+            Some((_, e)) => {
+                tracing::error!(error = %e, writes = jobs.len(), "a group commit broke");
+                conn.close_on_drop();
+                return fail_all(jobs, &db_error(e));
+            }
+        }
+    }
+}
