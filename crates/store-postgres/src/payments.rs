@@ -36,7 +36,7 @@ impl PaymentStore for PgStore {
             .bind(p.extra)
             .bind(PaymentState::Created.as_str());
         let statement = Statement::of(sql::INSERT_PAYMENT, q)?;
-        if let Some(row) = self.writers.write(None, statement).await? {
+        if let Some(row) = self.writers.write(None, statement).await?.row() {
             return Ok(Inserted::Inserted(tillgate_store_sql::payment(&Loaded(
                 row,
             ))?));
@@ -274,7 +274,7 @@ impl PgStore {
             Ok(decided) => decided,
             Err(rejected) => return Ok(Err(rejected)),
         };
-        let row = self.writers.write(Some(rec.id), statement).await?;
+        let row = self.writers.write(Some(rec.id), statement).await?.row();
         Ok(Ok(Self::written(outcome, row, rec)?))
     }
 

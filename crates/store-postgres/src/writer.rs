@@ -63,6 +63,8 @@ pub const DEFAULT_BATCH: usize = 64;
 pub(crate) struct Statement {
     sql: &'static str,
     args: PgArguments,
+    /// The caller wants how many rows it changed, not its row.
+    count: bool,
 }
 
 type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, PgArguments>;
@@ -74,16 +76,60 @@ impl Statement {
             .take_arguments()
             .map_err(|e| StoreError::Corrupt(format!("a parameter could not be encoded: {e}")))?
             .unwrap_or_default();
-        Ok(Statement { sql, args })
+        Ok(Statement {
+            sql,
+            args,
+            count: false,
+        })
+    }
+
+    /// Like [`Statement::of`], for a statement whose caller wants the rows it changed.
+    pub(crate) fn counted(sql: &'static str, q: PgQuery) -> Result<Statement, StoreError> {
+        Ok(Statement {
+            count: true,
+            ..Statement::of(sql, q)?
+        })
     }
 
     pub(crate) fn query(&self) -> PgQuery {
         sqlx::query_with(self.sql, self.args.clone())
     }
+
+    async fn run(&self, conn: &mut sqlx::PgConnection) -> Result<Reply, sqlx::Error> {
+        if self.count {
+            let done = self.query().execute(conn).await?;
+            Ok(Reply::Count(done.rows_affected()))
+        } else {
+            Ok(Reply::Row(self.query().fetch_optional(conn).await?))
+        }
+    }
 }
 
-/// What a write answers: the statement's row, if it returned one.
-type Answer = Result<Option<PgRow>, StoreError>;
+/// What a write answers: the statement's row, if it returned one, or the rows it changed.
+pub(crate) enum Reply {
+    Row(Option<PgRow>),
+    Count(u64),
+}
+
+impl Reply {
+    /// The statement's row (none for a counted statement).
+    pub(crate) fn row(self) -> Option<PgRow> {
+        match self {
+            Reply::Row(row) => row,
+            Reply::Count(_) => None,
+        }
+    }
+
+    /// The rows the statement changed (a returned row counts as one).
+    pub(crate) fn count(&self) -> u64 {
+        match self {
+            Reply::Row(row) => u64::from(row.is_some()),
+            Reply::Count(n) => *n,
+        }
+    }
+}
+
+type Answer = Result<Reply, StoreError>;
 
 struct Job {
     statement: Statement,
@@ -180,7 +226,7 @@ async fn commit(pool: &PgPool, jobs: &mut Vec<Job>, stats: &Stats) {
     if let [_] = jobs.as_slice() {
         // Alone: one statement is a transaction of its own (and as durable).
         let job = jobs.remove(0);
-        let answer = job.statement.query().fetch_optional(&mut *conn).await;
+        let answer = job.statement.run(&mut conn).await;
         if let Err(e) = &answer {
             if !matches!(e, sqlx::Error::Database(_)) {
                 conn.close_on_drop();
@@ -199,7 +245,7 @@ async fn commit(pool: &PgPool, jobs: &mut Vec<Job>, stats: &Stats) {
         let mut rows = Vec::with_capacity(jobs.len());
         let mut failed = None;
         for (i, job) in jobs.iter().enumerate() {
-            match job.statement.query().fetch_optional(&mut *conn).await {
+            match job.statement.run(&mut conn).await {
                 Ok(row) => rows.push(row),
                 Err(e) => {
                     failed = Some((i, e));
