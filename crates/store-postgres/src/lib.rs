@@ -77,6 +77,49 @@ impl Columns for Loaded {
     }
 }
 
+/// A row PostgreSQL sent as a JSON object (`to_jsonb(row)`), seen through the column view.
+pub(crate) struct JsonRow<'a>(pub &'a serde_json::Map<String, serde_json::Value>);
+
+/// The objects of a JSON array of rows.
+pub(crate) fn json_rows(
+    text: &str,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("rows as JSON: {e}")))
+}
+
+impl JsonRow<'_> {
+    fn value(&self, col: &str) -> Option<&serde_json::Value> {
+        self.0.get(col).filter(|v| !v.is_null())
+    }
+
+    fn wrong(col: &str) -> StoreError {
+        StoreError::Corrupt(format!("column {col}: missing or of another type"))
+    }
+}
+
+impl Columns for JsonRow<'_> {
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        self.opt_int(col)?.ok_or_else(|| Self::wrong(col))
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        self.value(col)
+            .map(|v| v.as_i64().ok_or_else(|| Self::wrong(col)))
+            .transpose()
+    }
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        self.opt_text(col)?.ok_or_else(|| Self::wrong(col))
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        self.value(col)
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| Self::wrong(col))
+            })
+            .transpose()
+    }
+}
+
 /// Maps a driver error: unique violations are conflicts, serialization failures and deadlocks
 /// are retried by the caller, everything else means the database is unavailable.
 pub(crate) fn db_error(e: sqlx::Error) -> StoreError {

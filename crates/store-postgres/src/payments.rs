@@ -89,6 +89,36 @@ impl PaymentStore for PgStore {
         self.all(q, tillgate_store_sql::refund).await
     }
 
+    async fn payment_with_refunds(
+        &self,
+        merchant_id: i64,
+        key: &PaymentKey,
+    ) -> Result<Option<(PaymentRecord, Vec<RefundRecord>)>, StoreError> {
+        // One statement: the payment's row, and its refunds as one JSON array beside it (whole
+        // rows, so a column added to refunds is read without a change here).
+        const BY_NO: &str = "SELECT p.*, COALESCE((SELECT jsonb_agg(to_jsonb(r) ORDER BY r.id) \
+            FROM refunds r WHERE r.payment_id = p.id), '[]'::jsonb)::text AS refunds_json \
+            FROM payments p WHERE p.transaction_no = $1 AND p.merchant_id = $2";
+        const BY_REFERENCE: &str = "SELECT p.*, COALESCE((SELECT jsonb_agg(to_jsonb(r) \
+            ORDER BY r.id) FROM refunds r WHERE r.payment_id = p.id), '[]'::jsonb)::text \
+            AS refunds_json FROM payments p WHERE p.reference = $1 AND p.merchant_id = $2";
+        let (query, value) = match key {
+            PaymentKey::TransactionNo(n) => (BY_NO, n),
+            PaymentKey::Reference(r) => (BY_REFERENCE, r),
+        };
+        let q = sqlx::query(query).bind(value).bind(merchant_id);
+        self.one(q, |row| {
+            let payment = tillgate_store_sql::payment(row)?;
+            let text: String = tillgate_store_sql::Columns::text(row, "refunds_json")?;
+            let refunds = crate::json_rows(&text)?
+                .iter()
+                .map(|r| tillgate_store_sql::refund(&crate::JsonRow(r)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((payment, refunds))
+        })
+        .await
+    }
+
     async fn refund_by_reference(
         &self,
         merchant_id: i64,

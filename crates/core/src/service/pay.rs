@@ -130,8 +130,12 @@ impl Lifecycle {
         merchant: &MerchantRecord,
         key: &PaymentKey,
     ) -> Result<PaymentWithRefunds, LifecycleError> {
-        let payment = self.find(merchant, key).await?;
-        let refunds = self.store.refunds_of(payment.id).await?;
+        let (payment, refunds) = self
+            .store
+            .payment_with_refunds(merchant.id, key)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        crate::note::transaction(&payment.transaction_no);
         Ok(PaymentWithRefunds { payment, refunds })
     }
 

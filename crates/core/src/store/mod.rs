@@ -113,6 +113,19 @@ pub trait PaymentStore: Send + Sync + 'static {
     ) -> Result<Option<PaymentRecord>, StoreError>;
     async fn payment_by_id(&self, payment_id: i64) -> Result<Option<PaymentRecord>, StoreError>;
     async fn refunds_of(&self, payment_id: i64) -> Result<Vec<RefundRecord>, StoreError>;
+    /// The merchant's payment named by `key` with its refunds, oldest first (a query's answer).
+    /// A backend may read both with one statement.
+    async fn payment_with_refunds(
+        &self,
+        merchant_id: i64,
+        key: &PaymentKey,
+    ) -> Result<Option<(PaymentRecord, Vec<RefundRecord>)>, StoreError> {
+        let Some(payment) = self.payment(merchant_id, key).await? else {
+            return Ok(None);
+        };
+        let refunds = self.refunds_of(payment.id).await?;
+        Ok(Some((payment, refunds)))
+    }
     async fn refund_by_reference(
         &self,
         merchant_id: i64,
