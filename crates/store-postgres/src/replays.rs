@@ -3,10 +3,10 @@
 
 use crate::writer::Statement;
 use crate::{db_error, dollar_placeholders, PgStore};
-use std::sync::OnceLock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
+use std::sync::OnceLock;
 use tillgate_core::replay::StoredAnswer;
 use tillgate_core::store::ReplayStore;
 use tillgate_core::StoreError;

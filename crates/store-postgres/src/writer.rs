@@ -51,8 +51,10 @@ impl Default for WriterOptions {
     }
 }
 
-/// Two writers keep a transaction filling while the other one waits for its flush.
-pub const DEFAULT_WRITERS: usize = 2;
+/// Eight: each writer runs its statements one round trip at a time (sqlx does not pipeline),
+/// so several keep PostgreSQL's own flush shared by their commits; fewer were slower at 16
+/// connections in BENCHMARKS.md's measurement, more leave the pool's other users less.
+pub const DEFAULT_WRITERS: usize = 8;
 /// As many writes as the SQLite writer queues.
 pub const DEFAULT_QUEUE: usize = 4096;
 /// Large enough to take every connection's write of a busy node in one flush; small enough to
