@@ -220,11 +220,12 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         migrate::apply(&pool, create).await?;
+        let writers = writer::Writers::start(&pool, &moves, writers);
         if hosts.read_write {
             tokio::spawn(hosts::watch(pool.clone(), hosts.clone(), moves, current));
         }
         Ok(PgStore {
-            writers: writer::Writers::start(&pool, writers),
+            writers,
             pool,
             operations: AtomicU64::new(0),
         })

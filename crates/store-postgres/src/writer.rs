@@ -22,10 +22,13 @@
 //! (back-pressure) instead of piling up work.
 
 use crate::db_error;
+use crate::hosts::Moves;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::{Execute, Executor, PgPool};
+use sqlx::{Execute, Executor, PgPool, Postgres};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tillgate_core::store::StoreError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -154,7 +157,7 @@ pub(crate) struct Writers {
 
 impl Writers {
     /// Starts `options.writers` writers on `pool`; they stop when the store is dropped.
-    pub(crate) fn start(pool: &PgPool, options: WriterOptions) -> Writers {
+    pub(crate) fn start(pool: &PgPool, moves: &Arc<Moves>, options: WriterOptions) -> Writers {
         let writers = options.writers.max(1);
         let per_lane = (options.queue / writers).max(1);
         let batch = options.batch.max(1);
@@ -162,7 +165,7 @@ impl Writers {
         let lanes = (0..writers)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(per_lane);
-                tokio::spawn(run(pool.clone(), rx, batch, stats.clone()));
+                tokio::spawn(run(pool.clone(), moves.clone(), rx, batch, stats.clone()));
                 tx
             })
             .collect();
@@ -192,12 +195,43 @@ impl Writers {
     }
 }
 
-/// One writer's loop: until every sender is gone, take what is queued and commit it.
-async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>, batch: usize, stats: Arc<Stats>) {
+/// One writer's loop: until every sender is gone, take what is queued and commit it. While
+/// writes keep coming the writer keeps its connection (no check of it before each batch); it
+/// gives it back to the pool when its queue is empty, after any failure, and when the pool has
+/// moved to another host since it was taken (a failover).
+async fn run(
+    pool: PgPool,
+    moves: Arc<Moves>,
+    mut rx: mpsc::Receiver<Job>,
+    batch: usize,
+    stats: Arc<Stats>,
+) {
     let mut jobs = Vec::with_capacity(batch);
+    let mut held: Option<(PoolConnection<Postgres>, Instant)> = None;
     while rx.recv_many(&mut jobs, batch).await > 0 {
-        commit(&pool, &mut jobs, &stats).await;
+        if held
+            .as_ref()
+            .is_some_and(|(_, since)| moves.predates_last_move(since.elapsed()))
+        {
+            held = None;
+        }
+        let (mut conn, since) = match held.take() {
+            Some(kept) => kept,
+            None => match pool.acquire().await {
+                Ok(conn) => (conn, Instant::now()),
+                Err(e) => {
+                    fail_all(&mut jobs, &db_error(e));
+                    continue;
+                }
+            },
+        };
+        let intact = commit(&mut conn, &mut jobs, &stats).await;
         jobs.clear();
+        if intact && !rx.is_empty() {
+            held = Some((conn, since));
+        } else if !intact {
+            conn.close_on_drop();
+        }
     }
 }
 
@@ -219,35 +253,40 @@ fn fail_all(jobs: &mut Vec<Job>, error: &StoreError) {
     }
 }
 
-/// Commits `jobs` (answering each of them), dropping the ones whose statement fails.
-async fn commit(pool: &PgPool, jobs: &mut Vec<Job>, stats: &Stats) {
-    let mut conn = match pool.acquire().await {
-        Ok(conn) => conn,
-        Err(e) => return fail_all(jobs, &db_error(e)),
-    };
+/// Commits `jobs` on `conn` (answering each of them), dropping the ones whose statement fails.
+/// Answers whether the connection is still fit for use.
+async fn commit(conn: &mut PoolConnection<Postgres>, jobs: &mut Vec<Job>, stats: &Stats) -> bool {
     if let [_] = jobs.as_slice() {
         // Alone: one statement is a transaction of its own (and as durable).
         let job = jobs.remove(0);
-        let answer = job.statement.run(&mut conn).await;
-        if let Err(e) = &answer {
-            if !matches!(e, sqlx::Error::Database(_)) {
-                conn.close_on_drop();
+        let answer = job.statement.run(conn).await;
+        let intact = match &answer {
+            Ok(_) => {
+                stats.committed(1);
+                true
             }
-        } else {
-            stats.committed(1);
-        }
+            // A key taken or a deadlock leaves the connection as it was; anything else (the
+            // server ending the session among them) may not.
+            Err(sqlx::Error::Database(db)) => {
+                matches!(
+                    db.code().as_deref().and_then(|c| c.get(..2)),
+                    Some("23" | "40")
+                )
+            }
+            Err(_) => false,
+        };
         let _ = job.reply.send(answer.map_err(db_error));
-        return;
+        return intact;
     }
     while !jobs.is_empty() {
         if let Err(e) = conn.execute("BEGIN").await {
-            conn.close_on_drop();
-            return fail_all(jobs, &db_error(e));
+            fail_all(jobs, &db_error(e));
+            return false;
         }
         let mut rows = Vec::with_capacity(jobs.len());
         let mut failed = None;
         for (i, job) in jobs.iter().enumerate() {
-            match job.statement.run(&mut conn).await {
+            match job.statement.run(conn).await {
                 Ok(row) => rows.push(row),
                 Err(e) => {
                     failed = Some((i, e));
@@ -267,8 +306,8 @@ async fn commit(pool: &PgPool, jobs: &mut Vec<Job>, stats: &Stats) {
                     // Refused (rolled back) or in doubt (the connection went): nobody is told
                     // it succeeded.
                     tracing::error!(error = %e, writes = jobs.len(), "a group commit failed");
-                    conn.close_on_drop();
-                    return fail_all(jobs, &db_error(e));
+                    fail_all(jobs, &db_error(e));
+                    return false;
                 }
             },
             // The statement's own failure (a key taken, a deadlock): it alone is refused.
@@ -277,16 +316,17 @@ async fn commit(pool: &PgPool, jobs: &mut Vec<Job>, stats: &Stats) {
                 let rolled_back = conn.execute("ROLLBACK").await;
                 let _ = job.reply.send(Err(db_error(e)));
                 if let Err(e) = rolled_back {
-                    conn.close_on_drop();
-                    return fail_all(jobs, &db_error(e));
+                    fail_all(jobs, &db_error(e));
+                    return false;
                 }
             }
             // The connection's failure: nothing of the batch is committed.
             Some((_, e)) => {
                 tracing::error!(error = %e, writes = jobs.len(), "a group commit broke");
-                conn.close_on_drop();
-                return fail_all(jobs, &db_error(e));
+                fail_all(jobs, &db_error(e));
+                return false;
             }
         }
     }
+    true
 }
