@@ -17,20 +17,22 @@
 //! answered with the error and none with success; whether an in-doubt `COMMIT` landed is for the
 //! caller's retry to find out, by its key.
 //!
-//! A payment's writes always go to the same writer (by its id), so the batches of one node never
-//! lock each other's rows in opposite orders. The queues are bounded: a caller waits for room
-//! (back-pressure) instead of piling up work.
+//! The writers share one queue: whichever is idle takes what is queued, so a lone write never
+//! waits behind another's flush while a writer is free, and under load the writers' batches
+//! grow with the queue. Each batch runs its writes in the order of their payments' ids, so two
+//! batches (of this node or another) never take payment rows' locks in opposite orders. The
+//! queue is bounded: a caller waits for room (back-pressure) instead of piling up work.
 
 use crate::db_error;
 use crate::hosts::Moves;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Execute, Executor, PgPool, Postgres};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tillgate_core::store::StoreError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 /// How many writers a node runs and how much they take at once (`database_writers`,
 /// `database_write_queue`, `database_write_batch` in the configuration).
@@ -38,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 pub struct WriterOptions {
     /// Writers of this node, each with a connection of the pool while it commits.
     pub writers: usize,
-    /// Writes waiting for the writers, in all (each writer gets an equal share).
+    /// Writes waiting for the writers.
     pub queue: usize,
     /// The most writes one transaction carries.
     pub batch: usize,
@@ -137,6 +139,7 @@ impl Reply {
 type Answer = Result<Reply, StoreError>;
 
 struct Job {
+    payment_id: Option<i64>,
     statement: Statement,
     reply: oneshot::Sender<Answer>,
 }
@@ -148,45 +151,43 @@ pub(crate) struct Stats {
     pub commits: AtomicU64,
 }
 
-/// The writers of a node.
+/// The writers of a node: one bounded queue, taken from by whichever writer is idle.
 pub(crate) struct Writers {
-    lanes: Vec<mpsc::Sender<Job>>,
-    next: AtomicUsize,
+    queue: mpsc::Sender<Job>,
     pub stats: Arc<Stats>,
 }
 
 impl Writers {
     /// Starts `options.writers` writers on `pool`; they stop when the store is dropped.
     pub(crate) fn start(pool: &PgPool, moves: &Arc<Moves>, options: WriterOptions) -> Writers {
-        let writers = options.writers.max(1);
-        let per_lane = (options.queue / writers).max(1);
         let batch = options.batch.max(1);
         let stats = Arc::new(Stats::default());
-        let lanes = (0..writers)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(per_lane);
-                tokio::spawn(run(pool.clone(), moves.clone(), rx, batch, stats.clone()));
-                tx
-            })
-            .collect();
-        Writers {
-            lanes,
-            next: AtomicUsize::new(0),
-            stats,
+        let (queue, rx) = mpsc::channel(options.queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..options.writers.max(1) {
+            let writer = run(
+                pool.clone(),
+                moves.clone(),
+                rx.clone(),
+                batch,
+                stats.clone(),
+            );
+            tokio::spawn(writer);
         }
+        Writers { queue, stats }
     }
 
     /// Commits `statement` with whatever else is queued; answers after the commit returned.
-    /// `payment_id` picks the writer (a new payment has none yet: any writer will do).
+    /// `payment_id` orders it in its batch (a new payment has none yet).
     pub(crate) async fn write(&self, payment_id: Option<i64>, statement: Statement) -> Answer {
-        let n = self.lanes.len();
-        let lane = match payment_id {
-            Some(id) => usize::try_from(id.rem_euclid(n as i64)).unwrap_or(0),
-            None => self.next.fetch_add(1, Ordering::Relaxed) % n,
-        };
         let (reply, answer) = oneshot::channel();
-        self.lanes[lane]
-            .send(Job { statement, reply })
+        let job = Job {
+            payment_id,
+            statement,
+            reply,
+        };
+        self.queue
+            .send(job)
             .await
             .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?;
         answer.await.map_err(|_| {
@@ -195,20 +196,27 @@ impl Writers {
     }
 }
 
-/// One writer's loop: until every sender is gone, take what is queued and commit it. While
-/// writes keep coming the writer keeps its connection (no check of it before each batch); it
-/// gives it back to the pool when its queue is empty, after any failure, and when the pool has
-/// moved to another host since it was taken (a failover).
+/// One writer's loop: until every sender is gone, wait for the queue (one writer at a time
+/// waits; the others are committing), take what is queued and commit it. A writer keeps its
+/// connection from batch to batch while writes keep coming (no check of it before each batch);
+/// it gives it back to the pool when the queue is empty, after any failure, and when the pool
+/// has moved to another host since it was taken (a failover).
 async fn run(
     pool: PgPool,
     moves: Arc<Moves>,
-    mut rx: mpsc::Receiver<Job>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     batch: usize,
     stats: Arc<Stats>,
 ) {
     let mut jobs = Vec::with_capacity(batch);
     let mut held: Option<(PoolConnection<Postgres>, Instant)> = None;
-    while rx.recv_many(&mut jobs, batch).await > 0 {
+    loop {
+        if queue.lock().await.recv_many(&mut jobs, batch).await == 0 {
+            return;
+        }
+        // In the order of their payments: two batches never lock payment rows in opposite
+        // orders (a deadlock), on this node or on another.
+        jobs.sort_by_key(|job| job.payment_id);
         if held
             .as_ref()
             .is_some_and(|(_, since)| moves.predates_last_move(since.elapsed()))
@@ -227,7 +235,9 @@ async fn run(
         };
         let intact = commit(&mut conn, &mut jobs, &stats).await;
         jobs.clear();
-        if intact && !rx.is_empty() {
+        // Another writer waiting on the queue means it is empty.
+        let busy = queue.try_lock().is_ok_and(|rx| !rx.is_empty());
+        if intact && busy {
             held = Some((conn, since));
         } else if !intact {
             conn.close_on_drop();
