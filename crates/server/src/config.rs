@@ -58,6 +58,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Size of the PostgreSQL connection pool of this node.
     pub database_max_connections: u32,
+    /// PostgreSQL group commit: writers of this node (each holds one of the pool's
+    /// connections while it commits a batch).
+    pub database_writers: NonZeroUsize,
+    /// Writes waiting for the writers at most; a request beyond waits for room.
+    pub database_write_queue: NonZeroUsize,
+    /// The most writes one PostgreSQL transaction carries.
+    pub database_write_batch: NonZeroUsize,
     /// Bearer token of the admin API; without one the admin API is open in sandbox mode and
     /// off in production.
     #[serde(deserialize_with = "file::secret")]
@@ -341,6 +348,12 @@ impl Default for Config {
             default_timezone: MerchantZone::utc(),
             max_body_bytes: 64 * 1024,
             database_max_connections: 16,
+            database_writers: NonZeroUsize::new(tillgate_store_postgres::DEFAULT_WRITERS)
+                .unwrap_or(NonZeroUsize::MIN),
+            database_write_queue: NonZeroUsize::new(tillgate_store_postgres::DEFAULT_QUEUE)
+                .unwrap_or(NonZeroUsize::MIN),
+            database_write_batch: NonZeroUsize::new(tillgate_store_postgres::DEFAULT_BATCH)
+                .unwrap_or(NonZeroUsize::MIN),
             admin_token: None,
             notify: NotifyConfig::default(),
             channel: ChannelConfig::default(),
@@ -739,6 +752,9 @@ per_address = 0
         "default_timezone",
         "max_body_bytes",
         "database_max_connections",
+        "database_writers",
+        "database_write_queue",
+        "database_write_batch",
         "admin_token",
         "janitor_interval_ms",
         "terminal_wait_ms",

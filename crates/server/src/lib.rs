@@ -48,6 +48,16 @@ pub async fn open_store(
     database_url: &str,
     max_connections: u32,
 ) -> anyhow::Result<Arc<dyn Store>> {
+    let writers = tillgate_store_postgres::WriterOptions::default();
+    open_store_with(database_url, max_connections, writers).await
+}
+
+/// Like [`open_store`], with PostgreSQL's writers sized by `writers`.
+pub async fn open_store_with(
+    database_url: &str,
+    max_connections: u32,
+    writers: tillgate_store_postgres::WriterOptions,
+) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("sqlite:") {
         let store = SqliteStore::open(database_url)
             .await
@@ -55,9 +65,13 @@ pub async fn open_store(
         return Ok(Arc::new(store));
     }
     if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        let store = tillgate_store_postgres::PgStore::open(database_url, max_connections)
-            .await
-            .with_context(|| format!("cannot open database {}", redact_url(database_url)))?;
+        let store = tillgate_store_postgres::PgStore::open_with_writers(
+            database_url,
+            max_connections,
+            writers,
+        )
+        .await
+        .with_context(|| format!("cannot open database {}", redact_url(database_url)))?;
         return Ok(Arc::new(store));
     }
     bail!("database URL must start with sqlite:// or postgres://, not {database_url:?}")
@@ -616,7 +630,17 @@ pub async fn run(
         }
         config.public_url = Some(url);
     }
-    let store = open_store(&config.database_url, config.database_max_connections).await?;
+    let writers = tillgate_store_postgres::WriterOptions {
+        writers: config.database_writers.get(),
+        queue: config.database_write_queue.get(),
+        batch: config.database_write_batch.get(),
+    };
+    let store = open_store_with(
+        &config.database_url,
+        config.database_max_connections,
+        writers,
+    )
+    .await?;
     if config.mode == Mode::Production {
         let n = store.sandbox_merchant_count().await?;
         if n > 0 {

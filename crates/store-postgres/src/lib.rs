@@ -1,10 +1,12 @@
 //! The PostgreSQL backend of the store, for several stateless gateway nodes on one database.
 //!
-//! A state change costs two round trips and no explicit transaction: the payment is read, the
-//! domain decides, and one statement writes the payment (compare-and-swap on its `version`), the
-//! refund or cancel row, the events and the outbox rows. A single statement is atomic, so the
-//! writes land together or not at all; a concurrent change makes the swap miss, and the decision
-//! runs again on the fresh row. Under heavy contention on one payment the backend falls back to
+//! A state change is a read and one statement: the payment is read, the domain decides, and one
+//! statement writes the payment (compare-and-swap on its `version`), the refund or cancel row,
+//! the events and the outbox rows. A single statement is atomic, so the writes land together or
+//! not at all; a concurrent change (on this node or another) makes the swap miss, and the
+//! decision runs again on the fresh row. The statements of concurrent requests, and the inserts
+//! of new payments, are committed together by the node's writers (`writer`: group commit, one
+//! durable flush for a batch). Under heavy contention on one payment the backend falls back to
 //! a `SELECT … FOR UPDATE` transaction, so no request starves. `synchronous_commit` is on for
 //! every connection: an answer is sent only after its commit is durable.
 //!
@@ -21,6 +23,7 @@ mod payments;
 mod replays;
 mod sql;
 mod terminals;
+mod writer;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -35,6 +38,7 @@ use tillgate_core::{CancelRecord, RefundRecord};
 use tillgate_store_sql::Columns;
 
 pub use migrate::MIGRATIONS;
+pub use writer::{WriterOptions, DEFAULT_BATCH, DEFAULT_QUEUE, DEFAULT_WRITERS};
 
 /// Optimistic attempts before a mutation takes the row lock instead.
 const OPTIMISTIC_ATTEMPTS: usize = 4;
@@ -42,7 +46,9 @@ const OPTIMISTIC_ATTEMPTS: usize = 4;
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: PgPool,
+    /// Changes committed outside the writers (under the row lock), one commit each.
     operations: AtomicU64,
+    writers: writer::Writers,
 }
 
 /// A loaded row seen through the shared column view.
@@ -68,6 +74,49 @@ impl Columns for Loaded {
     }
     fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
         column(&self.0, col)
+    }
+}
+
+/// A row PostgreSQL sent as a JSON object (`to_jsonb(row)`), seen through the column view.
+pub(crate) struct JsonRow<'a>(pub &'a serde_json::Map<String, serde_json::Value>);
+
+/// The objects of a JSON array of rows.
+pub(crate) fn json_rows(
+    text: &str,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("rows as JSON: {e}")))
+}
+
+impl JsonRow<'_> {
+    fn value(&self, col: &str) -> Option<&serde_json::Value> {
+        self.0.get(col).filter(|v| !v.is_null())
+    }
+
+    fn wrong(col: &str) -> StoreError {
+        StoreError::Corrupt(format!("column {col}: missing or of another type"))
+    }
+}
+
+impl Columns for JsonRow<'_> {
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        self.opt_int(col)?.ok_or_else(|| Self::wrong(col))
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        self.value(col)
+            .map(|v| v.as_i64().ok_or_else(|| Self::wrong(col)))
+            .transpose()
+    }
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        self.opt_text(col)?.ok_or_else(|| Self::wrong(col))
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        self.value(col)
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| Self::wrong(col))
+            })
+            .transpose()
     }
 }
 
@@ -99,18 +148,28 @@ impl PgStore {
     /// Connects with a pool of at most `max_connections`, applies pending migrations under an
     /// advisory lock (nodes starting together do not race), and checks the connection.
     pub async fn open(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
-        PgStore::open_with(url, max_connections, true).await
+        PgStore::open_with(url, max_connections, WriterOptions::default(), true).await
+    }
+
+    /// Like [`PgStore::open`], with the node's writers sized by `writers`.
+    pub async fn open_with_writers(
+        url: &str,
+        max_connections: u32,
+        writers: WriterOptions,
+    ) -> Result<PgStore, StoreError> {
+        PgStore::open_with(url, max_connections, writers, true).await
     }
 
     /// Like [`PgStore::open`], for a database that must hold tillgate's schema already: one
     /// without it is [`StoreError::Missing`] and left as it is.
     pub async fn open_existing(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
-        PgStore::open_with(url, max_connections, false).await
+        PgStore::open_with(url, max_connections, WriterOptions::default(), false).await
     }
 
     async fn open_with(
         url: &str,
         max_connections: u32,
+        writers: WriterOptions,
         create: bool,
     ) -> Result<PgStore, StoreError> {
         let mut hosts = hosts::Hosts::parse(url)?;
@@ -161,10 +220,12 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         migrate::apply(&pool, create).await?;
+        let writers = writer::Writers::start(&pool, &moves, writers);
         if hosts.read_write {
             tokio::spawn(hosts::watch(pool.clone(), hosts.clone(), moves, current));
         }
         Ok(PgStore {
+            writers,
             pool,
             operations: AtomicU64::new(0),
         })
@@ -205,11 +266,12 @@ type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArgu
 #[async_trait]
 impl Store for PgStore {
     fn commit_stats(&self) -> CommitStats {
-        // Every operation is its own durable commit on PostgreSQL.
-        let operations = self.operations.load(Ordering::Relaxed);
+        // The writers' batches, and the changes made under the row lock (a commit each).
+        let locked = self.operations.load(Ordering::Relaxed);
+        let stats = &self.writers.stats;
         CommitStats {
-            operations,
-            commits: operations,
+            operations: locked + stats.operations.load(Ordering::Relaxed),
+            commits: locked + stats.commits.load(Ordering::Relaxed),
         }
     }
 

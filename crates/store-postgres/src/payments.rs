@@ -2,10 +2,10 @@
 //! statement that swaps the payment on its version (`sql.rs`); a lost race decides again, and
 //! repeated losses take the row lock.
 
+use crate::writer::Statement;
 use crate::{db_error, sql, Loaded, PgStore, Written, OPTIMISTIC_ATTEMPTS};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Executor;
 use std::sync::atomic::Ordering;
 use tillgate_core::store::{Conflict, Guard, Inserted, MutateFn, Mutated, PaymentStore, Rejection};
 use tillgate_core::*;
@@ -15,29 +15,34 @@ use tillgate_domain::{CancelState, PaymentState, RefundState};
 impl PaymentStore for PgStore {
     async fn insert_payment(&self, p: NewPayment) -> Result<Inserted, StoreError> {
         let currency = p.amount.currency();
+        let display = p.amount.to_string();
+        let reference = p.reference;
         let q = sqlx::query(sql::INSERT_PAYMENT)
-            .bind(&p.transaction_no)
+            .bind(p.transaction_no)
             .bind(p.merchant_id)
-            .bind(&p.merchant_no)
-            .bind(&p.store_no)
-            .bind(&p.reference)
+            .bind(p.merchant_no)
+            .bind(p.store_no)
+            .bind(reference.clone())
             .bind(p.amount.minor())
-            .bind(currency.code())
-            .bind(p.settle_currency.code())
-            .bind(&p.description)
-            .bind(&p.notify_url)
-            .bind(&p.fingerprint)
+            .bind(currency.code().to_owned())
+            .bind(p.settle_currency.code().to_owned())
+            .bind(p.description)
+            .bind(p.notify_url)
+            .bind(p.fingerprint)
             .bind(p.created_at.timestamp_millis())
             .bind(p.expires_at.timestamp_millis())
-            .bind(p.amount.to_string())
+            .bind(display)
             .bind(p.dialect.as_str())
-            .bind(&p.extra)
+            .bind(p.extra)
             .bind(PaymentState::Created.as_str());
-        if let Some(rec) = self.one(q, tillgate_store_sql::payment).await? {
-            self.operations.fetch_add(1, Ordering::Relaxed);
-            return Ok(Inserted::Inserted(rec));
+        let statement = Statement::of(sql::INSERT_PAYMENT, q)?;
+        if let Some(row) = self.writers.write(None, statement).await?.row() {
+            return Ok(Inserted::Inserted(tillgate_store_sql::payment(&Loaded(
+                row,
+            ))?));
         }
-        let key = PaymentKey::Reference(p.reference.clone());
+        // The merchant's reference is taken (the unique index answered): the payment holding it.
+        let key = PaymentKey::Reference(reference);
         let existing = self
             .payment(p.merchant_id, &key)
             .await?
@@ -82,6 +87,36 @@ impl PaymentStore for PgStore {
         let q =
             sqlx::query("SELECT * FROM refunds WHERE payment_id = $1 ORDER BY id").bind(payment_id);
         self.all(q, tillgate_store_sql::refund).await
+    }
+
+    async fn payment_with_refunds(
+        &self,
+        merchant_id: i64,
+        key: &PaymentKey,
+    ) -> Result<Option<(PaymentRecord, Vec<RefundRecord>)>, StoreError> {
+        // One statement: the payment's row, and its refunds as one JSON array beside it (whole
+        // rows, so a column added to refunds is read without a change here).
+        const BY_NO: &str = "SELECT p.*, COALESCE((SELECT jsonb_agg(to_jsonb(r) ORDER BY r.id) \
+            FROM refunds r WHERE r.payment_id = p.id), '[]'::jsonb)::text AS refunds_json \
+            FROM payments p WHERE p.transaction_no = $1 AND p.merchant_id = $2";
+        const BY_REFERENCE: &str = "SELECT p.*, COALESCE((SELECT jsonb_agg(to_jsonb(r) \
+            ORDER BY r.id) FROM refunds r WHERE r.payment_id = p.id), '[]'::jsonb)::text \
+            AS refunds_json FROM payments p WHERE p.reference = $1 AND p.merchant_id = $2";
+        let (query, value) = match key {
+            PaymentKey::TransactionNo(n) => (BY_NO, n),
+            PaymentKey::Reference(r) => (BY_REFERENCE, r),
+        };
+        let q = sqlx::query(query).bind(value).bind(merchant_id);
+        self.one(q, |row| {
+            let payment = tillgate_store_sql::payment(row)?;
+            let text: String = tillgate_store_sql::Columns::text(row, "refunds_json")?;
+            let refunds = crate::json_rows(&text)?
+                .iter()
+                .map(|r| tillgate_store_sql::refund(&crate::JsonRow(r)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((payment, refunds))
+        })
+        .await
     }
 
     async fn refund_by_reference(
@@ -156,15 +191,19 @@ impl PaymentStore for PgStore {
     ) -> Result<Mutated, StoreError> {
         // One round trip instead of two when the caller's copy is still current; a lost swap or
         // a rejection (which may be the stale copy's doing) goes the usual way on a fresh read.
-        if let Ok(Ok((Written::Done(refund, cancel), payment))) =
-            Self::decide_and_write(&self.pool, payment.clone(), &mut decide).await
-        {
-            self.operations.fetch_add(1, Ordering::Relaxed);
-            return Ok(Mutated::Done {
-                payment,
-                refund,
-                cancel,
-            });
+        match self.decide_and_write(payment.clone(), &mut decide).await {
+            Ok(Ok((Written::Done(refund, cancel), payment))) => {
+                return Ok(Mutated::Done {
+                    payment,
+                    refund,
+                    cancel,
+                })
+            }
+            // A failed write is answered as it is, never tried again here: its commit may be
+            // in doubt (the connection went during COMMIT), and deciding again on a row it
+            // already changed would change it twice. The caller's key makes its retry safe.
+            Err(e) if !matches!(e, StoreError::Conflict(Conflict::Serialization)) => return Err(e),
+            _ => {}
         }
         self.mutate(payment.id, decide).await
     }
@@ -172,10 +211,9 @@ impl PaymentStore for PgStore {
     async fn mutate(&self, payment_id: i64, mut decide: MutateFn) -> Result<Mutated, StoreError> {
         for _ in 0..OPTIMISTIC_ATTEMPTS {
             let rec = self.load(payment_id).await?;
-            match Self::decide_and_write(&self.pool, rec, &mut decide).await {
+            match self.decide_and_write(rec, &mut decide).await {
                 Ok(Err(rejected)) => return Ok(rejected),
                 Ok(Ok((Written::Done(refund, cancel), payment))) => {
-                    self.operations.fetch_add(1, Ordering::Relaxed);
                     return Ok(Mutated::Done {
                         payment,
                         refund,
@@ -194,11 +232,7 @@ impl PaymentStore for PgStore {
                 Err(e) => return Err(e),
             }
         }
-        let done = self.mutate_locked(payment_id, &mut decide).await?;
-        if let Mutated::Done { .. } = done {
-            self.operations.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(done)
+        self.mutate_locked(payment_id, &mut decide).await
     }
 
     async fn unresolved(
@@ -259,15 +293,28 @@ impl PgStore {
         tillgate_store_sql::payment(&Loaded(row))
     }
 
-    /// Runs the decision against `rec` and, unless it refuses, writes it with one statement.
-    async fn decide_and_write<'e, E>(
-        executor: E,
+    /// Runs the decision against `rec` and, unless it refuses, has a writer commit it (one
+    /// statement, grouped with the other requests' writes).
+    async fn decide_and_write(
+        &self,
+        rec: PaymentRecord,
+        decide: &mut MutateFn,
+    ) -> Result<Result<(Written, PaymentRecord), Mutated>, StoreError> {
+        let (statement, outcome, rec) = match Self::decide(rec, decide)? {
+            Ok(decided) => decided,
+            Err(rejected) => return Ok(Err(rejected)),
+        };
+        let row = self.writers.write(Some(rec.id), statement).await?.row();
+        Ok(Ok(Self::written(outcome, row, rec)?))
+    }
+
+    /// Runs the decision against `rec`: the refusal, or the statement that writes the change
+    /// with how to read its answer and the record as it will be.
+    #[allow(clippy::type_complexity)]
+    fn decide(
         mut rec: PaymentRecord,
         decide: &mut MutateFn,
-    ) -> Result<Result<(Written, PaymentRecord), Mutated>, StoreError>
-    where
-        E: Executor<'e, Database = sqlx::Postgres>,
-    {
+    ) -> Result<Result<(Statement, sql::Outcome, PaymentRecord), Mutated>, StoreError> {
         let before = rec.clone();
         let writes = match decide(&mut rec) {
             Ok(w) => w,
@@ -275,18 +322,23 @@ impl PgStore {
         };
         let at = writes.at.unwrap_or(rec.updated_at);
         rec.updated_at = at;
-        let written = sql::write(
-            executor,
-            &rec,
-            before.version,
-            at.timestamp_millis(),
-            writes,
-        )
-        .await?;
+        // The swap compares with the version read; the decision never moves it.
+        rec.version = before.version;
+        let (statement, outcome) = sql::write(&rec, rec.version, at.timestamp_millis(), &writes)?;
+        Ok(Ok((statement, outcome, rec)))
+    }
+
+    /// The change's answer: on success the record takes its next version.
+    fn written(
+        outcome: sql::Outcome,
+        row: Option<sqlx::postgres::PgRow>,
+        mut rec: PaymentRecord,
+    ) -> Result<(Written, PaymentRecord), StoreError> {
+        let written = outcome.read(row)?;
         if let Written::Done(..) = written {
-            rec.version = before.version + 1;
+            rec.version += 1;
         }
-        Ok(Ok((written, rec)))
+        Ok((written, rec))
     }
 
     /// True when a change's guard holds right now.
@@ -323,10 +375,22 @@ impl PgStore {
             .map_err(db_error)?
             .ok_or(StoreError::NotFound)?;
         let rec = tillgate_store_sql::payment(&Loaded(row))?;
-        match Self::decide_and_write(&mut *tx, rec, decide).await? {
+        let written = match Self::decide(rec, decide)? {
+            Err(rejected) => Err(rejected),
+            Ok((statement, outcome, rec)) => {
+                let row = statement
+                    .query()
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                Ok(Self::written(outcome, row, rec)?)
+            }
+        };
+        match written {
             Err(rejected) => Ok(rejected),
             Ok((Written::Done(refund, cancel), payment)) => {
                 tx.commit().await.map_err(db_error)?;
+                self.operations.fetch_add(1, Ordering::Relaxed);
                 Ok(Mutated::Done {
                     payment,
                     refund,

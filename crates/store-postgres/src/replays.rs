@@ -1,9 +1,12 @@
-//! The exact-replay guard's memory of signed requests on PostgreSQL.
+//! The exact-replay guard's memory of signed requests on PostgreSQL: its claims and answers
+//! are committed by the writers, with the other writes of concurrent requests.
 
+use crate::writer::Statement;
 use crate::{db_error, dollar_placeholders, PgStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
+use std::sync::OnceLock;
 use tillgate_core::replay::StoredAnswer;
 use tillgate_core::store::ReplayStore;
 use tillgate_core::StoreError;
@@ -17,13 +20,16 @@ impl ReplayStore for PgStore {
         at: DateTime<Utc>,
         window_start: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let text = dollar_placeholders(tillgate_store_sql::CLAIM_REPLAY);
-        let q = sqlx::query(&text)
+        // On the hot path of unkeyed refunds: committed by the writers with the other writes.
+        static TEXT: OnceLock<String> = OnceLock::new();
+        let text = TEXT.get_or_init(|| dollar_placeholders(tillgate_store_sql::CLAIM_REPLAY));
+        let q = sqlx::query(text.as_str())
             .bind(merchant_id)
-            .bind(digest)
+            .bind(digest.to_owned())
             .bind(at.timestamp_millis())
             .bind(window_start.timestamp_millis());
-        Ok(self.exec(q).await? == 1)
+        let statement = Statement::counted(text, q)?;
+        Ok(self.writers.write(None, statement).await?.count() == 1)
     }
 
     async fn replay_answer(
@@ -59,15 +65,17 @@ impl ReplayStore for PgStore {
         claimed_at: DateTime<Utc>,
         answer: &StoredAnswer,
     ) -> Result<(), StoreError> {
-        let text = dollar_placeholders(tillgate_store_sql::ANSWER_REPLAY);
-        let q = sqlx::query(&text)
+        static TEXT: OnceLock<String> = OnceLock::new();
+        let text = TEXT.get_or_init(|| dollar_placeholders(tillgate_store_sql::ANSWER_REPLAY));
+        let q = sqlx::query(text.as_str())
             .bind(i64::from(answer.status))
-            .bind(&answer.content_type)
-            .bind(&answer.body)
+            .bind(answer.content_type.clone())
+            .bind(answer.body.clone())
             .bind(merchant_id)
-            .bind(digest)
+            .bind(digest.to_owned())
             .bind(claimed_at.timestamp_millis());
-        self.exec(q).await.map(drop)
+        let statement = Statement::counted(text, q)?;
+        self.writers.write(None, statement).await.map(drop)
     }
 
     async fn release_replay(

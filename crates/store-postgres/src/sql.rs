@@ -1,8 +1,9 @@
 //! The write statements: each change of a payment is one statement of data-modifying CTEs,
 //! guarded by a compare-and-swap on the payment's version.
 
-use crate::{db_error, shape, Loaded, Written};
-use sqlx::Executor;
+use crate::writer::Statement;
+use crate::{shape, Loaded, Written};
+use sqlx::postgres::PgRow;
 use tillgate_core::console::{ApprovalState, API_REQUESTER};
 use tillgate_core::store::{CancelWrite, Guard, RefundWrite, Writes};
 use tillgate_core::terminal::CommandState;
@@ -130,47 +131,69 @@ c AS (
 SELECT * FROM c"
 );
 
-/// Writes `rec` (which was read at `version`) with everything the decision asked for.
-pub async fn write<'e, E>(
-    executor: E,
+/// Which statement a change takes, and so what its row says.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    PaymentOnly,
+    Refund,
+    Cancel,
+}
+
+/// How to read what a change's statement answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    shape: Shape,
+    guard: Option<Guard>,
+}
+
+impl Outcome {
+    /// What the statement's row (none: nothing was written) says about the change.
+    pub fn read(self, row: Option<PgRow>) -> Result<Written, StoreError> {
+        let Some(row) = row else {
+            return Ok(Written::Raced(self.guard));
+        };
+        let loaded = Loaded(row);
+        Ok(match self.shape {
+            Shape::PaymentOnly => {
+                if tillgate_store_sql::Columns::int(&loaded, "updated")? == 1 {
+                    Written::Done(None, None)
+                } else {
+                    Written::Raced(self.guard)
+                }
+            }
+            Shape::Refund => Written::Done(Some(tillgate_store_sql::refund(&loaded)?), None),
+            Shape::Cancel => Written::Done(None, Some(tillgate_store_sql::cancel(&loaded)?)),
+        })
+    }
+}
+
+/// The statement that writes `rec` (which was read at `version`) with everything the decision
+/// asked for, and how to read its answer.
+pub fn write(
     rec: &PaymentRecord,
     version: i64,
     at_ms: i64,
-    writes: Writes,
-) -> Result<Written, StoreError>
-where
-    E: Executor<'e, Database = sqlx::Postgres>,
-{
-    let (refund, cancel) = shape(&writes)?;
-    let text = match (refund, cancel) {
-        (None, None) => PAYMENT_ONLY,
-        (Some(RefundWrite::Insert(_)), _) => REFUND_INSERT,
-        (Some(RefundWrite::SetState { .. }), _) => REFUND_STATE,
-        (_, Some(CancelWrite::Insert(_))) => CANCEL_INSERT,
-        (_, Some(CancelWrite::SetState { .. })) => CANCEL_STATE,
+    writes: &Writes,
+) -> Result<(Statement, Outcome), StoreError> {
+    let (refund, cancel) = shape(writes)?;
+    let (text, shape) = match (refund, cancel) {
+        (None, None) => (PAYMENT_ONLY, Shape::PaymentOnly),
+        (Some(RefundWrite::Insert(_)), _) => (REFUND_INSERT, Shape::Refund),
+        (Some(RefundWrite::SetState { .. }), _) => (REFUND_STATE, Shape::Refund),
+        (_, Some(CancelWrite::Insert(_))) => (CANCEL_INSERT, Shape::Cancel),
+        (_, Some(CancelWrite::SetState { .. })) => (CANCEL_STATE, Shape::Cancel),
     };
-    let q = bind_payment(sqlx::query(text), rec, version, at_ms, &writes);
+    let q = bind_payment(sqlx::query(text), rec, version, at_ms, writes);
     let q = pad_to_25(bind_order(q, refund, cancel), refund, cancel);
     // $40, $41: the approval a held refund waits for (NULL: not held).
-    let q = bind_tail(q, &writes)?
+    let q = bind_tail(q, writes)?
         .bind(writes.hold.then_some(ApprovalState::Pending.as_str()))
         .bind(API_REQUESTER);
-    let row = q.fetch_optional(executor).await.map_err(db_error)?;
-    let Some(row) = row else {
-        return Ok(Written::Raced(writes.guard));
+    let outcome = Outcome {
+        shape,
+        guard: writes.guard,
     };
-    let loaded = Loaded(row);
-    Ok(match (refund, cancel) {
-        (None, None) => {
-            if tillgate_store_sql::Columns::int(&loaded, "updated")? == 1 {
-                Written::Done(None, None)
-            } else {
-                Written::Raced(writes.guard)
-            }
-        }
-        (Some(_), _) => Written::Done(Some(tillgate_store_sql::refund(&loaded)?), None),
-        (_, Some(_)) => Written::Done(None, Some(tillgate_store_sql::cancel(&loaded)?)),
-    })
+    Ok((Statement::of(text, q)?, outcome))
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;

@@ -345,7 +345,45 @@ async fn the_first_store_row_reads_whole(backend: Backend) {
     );
 }
 
+/// A query's read of a payment with its refunds says what the two reads of them say, by either
+/// key, and nothing for a key of another merchant.
+async fn a_payment_reads_with_its_refunds(backend: Backend) {
+    let kit = Kit::builder("contract-with-refunds")
+        .on(backend)
+        .build()
+        .await;
+    let merchant = kit.merchant("100202", MerchantZone::utc()).await;
+    let other = kit.merchant("100203", MerchantZone::utc()).await;
+    let bare = kit.added_and_paid(&merchant, "with-none", usd(900)).await;
+    let paid = kit.added_and_paid(&merchant, "with-two", usd(900)).await;
+    kit.refunded(&merchant, &paid, usd(100), Some("first"))
+        .await;
+    kit.refunded(&merchant, &paid, usd(200), None).await;
+    for p in [&bare, &paid] {
+        let expected_payment = kit.store.payment_by_id(p.id).await.unwrap().unwrap();
+        let expected_refunds = kit.store.refunds_of(p.id).await.unwrap();
+        let keys = [
+            tillgate_core::PaymentKey::TransactionNo(p.transaction_no.clone()),
+            tillgate_core::PaymentKey::Reference(p.reference.clone()),
+        ];
+        for key in keys {
+            let (payment, refunds) = kit
+                .store
+                .payment_with_refunds(merchant.id, &key)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(format!("{payment:?}"), format!("{expected_payment:?}"));
+            assert_eq!(format!("{refunds:?}"), format!("{expected_refunds:?}"));
+            let elsewhere = kit.store.payment_with_refunds(other.id, &key).await;
+            assert!(elsewhere.unwrap().is_none());
+        }
+    }
+    assert_eq!(kit.store.refunds_of(paid.id).await.unwrap().len(), 2);
+}
+
 on_both_backends!(
+    a_payment_reads_with_its_refunds,
     the_first_store_row_reads_whole,
     health_and_backlog_tell_what_the_store_holds,
     a_signed_request_acts_once_per_window,

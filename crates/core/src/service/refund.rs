@@ -65,24 +65,35 @@ impl Lifecycle {
             &req.amount.minor().to_string(),
             req.amount.currency().code(),
         ]);
+        // The reference is not looked up first: the unique index answers whether it is taken
+        // (the reservation's insert is refused), so a new refund costs no read for it. It is
+        // read only when the reservation fails: a key taken, or a refusal that may be a
+        // replay's (the first request may have refunded the whole payment).
         for _ in 0..2 {
-            if let Some(reference) = &req.refund_reference {
-                if let Some(existing) = self
-                    .store
-                    .refund_by_reference(merchant.id, reference.as_str())
-                    .await?
-                {
-                    return self.replay_refund(existing, &fingerprint).await;
-                }
-            }
-            match self.reserve_refund(&found, &req, &fingerprint, hold).await {
+            let failed = match self.reserve_refund(&found, &req, &fingerprint, hold).await {
                 // Held: reserved, and left for a person to decide.
                 Ok((payment, refund)) if hold => return Ok(Outcome::new((payment, refund))),
                 Ok((payment, refund)) => return self.execute_refund(payment, refund).await,
-                // A concurrent request with the same reference won the insert: answer as its
-                // replay. A clash of generated numbers simply tries again.
-                Err(LifecycleError::Store(StoreError::Conflict(Conflict::UniqueKey))) => continue,
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            let taken = matches!(
+                failed,
+                LifecycleError::Store(StoreError::Conflict(Conflict::UniqueKey))
+            );
+            if taken || matches!(failed, LifecycleError::Rejected(_)) {
+                if let Some(reference) = &req.refund_reference {
+                    if let Some(existing) = self
+                        .store
+                        .refund_by_reference(merchant.id, reference.as_str())
+                        .await?
+                    {
+                        return self.replay_refund(existing, &fingerprint).await;
+                    }
+                }
+            }
+            // A clash of generated numbers simply tries again.
+            if !taken {
+                return Err(failed);
             }
         }
         Err(LifecycleError::InProgress)

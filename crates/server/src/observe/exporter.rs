@@ -19,7 +19,7 @@ pub const REQUEST_SECONDS: &str = "tillgate_http_request_duration_seconds";
 pub const STORE_OPERATIONS: &str = "tillgate_store_operations_total";
 /// Durable commits (the benchmark reads it).
 pub const STORE_COMMITS: &str = "tillgate_store_commits_total";
-/// Operations per SQLite commit (group commit's batches).
+/// Operations per durable commit (group commit's batches, on both stores).
 pub const STORE_BATCH: &str = tillgate_store_sqlite::BATCH_METRIC;
 /// Notifications pending, and those of them due.
 pub const NOTIFICATIONS_PENDING: &str = "tillgate_notifications_pending";
@@ -94,11 +94,11 @@ fn describe() {
     describe_counter!(STORE_OPERATIONS, "Write operations committed.");
     describe_counter!(
         STORE_COMMITS,
-        "Durable commits (one fsync each on SQLite; one per operation on PostgreSQL)."
+        "Durable commits (one flush each, shared by a batch: group commit on both stores)."
     );
     describe_histogram!(
         STORE_BATCH,
-        "Write operations per SQLite commit (group commit's batches)."
+        "Write operations per durable commit (group commit's batches, on both stores)."
     );
     describe_gauge!(
         NOTIFICATIONS_PENDING,
