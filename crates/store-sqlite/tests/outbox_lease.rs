@@ -11,6 +11,17 @@ use tillgate_core::NotificationClaim;
 use tillgate_domain::MerchantZone;
 use tillgate_testkit::Kit;
 
+/// A second connection, to write rows behind the store's back; it does not enforce the
+/// payments foreign key, so the rows need no payments of their own.
+async fn side(kit: &Kit) -> sqlx::SqliteConnection {
+    sqlx::sqlite::SqliteConnectOptions::from_str(&kit.database_url())
+        .unwrap()
+        .foreign_keys(false)
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// Rows of `merchant`, one per payment from `first_payment`, due at `due_from` + n ms.
 async fn backlog(
     side: &mut sqlx::SqliteConnection,
@@ -50,14 +61,7 @@ async fn a_merchant_at_its_limit_is_skipped_however_long_its_backlog() {
     let kit = Kit::builder("outbox-lease").build().await;
     let a = kit.merchant("930001", MerchantZone::utc()).await;
     let b = kit.merchant("930002", MerchantZone::utc()).await;
-    // A second connection writes rows behind the store's back; it does not enforce the
-    // payments foreign key, so the rows need no payments of their own.
-    let mut side = sqlx::sqlite::SqliteConnectOptions::from_str(&kit.database_url())
-        .unwrap()
-        .foreign_keys(false)
-        .connect()
-        .await
-        .unwrap();
+    let mut side = side(&kit).await;
     backlog(&mut side, a.id, 1_000_000, 20_000, 1_000).await;
     backlog(&mut side, b.id, 2_000_000, 3, 5_000_000).await;
     // A later notification of one of B's payments, due before everything: it waits for the
@@ -104,11 +108,7 @@ async fn a_merchant_at_its_limit_is_skipped_however_long_its_backlog() {
 #[tokio::test]
 async fn the_lease_reads_the_outbox_through_its_partial_index_only() {
     let kit = Kit::builder("outbox-lease-plan").build().await;
-    let mut side = sqlx::sqlite::SqliteConnectOptions::from_str(&kit.database_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let mut side = side(&kit).await;
     let sql = format!(
         "EXPLAIN QUERY PLAN {}",
         tillgate_store_sql::claim_sql(false)
@@ -152,12 +152,7 @@ async fn the_lease_reads_the_outbox_through_its_partial_index_only() {
 async fn a_long_read_does_not_hold_the_runtimes_worker() {
     let kit = Kit::builder("long-read").build().await;
     let a = kit.merchant("930003", MerchantZone::utc()).await;
-    let mut side = sqlx::sqlite::SqliteConnectOptions::from_str(&kit.database_url())
-        .unwrap()
-        .foreign_keys(false)
-        .connect()
-        .await
-        .unwrap();
+    let mut side = side(&kit).await;
     backlog(&mut side, a.id, 3_000_000, 300_000, 1_000).await;
     // Both tasks queue on the one worker, the read first.
     let (tx, mut rx) = tokio::sync::oneshot::channel();
