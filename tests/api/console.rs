@@ -5,7 +5,8 @@ use crate::helpers::*;
 use serde_json::{json, Value};
 use std::process::Command;
 
-fn client() -> reqwest::Client {
+/// A client that shows redirects instead of following them.
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -32,7 +33,8 @@ pub async fn sign_in(app: &TestApp, login: &str, password: &str) -> Result<Strin
     Ok(cookie.split(';').next().unwrap().to_owned())
 }
 
-async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
+/// A console page under the session `cookie`: (status, body).
+pub async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
     let resp = client()
         .get(format!("{}{path}", app.base))
         .header("cookie", cookie)
@@ -43,7 +45,8 @@ async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
     (status, resp.text().await.unwrap())
 }
 
-fn csrf_of(html: &str) -> String {
+/// The CSRF token of the first form of a page.
+pub fn csrf_of(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
         .expect("a form with a CSRF token")

@@ -3,7 +3,7 @@
 //! console; approved, they go to the wallet and are notified; rejected, they fail, release
 //! their reservation and are notified. On both backends, with a real notification receiver.
 
-use crate::console::sign_in;
+use crate::console::{client, csrf_of, page, sign_in};
 use crate::helpers::*;
 use serde_json::{json, Value};
 
@@ -17,13 +17,6 @@ const QUICK: &[&str] = &[
     "--notify-schedule-s",
     "0,1,1,1",
 ];
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 fn merchant_update(app: &TestApp, merchant_no: &str, args: &[&str]) {
     let mut all = vec!["merchant", "update", "--merchant-no", merchant_no];
@@ -57,22 +50,6 @@ fn create_user(app: &TestApp, login: &str, role: &str, merchant_no: &str, passwo
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
-    let resp = client()
-        .get(format!("{}{path}", app.base))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap())
-}
-
-fn csrf_of(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF token") + 19;
-    html[at..at + 64].to_owned()
 }
 
 /// Posts a decision (`approve` or `reject`) on approval `id`; answers (status, location).
