@@ -26,6 +26,19 @@ async fn load(
     }
 }
 
+/// A form posted about merchant `merchant_no`: the checked session (see `posted`) and the
+/// merchant, if the user's scope holds it.
+async fn posted_for(
+    c: &Console,
+    headers: &HeaderMap,
+    csrf: &str,
+    merchant_no: &str,
+) -> Result<(SignedIn, tillgate_core::MerchantRecord), Response> {
+    let s = posted(c, headers, csrf).await?;
+    let m = load(c, &s, merchant_no).await?;
+    Ok((s, m))
+}
+
 fn render(
     s: &SignedIn,
     m: &tillgate_core::MerchantRecord,
@@ -153,12 +166,8 @@ pub async fn save(
     Path(merchant_no): Path<String>,
     Form(form): Form<SettingsForm>,
 ) -> Response {
-    let s = match posted(&c, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let m = match load(&c, &s, &merchant_no).await {
-        Ok(m) => m,
+    let (s, m) = match posted_for(&c, &headers, &form.csrf, &merchant_no).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     if !may_change(&s.user, m.id) {
@@ -435,12 +444,8 @@ pub async fn rotate(
     Form(form): Form<RotateForm>,
 ) -> Response {
     use tillgate_core::CredentialKind;
-    let s = match posted(&c, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let m = match load(&c, &s, &merchant_no).await {
-        Ok(m) => m,
+    let (s, m) = match posted_for(&c, &headers, &form.csrf, &merchant_no).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     if !may_change(&s.user, m.id) {
@@ -544,12 +549,8 @@ pub async fn add(
 ) -> Response {
     use tillgate_core::credentials::{CredentialWanted, MerchantWanted};
     use tillgate_core::Secret;
-    let s = match posted(&c, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let m = match load(&c, &s, &merchant_no).await {
-        Ok(m) => m,
+    let (s, m) = match posted_for(&c, &headers, &form.csrf, &merchant_no).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     if s.user.role != Role::Operator {
